@@ -1,0 +1,72 @@
+// Softmax over the last dimension with an optional key-padding mask and causal mask, and its
+// backward. Rows are (z, i) with z = batch * heads + head and i the query position, so the
+// attention scores [batch * heads, tq, cols] use it directly. Masked scores become NEG_BIG
+// (finite), whose exp is exactly 0. One workgroup of WG invocations per row.
+//
+// Bindings: 1 X (fwd) / Y (bwd), 2 MASK [batch, cols] u32 (1 = attend), 3 OUT (Y or DX), 4 DY.
+
+struct Params { rows: u32, cols: u32, tq: u32, heads: u32, scale: f32, causal_off: u32, _a: u32, _b: u32 }
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> X: array<f32>;
+@group(0) @binding(2) var<storage, read_write> MASK: array<u32>;
+@group(0) @binding(3) var<storage, read_write> OUT: array<f32>;
+@group(0) @binding(4) var<storage, read_write> DY: array<f32>;
+
+var<workgroup> red: array<f32, WG>;
+
+fn wg_reduce(lid: u32, v: f32, is_max: bool) -> f32 {
+    red[lid] = v;
+    workgroupBarrier();
+    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
+        if (lid < s) {
+            if (is_max) { red[lid] = max(red[lid], red[lid + s]); } else { red[lid] += red[lid + s]; }
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn score(row: u32, base: u32, j: u32) -> f32 {
+    let i = row % p.tq;
+    let b = (row / p.tq) / p.heads;
+    var v = X[base + j] * p.scale;
+    if (HAS_MASK) {
+        if (MASK[b * p.cols + j] == 0u) { v = NEG_BIG; }
+    }
+    if (CAUSAL) {
+        if (j > i + p.causal_off) { v = NEG_BIG; }
+    }
+    return v;
+}
+
+@compute @workgroup_size(WG)
+fn forward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = linear_group(wid, nwg);
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    var m = NEG_BIG;
+    for (var j = lid; j < p.cols; j += WG) { m = max(m, score(row, base, j)); }
+    m = wg_reduce(lid, m, true);
+    var s = 0.0;
+    for (var j = lid; j < p.cols; j += WG) { s += exp(score(row, base, j) - m); }
+    let inv = 1.0 / wg_reduce(lid, s, false);
+    for (var j = lid; j < p.cols; j += WG) {
+        OUT[base + j] = exp(score(row, base, j) - m) * inv;
+    }
+}
+
+// DX = scale * Y * (DY - sum(DY * Y)); masked entries have Y = 0 and get 0.
+@compute @workgroup_size(WG)
+fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = linear_group(wid, nwg);
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    var s = 0.0;
+    for (var j = lid; j < p.cols; j += WG) { s += DY[base + j] * X[base + j]; }
+    let dot = wg_reduce(lid, s, false);
+    for (var j = lid; j < p.cols; j += WG) {
+        OUT[base + j] = p.scale * X[base + j] * (DY[base + j] - dot);
+    }
+}

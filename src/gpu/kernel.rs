@@ -1,0 +1,266 @@
+//! Kernels: WGSL sources from `shaders/`, specialised by constants, compiled once and cached.
+//!
+//! A kernel variant is named by a [`KernelSpec`]: the shader file, the entry point and a list of
+//! constants. The constants are prepended to the source as WGSL `const` declarations, and they
+//! also drive a tiny unrolling preprocessor (see [`expand`]) so that register-blocked kernels are
+//! written once in the `.wgsl` file yet compiled with their loops fully unrolled.
+//!
+//! Binding convention shared by every shader: `@binding(0)` is a uniform parameter block bound
+//! with a dynamic offset, `@binding(1..=n)` are storage buffers declared `read_write`. Declaring
+//! every storage binding writable lets two views of one arena chunk meet in a dispatch (wgpu
+//! tracks usage per buffer, and read-only plus writable would conflict).
+
+use super::Gpu;
+use crate::error::{Error, Result};
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+/// A specialisation constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Def {
+    U(u32),
+    I(i32),
+    B(bool),
+    /// An f32, stored as its bits so specs stay hashable.
+    F(u32),
+    /// A type alias (`alias NAME = ty;`), e.g. `f32` or `vec4<f32>`.
+    Ty(&'static str),
+}
+
+impl Def {
+    pub fn f(x: f32) -> Def {
+        Def::F(x.to_bits())
+    }
+    fn wgsl(&self) -> String {
+        match *self {
+            Def::U(v) => format!("u32 = {v}u"),
+            Def::I(v) => format!("i32 = {v}i"),
+            Def::B(v) => format!("bool = {v}"),
+            Def::F(b) => format!("f32 = {:?}f", f32::from_bits(b)),
+            Def::Ty(t) => t.to_string(),
+        }
+    }
+}
+
+/// Names one compiled kernel variant.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KernelSpec {
+    pub shader: &'static str,
+    pub entry: &'static str,
+    pub defs: Vec<(&'static str, Def)>,
+    /// Number of storage bindings after the uniform block.
+    pub storage: u32,
+}
+
+impl KernelSpec {
+    pub fn new(shader: &'static str, entry: &'static str, storage: u32) -> Self {
+        KernelSpec { shader, entry, defs: Vec::new(), storage }
+    }
+    pub fn def(mut self, name: &'static str, v: Def) -> Self {
+        self.defs.push((name, v));
+        self
+    }
+    pub fn u(self, name: &'static str, v: u32) -> Self {
+        self.def(name, Def::U(v))
+    }
+    pub fn b(self, name: &'static str, v: bool) -> Self {
+        self.def(name, Def::B(v))
+    }
+}
+
+/// A compiled compute pipeline and its bind-group layout.
+pub struct Kernel {
+    pub(crate) pipeline: wgpu::ComputePipeline,
+    pub(crate) layout: wgpu::BindGroupLayout,
+    pub(crate) storage: u32,
+    pub(crate) label: String,
+}
+
+/// The WGSL files, embedded at build time.
+const SHADERS: &[(&str, &str)] = &[
+    ("common", include_str!("../../shaders/common.wgsl")),
+    ("matmul", include_str!("../../shaders/matmul.wgsl")),
+    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
+    ("gelu", include_str!("../../shaders/gelu.wgsl")),
+    ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
+    ("softmax", include_str!("../../shaders/softmax.wgsl")),
+    ("cross_entropy", include_str!("../../shaders/cross_entropy.wgsl")),
+    ("embedding", include_str!("../../shaders/embedding.wgsl")),
+    ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("rng", include_str!("../../shaders/rng.wgsl")),
+    ("kl", include_str!("../../shaders/kl.wgsl")),
+];
+
+fn shader_source(name: &str) -> Option<&'static str> {
+    SHADERS.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
+}
+
+/// Build the full WGSL text of a variant: constants, the shared helpers, then the shader with
+/// `//@for v in 0..N` … `//@end` blocks unrolled (N a constant name or a literal; `{v}` in the
+/// block is replaced by the index; blocks nest).
+pub fn expand(spec: &KernelSpec) -> Result<String> {
+    let body = shader_source(spec.shader).ok_or_else(|| Error::Gpu {
+        context: format!("kernel {}", spec.shader),
+        message: "no such shader file".into(),
+    })?;
+    let mut out = String::new();
+    for (name, v) in &spec.defs {
+        match v {
+            Def::Ty(t) => writeln!(out, "alias {name} = {t};"),
+            _ => writeln!(out, "const {name}: {};", v.wgsl()),
+        }
+        .ok();
+    }
+    out.push_str(shader_source("common").unwrap_or(""));
+    out.push('\n');
+    let lines: Vec<&str> = body.lines().collect();
+    let mut pos = 0;
+    unroll(&lines, &mut pos, &spec.defs, &[], &mut out, spec)?;
+    Ok(out)
+}
+
+fn unroll(
+    lines: &[&str],
+    pos: &mut usize,
+    defs: &[(&'static str, Def)],
+    vars: &[(String, u32)],
+    out: &mut String,
+    spec: &KernelSpec,
+) -> Result<()> {
+    let bad = |m: String| Error::Gpu { context: format!("expanding shader {}", spec.shader), message: m };
+    while *pos < lines.len() {
+        let line = lines[*pos];
+        let t = line.trim();
+        if t == "//@end" {
+            return Ok(());
+        }
+        if let Some(rest) = t.strip_prefix("//@for ") {
+            // "v in 0..N"
+            let (var, range) = rest.split_once(" in 0..").ok_or_else(|| bad(format!("bad //@for: {t}")))?;
+            let range = range.trim();
+            let n = match range.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => match defs.iter().find(|(k, _)| *k == range) {
+                    Some((_, Def::U(n))) => *n,
+                    _ => return Err(bad(format!("//@for bound {range} is not a u32 constant"))),
+                },
+            };
+            let start = *pos + 1;
+            let mut end = start;
+            for i in 0..n.max(1) {
+                *pos = start;
+                let mut v = vars.to_vec();
+                v.push((var.trim().to_string(), i));
+                let mut sink = String::new();
+                unroll(lines, pos, defs, &v, &mut sink, spec)?;
+                if n > 0 {
+                    out.push_str(&sink);
+                }
+                end = *pos;
+            }
+            *pos = end + 1;
+            continue;
+        }
+        let mut l = line.to_string();
+        for (v, i) in vars {
+            l = l.replace(&format!("{{{v}}}"), &i.to_string());
+        }
+        out.push_str(&l);
+        out.push('\n');
+        *pos += 1;
+    }
+    if vars.is_empty() {
+        Ok(())
+    } else {
+        Err(bad("//@for without //@end".into()))
+    }
+}
+
+impl Gpu {
+    /// The compiled kernel for `spec`, compiling it on first use.
+    pub fn kernel(&self, spec: &KernelSpec) -> Result<Arc<Kernel>> {
+        if let Some(k) = self.kernels.lock().unwrap().get(spec) {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(self.compile(spec)?);
+        self.kernels.lock().unwrap().insert(spec.clone(), k.clone());
+        Ok(k)
+    }
+
+    fn compile(&self, spec: &KernelSpec) -> Result<Kernel> {
+        let max = self.limits().max_storage_buffers_per_shader_stage;
+        if spec.storage > max {
+            return Err(Error::Limit {
+                what: format!("kernel {}::{}", spec.shader, spec.entry),
+                needed: spec.storage as u64,
+                limit: max as u64,
+                limit_name: "max_storage_buffers_per_shader_stage",
+                hint: String::new(),
+            });
+        }
+        let src = expand(spec)?;
+        let label = format!("{}::{} {:?}", spec.shader, spec.entry, spec.defs);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(&label),
+            source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
+        };
+        let module = if self.checked {
+            self.device.create_shader_module(desc)
+        } else {
+            // SAFETY: every kernel clamps or guards its own indices, and each one is checked
+            // against its CPU reference (including ragged sizes) by the test-suite. Set
+            // TRAMWAY_CHECKED=1 to compile with naga's runtime checks when debugging.
+            unsafe {
+                self.device
+                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+            }
+        };
+        let mut entries = vec![wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: None,
+            },
+            count: None,
+        }];
+        for b in 1..=spec.storage {
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: b,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: wgpu::BufferBindingType::Storage { read_only: false },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            });
+        }
+        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&label),
+            entries: &entries,
+        });
+        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&label),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: Some(&pl),
+            module: &module,
+            entry_point: Some(spec.entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu { context: format!("compiling {label}"), message: e.to_string() });
+        }
+        #[cfg(target_arch = "wasm32")]
+        drop(scope);
+        Ok(Kernel { pipeline, layout, storage: spec.storage, label })
+    }
+}

@@ -1,0 +1,344 @@
+//! The GPU runtime: adapter choice, device, tensors and arenas, kernels, recording and readback.
+//!
+//! Everything here works on native backends (Vulkan, Metal, DX12, GL) and on WebGPU in a browser:
+//! no threads, no files, and readback is a future (native callers use the `*_blocking` helpers).
+
+mod arena;
+mod kernel;
+mod readback;
+mod recorder;
+mod tensor;
+
+pub use arena::{Arena, ArenaBuilder};
+pub use kernel::{Def, Kernel, KernelSpec};
+pub use recorder::{grid_1d, Params, Recorder};
+pub use tensor::{DType, Tensor};
+
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Every binding offset we create is a multiple of this, the largest value any adapter may demand
+/// for `min_storage_buffer_offset_alignment` / `min_uniform_buffer_offset_alignment`.
+pub const ALIGN: u64 = 256;
+
+/// How to choose and open the device.
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Restrict to these backends (`TRAMWAY_BACKEND`); `None` tries all compiled in.
+    pub backends: Option<wgpu::Backends>,
+    /// Case-insensitive substring of the adapter name (`TRAMWAY_ADAPTER`).
+    pub adapter: Option<String>,
+    /// Keep naga's runtime bounds checks in shaders (`TRAMWAY_CHECKED=1`). Off by default: our
+    /// kernels are validated by the test-suite and clamp their own indices.
+    pub checked_shaders: bool,
+}
+
+impl GpuOptions {
+    /// Options from `TRAMWAY_BACKEND` (vulkan|metal|dx12|gl|webgpu), `TRAMWAY_ADAPTER` (name
+    /// substring) and `TRAMWAY_CHECKED` (1 to keep shader bounds checks).
+    pub fn from_env() -> Result<Self> {
+        let mut o = GpuOptions::default();
+        if let Ok(v) = std::env::var("TRAMWAY_BACKEND") {
+            o.backends = Some(parse_backend(&v)?);
+        }
+        if let Ok(v) = std::env::var("TRAMWAY_ADAPTER") {
+            if !v.is_empty() {
+                o.adapter = Some(v);
+            }
+        }
+        if let Ok(v) = std::env::var("TRAMWAY_CHECKED") {
+            o.checked_shaders = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        Ok(o)
+    }
+}
+
+/// Parse a backend name as used by `TRAMWAY_BACKEND`.
+pub fn parse_backend(v: &str) -> Result<wgpu::Backends> {
+    Ok(match v.to_ascii_lowercase().as_str() {
+        "vulkan" | "vk" => wgpu::Backends::VULKAN,
+        "metal" | "mtl" => wgpu::Backends::METAL,
+        "dx12" | "d3d12" => wgpu::Backends::DX12,
+        "gl" | "gles" | "opengl" => wgpu::Backends::GL,
+        "webgpu" | "browser" => wgpu::Backends::BROWSER_WEBGPU,
+        "all" | "" => wgpu::Backends::all(),
+        _ => {
+            return Err(Error::BadSetting {
+                name: "TRAMWAY_BACKEND",
+                value: v.to_string(),
+                expected: "one of vulkan, metal, dx12, gl, webgpu".into(),
+            })
+        }
+    })
+}
+
+const NO_ADAPTER_HINT: &str = "tramway needs a GPU driver reachable through Vulkan, Metal, DX12, \
+GL or WebGPU. On Debian/Ubuntu without a GPU, install the CPU Vulkan driver (lavapipe): \
+`sudo apt-get install mesa-vulkan-drivers libvulkan1`. Set TRAMWAY_BACKEND / TRAMWAY_ADAPTER \
+to choose among several adapters; `tramway info` lists them.";
+
+/// The opened device and everything cached on it. Cheap to share by reference; all caches are
+/// behind mutexes so tests and apps may use one `Gpu` from several threads on native targets.
+pub struct Gpu {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    checked: bool,
+    kernels: Mutex<HashMap<KernelSpec, Arc<Kernel>>>,
+    /// Uniform buffers for dispatch parameters, reused across submits (queue order makes a
+    /// `write_buffer` after a submit safe).
+    uniform_pool: Mutex<Vec<wgpu::Buffer>>,
+    /// Bound where a kernel's optional input is absent.
+    pub(crate) dummy: wgpu::Buffer,
+    errors: Arc<Mutex<Vec<String>>>,
+    pub(crate) bind_cache: recorder::BindCache,
+    scratch: Mutex<HashMap<u32, Tensor>>,
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// Rank adapters: a real GPU first, then virtual, then CPU; native APIs before GL.
+fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
+    let ty = match info.device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    };
+    let be = match info.backend {
+        wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+        wgpu::Backend::BrowserWebGpu => 1,
+        _ => 2,
+    };
+    (ty, be)
+}
+
+fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// One adapter as `tramway info` shows it.
+pub struct AdapterReport {
+    pub info: wgpu::AdapterInfo,
+    pub limits: wgpu::Limits,
+    pub features: wgpu::Features,
+}
+
+/// Every adapter the compiled-in backends can see (native only: browsers expose one adapter).
+#[cfg(not(target_arch = "wasm32"))]
+pub async fn enumerate(backends: wgpu::Backends) -> Vec<AdapterReport> {
+    let inst = instance(backends);
+    let mut v: Vec<AdapterReport> = inst
+        .enumerate_adapters(backends)
+        .await
+        .into_iter()
+        .map(|a| AdapterReport { info: a.get_info(), limits: a.limits(), features: a.features() })
+        .collect();
+    v.sort_by_key(|r| adapter_rank(&r.info));
+    v
+}
+
+async fn choose_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
+    let backends = opts.backends.unwrap_or(wgpu::Backends::PRIMARY);
+    let inst = instance(backends);
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let mut adapters = inst.enumerate_adapters(backends).await;
+        if adapters.is_empty() && opts.backends.is_none() {
+            // GL last: it lacks f16 and subgroups, and probing it prints EGL noise on headless
+            // machines, so it is only tried when no native API has an adapter.
+            adapters = instance(wgpu::Backends::GL).enumerate_adapters(wgpu::Backends::GL).await;
+        }
+        let names: Vec<String> = adapters
+            .iter()
+            .map(|a| {
+                let i = a.get_info();
+                format!("{} ({:?}, {:?})", i.name, i.backend, i.device_type)
+            })
+            .collect();
+        if let Some(want) = &opts.adapter {
+            let w = want.to_lowercase();
+            adapters.retain(|a| a.get_info().name.to_lowercase().contains(&w));
+            if adapters.is_empty() {
+                return Err(Error::NoAdapter {
+                    detail: format!(
+                        " whose name contains {want:?} (TRAMWAY_ADAPTER); available: {}",
+                        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    ),
+                    hint: NO_ADAPTER_HINT.into(),
+                });
+            }
+        }
+        adapters.sort_by_key(|a| adapter_rank(&a.get_info()));
+        adapters.into_iter().next().ok_or_else(|| Error::NoAdapter {
+            detail: match opts.backends {
+                Some(b) => format!(" for backends {b:?} (TRAMWAY_BACKEND)"),
+                None => String::new(),
+            },
+            hint: NO_ADAPTER_HINT.into(),
+        })
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        inst.request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::NoAdapter { detail: format!(": {e}"), hint: NO_ADAPTER_HINT.into() })
+    }
+}
+
+impl Gpu {
+    /// Choose an adapter (a real GPU first) and open it with the adapter's own limits.
+    pub async fn new(opts: GpuOptions) -> Result<Self> {
+        let adapter = choose_adapter(&opts).await?;
+        let info = adapter.get_info();
+        // Our kernels need only core WGSL (f32, u32). Optional features are not requested until a
+        // kernel uses them, so every adapter that passes the test-suite keeps passing.
+        let features = wgpu::Features::empty();
+        let limits = adapter.limits();
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("tramway"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
+        let errors: Arc<Mutex<Vec<String>>> = Arc::default();
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            sink.lock().unwrap().push(e.to_string());
+        }));
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("dummy"),
+            size: ALIGN,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        Ok(Gpu {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            checked: opts.checked_shaders,
+            kernels: Mutex::default(),
+            uniform_pool: Mutex::default(),
+            dummy,
+            errors,
+            bind_cache: Default::default(),
+            scratch: Mutex::default(),
+        })
+    }
+
+    /// [`Gpu::new`] for native callers.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn new_blocking(opts: GpuOptions) -> Result<Self> {
+        pollster::block_on(Self::new(opts))
+    }
+
+    /// The adapter this device was opened on.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+    /// The limits the device was opened with (the adapter's own).
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+    /// Optional features enabled on the device.
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+    /// The underlying wgpu device, for apps that embed tramway next to their own GPU work.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+    /// The underlying wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// Largest byte size one storage binding (hence one tensor) may have on this device.
+    pub fn max_binding_bytes(&self) -> u64 {
+        let b = self.limits.max_storage_buffer_binding_size as u64;
+        b.min(self.limits.max_buffer_size) / ALIGN * ALIGN
+    }
+
+    /// Errors wgpu reported outside an error scope since the last call (validation of recorded
+    /// commands, device loss). Returned as one [`Error::Gpu`].
+    pub fn take_error(&self, context: &str) -> Result<()> {
+        let mut e = self.errors.lock().unwrap();
+        if e.is_empty() {
+            Ok(())
+        } else {
+            let message = e.join("\n");
+            e.clear();
+            Err(Error::Gpu { context: context.to_string(), message })
+        }
+    }
+
+    /// Wait until all submitted work is done (native); a no-op on the web, where the browser
+    /// drives the queue.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu { context: "waiting for the queue".into(), message: e.to_string() })
+    }
+
+    /// Start recording a batch of dispatches that is submitted as one command buffer.
+    pub fn recorder(&self) -> Recorder<'_> {
+        Recorder::new(self)
+    }
+
+    /// A scratch tensor of `elems` f32 for kernel intermediates (partial sums, attention score
+    /// gradients), one per `slot`, grown on demand and reused. Safe to reuse across ops and
+    /// submits because the queue runs dispatches in order with barriers between them.
+    pub(crate) fn scratch(&self, slot: u32, elems: usize) -> Result<Tensor> {
+        let mut s = self.scratch.lock().unwrap();
+        if let Some(t) = s.get(&slot) {
+            if t.len() >= elems {
+                return Ok(Tensor { shape: vec![elems], ..t.clone() });
+            }
+        }
+        let t = self.zeros(&[elems.max(1).next_power_of_two()])?;
+        s.insert(slot, t.clone());
+        Ok(Tensor { shape: vec![elems], ..t })
+    }
+
+    /// A one-element tensor bound where a kernel's optional input is absent (never read).
+    pub(crate) fn dummy_tensor(&self) -> Tensor {
+        Tensor { buffer: self.dummy.clone(), offset: 0, shape: vec![1], dtype: DType::F32 }
+    }
+
+    pub(crate) fn take_uniform(&self, size: u64) -> wgpu::Buffer {
+        let mut pool = self.uniform_pool.lock().unwrap();
+        if let Some(i) = pool.iter().position(|b| b.size() >= size) {
+            return pool.swap_remove(i);
+        }
+        drop(pool);
+        self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("params"),
+            size: size.next_power_of_two().max(4096),
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    }
+
+    pub(crate) fn give_uniform(&self, b: wgpu::Buffer) {
+        let mut pool = self.uniform_pool.lock().unwrap();
+        if pool.len() < 8 {
+            pool.push(b);
+        }
+    }
+}

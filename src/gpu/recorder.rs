@@ -1,0 +1,250 @@
+//! The recorder: many dispatches (and copies) go into one command buffer and one submit.
+//!
+//! Parameters of every dispatch are packed into one uniform buffer, each block at a 256-byte
+//! aligned dynamic offset, written with a single `write_buffer` at submit time. Bind groups are
+//! cached by (kernel, bound ranges, parameter buffer), so a training step that records the same
+//! dispatches every step reuses them all.
+
+use super::{Gpu, Kernel, Tensor, ALIGN};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// A kernel's parameter block: a sequence of 4-byte words matching the WGSL `struct Params`
+/// field by field (all fields are `u32`, `i32` or `f32`).
+#[derive(Clone, Debug, Default)]
+pub struct Params(pub(crate) Vec<u32>);
+
+impl Params {
+    pub fn new() -> Self {
+        Params(Vec::with_capacity(16))
+    }
+    /// Append a `u32` field.
+    pub fn u(mut self, v: u32) -> Self {
+        self.0.push(v);
+        self
+    }
+    /// Append a `u32` field from a size (sizes above u32 are refused earlier by binding limits).
+    pub fn n(self, v: usize) -> Self {
+        self.u(v as u32)
+    }
+    /// Append an `f32` field.
+    pub fn f(mut self, v: f32) -> Self {
+        self.0.push(v.to_bits());
+        self
+    }
+    fn bytes(&self) -> Vec<u8> {
+        let mut w = self.0.clone();
+        // WGSL uniform structs are sized in multiples of 16 bytes.
+        while w.is_empty() || w.len() % 4 != 0 {
+            w.push(0);
+        }
+        bytemuck::cast_slice(&w).to_vec()
+    }
+}
+
+/// Split a 1-D workgroup count into a grid within the per-dimension limit. Shaders recover the
+/// linear index as `wid.x + wid.y * num_workgroups.x` (see `linear_group` in common.wgsl).
+pub fn grid_1d(groups: u32, max_per_dim: u32) -> [u32; 3] {
+    if groups <= max_per_dim {
+        [groups, 1, 1]
+    } else {
+        let y = groups.div_ceil(max_per_dim);
+        [groups.div_ceil(y), y, 1]
+    }
+}
+
+enum Cmd {
+    Dispatch { kernel: Arc<Kernel>, bufs: Vec<(wgpu::Buffer, u64, u64)>, poff: u64, psize: u64, groups: [u32; 3] },
+    Copy { src: wgpu::Buffer, src_off: u64, dst: wgpu::Buffer, dst_off: u64, bytes: u64 },
+    Clear { buf: wgpu::Buffer, off: u64, bytes: u64 },
+}
+
+/// Collects commands; [`Recorder::submit`] sends them as one command buffer.
+pub struct Recorder<'g> {
+    gpu: &'g Gpu,
+    cmds: Vec<Cmd>,
+    params: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct BindKey {
+    layout: wgpu::BindGroupLayout,
+    uniform: wgpu::Buffer,
+    psize: u64,
+    bufs: Vec<(wgpu::Buffer, u64, u64)>,
+}
+
+/// Bind groups survive across submits; bounded so dropped tensors are eventually released.
+#[derive(Default)]
+pub(crate) struct BindCache(Mutex<HashMap<BindKey, wgpu::BindGroup>>);
+const BIND_CACHE_MAX: usize = 8192;
+
+impl<'g> Recorder<'g> {
+    pub(crate) fn new(gpu: &'g Gpu) -> Self {
+        Recorder { gpu, cmds: Vec::new(), params: Vec::new() }
+    }
+
+    /// The device this recorder records for.
+    pub fn gpu(&self) -> &'g Gpu {
+        self.gpu
+    }
+
+    /// Number of commands recorded so far.
+    pub fn len(&self) -> usize {
+        self.cmds.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.cmds.is_empty()
+    }
+
+    /// Record one dispatch of `kernel` over `groups` workgroups. `tensors` fill storage bindings
+    /// 1..=n in order.
+    pub fn dispatch(&mut self, kernel: &Arc<Kernel>, params: Params, tensors: &[&Tensor], groups: [u32; 3]) -> Result<()> {
+        if tensors.len() as u32 != kernel.storage {
+            return Err(Error::Gpu {
+                context: kernel.label.clone(),
+                message: format!("{} tensors bound, the kernel has {} storage bindings", tensors.len(), kernel.storage),
+            });
+        }
+        let max = self.gpu.limits().max_compute_workgroups_per_dimension;
+        if groups.iter().any(|&g| g > max) {
+            return Err(Error::Limit {
+                what: format!("dispatch of {} over {groups:?} workgroups", kernel.label),
+                needed: *groups.iter().max().unwrap() as u64,
+                limit: max as u64,
+                limit_name: "max_compute_workgroups_per_dimension",
+                hint: String::new(),
+            });
+        }
+        if groups.contains(&0) {
+            return Ok(());
+        }
+        let bytes = params.bytes();
+        let poff = self.params.len() as u64;
+        self.params.extend_from_slice(&bytes);
+        self.params.resize(self.params.len().div_ceil(ALIGN as usize) * ALIGN as usize, 0);
+        let bufs = tensors
+            .iter()
+            .map(|t| {
+                let b = t.binding();
+                (b.buffer.clone(), b.offset, b.size.map(|s| s.get()).unwrap_or(4))
+            })
+            .collect();
+        self.cmds.push(Cmd::Dispatch { kernel: kernel.clone(), bufs, poff, psize: bytes.len() as u64, groups });
+        Ok(())
+    }
+
+    /// Copy all of `src` into `dst` (same element count).
+    pub fn copy(&mut self, src: &Tensor, dst: &Tensor) -> Result<()> {
+        if src.len() != dst.len() {
+            return Err(Error::Shape {
+                op: "copy",
+                message: format!("source {:?} and destination {:?} differ in size", src.shape(), dst.shape()),
+            });
+        }
+        if src.bytes() > 0 {
+            self.cmds.push(Cmd::Copy {
+                src: src.buffer.clone(),
+                src_off: src.offset,
+                dst: dst.buffer.clone(),
+                dst_off: dst.offset,
+                bytes: src.bytes(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Set every element of `t` to zero.
+    pub fn zero(&mut self, t: &Tensor) {
+        if t.bytes() > 0 {
+            self.cmds.push(Cmd::Clear { buf: t.buffer.clone(), off: t.offset, bytes: t.bytes() });
+        }
+    }
+
+    /// Encode everything into one command buffer and submit it. Returns once submitted; use
+    /// [`Gpu::wait`] or a readback to wait for the results.
+    pub fn submit(self) -> Result<()> {
+        let gpu = self.gpu;
+        if self.cmds.is_empty() {
+            return Ok(());
+        }
+        let uniform = gpu.take_uniform(self.params.len().max(16) as u64);
+        if !self.params.is_empty() {
+            gpu.queue.write_buffer(&uniform, 0, &self.params);
+        }
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tramway") });
+        {
+            let mut cache = gpu.bind_cache.0.lock().unwrap();
+            if cache.len() > BIND_CACHE_MAX {
+                cache.clear();
+            }
+            let mut pass: Option<wgpu::ComputePass<'static>> = None;
+            let mut last: Option<*const Kernel> = None;
+            for cmd in &self.cmds {
+                match cmd {
+                    Cmd::Dispatch { kernel, bufs, poff, psize, groups } => {
+                        let key = BindKey {
+                            layout: kernel.layout.clone(),
+                            uniform: uniform.clone(),
+                            psize: *psize,
+                            bufs: bufs.clone(),
+                        };
+                        let bg = cache
+                            .entry(key)
+                            .or_insert_with(|| {
+                                let mut entries = vec![wgpu::BindGroupEntry {
+                                    binding: 0,
+                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                        buffer: &uniform,
+                                        offset: 0,
+                                        size: wgpu::BufferSize::new(*psize),
+                                    }),
+                                }];
+                                for (i, (b, off, size)) in bufs.iter().enumerate() {
+                                    entries.push(wgpu::BindGroupEntry {
+                                        binding: i as u32 + 1,
+                                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                            buffer: b,
+                                            offset: *off,
+                                            size: wgpu::BufferSize::new(*size),
+                                        }),
+                                    });
+                                }
+                                gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                                    label: None,
+                                    layout: &kernel.layout,
+                                    entries: &entries,
+                                })
+                            })
+                            .clone();
+                        let p = pass.get_or_insert_with(|| {
+                            enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default()).forget_lifetime()
+                        });
+                        let kp = Arc::as_ptr(kernel);
+                        if last != Some(kp) {
+                            p.set_pipeline(&kernel.pipeline);
+                            last = Some(kp);
+                        }
+                        p.set_bind_group(0, &bg, &[*poff as u32]);
+                        p.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                    }
+                    Cmd::Copy { src, src_off, dst, dst_off, bytes } => {
+                        pass = None;
+                        last = None;
+                        enc.copy_buffer_to_buffer(src, *src_off, dst, *dst_off, *bytes);
+                    }
+                    Cmd::Clear { buf, off, bytes } => {
+                        pass = None;
+                        last = None;
+                        enc.clear_buffer(buf, *off, Some(*bytes));
+                    }
+                }
+            }
+            drop(pass);
+        }
+        gpu.queue.submit([enc.finish()]);
+        gpu.give_uniform(uniform);
+        gpu.take_error("submitting recorded kernels")
+    }
+}

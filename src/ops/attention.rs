@@ -1,0 +1,113 @@
+//! Scaled dot-product attention with padding mask and causal option, forward and backward.
+//!
+//! Built from the strided matmul and the masked softmax: Q, K, V and the output are read and
+//! written in place in the `[batch, seq, heads * head_dim]` layout of the projections (or as
+//! column slices of a fused QKV tensor) through strides, so no permute copies are made. The
+//! attention probabilities `[batch * heads, seq, seq]` are kept for the backward pass.
+
+use super::matmul::{matmul, Act, MatView, Matmul};
+use super::softmax::{softmax, softmax_backward, SoftmaxMask};
+use super::{expect_len, slot};
+use crate::error::{shape_err, Result};
+use crate::gpu::{Recorder, Tensor};
+
+/// Sizes of one attention call (queries and keys have the same length).
+#[derive(Clone, Copy, Debug)]
+pub struct AttnShape {
+    pub batch: usize,
+    pub seq: usize,
+    pub heads: usize,
+    pub head_dim: usize,
+}
+
+/// Where one of Q, K, V (or their gradients, or the output) lives: element (b, t, h, d) is at
+/// `off + (b * seq + t) * row_stride + h * head_dim + d`. A separate `[B, T, H*D]` tensor has
+/// `off = 0, row_stride = H*D`; the K part of a fused `[B, T, 3*H*D]` QKV has `off = H*D,
+/// row_stride = 3*H*D`.
+#[derive(Clone, Copy, Debug)]
+pub struct HeadView<'a> {
+    pub t: &'a Tensor,
+    pub off: usize,
+    pub row_stride: usize,
+}
+
+impl<'a> HeadView<'a> {
+    /// A plain `[batch, seq, heads * head_dim]` tensor.
+    pub fn dense(t: &'a Tensor, s: &AttnShape) -> Self {
+        HeadView { t, off: 0, row_stride: s.heads * s.head_dim }
+    }
+    fn mat(&self, s: &AttnShape) -> MatView<'a> {
+        MatView { t: self.t, off: self.off, rs: self.row_stride, cs: 1, bo: s.seq * self.row_stride, bi: s.head_dim }
+    }
+}
+
+fn scores_view<'a>(t: &'a Tensor, s: &AttnShape) -> MatView<'a> {
+    MatView { t, off: 0, rs: s.seq, cs: 1, bo: s.heads * s.seq * s.seq, bi: s.seq * s.seq }
+}
+
+fn mm<'a>(s: &AttnShape, m: usize, n: usize, k: usize, a: MatView<'a>, b: MatView<'a>, c: MatView<'a>, beta: Option<f32>) -> Matmul<'a> {
+    Matmul { m, n, k, batch: s.batch * s.heads, batch_inner: s.heads, a, b, c, bias: None, act: Act::None, pre: None, alpha: 1.0, beta }
+}
+
+fn check(s: &AttnShape, views: &[(&str, &HeadView)]) -> Result<()> {
+    if s.batch == 0 || s.seq == 0 || s.heads == 0 || s.head_dim == 0 {
+        return shape_err("attention", format!("empty shape {s:?}"));
+    }
+    for (name, v) in views {
+        if v.row_stride < s.heads * s.head_dim {
+            return shape_err("attention", format!("{name}: row stride {} < heads * head_dim = {}", v.row_stride, s.heads * s.head_dim));
+        }
+    }
+    Ok(())
+}
+
+/// Forward: `out = softmax(scale * Q K^T + mask) V`, saving `probs` ([batch * heads, seq, seq]).
+/// `mask` is `[batch, seq]` u32 (1 = attend); `causal` hides later keys.
+#[allow(clippy::too_many_arguments)]
+pub fn attention(rec: &mut Recorder, s: &AttnShape, q: HeadView, k: HeadView, v: HeadView, out: HeadView, probs: &Tensor, mask: Option<&Tensor>, causal: bool, scale: f32) -> Result<()> {
+    check(s, &[("q", &q), ("k", &k), ("v", &v), ("out", &out)])?;
+    let n = s.batch * s.heads * s.seq * s.seq;
+    expect_len("attention", "probs", probs, n)?;
+    let scores = rec.gpu().scratch(slot::ATT_DS, n)?.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
+    let t = s.seq;
+    matmul(rec, &mm(s, t, t, s.head_dim, q.mat(s), k.mat(s).t(), scores_view(&scores, s), None))?;
+    let probs2 = probs.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
+    softmax(rec, &scores, &probs2, scale, &SoftmaxMask { mask, causal, tq: t, heads: s.heads })?;
+    matmul(rec, &mm(s, t, s.head_dim, t, scores_view(probs, s), v.mat(s), out.mat(s), None))
+}
+
+/// Gradients of [`attention`] given `dout`. dq, dk, dv are written, or added to when
+/// `accumulate`.
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    rec: &mut Recorder,
+    s: &AttnShape,
+    q: HeadView,
+    k: HeadView,
+    v: HeadView,
+    probs: &Tensor,
+    dout: HeadView,
+    dq: HeadView,
+    dk: HeadView,
+    dv: HeadView,
+    scale: f32,
+    accumulate: bool,
+) -> Result<()> {
+    check(s, &[("q", &q), ("k", &k), ("v", &v), ("dout", &dout), ("dq", &dq), ("dk", &dk), ("dv", &dv)])?;
+    let n = s.batch * s.heads * s.seq * s.seq;
+    expect_len("attention_backward", "probs", probs, n)?;
+    let gpu = rec.gpu();
+    let dp = gpu.scratch(slot::ATT_DP, n)?.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
+    let ds = gpu.scratch(slot::ATT_DS, n)?.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
+    let (t, d) = (s.seq, s.head_dim);
+    let beta = if accumulate { Some(1.0) } else { None };
+    // dP = dO V^T ; dV = P^T dO
+    matmul(rec, &mm(s, t, t, d, dout.mat(s), v.mat(s).t(), scores_view(&dp, s), None))?;
+    matmul(rec, &mm(s, t, d, t, scores_view(probs, s).t(), dout.mat(s), dv.mat(s), beta))?;
+    // dS = scale * P * (dP - rowsum(dP * P))
+    let probs2 = probs.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
+    softmax_backward(rec, &probs2, &dp, &ds, scale)?;
+    // dQ = dS K ; dK = dS^T Q
+    matmul(rec, &mm(s, t, d, t, scores_view(&ds, s), k.mat(s), dq.mat(s), beta))?;
+    matmul(rec, &mm(s, t, d, t, scores_view(&ds, s).t(), q.mat(s), dk.mat(s), beta))
+}

@@ -1,0 +1,82 @@
+//! Elementwise kernels: add, mul, scale, axpy (shaders/elementwise.wgsl) and GELU forward and
+//! backward (shaders/gelu.wgsl).
+
+use super::{expect_len, grid, WG};
+use crate::error::Result;
+use crate::gpu::{Def, KernelSpec, Params, Recorder, Tensor};
+use crate::ops::matmul::Act;
+
+fn ew(rec: &mut Recorder, entry: &'static str, has: (&'static str, bool), ts: [&Tensor; 3], alpha: f32, beta: f32) -> Result<()> {
+    let gpu = rec.gpu();
+    let n = ts[1].len().max(ts[2].len());
+    let vec4 = n % 4 == 0;
+    let spec = KernelSpec::new("elementwise", entry, 3)
+        .u("WG", WG)
+        .u("VW", if vec4 { 4 } else { 1 })
+        .def("VT", Def::Ty(if vec4 { "vec4<f32>" } else { "f32" }))
+        .b(has.0, has.1)
+        .b(if has.0 == "HAS_X" { "HAS_Y" } else { "HAS_X" }, true);
+    let k = gpu.kernel(&spec)?;
+    let units = if vec4 { n / 4 } else { n };
+    let g = grid(gpu, units.div_ceil(WG as usize))?;
+    rec.dispatch(&k, Params::new().n(n).f(alpha).f(beta).u(0), &ts, g)
+}
+
+/// `z = alpha * x + beta * y`.
+pub fn add(rec: &mut Recorder, x: &Tensor, y: &Tensor, z: &Tensor, alpha: f32, beta: f32) -> Result<()> {
+    expect_len("add", "x", x, z.len())?;
+    expect_len("add", "y", y, z.len())?;
+    ew(rec, "add", ("HAS_Y", true), [x, y, z], alpha, beta)
+}
+
+/// `z = alpha * x` (out of place).
+pub fn scale(rec: &mut Recorder, x: &Tensor, z: &Tensor, alpha: f32) -> Result<()> {
+    expect_len("scale", "x", x, z.len())?;
+    let d = rec.gpu().dummy_tensor();
+    ew(rec, "add", ("HAS_Y", false), [x, &d, z], alpha, 0.0)
+}
+
+/// `z = alpha * x * y` (elementwise product).
+pub fn mul(rec: &mut Recorder, x: &Tensor, y: &Tensor, z: &Tensor, alpha: f32) -> Result<()> {
+    expect_len("mul", "x", x, z.len())?;
+    expect_len("mul", "y", y, z.len())?;
+    ew(rec, "mul", ("HAS_Y", true), [x, y, z], alpha, 0.0)
+}
+
+/// `y = alpha * x + beta * y` in place (axpy with beta = 1).
+pub fn axpby(rec: &mut Recorder, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) -> Result<()> {
+    expect_len("axpby", "x", x, y.len())?;
+    let d = rec.gpu().dummy_tensor();
+    ew(rec, "axpby", ("HAS_X", true), [x, y, &d], alpha, beta)
+}
+
+/// `y = beta * y` in place.
+pub fn scale_inplace(rec: &mut Recorder, y: &Tensor, beta: f32) -> Result<()> {
+    let d = rec.gpu().dummy_tensor();
+    ew(rec, "axpby", ("HAS_X", false), [&d, y, &d], 0.0, beta)
+}
+
+fn form(act: Act) -> u32 {
+    match act {
+        Act::GeluTanh => 2,
+        _ => 1,
+    }
+}
+
+/// `y = gelu(x)` (erf or tanh form).
+pub fn gelu(rec: &mut Recorder, x: &Tensor, y: &Tensor, act: Act) -> Result<()> {
+    expect_len("gelu", "x", x, y.len())?;
+    let gpu = rec.gpu();
+    let k = gpu.kernel(&KernelSpec::new("gelu", "forward", 3).u("WG", WG).u("FORM", form(act)).b("ACC", false))?;
+    let d = gpu.dummy_tensor();
+    rec.dispatch(&k, Params::new().n(x.len()), &[x, &d, y], grid(gpu, x.len().div_ceil(WG as usize))?)
+}
+
+/// `dx = dy * gelu'(x)`, or `dx += ...` when `accumulate`.
+pub fn gelu_backward(rec: &mut Recorder, x: &Tensor, dy: &Tensor, dx: &Tensor, act: Act, accumulate: bool) -> Result<()> {
+    expect_len("gelu_backward", "x", x, dx.len())?;
+    expect_len("gelu_backward", "dy", dy, dx.len())?;
+    let gpu = rec.gpu();
+    let k = gpu.kernel(&KernelSpec::new("gelu", "backward", 3).u("WG", WG).u("FORM", form(act)).b("ACC", accumulate))?;
+    rec.dispatch(&k, Params::new().n(x.len()), &[x, dy, dx], grid(gpu, x.len().div_ceil(WG as usize))?)
+}

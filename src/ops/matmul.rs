@@ -1,0 +1,260 @@
+//! Batched strided matmul with bias and GELU epilogues (shaders/matmul.wgsl).
+
+use super::fits_u32;
+use crate::error::{shape_err, Result};
+use crate::gpu::{Gpu, KernelSpec, Params, Recorder, Tensor};
+
+/// A strided matrix inside a tensor: element (i, j) of batch z = (zo, zi) lives at
+/// `off + zo*bo + zi*bi + i*rs + j*cs`. Transposing is swapping `rs` and `cs`.
+#[derive(Clone, Copy, Debug)]
+pub struct MatView<'a> {
+    pub t: &'a Tensor,
+    pub off: usize,
+    pub rs: usize,
+    pub cs: usize,
+    pub bo: usize,
+    pub bi: usize,
+}
+
+impl<'a> MatView<'a> {
+    /// A row-major `[.., rows, cols]` tensor; batches are consecutive `rows * cols` blocks.
+    pub fn row_major(t: &'a Tensor, rows: usize, cols: usize) -> Self {
+        MatView { t, off: 0, rs: cols, cs: 1, bo: rows * cols, bi: 0 }
+    }
+    /// The transpose of this view.
+    pub fn t(self) -> Self {
+        MatView { rs: self.cs, cs: self.rs, ..self }
+    }
+    /// Largest element index touched for the given extents.
+    fn last(&self, rows: usize, cols: usize, outer: usize, inner: usize) -> usize {
+        self.off
+            + (outer - 1) * self.bo
+            + (inner - 1) * self.bi
+            + (rows - 1) * self.rs
+            + (cols - 1) * self.cs
+    }
+}
+
+/// Activation applied in the epilogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    None,
+    /// 0.5 x (1 + erf(x / sqrt 2)) (BERT, ViT).
+    GeluErf,
+    /// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (GPT-2).
+    GeluTanh,
+}
+
+impl Act {
+    pub(crate) fn code(self) -> u32 {
+        match self {
+            Act::None => 0,
+            Act::GeluErf => 1,
+            Act::GeluTanh => 2,
+        }
+    }
+}
+
+/// One matmul: `C[z] = act(alpha * A[z] . B[z] + bias) (+ beta * C[z] when beta is set)`,
+/// with A `m x k`, B `k x n`, C `m x n` (C's column stride must be 1), z over `batch` with
+/// `batch_inner` splitting it into (z / inner, z % inner).
+#[derive(Clone, Copy, Debug)]
+pub struct Matmul<'a> {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub batch_inner: usize,
+    pub a: MatView<'a>,
+    pub b: MatView<'a>,
+    pub c: MatView<'a>,
+    /// Bias of length `n` (tensor, element offset), added before the activation.
+    pub bias: Option<(&'a Tensor, usize)>,
+    pub act: Act,
+    /// Also store the pre-activation (same layout as C, at this tensor and offset).
+    pub pre: Option<(&'a Tensor, usize)>,
+    pub alpha: f32,
+    /// Accumulate: add `beta * C` (the old contents) to the result.
+    pub beta: Option<f32>,
+}
+
+impl<'a> Matmul<'a> {
+    /// Plain 2-D (or batched by leading dims) product of row-major tensors with optional
+    /// transposes: `C = op(A) . op(B)`. A is `[.., m, k]` (or `[.., k, m]` when `ta`), B is
+    /// `[.., k, n]` (or `[.., n, k]` when `tb`), C is `[.., m, n]`.
+    pub fn new(a: &'a Tensor, ta: bool, b: &'a Tensor, tb: bool, c: &'a Tensor) -> Result<Self> {
+        let (sa, sb, sc) = (a.shape(), b.shape(), c.shape());
+        if sa.len() < 2 || sb.len() < 2 || sc.len() < 2 {
+            return shape_err("matmul", format!("operands must be at least 2-D, got {sa:?}, {sb:?}, {sc:?}"));
+        }
+        let d2 = |s: &[usize]| (s[s.len() - 2], s[s.len() - 1]);
+        let (ar, ac) = d2(sa);
+        let (br, bc) = d2(sb);
+        let (m, k) = if ta { (ac, ar) } else { (ar, ac) };
+        let (k2, n) = if tb { (bc, br) } else { (br, bc) };
+        if k != k2 || sc[sc.len() - 2] != m || sc[sc.len() - 1] != n {
+            return shape_err(
+                "matmul",
+                format!("op(A) {m}x{k} (A {sa:?}, transposed: {ta}) . op(B) {k2}x{n} (B {sb:?}, transposed: {tb}) does not fit C {sc:?}"),
+            );
+        }
+        let batch: usize = sc[..sc.len() - 2].iter().product();
+        let bat = |s: &[usize]| s[..s.len() - 2].iter().product::<usize>();
+        let (ba, bb) = (bat(sa), bat(sb));
+        if (ba != batch && ba != 1) || (bb != batch && bb != 1) {
+            return shape_err("matmul", format!("batch dims of {sa:?} and {sb:?} do not match C {sc:?}"));
+        }
+        let mut av = MatView::row_major(a, ar, ac);
+        let mut bv = MatView::row_major(b, br, bc);
+        if ta {
+            av = av.t();
+        }
+        if tb {
+            bv = bv.t();
+        }
+        if ba == 1 {
+            av.bo = 0;
+        }
+        if bb == 1 {
+            bv.bo = 0;
+        }
+        Ok(Matmul {
+            m,
+            n,
+            k,
+            batch,
+            batch_inner: 1,
+            a: av,
+            b: bv,
+            c: MatView::row_major(c, m, n),
+            bias: None,
+            act: Act::None,
+            pre: None,
+            alpha: 1.0,
+            beta: None,
+        })
+    }
+    pub fn bias(mut self, bias: &'a Tensor) -> Self {
+        self.bias = Some((bias, 0));
+        self
+    }
+    pub fn act(mut self, act: Act) -> Self {
+        self.act = act;
+        self
+    }
+    pub fn alpha(mut self, alpha: f32) -> Self {
+        self.alpha = alpha;
+        self
+    }
+    /// Accumulate into C: `C = result + beta * C`.
+    pub fn accumulate(mut self, beta: f32) -> Self {
+        self.beta = Some(beta);
+        self
+    }
+    pub fn store_pre(mut self, pre: &'a Tensor) -> Self {
+        self.pre = Some((pre, 0));
+        self
+    }
+}
+
+/// Register tile: (rows per invocation, cols per invocation, workgroup x, workgroup y).
+/// `TRAMWAY_MATMUL_TILE=TMxTNxWGXxWGY` overrides it (for benchmark sweeps).
+pub fn tile(_gpu: &Gpu) -> (u32, u32, u32, u32) {
+    if let Ok(s) = std::env::var("TRAMWAY_MATMUL_TILE") {
+        let v: Vec<u32> = s.split('x').filter_map(|x| x.parse().ok()).collect();
+        if v.len() == 4 && v.iter().all(|&x| x > 0) && v[0] * v[1] <= 64 && v[2] * v[3] <= 256 {
+            return (v[0], v[1], v[2], v[3]);
+        }
+    }
+    // 8x4 outputs per invocation in 8x8 workgroups: the best measured register block on
+    // lavapipe (lavapipe.md) and a reasonable one on GPUs until a tiled path is tuned there.
+    (8, 4, 8, 8)
+}
+
+/// Record one matmul.
+pub fn matmul(rec: &mut Recorder, mm: &Matmul) -> Result<()> {
+    let gpu = rec.gpu();
+    let Matmul { m, n, k, batch, batch_inner, a, b, c, .. } = *mm;
+    if m == 0 || n == 0 || batch == 0 {
+        return Ok(());
+    }
+    if batch_inner == 0 || batch % batch_inner != 0 {
+        return shape_err("matmul", format!("batch {batch} is not a multiple of batch_inner {batch_inner}"));
+    }
+    if c.cs != 1 {
+        return shape_err("matmul", "C must have unit column stride");
+    }
+    let outer = batch / batch_inner;
+    let check = |name: &str, v: &MatView, rows: usize, cols: usize| -> Result<()> {
+        if rows == 0 || cols == 0 {
+            return Ok(());
+        }
+        let last = v.last(rows, cols, outer, batch_inner);
+        if last >= v.t.len() {
+            return shape_err(
+                "matmul",
+                format!("{name} view reaches element {last} but its tensor {:?} has {}", v.t.shape(), v.t.len()),
+            );
+        }
+        fits_u32("matmul", last)
+    };
+    check("A", &a, m, k)?;
+    check("B", &b, k, n)?;
+    check("C", &c, m, n)?;
+    if let Some((bias, off)) = mm.bias {
+        if off + n > bias.len() {
+            return shape_err("matmul", format!("bias {:?} at offset {off} is shorter than n = {n}", bias.shape()));
+        }
+    }
+    if let Some((pre, off)) = mm.pre {
+        let last = c.last(m, n, outer, batch_inner) - c.off + off;
+        if last >= pre.len() {
+            return shape_err("matmul", format!("pre-activation tensor {:?} is too small for C", pre.shape()));
+        }
+    }
+    if k == 0 {
+        return shape_err("matmul", "inner dimension k is 0");
+    }
+    let (tm, tn, wgx, wgy) = tile(gpu);
+    let spec = KernelSpec::new("matmul", "main", 5)
+        .u("TM", tm)
+        .u("TN", tn)
+        .u("WGX", wgx)
+        .u("WGY", wgy)
+        .u("EPI", mm.act.code())
+        .b("HAS_BIAS", mm.bias.is_some())
+        .b("STORE_PRE", mm.pre.is_some())
+        .b("ACC", mm.beta.is_some());
+    let kernel = gpu.kernel(&spec)?;
+    let dummy = gpu.dummy_tensor();
+    let (bias_t, bias_off) = mm.bias.unwrap_or((&dummy, 0));
+    let (pre_t, pre_off) = mm.pre.unwrap_or((&dummy, 0));
+    let p = Params::new()
+        .n(m)
+        .n(n)
+        .n(k)
+        .n(batch_inner)
+        .n(a.off)
+        .n(a.rs)
+        .n(a.cs)
+        .n(a.bo)
+        .n(a.bi)
+        .n(b.off)
+        .n(b.rs)
+        .n(b.cs)
+        .n(b.bo)
+        .n(b.bi)
+        .n(c.off)
+        .n(c.rs)
+        .n(c.bo)
+        .n(c.bi)
+        .n(bias_off)
+        .n(pre_off)
+        .f(mm.alpha)
+        .f(mm.beta.unwrap_or(0.0))
+        .u(0)
+        .u(0);
+    let gx = n.div_ceil((wgx * tn) as usize);
+    let gy = m.div_ceil((wgy * tm) as usize);
+    rec.dispatch(&kernel, p, &[a.t, b.t, bias_t, c.t, pre_t], [gx as u32, gy as u32, batch as u32])
+}

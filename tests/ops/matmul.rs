@@ -1,0 +1,128 @@
+use super::*;
+use tramway::ops::matmul::{matmul, Act, MatView, Matmul};
+use tramway::ops::reference as r;
+
+/// f32 accumulation over k terms of products in [-1, 1): the error is a random walk of
+/// ~sqrt(k) roundings of partial sums of size ~sqrt(k), so 1e-6 * k + 1e-5 relative bounds it
+/// with a wide margin while still catching any indexing mistake (which gives O(1) errors).
+fn tol(k: usize) -> f64 {
+    1e-6 * k as f64 + 1e-6
+}
+
+fn check_2d(m: usize, n: usize, k: usize, ta: bool, tb: bool, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let a = rng.vec(m * k);
+    let b = rng.vec(k * n);
+    let at = up_shape(&a, &if ta { [k, m] } else { [m, k] });
+    let bt = up_shape(&b, &if tb { [n, k] } else { [k, n] });
+    let c = gpu().zeros(&[m, n]).unwrap();
+    let mut rc = rec();
+    matmul(&mut rc, &Matmul::new(&at, ta, &bt, tb, &c).unwrap()).unwrap();
+    rc.submit().unwrap();
+    let want = r::matmul(&a, ta, &b, tb, m, n, k);
+    close(&format!("matmul {m}x{n}x{k} ta={ta} tb={tb}"), &down(&c), &want, tol(k), 1e-5);
+}
+
+#[test]
+fn matmul_all_transposes_awkward_sizes() {
+    let sizes = [(1, 1, 1), (1, 7, 3), (5, 1, 9), (7, 13, 5), (64, 32, 16), (65, 33, 17), (130, 70, 257), (3, 200, 64)];
+    for (i, &(m, n, k)) in sizes.iter().enumerate() {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                check_2d(m, n, k, ta, tb, i as u64 * 4 + ta as u64 * 2 + tb as u64);
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_long_reduction() {
+    check_2d(9, 11, 3001, false, true, 77);
+}
+
+#[test]
+fn matmul_bias_gelu_pre_and_accumulate() {
+    let (m, n, k) = (37, 45, 29);
+    let mut rng = Rng::new(5);
+    let (a, b, bias, c0) = (rng.vec(m * k), rng.vec(k * n), rng.vec(n), rng.vec(m * n));
+    let at = up_shape(&a, &[m, k]);
+    let bt = up_shape(&b, &[k, n]);
+    let biast = up(&bias);
+    let prod = r::matmul(&a, false, &b, false, m, n, k);
+    for act in [Act::None, Act::GeluErf, Act::GeluTanh] {
+        let c = up_shape(&c0, &[m, n]);
+        let pre = gpu().zeros(&[m, n]).unwrap();
+        let mut rc = rec();
+        let mm = Matmul::new(&at, false, &bt, false, &c).unwrap().bias(&biast).act(act).alpha(0.5).accumulate(0.25).store_pre(&pre);
+        matmul(&mut rc, &mm).unwrap();
+        rc.submit().unwrap();
+        let want_pre: Vec<f64> = (0..m * n).map(|i| 0.5 * prod[i] + bias[i % n] as f64).collect();
+        let want: Vec<f64> = (0..m * n)
+            .map(|i| {
+                let x = want_pre[i];
+                let y = match act {
+                    Act::None => x,
+                    Act::GeluErf => r::gelu_erf(x),
+                    Act::GeluTanh => r::gelu_tanh(x),
+                };
+                y + 0.25 * c0[i] as f64
+            })
+            .collect();
+        // GELU-erf uses an erf approximation with 1.5e-7 absolute error: within tol.
+        close(&format!("pre {act:?}"), &down(&pre), &want_pre, tol(k), 1e-5);
+        close(&format!("epilogue {act:?}"), &down(&c), &want, tol(k), 1e-5);
+    }
+}
+
+/// Head-interleaved batched product, as attention uses it: z = (batch, head) with separate
+/// strides, reading Q and K as column slices of one fused tensor.
+#[test]
+fn matmul_batched_two_level_strides() {
+    let (bsz, t, h, d) = (3, 9, 2, 5);
+    let row = 3 * h * d;
+    let mut rng = Rng::new(9);
+    let qkv = rng.vec(bsz * t * row);
+    let qt = up(&qkv);
+    let s = gpu().zeros(&[bsz * h * t * t]).unwrap();
+    let a = MatView { t: &qt, off: 0, rs: row, cs: 1, bo: t * row, bi: d };
+    let b = MatView { t: &qt, off: h * d, rs: row, cs: 1, bo: t * row, bi: d }.t();
+    let c = MatView { t: &s, off: 0, rs: t, cs: 1, bo: h * t * t, bi: t * t };
+    let mm = Matmul { m: t, n: t, k: d, batch: bsz * h, batch_inner: h, a, b, c, bias: None, act: Act::None, pre: None, alpha: 1.0, beta: None };
+    let mut rc = rec();
+    matmul(&mut rc, &mm).unwrap();
+    rc.submit().unwrap();
+    let want = r::matmul_strided(&qkv, (0, row, 1, t * row, d), &qkv, (h * d, 1, row, t * row, d), t, t, d, bsz * h, h);
+    close("qk^T", &down(&s), &want, tol(d), 1e-5);
+}
+
+#[test]
+fn matmul_is_bitwise_deterministic() {
+    let mut rng = Rng::new(11);
+    let (m, n, k) = (50, 60, 70);
+    let at = up_shape(&rng.vec(m * k), &[m, k]);
+    let bt = up_shape(&rng.vec(k * n), &[k, n]);
+    let run = || {
+        let c = gpu().zeros(&[m, n]).unwrap();
+        let mut rc = rec();
+        matmul(&mut rc, &Matmul::new(&at, false, &bt, false, &c).unwrap()).unwrap();
+        rc.submit().unwrap();
+        down(&c)
+    };
+    let (x, y) = (run(), run());
+    assert!(x.iter().zip(&y).all(|(a, b)| a.to_bits() == b.to_bits()));
+}
+
+#[test]
+fn matmul_rejects_bad_shapes_and_out_of_range_views() {
+    let a = gpu().zeros(&[4, 5]).unwrap();
+    let b = gpu().zeros(&[6, 3]).unwrap();
+    let c = gpu().zeros(&[4, 3]).unwrap();
+    let e = Matmul::new(&a, false, &b, false, &c).unwrap_err().to_string();
+    assert!(e.contains("4x5") && e.contains("6x3"), "{e}");
+    // A view that reaches past its tensor must be refused before it reaches the shader.
+    let b2 = gpu().zeros(&[5, 3]).unwrap();
+    let mut mm = Matmul::new(&a, false, &b2, false, &c).unwrap();
+    mm.a.off = 3;
+    let e = matmul(&mut rec(), &mm).unwrap_err().to_string();
+    assert!(e.contains("A view reaches element"), "{e}");
+}
