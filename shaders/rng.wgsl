@@ -47,7 +47,7 @@ fn block_index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
 
 // OUT[e] = a + (b - a) * u
 @compute @workgroup_size(WG)
-fn uniform(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn fill_uniform(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let blk = block_index(wid, nwg, lid);
     let r = philox(blk);
     for (var l = 0u; l < 4u; l++) {
@@ -58,7 +58,7 @@ fn uniform(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: 
 
 // OUT[e] = a + b * z, z ~ N(0, 1) by Box-Muller on word pairs (0, 1) and (2, 3).
 @compute @workgroup_size(WG)
-fn normal(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn fill_normal(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
     let blk = block_index(wid, nwg, lid);
     let r = philox(blk);
     var z: array<f32, 4>;

@@ -10,7 +10,7 @@ mod recorder;
 mod tensor;
 
 pub use arena::{Arena, ArenaBuilder};
-pub use kernel::{Def, Kernel, KernelSpec};
+pub use kernel::{expand, Def, Kernel, KernelSpec};
 pub use recorder::{grid_1d, Params, Recorder};
 pub use tensor::{DType, Tensor};
 
@@ -316,9 +316,9 @@ impl Gpu {
         Ok(Tensor { shape: vec![elems], ..t })
     }
 
-    /// A one-element tensor bound where a kernel's optional input is absent (never read).
+    /// A small tensor (16 bytes, one vec4) bound where a kernel's optional input is absent (never read).
     pub(crate) fn dummy_tensor(&self) -> Tensor {
-        Tensor { buffer: self.dummy.clone(), offset: 0, shape: vec![1], dtype: DType::F32 }
+        Tensor { buffer: self.dummy.clone(), offset: 0, shape: vec![4], dtype: DType::F32 }
     }
 
     pub(crate) fn take_uniform(&self, size: u64) -> wgpu::Buffer {

@@ -6,9 +6,8 @@ use crate::error::Result;
 use crate::gpu::{Def, KernelSpec, Params, Recorder, Tensor};
 use crate::ops::matmul::Act;
 
-fn ew(rec: &mut Recorder, entry: &'static str, has: (&'static str, bool), ts: [&Tensor; 3], alpha: f32, beta: f32) -> Result<()> {
+fn ew(rec: &mut Recorder, entry: &'static str, has: (&'static str, bool), ts: [&Tensor; 3], n: usize, alpha: f32, beta: f32) -> Result<()> {
     let gpu = rec.gpu();
-    let n = ts[1].len().max(ts[2].len());
     let vec4 = n % 4 == 0;
     let spec = KernelSpec::new("elementwise", entry, 3)
         .u("WG", WG)
@@ -26,34 +25,34 @@ fn ew(rec: &mut Recorder, entry: &'static str, has: (&'static str, bool), ts: [&
 pub fn add(rec: &mut Recorder, x: &Tensor, y: &Tensor, z: &Tensor, alpha: f32, beta: f32) -> Result<()> {
     expect_len("add", "x", x, z.len())?;
     expect_len("add", "y", y, z.len())?;
-    ew(rec, "add", ("HAS_Y", true), [x, y, z], alpha, beta)
+    ew(rec, "add", ("HAS_Y", true), [x, y, z], z.len(), alpha, beta)
 }
 
 /// `z = alpha * x` (out of place).
 pub fn scale(rec: &mut Recorder, x: &Tensor, z: &Tensor, alpha: f32) -> Result<()> {
     expect_len("scale", "x", x, z.len())?;
     let d = rec.gpu().dummy_tensor();
-    ew(rec, "add", ("HAS_Y", false), [x, &d, z], alpha, 0.0)
+    ew(rec, "add", ("HAS_Y", false), [x, &d, z], z.len(), alpha, 0.0)
 }
 
 /// `z = alpha * x * y` (elementwise product).
 pub fn mul(rec: &mut Recorder, x: &Tensor, y: &Tensor, z: &Tensor, alpha: f32) -> Result<()> {
     expect_len("mul", "x", x, z.len())?;
     expect_len("mul", "y", y, z.len())?;
-    ew(rec, "mul", ("HAS_Y", true), [x, y, z], alpha, 0.0)
+    ew(rec, "mul", ("HAS_Y", true), [x, y, z], z.len(), alpha, 0.0)
 }
 
 /// `y = alpha * x + beta * y` in place (axpy with beta = 1).
 pub fn axpby(rec: &mut Recorder, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) -> Result<()> {
     expect_len("axpby", "x", x, y.len())?;
     let d = rec.gpu().dummy_tensor();
-    ew(rec, "axpby", ("HAS_X", true), [x, y, &d], alpha, beta)
+    ew(rec, "axpby", ("HAS_X", true), [x, y, &d], y.len(), alpha, beta)
 }
 
 /// `y = beta * y` in place.
 pub fn scale_inplace(rec: &mut Recorder, y: &Tensor, beta: f32) -> Result<()> {
     let d = rec.gpu().dummy_tensor();
-    ew(rec, "axpby", ("HAS_X", false), [&d, y, &d], 0.0, beta)
+    ew(rec, "axpby", ("HAS_X", false), [&d, y, &d], y.len(), 0.0, beta)
 }
 
 fn form(act: Act) -> u32 {

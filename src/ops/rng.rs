@@ -33,13 +33,13 @@ fn run(rec: &mut Recorder, entry: &'static str, acc: bool, x: &Tensor, out: &Ten
 /// Fill `out` with uniform values in `[lo, hi)`.
 pub fn uniform(rec: &mut Recorder, out: &Tensor, key: RngKey, lo: f32, hi: f32) -> Result<()> {
     let d = rec.gpu().dummy_tensor();
-    run(rec, "uniform", false, &d, out, key, lo, hi, 0.0)
+    run(rec, "fill_uniform", false, &d, out, key, lo, hi, 0.0)
 }
 
 /// Fill `out` with normal values of the given mean and standard deviation.
 pub fn normal(rec: &mut Recorder, out: &Tensor, key: RngKey, mean: f32, std: f32) -> Result<()> {
     let d = rec.gpu().dummy_tensor();
-    run(rec, "normal", false, &d, out, key, mean, std, 0.0)
+    run(rec, "fill_normal", false, &d, out, key, mean, std, 0.0)
 }
 
 /// Inverted dropout with drop probability `p`: `out = keep ? x / (1 - p) : 0`, the mask given

@@ -1,1 +1,61 @@
 use super::*;
+use tramway::ops::elementwise::*;
+use tramway::ops::matmul::Act;
+use tramway::ops::reference as r;
+
+// Single f32 operations: results are within one rounding (rtol 1e-6) of the f64 values.
+#[test]
+fn add_mul_scale_axpby_all_sizes() {
+    for (i, n) in [1usize, 3, 4, 5, 1000, 4097].into_iter().enumerate() {
+        let mut rng = Rng::new(i as u64);
+        let (x, y) = (rng.vec(n), rng.vec(n));
+        let (xt, yt, z) = (up(&x), up(&y), gpu().zeros(&[n]).unwrap());
+        let f = |g: &dyn Fn(f64, f64) -> f64| -> Vec<f64> { x.iter().zip(&y).map(|(&a, &b)| g(a as f64, b as f64)).collect() };
+        let mut rc = rec();
+        add(&mut rc, &xt, &yt, &z, 0.5, -2.0).unwrap();
+        rc.submit().unwrap();
+        close("add", &down(&z), &f(&|a, b| 0.5 * a - 2.0 * b), 1e-7, 1e-6);
+        let mut rc = rec();
+        mul(&mut rc, &xt, &yt, &z, 3.0).unwrap();
+        rc.submit().unwrap();
+        close("mul", &down(&z), &f(&|a, b| 3.0 * a * b), 1e-7, 1e-6);
+        let mut rc = rec();
+        scale(&mut rc, &xt, &z, -1.5).unwrap();
+        rc.submit().unwrap();
+        close("scale", &down(&z), &f(&|a, _| -1.5 * a), 1e-7, 1e-6);
+        let mut rc = rec();
+        axpby(&mut rc, 2.0, &xt, 0.5, &yt).unwrap();
+        scale_inplace(&mut rc, &yt, 4.0).unwrap();
+        rc.submit().unwrap();
+        close("axpby+scale_inplace", &down(&yt), &f(&|a, b| 4.0 * (2.0 * a + 0.5 * b)), 1e-6, 1e-6);
+    }
+}
+
+#[test]
+fn gelu_forward_backward_both_forms() {
+    for act in [Act::GeluErf, Act::GeluTanh] {
+        for (i, n) in [1usize, 7, 1031].into_iter().enumerate() {
+            let mut rng = Rng::new(i as u64 + 40);
+            let x: Vec<f32> = rng.vec(n).iter().map(|v| v * 6.0).collect();
+            let dy = rng.vec(n);
+            let (fw, gr): (fn(f64) -> f64, fn(f64) -> f64) = match act {
+                Act::GeluErf => (r::gelu_erf, r::gelu_erf_grad),
+                _ => (r::gelu_tanh, r::gelu_tanh_grad),
+            };
+            let (xt, dyt, y) = (up(&x), up(&dy), gpu().zeros(&[n]).unwrap());
+            let prior = rng.vec(n);
+            let dx = up(&prior);
+            let mut rc = rec();
+            gelu(&mut rc, &xt, &y, act).unwrap();
+            gelu_backward(&mut rc, &xt, &dyt, &dx, act, true).unwrap();
+            rc.submit().unwrap();
+            // erf is approximated to 1.5e-7 absolute in the shader; exp/tanh within a few ulp.
+            close("gelu", &down(&y), &x.iter().map(|&v| fw(v as f64)).collect::<Vec<_>>(), 1e-6, 1e-5);
+            let want: Vec<f64> = (0..n).map(|i| dy[i] as f64 * gr(x[i] as f64) + prior[i] as f64).collect();
+            close("gelu_backward (accumulate)", &down(&dx), &want, 1e-6, 1e-5);
+            // The reference derivative against finite differences of the reference forward.
+            let g: Vec<f64> = (0..n).map(|i| dy[i] as f64 * gr(x[i] as f64)).collect();
+            fd_check("gelu reference", &x, &g, 20, |xs| xs.iter().zip(&dy).map(|(&v, &w)| w as f64 * fw(v as f64)).sum());
+        }
+    }
+}

@@ -1,1 +1,48 @@
 use super::*;
+use tramway::gpu::ArenaBuilder;
+use tramway::Error;
+
+#[test]
+fn tensors_beyond_the_binding_limit_are_refused_clearly() {
+    let limit = gpu().max_binding_bytes();
+    let n = (limit / 4 + 1) as usize;
+    match gpu().zeros(&[n]) {
+        Err(Error::Limit { limit_name, .. }) => assert_eq!(limit_name, "max_storage_buffer_binding_size"),
+        other => panic!("expected a limit error, got {other:?}"),
+    }
+    let mut ab = ArenaBuilder::new();
+    ab.add("wte", &[n]);
+    let e = ab.build(gpu(), "params").unwrap_err().to_string();
+    assert!(e.contains("wte") && e.contains("max_storage_buffer_binding_size"), "{e}");
+}
+
+#[test]
+fn upload_of_wrong_length_is_an_error() {
+    let t = gpu().zeros(&[2, 3]).unwrap();
+    let e = gpu().write_f32(&t, &[1.0; 5]).unwrap_err().to_string();
+    assert!(e.contains("5 values") && e.contains("[2, 3]"), "{e}");
+}
+
+#[test]
+fn recorder_copy_zero_and_many_dispatches_in_one_submit() {
+    let a = up(&[1.0, 2.0, 3.0]);
+    let b = gpu().zeros(&[3]).unwrap();
+    let c = up(&[5.0, 5.0, 5.0]);
+    let mut rc = rec();
+    rc.copy(&a, &b).unwrap();
+    for _ in 0..100 {
+        tramway::ops::elementwise::axpby(&mut rc, 1.0, &a, 1.0, &b).unwrap();
+    }
+    rc.zero(&c);
+    assert_eq!(rc.len(), 102);
+    rc.submit().unwrap();
+    assert_eq!(down(&b), vec![101.0, 202.0, 303.0]);
+    assert_eq!(down(&c), vec![0.0; 3]);
+}
+
+#[test]
+fn kernel_expansion_unrolls_loops() {
+    use tramway::gpu::{expand, KernelSpec};
+    let src = expand(&KernelSpec::new("matmul", "main", 5).u("TM", 2).u("TN", 3).u("WGX", 8).u("WGY", 8).u("EPI", 0).b("HAS_BIAS", false).b("STORE_PRE", false).b("ACC", false)).unwrap();
+    assert!(src.contains("var c1_2 = 0.0;") && !src.contains("c2_0") && !src.contains("//@for"));
+}
