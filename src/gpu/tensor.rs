@@ -46,10 +46,18 @@ impl Tensor {
         if n != self.len() {
             return Err(Error::Shape {
                 op: "reshape",
-                message: format!("cannot view {:?} ({} elements) as {:?} ({n})", self.shape, self.len(), shape),
+                message: format!(
+                    "cannot view {:?} ({} elements) as {:?} ({n})",
+                    self.shape,
+                    self.len(),
+                    shape
+                ),
             });
         }
-        Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
     }
     /// Size of the last dimension (1 for a scalar).
     pub fn cols(&self) -> usize {
@@ -83,7 +91,9 @@ impl Gpu {
                 needed: bytes,
                 limit,
                 limit_name: "max_storage_buffer_binding_size",
-                hint: " bytes; split the tensor (e.g. by rows) or use an adapter with larger bindings".into(),
+                hint:
+                    " bytes; split the tensor (e.g. by rows) or use an adapter with larger bindings"
+                        .into(),
             });
         }
         Ok(())
@@ -100,7 +110,12 @@ impl Gpu {
             usage: STORAGE_USAGE,
             mapped_at_creation: false,
         });
-        Ok(Tensor { buffer, offset: 0, shape: shape.to_vec(), dtype })
+        Ok(Tensor {
+            buffer,
+            offset: 0,
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// A zero-filled f32 tensor in its own buffer.
@@ -135,7 +150,11 @@ impl Gpu {
         if n != t.len() {
             return Err(Error::Shape {
                 op: "upload",
-                message: format!("{n} values given for a tensor of shape {:?} ({} elements)", t.shape, t.len()),
+                message: format!(
+                    "{n} values given for a tensor of shape {:?} ({} elements)",
+                    t.shape,
+                    t.len()
+                ),
             });
         }
         if n > 0 {

@@ -34,19 +34,60 @@ pub struct HeadView<'a> {
 impl<'a> HeadView<'a> {
     /// A plain `[batch, seq, heads * head_dim]` tensor.
     pub fn dense(t: &'a Tensor, s: &AttnShape) -> Self {
-        HeadView { t, off: 0, row_stride: s.heads * s.head_dim }
+        HeadView {
+            t,
+            off: 0,
+            row_stride: s.heads * s.head_dim,
+        }
     }
     fn mat(&self, s: &AttnShape) -> MatView<'a> {
-        MatView { t: self.t, off: self.off, rs: self.row_stride, cs: 1, bo: s.seq * self.row_stride, bi: s.head_dim }
+        MatView {
+            t: self.t,
+            off: self.off,
+            rs: self.row_stride,
+            cs: 1,
+            bo: s.seq * self.row_stride,
+            bi: s.head_dim,
+        }
     }
 }
 
 fn scores_view<'a>(t: &'a Tensor, s: &AttnShape) -> MatView<'a> {
-    MatView { t, off: 0, rs: s.seq, cs: 1, bo: s.heads * s.seq * s.seq, bi: s.seq * s.seq }
+    MatView {
+        t,
+        off: 0,
+        rs: s.seq,
+        cs: 1,
+        bo: s.heads * s.seq * s.seq,
+        bi: s.seq * s.seq,
+    }
 }
 
-fn mm<'a>(s: &AttnShape, m: usize, n: usize, k: usize, a: MatView<'a>, b: MatView<'a>, c: MatView<'a>, beta: Option<f32>) -> Matmul<'a> {
-    Matmul { m, n, k, batch: s.batch * s.heads, batch_inner: s.heads, a, b, c, bias: None, act: Act::None, pre: None, alpha: 1.0, beta }
+fn mm<'a>(
+    s: &AttnShape,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: MatView<'a>,
+    b: MatView<'a>,
+    c: MatView<'a>,
+    beta: Option<f32>,
+) -> Matmul<'a> {
+    Matmul {
+        m,
+        n,
+        k,
+        batch: s.batch * s.heads,
+        batch_inner: s.heads,
+        a,
+        b,
+        c,
+        bias: None,
+        act: Act::None,
+        pre: None,
+        alpha: 1.0,
+        beta,
+    }
 }
 
 fn check(s: &AttnShape, views: &[(&str, &HeadView)]) -> Result<()> {
@@ -55,7 +96,14 @@ fn check(s: &AttnShape, views: &[(&str, &HeadView)]) -> Result<()> {
     }
     for (name, v) in views {
         if v.row_stride < s.heads * s.head_dim {
-            return shape_err("attention", format!("{name}: row stride {} < heads * head_dim = {}", v.row_stride, s.heads * s.head_dim));
+            return shape_err(
+                "attention",
+                format!(
+                    "{name}: row stride {} < heads * head_dim = {}",
+                    v.row_stride,
+                    s.heads * s.head_dim
+                ),
+            );
         }
     }
     Ok(())
@@ -63,22 +111,69 @@ fn check(s: &AttnShape, views: &[(&str, &HeadView)]) -> Result<()> {
 
 /// Forward: `out = softmax(scale * Q K^T + mask) V`, saving `probs` ([batch * heads, seq, seq]).
 /// `mask` is `[batch, seq]` u32 (1 = attend); `causal` hides later keys.
-#[allow(clippy::too_many_arguments)]
-pub fn attention(rec: &mut Recorder, s: &AttnShape, q: HeadView, k: HeadView, v: HeadView, out: HeadView, probs: &Tensor, mask: Option<&Tensor>, causal: bool, scale: f32) -> Result<()> {
+pub fn attention(
+    rec: &mut Recorder,
+    s: &AttnShape,
+    q: HeadView,
+    k: HeadView,
+    v: HeadView,
+    out: HeadView,
+    probs: &Tensor,
+    mask: Option<&Tensor>,
+    causal: bool,
+    scale: f32,
+) -> Result<()> {
     check(s, &[("q", &q), ("k", &k), ("v", &v), ("out", &out)])?;
     let n = s.batch * s.heads * s.seq * s.seq;
     expect_len("attention", "probs", probs, n)?;
-    let scores = rec.gpu().scratch(slot::ATT_DS, n)?.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
+    let scores = rec
+        .gpu()
+        .scratch(slot::ATT_DS, n)?
+        .reshape(&[s.batch * s.heads * s.seq, s.seq])?;
     let t = s.seq;
-    matmul(rec, &mm(s, t, t, s.head_dim, q.mat(s), k.mat(s).t(), scores_view(&scores, s), None))?;
+    matmul(
+        rec,
+        &mm(
+            s,
+            t,
+            t,
+            s.head_dim,
+            q.mat(s),
+            k.mat(s).t(),
+            scores_view(&scores, s),
+            None,
+        ),
+    )?;
     let probs2 = probs.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
-    softmax(rec, &scores, &probs2, scale, &SoftmaxMask { mask, causal, tq: t, heads: s.heads })?;
-    matmul(rec, &mm(s, t, s.head_dim, t, scores_view(probs, s), v.mat(s), out.mat(s), None))
+    softmax(
+        rec,
+        &scores,
+        &probs2,
+        scale,
+        &SoftmaxMask {
+            mask,
+            causal,
+            tq: t,
+            heads: s.heads,
+        },
+    )?;
+    matmul(
+        rec,
+        &mm(
+            s,
+            t,
+            s.head_dim,
+            t,
+            scores_view(probs, s),
+            v.mat(s),
+            out.mat(s),
+            None,
+        ),
+    )
 }
 
 /// Gradients of [`attention`] given `dout`. dq, dk, dv are written, or added to when
 /// `accumulate`.
-#[allow(clippy::too_many_arguments)]
 pub fn attention_backward(
     rec: &mut Recorder,
     s: &AttnShape,
@@ -93,21 +188,75 @@ pub fn attention_backward(
     scale: f32,
     accumulate: bool,
 ) -> Result<()> {
-    check(s, &[("q", &q), ("k", &k), ("v", &v), ("dout", &dout), ("dq", &dq), ("dk", &dk), ("dv", &dv)])?;
+    check(
+        s,
+        &[
+            ("q", &q),
+            ("k", &k),
+            ("v", &v),
+            ("dout", &dout),
+            ("dq", &dq),
+            ("dk", &dk),
+            ("dv", &dv),
+        ],
+    )?;
     let n = s.batch * s.heads * s.seq * s.seq;
     expect_len("attention_backward", "probs", probs, n)?;
     let gpu = rec.gpu();
-    let dp = gpu.scratch(slot::ATT_DP, n)?.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
-    let ds = gpu.scratch(slot::ATT_DS, n)?.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
+    let dp = gpu
+        .scratch(slot::ATT_DP, n)?
+        .reshape(&[s.batch * s.heads * s.seq, s.seq])?;
+    let ds = gpu
+        .scratch(slot::ATT_DS, n)?
+        .reshape(&[s.batch * s.heads * s.seq, s.seq])?;
     let (t, d) = (s.seq, s.head_dim);
     let beta = if accumulate { Some(1.0) } else { None };
     // dP = dO V^T ; dV = P^T dO
-    matmul(rec, &mm(s, t, t, d, dout.mat(s), v.mat(s).t(), scores_view(&dp, s), None))?;
-    matmul(rec, &mm(s, t, d, t, scores_view(probs, s).t(), dout.mat(s), dv.mat(s), beta))?;
+    matmul(
+        rec,
+        &mm(
+            s,
+            t,
+            t,
+            d,
+            dout.mat(s),
+            v.mat(s).t(),
+            scores_view(&dp, s),
+            None,
+        ),
+    )?;
+    matmul(
+        rec,
+        &mm(
+            s,
+            t,
+            d,
+            t,
+            scores_view(probs, s).t(),
+            dout.mat(s),
+            dv.mat(s),
+            beta,
+        ),
+    )?;
     // dS = scale * P * (dP - rowsum(dP * P))
     let probs2 = probs.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
     softmax_backward(rec, &probs2, &dp, &ds, scale)?;
     // dQ = dS K ; dK = dS^T Q
-    matmul(rec, &mm(s, t, d, t, scores_view(&ds, s), k.mat(s), dq.mat(s), beta))?;
-    matmul(rec, &mm(s, t, d, t, scores_view(&ds, s).t(), q.mat(s), dk.mat(s), beta))
+    matmul(
+        rec,
+        &mm(s, t, d, t, scores_view(&ds, s), k.mat(s), dq.mat(s), beta),
+    )?;
+    matmul(
+        rec,
+        &mm(
+            s,
+            t,
+            d,
+            t,
+            scores_view(&ds, s).t(),
+            q.mat(s),
+            dk.mat(s),
+            beta,
+        ),
+    )
 }

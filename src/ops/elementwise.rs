@@ -6,9 +6,17 @@ use crate::error::Result;
 use crate::gpu::{Def, KernelSpec, Params, Recorder, Tensor};
 use crate::ops::matmul::Act;
 
-fn ew(rec: &mut Recorder, entry: &'static str, has: (&'static str, bool), ts: [&Tensor; 3], n: usize, alpha: f32, beta: f32) -> Result<()> {
+fn ew(
+    rec: &mut Recorder,
+    entry: &'static str,
+    has: (&'static str, bool),
+    ts: [&Tensor; 3],
+    n: usize,
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
     let gpu = rec.gpu();
-    let vec4 = n % 4 == 0;
+    let vec4 = n.is_multiple_of(4);
     let spec = KernelSpec::new("elementwise", entry, 3)
         .u("WG", WG)
         .u("VW", if vec4 { 4 } else { 1 })
@@ -22,7 +30,14 @@ fn ew(rec: &mut Recorder, entry: &'static str, has: (&'static str, bool), ts: [&
 }
 
 /// `z = alpha * x + beta * y`.
-pub fn add(rec: &mut Recorder, x: &Tensor, y: &Tensor, z: &Tensor, alpha: f32, beta: f32) -> Result<()> {
+pub fn add(
+    rec: &mut Recorder,
+    x: &Tensor,
+    y: &Tensor,
+    z: &Tensor,
+    alpha: f32,
+    beta: f32,
+) -> Result<()> {
     expect_len("add", "x", x, z.len())?;
     expect_len("add", "y", y, z.len())?;
     ew(rec, "add", ("HAS_Y", true), [x, y, z], z.len(), alpha, beta)
@@ -32,7 +47,15 @@ pub fn add(rec: &mut Recorder, x: &Tensor, y: &Tensor, z: &Tensor, alpha: f32, b
 pub fn scale(rec: &mut Recorder, x: &Tensor, z: &Tensor, alpha: f32) -> Result<()> {
     expect_len("scale", "x", x, z.len())?;
     let d = rec.gpu().dummy_tensor();
-    ew(rec, "add", ("HAS_Y", false), [x, &d, z], z.len(), alpha, 0.0)
+    ew(
+        rec,
+        "add",
+        ("HAS_Y", false),
+        [x, &d, z],
+        z.len(),
+        alpha,
+        0.0,
+    )
 }
 
 /// `z = alpha * x * y` (elementwise product).
@@ -46,13 +69,29 @@ pub fn mul(rec: &mut Recorder, x: &Tensor, y: &Tensor, z: &Tensor, alpha: f32) -
 pub fn axpby(rec: &mut Recorder, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) -> Result<()> {
     expect_len("axpby", "x", x, y.len())?;
     let d = rec.gpu().dummy_tensor();
-    ew(rec, "axpby", ("HAS_X", true), [x, y, &d], y.len(), alpha, beta)
+    ew(
+        rec,
+        "axpby",
+        ("HAS_X", true),
+        [x, y, &d],
+        y.len(),
+        alpha,
+        beta,
+    )
 }
 
 /// `y = beta * y` in place.
 pub fn scale_inplace(rec: &mut Recorder, y: &Tensor, beta: f32) -> Result<()> {
     let d = rec.gpu().dummy_tensor();
-    ew(rec, "axpby", ("HAS_X", false), [&d, y, &d], y.len(), 0.0, beta)
+    ew(
+        rec,
+        "axpby",
+        ("HAS_X", false),
+        [&d, y, &d],
+        y.len(),
+        0.0,
+        beta,
+    )
 }
 
 fn form(act: Act) -> u32 {
@@ -66,16 +105,43 @@ fn form(act: Act) -> u32 {
 pub fn gelu(rec: &mut Recorder, x: &Tensor, y: &Tensor, act: Act) -> Result<()> {
     expect_len("gelu", "x", x, y.len())?;
     let gpu = rec.gpu();
-    let k = gpu.kernel(&KernelSpec::new("gelu", "forward", 3).u("WG", WG).u("FORM", form(act)).b("ACC", false))?;
+    let k = gpu.kernel(
+        &KernelSpec::new("gelu", "forward", 3)
+            .u("WG", WG)
+            .u("FORM", form(act))
+            .b("ACC", false),
+    )?;
     let d = gpu.dummy_tensor();
-    rec.dispatch(&k, Params::new().n(x.len()), &[x, &d, y], grid(gpu, x.len().div_ceil(WG as usize))?)
+    rec.dispatch(
+        &k,
+        Params::new().n(x.len()),
+        &[x, &d, y],
+        grid(gpu, x.len().div_ceil(WG as usize))?,
+    )
 }
 
 /// `dx = dy * gelu'(x)`, or `dx += ...` when `accumulate`.
-pub fn gelu_backward(rec: &mut Recorder, x: &Tensor, dy: &Tensor, dx: &Tensor, act: Act, accumulate: bool) -> Result<()> {
+pub fn gelu_backward(
+    rec: &mut Recorder,
+    x: &Tensor,
+    dy: &Tensor,
+    dx: &Tensor,
+    act: Act,
+    accumulate: bool,
+) -> Result<()> {
     expect_len("gelu_backward", "x", x, dx.len())?;
     expect_len("gelu_backward", "dy", dy, dx.len())?;
     let gpu = rec.gpu();
-    let k = gpu.kernel(&KernelSpec::new("gelu", "backward", 3).u("WG", WG).u("FORM", form(act)).b("ACC", accumulate))?;
-    rec.dispatch(&k, Params::new().n(x.len()), &[x, dy, dx], grid(gpu, x.len().div_ceil(WG as usize))?)
+    let k = gpu.kernel(
+        &KernelSpec::new("gelu", "backward", 3)
+            .u("WG", WG)
+            .u("FORM", form(act))
+            .b("ACC", accumulate),
+    )?;
+    rec.dispatch(
+        &k,
+        Params::new().n(x.len()),
+        &[x, dy, dx],
+        grid(gpu, x.len().div_ceil(WG as usize))?,
+    )
 }

@@ -28,40 +28,89 @@ impl KlKind {
 }
 
 fn spec(entry: &'static str, kind: KlKind, acc: bool, has_dp: bool) -> KernelSpec {
-    KernelSpec::new("kl", entry, 5).u("WG", WG).u("MODE", kind.code()).b("ACC", acc).b("HAS_DP", has_dp)
+    KernelSpec::new("kl", entry, 5)
+        .u("WG", WG)
+        .u("MODE", kind.code())
+        .b("ACC", acc)
+        .b("HAS_DP", has_dp)
 }
 
 fn check(p: &Tensor, q: &Tensor) -> Result<()> {
     if p.shape() != q.shape() || p.cols() == 0 {
-        return shape_err("kl", format!("logits {:?} and {:?} must have the same non-empty shape", p.shape(), q.shape()));
+        return shape_err(
+            "kl",
+            format!(
+                "logits {:?} and {:?} must have the same non-empty shape",
+                p.shape(),
+                q.shape()
+            ),
+        );
     }
     Ok(())
 }
 
 /// `out[r]` = divergence of row r.
-pub fn kl_rows(rec: &mut Recorder, p: &Tensor, q: &Tensor, out: &Tensor, kind: KlKind) -> Result<()> {
+pub fn kl_rows(
+    rec: &mut Recorder,
+    p: &Tensor,
+    q: &Tensor,
+    out: &Tensor,
+    kind: KlKind,
+) -> Result<()> {
     check(p, q)?;
     expect_len("kl_rows", "out", out, p.rows())?;
     let gpu = rec.gpu();
     let d = gpu.dummy_tensor();
     let k = gpu.kernel(&spec("rows", kind, false, false))?;
-    let prm = Params::new().n(p.rows()).n(p.cols()).u(0).u(0).f(1.0).u(0).u(0).u(0);
+    let prm = Params::new()
+        .n(p.rows())
+        .n(p.cols())
+        .u(0)
+        .u(0)
+        .f(1.0)
+        .u(0)
+        .u(0)
+        .u(0);
     rec.dispatch(&k, prm, &[p, q, out, &d, &d], grid(gpu, p.rows())?)
 }
 
 /// `out[out_off]` = scale * mean over rows of the divergence.
-pub fn kl_mean(rec: &mut Recorder, p: &Tensor, q: &Tensor, out: &Tensor, out_off: usize, kind: KlKind, scale: f32) -> Result<()> {
+pub fn kl_mean(
+    rec: &mut Recorder,
+    p: &Tensor,
+    q: &Tensor,
+    out: &Tensor,
+    out_off: usize,
+    kind: KlKind,
+    scale: f32,
+) -> Result<()> {
     check(p, q)?;
     expect_min("kl_mean", "out", out, out_off + 1)?;
     let rows = rec.gpu().scratch(slot::KL_ROWS, p.rows())?;
     kl_rows(rec, p, q, &rows, kind)?;
-    reduce(rec, &[&rows], Reduction::Sum, scale / p.rows() as f32, out, out_off, false)
+    reduce(
+        rec,
+        &[&rows],
+        Reduction::Sum,
+        scale / p.rows() as f32,
+        out,
+        out_off,
+        false,
+    )
 }
 
 /// Gradient of `coef * sum over rows of KL_row` with respect to the current logits Q (into
 /// `dq`) and, when `dp` is given, the reference logits P. Written, or added when `accumulate`.
-#[allow(clippy::too_many_arguments)]
-pub fn kl_backward(rec: &mut Recorder, p: &Tensor, q: &Tensor, dq: &Tensor, dp: Option<&Tensor>, kind: KlKind, coef: f32, accumulate: bool) -> Result<()> {
+pub fn kl_backward(
+    rec: &mut Recorder,
+    p: &Tensor,
+    q: &Tensor,
+    dq: &Tensor,
+    dp: Option<&Tensor>,
+    kind: KlKind,
+    coef: f32,
+    accumulate: bool,
+) -> Result<()> {
     check(p, q)?;
     expect_len("kl_backward", "dq", dq, q.len())?;
     if let Some(t) = dp {
@@ -70,6 +119,19 @@ pub fn kl_backward(rec: &mut Recorder, p: &Tensor, q: &Tensor, dq: &Tensor, dp: 
     let gpu = rec.gpu();
     let d = gpu.dummy_tensor();
     let k = gpu.kernel(&spec("backward", kind, accumulate, dp.is_some()))?;
-    let prm = Params::new().n(p.rows()).n(p.cols()).u(0).u(0).f(coef).u(0).u(0).u(0);
-    rec.dispatch(&k, prm, &[p, q, &d, dq, dp.unwrap_or(&d)], grid(gpu, p.rows())?)
+    let prm = Params::new()
+        .n(p.rows())
+        .n(p.cols())
+        .u(0)
+        .u(0)
+        .f(coef)
+        .u(0)
+        .u(0)
+        .u(0);
+    rec.dispatch(
+        &k,
+        prm,
+        &[p, q, &d, dq, dp.unwrap_or(&d)],
+        grid(gpu, p.rows())?,
+    )
 }

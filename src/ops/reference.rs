@@ -3,7 +3,6 @@
 
 /// Strided batched matmul, same semantics as [`crate::ops::matmul::Matmul`] (no epilogue):
 /// returns `alpha * A[z] . B[z]` for every z as a dense `[batch, m, n]` array.
-#[allow(clippy::too_many_arguments)]
 pub fn matmul_strided(
     a: &[f32],
     a_view: (usize, usize, usize, usize, usize),
@@ -24,7 +23,8 @@ pub fn matmul_strided(
             for j in 0..n {
                 let mut s = 0.0f64;
                 for kk in 0..k {
-                    s += a[ab + i * a_view.1 + kk * a_view.2] as f64 * b[bb + kk * b_view.1 + j * b_view.2] as f64;
+                    s += a[ab + i * a_view.1 + kk * a_view.2] as f64
+                        * b[bb + kk * b_view.1 + j * b_view.2] as f64;
                 }
                 out[(z * m + i) * n + j] = s;
             }
@@ -48,7 +48,8 @@ pub fn gelu_erf(x: f64) -> f64 {
     0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))
 }
 pub fn gelu_erf_grad(x: f64) -> f64 {
-    0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2)) + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
+    0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2))
+        + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
 }
 const C_TANH: f64 = 0.7978845608028654;
 pub fn gelu_tanh(x: f64) -> f64 {
@@ -60,16 +61,28 @@ pub fn gelu_tanh_grad(x: f64) -> f64 {
 }
 
 /// LayerNorm (or RMSNorm when `rms`) forward: (y, mean, rstd) per row.
-pub fn norm(x: &[f32], gamma: &[f32], beta: Option<&[f32]>, cols: usize, eps: f64, rms: bool) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+pub fn norm(
+    x: &[f32],
+    gamma: &[f32],
+    beta: Option<&[f32]>,
+    cols: usize,
+    eps: f64,
+    rms: bool,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let rows = x.len() / cols;
     let (mut y, mut means, mut rstds) = (vec![0.0; x.len()], vec![0.0; rows], vec![0.0; rows]);
     for r in 0..rows {
         let row = &x[r * cols..(r + 1) * cols];
-        let mean = if rms { 0.0 } else { row.iter().map(|&v| v as f64).sum::<f64>() / cols as f64 };
+        let mean = if rms {
+            0.0
+        } else {
+            row.iter().map(|&v| v as f64).sum::<f64>() / cols as f64
+        };
         let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / cols as f64;
         let rstd = 1.0 / (var + eps).sqrt();
         for c in 0..cols {
-            y[r * cols + c] = (row[c] as f64 - mean) * rstd * gamma[c] as f64 + beta.map_or(0.0, |b| b[c] as f64);
+            y[r * cols + c] =
+                (row[c] as f64 - mean) * rstd * gamma[c] as f64 + beta.map_or(0.0, |b| b[c] as f64);
         }
         means[r] = mean;
         rstds[r] = rstd;
@@ -78,15 +91,30 @@ pub fn norm(x: &[f32], gamma: &[f32], beta: Option<&[f32]>, cols: usize, eps: f6
 }
 
 /// Norm backward: (dx, dgamma, dbeta), recomputing the statistics from x.
-pub fn norm_backward(x: &[f32], gamma: &[f32], dy: &[f32], cols: usize, eps: f64, rms: bool) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+pub fn norm_backward(
+    x: &[f32],
+    gamma: &[f32],
+    dy: &[f32],
+    cols: usize,
+    eps: f64,
+    rms: bool,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let rows = x.len() / cols;
     let (_, means, rstds) = norm(x, gamma, None, cols, eps, rms);
     let (mut dx, mut dg, mut db) = (vec![0.0; x.len()], vec![0.0; cols], vec![0.0; cols]);
     for r in 0..rows {
         let (mean, rstd) = (means[r], rstds[r]);
-        let xh: Vec<f64> = (0..cols).map(|c| (x[r * cols + c] as f64 - mean) * rstd).collect();
-        let g: Vec<f64> = (0..cols).map(|c| dy[r * cols + c] as f64 * gamma[c] as f64).collect();
-        let mg = if rms { 0.0 } else { g.iter().sum::<f64>() / cols as f64 };
+        let xh: Vec<f64> = (0..cols)
+            .map(|c| (x[r * cols + c] as f64 - mean) * rstd)
+            .collect();
+        let g: Vec<f64> = (0..cols)
+            .map(|c| dy[r * cols + c] as f64 * gamma[c] as f64)
+            .collect();
+        let mg = if rms {
+            0.0
+        } else {
+            g.iter().sum::<f64>() / cols as f64
+        };
         let mgx = g.iter().zip(&xh).map(|(a, b)| a * b).sum::<f64>() / cols as f64;
         for c in 0..cols {
             dx[r * cols + c] = rstd * (g[c] - mg - xh[c] * mgx);
@@ -98,14 +126,23 @@ pub fn norm_backward(x: &[f32], gamma: &[f32], dy: &[f32], cols: usize, eps: f64
 }
 
 /// Masked, scaled softmax over rows laid out as [batch * heads, tq, cols].
-pub fn softmax(x: &[f32], cols: usize, scale: f64, mask: Option<&[u32]>, causal: bool, tq: usize, heads: usize) -> Vec<f64> {
+pub fn softmax(
+    x: &[f32],
+    cols: usize,
+    scale: f64,
+    mask: Option<&[u32]>,
+    causal: bool,
+    tq: usize,
+    heads: usize,
+) -> Vec<f64> {
     let rows = x.len() / cols;
     let mut y = vec![0.0; x.len()];
     for r in 0..rows {
         let (i, b) = (r % tq, r / tq / heads);
         let s: Vec<f64> = (0..cols)
             .map(|j| {
-                let masked = mask.is_some_and(|m| m[b * cols + j] == 0) || (causal && j > i + (cols - tq));
+                let masked =
+                    mask.is_some_and(|m| m[b * cols + j] == 0) || (causal && j > i + (cols - tq));
                 if masked {
                     -1e30
                 } else {
@@ -136,8 +173,18 @@ pub fn softmax_backward(y: &[f64], dy: &[f32], cols: usize, scale: f64) -> Vec<f
 }
 
 /// Attention on dense `[B, T, H*D]` q, k, v: (out, probs).
-#[allow(clippy::too_many_arguments)]
-pub fn attention(q: &[f32], k: &[f32], v: &[f32], b: usize, t: usize, h: usize, d: usize, mask: Option<&[u32]>, causal: bool, scale: f64) -> (Vec<f64>, Vec<f64>) {
+pub fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    b: usize,
+    t: usize,
+    h: usize,
+    d: usize,
+    mask: Option<&[u32]>,
+    causal: bool,
+    scale: f64,
+) -> (Vec<f64>, Vec<f64>) {
     let hd = h * d;
     let mut probs = vec![0.0; b * h * t * t];
     for bi in 0..b {
@@ -149,7 +196,13 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], b: usize, t: usize, h: usize, 
                         if masked {
                             -1e30
                         } else {
-                            scale * (0..d).map(|x| q[(bi * t + i) * hd + hi * d + x] as f64 * k[(bi * t + j) * hd + hi * d + x] as f64).sum::<f64>()
+                            scale
+                                * (0..d)
+                                    .map(|x| {
+                                        q[(bi * t + i) * hd + hi * d + x] as f64
+                                            * k[(bi * t + j) * hd + hi * d + x] as f64
+                                    })
+                                    .sum::<f64>()
                         }
                     })
                     .collect();
@@ -166,7 +219,12 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], b: usize, t: usize, h: usize, 
         for hi in 0..h {
             for i in 0..t {
                 for x in 0..d {
-                    out[(bi * t + i) * hd + hi * d + x] = (0..t).map(|j| probs[((bi * h + hi) * t + i) * t + j] * v[(bi * t + j) * hd + hi * d + x] as f64).sum();
+                    out[(bi * t + i) * hd + hi * d + x] = (0..t)
+                        .map(|j| {
+                            probs[((bi * h + hi) * t + i) * t + j]
+                                * v[(bi * t + j) * hd + hi * d + x] as f64
+                        })
+                        .sum();
                 }
             }
         }
@@ -175,8 +233,19 @@ pub fn attention(q: &[f32], k: &[f32], v: &[f32], b: usize, t: usize, h: usize, 
 }
 
 /// Attention backward on dense layouts: (dq, dk, dv).
-#[allow(clippy::too_many_arguments)]
-pub fn attention_backward(q: &[f32], k: &[f32], v: &[f32], dout: &[f32], b: usize, t: usize, h: usize, d: usize, mask: Option<&[u32]>, causal: bool, scale: f64) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+pub fn attention_backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dout: &[f32],
+    b: usize,
+    t: usize,
+    h: usize,
+    d: usize,
+    mask: Option<&[u32]>,
+    causal: bool,
+    scale: f64,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let hd = h * d;
     let (_, probs) = attention(q, k, v, b, t, h, d, mask, causal, scale);
     let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
@@ -185,7 +254,13 @@ pub fn attention_backward(q: &[f32], k: &[f32], v: &[f32], dout: &[f32], b: usiz
             let at = |tt: usize, dd: usize| (bi * t + tt) * hd + hi * d + dd;
             for i in 0..t {
                 let p = |j: usize| probs[((bi * h + hi) * t + i) * t + j];
-                let dp: Vec<f64> = (0..t).map(|j| (0..d).map(|x| dout[at(i, x)] as f64 * v[at(j, x)] as f64).sum()).collect();
+                let dp: Vec<f64> = (0..t)
+                    .map(|j| {
+                        (0..d)
+                            .map(|x| dout[at(i, x)] as f64 * v[at(j, x)] as f64)
+                            .sum()
+                    })
+                    .collect();
                 let dot: f64 = (0..t).map(|j| dp[j] * p(j)).sum();
                 for j in 0..t {
                     let ds = scale * p(j) * (dp[j] - dot);
@@ -202,13 +277,22 @@ pub fn attention_backward(q: &[f32], k: &[f32], v: &[f32], dout: &[f32], b: usiz
 }
 
 /// Mean cross-entropy over counted rows, and dlogits (scaled by dscale / count).
-pub fn cross_entropy(logits: &[f32], targets: &[u32], cols: usize, ignore: u32, dscale: f64) -> (f64, f64, Vec<f64>) {
+pub fn cross_entropy(
+    logits: &[f32],
+    targets: &[u32],
+    cols: usize,
+    ignore: u32,
+    dscale: f64,
+) -> (f64, f64, Vec<f64>) {
     let rows = targets.len();
     let (mut sum, mut count) = (0.0, 0.0);
     let mut lses = vec![0.0; rows];
     for r in 0..rows {
         let row = &logits[r * cols..(r + 1) * cols];
-        let m = row.iter().map(|&v| v as f64).fold(f64::NEG_INFINITY, f64::max);
+        let m = row
+            .iter()
+            .map(|&v| v as f64)
+            .fold(f64::NEG_INFINITY, f64::max);
         let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
         lses[r] = lse;
         let t = targets[r];
@@ -233,7 +317,13 @@ pub fn cross_entropy(logits: &[f32], targets: &[u32], cols: usize, ignore: u32, 
 
 /// Embedding gather.
 pub fn embedding(w: &[f32], dim: usize, ids: &[u32]) -> Vec<f64> {
-    ids.iter().flat_map(|&id| w[id as usize * dim..(id as usize + 1) * dim].iter().map(|&v| v as f64)).collect()
+    ids.iter()
+        .flat_map(|&id| {
+            w[id as usize * dim..(id as usize + 1) * dim]
+                .iter()
+                .map(|&v| v as f64)
+        })
+        .collect()
 }
 
 /// Embedding backward: dw (vocab x dim) accumulated from dout.
@@ -254,7 +344,12 @@ pub fn philox(block: u32, seed: u64, offset: u64) -> [u32; 4] {
     for _ in 0..10 {
         let p0 = 0xD2511F53u64 * c[0] as u64;
         let p1 = 0xCD9E8D57u64 * c[2] as u64;
-        c = [((p1 >> 32) as u32) ^ c[1] ^ k[0], p1 as u32, ((p0 >> 32) as u32) ^ c[3] ^ k[1], p0 as u32];
+        c = [
+            ((p1 >> 32) as u32) ^ c[1] ^ k[0],
+            p1 as u32,
+            ((p0 >> 32) as u32) ^ c[3] ^ k[1],
+            p0 as u32,
+        ];
         k = [k[0].wrapping_add(0x9E3779B9), k[1].wrapping_add(0xBB67AE85)];
     }
     c
@@ -271,7 +366,9 @@ pub fn unit(x: u32) -> f64 {
 }
 
 pub fn uniform(n: usize, seed: u64, offset: u64, lo: f64, hi: f64) -> Vec<f64> {
-    (0..n).map(|e| lo + (hi - lo) * unit(rng_word(e, seed, offset))).collect()
+    (0..n)
+        .map(|e| lo + (hi - lo) * unit(rng_word(e, seed, offset)))
+        .collect()
 }
 
 pub fn normal(n: usize, seed: u64, offset: u64, mean: f64, std: f64) -> Vec<f64> {
@@ -283,7 +380,12 @@ pub fn normal(n: usize, seed: u64, offset: u64, mean: f64, std: f64) -> Vec<f64>
             let u2 = unit(w[2 * h + 1]);
             let r = (-2.0 * u1.ln()).sqrt();
             let th = 2.0 * std::f64::consts::PI * u2;
-            mean + std * if e % 2 == 0 { r * th.cos() } else { r * th.sin() }
+            mean + std
+                * if e % 2 == 0 {
+                    r * th.cos()
+                } else {
+                    r * th.sin()
+                }
         })
         .collect()
 }
@@ -291,12 +393,21 @@ pub fn normal(n: usize, seed: u64, offset: u64, mean: f64, std: f64) -> Vec<f64>
 pub fn dropout(x: &[f32], p: f64, seed: u64, offset: u64) -> Vec<f64> {
     x.iter()
         .enumerate()
-        .map(|(e, &v)| if unit(rng_word(e, seed, offset)) >= p { v as f64 / (1.0 - p) } else { 0.0 })
+        .map(|(e, &v)| {
+            if unit(rng_word(e, seed, offset)) >= p {
+                v as f64 / (1.0 - p)
+            } else {
+                0.0
+            }
+        })
         .collect()
 }
 
 fn log_softmax(row: &[f32]) -> Vec<f64> {
-    let m = row.iter().map(|&v| v as f64).fold(f64::NEG_INFINITY, f64::max);
+    let m = row
+        .iter()
+        .map(|&v| v as f64)
+        .fold(f64::NEG_INFINITY, f64::max);
     let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
     row.iter().map(|&v| v as f64 - lse).collect()
 }
@@ -315,7 +426,13 @@ pub fn kl_rows(p: &[f32], q: &[f32], cols: usize) -> Vec<(f64, f64)> {
 }
 
 /// Gradient of coef * sum_rows KL (mode 0 forward, 1 reverse, 2 symmetric): (dq, dp).
-pub fn kl_backward(p: &[f32], q: &[f32], cols: usize, mode: u32, coef: f64) -> (Vec<f64>, Vec<f64>) {
+pub fn kl_backward(
+    p: &[f32],
+    q: &[f32],
+    cols: usize,
+    mode: u32,
+    coef: f64,
+) -> (Vec<f64>, Vec<f64>) {
     let kls = kl_rows(p, q, cols);
     let (mut dq, mut dp) = (vec![0.0; q.len()], vec![0.0; p.len()]);
     for r in 0..p.len() / cols {

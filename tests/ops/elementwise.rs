@@ -3,6 +3,8 @@ use tramway::ops::elementwise::*;
 use tramway::ops::matmul::Act;
 use tramway::ops::reference as r;
 
+type F64Fn = fn(f64) -> f64;
+
 // Single f32 operations: results are within one rounding (rtol 1e-6) of the f64 values.
 #[test]
 fn add_mul_scale_axpby_all_sizes() {
@@ -10,7 +12,12 @@ fn add_mul_scale_axpby_all_sizes() {
         let mut rng = Rng::new(i as u64);
         let (x, y) = (rng.vec(n), rng.vec(n));
         let (xt, yt, z) = (up(&x), up(&y), gpu().zeros(&[n]).unwrap());
-        let f = |g: &dyn Fn(f64, f64) -> f64| -> Vec<f64> { x.iter().zip(&y).map(|(&a, &b)| g(a as f64, b as f64)).collect() };
+        let f = |g: &dyn Fn(f64, f64) -> f64| -> Vec<f64> {
+            x.iter()
+                .zip(&y)
+                .map(|(&a, &b)| g(a as f64, b as f64))
+                .collect()
+        };
         let mut rc = rec();
         add(&mut rc, &xt, &yt, &z, 0.5, -2.0).unwrap();
         rc.submit().unwrap();
@@ -27,7 +34,13 @@ fn add_mul_scale_axpby_all_sizes() {
         axpby(&mut rc, 2.0, &xt, 0.5, &yt).unwrap();
         scale_inplace(&mut rc, &yt, 4.0).unwrap();
         rc.submit().unwrap();
-        close("axpby+scale_inplace", &down(&yt), &f(&|a, b| 4.0 * (2.0 * a + 0.5 * b)), 1e-6, 1e-6);
+        close(
+            "axpby+scale_inplace",
+            &down(&yt),
+            &f(&|a, b| 4.0 * (2.0 * a + 0.5 * b)),
+            1e-6,
+            1e-6,
+        );
     }
 }
 
@@ -38,7 +51,7 @@ fn gelu_forward_backward_both_forms() {
             let mut rng = Rng::new(i as u64 + 40);
             let x: Vec<f32> = rng.vec(n).iter().map(|v| v * 6.0).collect();
             let dy = rng.vec(n);
-            let (fw, gr): (fn(f64) -> f64, fn(f64) -> f64) = match act {
+            let (fw, gr): (F64Fn, F64Fn) = match act {
                 Act::GeluErf => (r::gelu_erf, r::gelu_erf_grad),
                 _ => (r::gelu_tanh, r::gelu_tanh_grad),
             };
@@ -50,12 +63,25 @@ fn gelu_forward_backward_both_forms() {
             gelu_backward(&mut rc, &xt, &dyt, &dx, act, true).unwrap();
             rc.submit().unwrap();
             // erf is approximated to 1.5e-7 absolute in the shader; exp/tanh within a few ulp.
-            close("gelu", &down(&y), &x.iter().map(|&v| fw(v as f64)).collect::<Vec<_>>(), 1e-6, 1e-5);
-            let want: Vec<f64> = (0..n).map(|i| dy[i] as f64 * gr(x[i] as f64) + prior[i] as f64).collect();
+            close(
+                "gelu",
+                &down(&y),
+                &x.iter().map(|&v| fw(v as f64)).collect::<Vec<_>>(),
+                1e-6,
+                1e-5,
+            );
+            let want: Vec<f64> = (0..n)
+                .map(|i| dy[i] as f64 * gr(x[i] as f64) + prior[i] as f64)
+                .collect();
             close("gelu_backward (accumulate)", &down(&dx), &want, 1e-6, 1e-5);
             // The reference derivative against finite differences of the reference forward.
             let g: Vec<f64> = (0..n).map(|i| dy[i] as f64 * gr(x[i] as f64)).collect();
-            fd_check("gelu reference", &x, &g, 20, |xs| xs.iter().zip(&dy).map(|(&v, &w)| w as f64 * fw(v as f64)).sum());
+            fd_check("gelu reference", &x, &g, 20, |xs| {
+                xs.iter()
+                    .zip(&dy)
+                    .map(|(&v, &w)| w as f64 * fw(v as f64))
+                    .sum()
+            });
         }
     }
 }

@@ -7,13 +7,18 @@ fn tensors_beyond_the_binding_limit_are_refused_clearly() {
     let limit = gpu().max_binding_bytes();
     let n = (limit / 4 + 1) as usize;
     match gpu().zeros(&[n]) {
-        Err(Error::Limit { limit_name, .. }) => assert_eq!(limit_name, "max_storage_buffer_binding_size"),
+        Err(Error::Limit { limit_name, .. }) => {
+            assert_eq!(limit_name, "max_storage_buffer_binding_size")
+        }
         other => panic!("expected a limit error, got {other:?}"),
     }
     let mut ab = ArenaBuilder::new();
     ab.add("wte", &[n]);
     let e = ab.build(gpu(), "params").unwrap_err().to_string();
-    assert!(e.contains("wte") && e.contains("max_storage_buffer_binding_size"), "{e}");
+    assert!(
+        e.contains("wte") && e.contains("max_storage_buffer_binding_size"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -43,6 +48,17 @@ fn recorder_copy_zero_and_many_dispatches_in_one_submit() {
 #[test]
 fn kernel_expansion_unrolls_loops() {
     use tramway::gpu::{expand, KernelSpec};
-    let src = expand(&KernelSpec::new("matmul", "main", 5).u("TM", 2).u("TN", 3).u("WGX", 8).u("WGY", 8).u("EPI", 0).b("HAS_BIAS", false).b("STORE_PRE", false).b("ACC", false)).unwrap();
+    let src = expand(
+        &KernelSpec::new("matmul", "main", 5)
+            .u("TM", 2)
+            .u("TN", 3)
+            .u("WGX", 8)
+            .u("WGY", 8)
+            .u("EPI", 0)
+            .b("HAS_BIAS", false)
+            .b("STORE_PRE", false)
+            .b("ACC", false),
+    )
+    .unwrap();
     assert!(src.contains("var c1_2 = 0.0;") && !src.contains("c2_0") && !src.contains("//@for"));
 }

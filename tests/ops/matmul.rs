@@ -20,12 +20,27 @@ fn check_2d(m: usize, n: usize, k: usize, ta: bool, tb: bool, seed: u64) {
     matmul(&mut rc, &Matmul::new(&at, ta, &bt, tb, &c).unwrap()).unwrap();
     rc.submit().unwrap();
     let want = r::matmul(&a, ta, &b, tb, m, n, k);
-    close(&format!("matmul {m}x{n}x{k} ta={ta} tb={tb}"), &down(&c), &want, tol(k), 1e-5);
+    close(
+        &format!("matmul {m}x{n}x{k} ta={ta} tb={tb}"),
+        &down(&c),
+        &want,
+        tol(k),
+        1e-5,
+    );
 }
 
 #[test]
 fn matmul_all_transposes_awkward_sizes() {
-    let sizes = [(1, 1, 1), (1, 7, 3), (5, 1, 9), (7, 13, 5), (64, 32, 16), (65, 33, 17), (130, 70, 257), (3, 200, 64)];
+    let sizes = [
+        (1, 1, 1),
+        (1, 7, 3),
+        (5, 1, 9),
+        (7, 13, 5),
+        (64, 32, 16),
+        (65, 33, 17),
+        (130, 70, 257),
+        (3, 200, 64),
+    ];
     for (i, &(m, n, k)) in sizes.iter().enumerate() {
         for ta in [false, true] {
             for tb in [false, true] {
@@ -42,21 +57,35 @@ fn matmul_long_reduction() {
 
 #[test]
 fn matmul_bias_gelu_pre_and_accumulate() {
-    let (m, n, k) = (37, 45, 29);
+    // k = 28 with B transposed takes the vec4 path, k = 29 the scalar one.
+    for (k, tb) in [(29, false), (28, true)] {
+        epilogue_case(37, 45, k, tb);
+    }
+}
+
+fn epilogue_case(m: usize, n: usize, k: usize, tb: bool) {
     let mut rng = Rng::new(5);
     let (a, b, bias, c0) = (rng.vec(m * k), rng.vec(k * n), rng.vec(n), rng.vec(m * n));
     let at = up_shape(&a, &[m, k]);
-    let bt = up_shape(&b, &[k, n]);
+    let bt = up_shape(&b, &if tb { [n, k] } else { [k, n] });
     let biast = up(&bias);
-    let prod = r::matmul(&a, false, &b, false, m, n, k);
+    let prod = r::matmul(&a, false, &b, tb, m, n, k);
     for act in [Act::None, Act::GeluErf, Act::GeluTanh] {
         let c = up_shape(&c0, &[m, n]);
         let pre = gpu().zeros(&[m, n]).unwrap();
         let mut rc = rec();
-        let mm = Matmul::new(&at, false, &bt, false, &c).unwrap().bias(&biast).act(act).alpha(0.5).accumulate(0.25).store_pre(&pre);
+        let mm = Matmul::new(&at, false, &bt, tb, &c)
+            .unwrap()
+            .bias(&biast)
+            .act(act)
+            .alpha(0.5)
+            .accumulate(0.25)
+            .store_pre(&pre);
         matmul(&mut rc, &mm).unwrap();
         rc.submit().unwrap();
-        let want_pre: Vec<f64> = (0..m * n).map(|i| 0.5 * prod[i] + bias[i % n] as f64).collect();
+        let want_pre: Vec<f64> = (0..m * n)
+            .map(|i| 0.5 * prod[i] + bias[i % n] as f64)
+            .collect();
         let want: Vec<f64> = (0..m * n)
             .map(|i| {
                 let x = want_pre[i];
@@ -69,7 +98,13 @@ fn matmul_bias_gelu_pre_and_accumulate() {
             })
             .collect();
         // GELU-erf uses an erf approximation with 1.5e-7 absolute error: within tol.
-        close(&format!("pre {act:?}"), &down(&pre), &want_pre, tol(k), 1e-5);
+        close(
+            &format!("pre {act:?}"),
+            &down(&pre),
+            &want_pre,
+            tol(k),
+            1e-5,
+        );
         close(&format!("epilogue {act:?}"), &down(&c), &want, tol(k), 1e-5);
     }
 }
@@ -78,20 +113,72 @@ fn matmul_bias_gelu_pre_and_accumulate() {
 /// strides, reading Q and K as column slices of one fused tensor.
 #[test]
 fn matmul_batched_two_level_strides() {
-    let (bsz, t, h, d) = (3, 9, 2, 5);
+    // head_dim 5: scalar path; head_dim 4: every stride and offset is a multiple of 4, vec4 path.
+    batched_case(5);
+    batched_case(4);
+}
+
+fn batched_case(d: usize) {
+    let (bsz, t, h) = (3, 9, 2);
     let row = 3 * h * d;
     let mut rng = Rng::new(9);
     let qkv = rng.vec(bsz * t * row);
     let qt = up(&qkv);
     let s = gpu().zeros(&[bsz * h * t * t]).unwrap();
-    let a = MatView { t: &qt, off: 0, rs: row, cs: 1, bo: t * row, bi: d };
-    let b = MatView { t: &qt, off: h * d, rs: row, cs: 1, bo: t * row, bi: d }.t();
-    let c = MatView { t: &s, off: 0, rs: t, cs: 1, bo: h * t * t, bi: t * t };
-    let mm = Matmul { m: t, n: t, k: d, batch: bsz * h, batch_inner: h, a, b, c, bias: None, act: Act::None, pre: None, alpha: 1.0, beta: None };
+    let a = MatView {
+        t: &qt,
+        off: 0,
+        rs: row,
+        cs: 1,
+        bo: t * row,
+        bi: d,
+    };
+    let b = MatView {
+        t: &qt,
+        off: h * d,
+        rs: row,
+        cs: 1,
+        bo: t * row,
+        bi: d,
+    }
+    .t();
+    let c = MatView {
+        t: &s,
+        off: 0,
+        rs: t,
+        cs: 1,
+        bo: h * t * t,
+        bi: t * t,
+    };
+    let mm = Matmul {
+        m: t,
+        n: t,
+        k: d,
+        batch: bsz * h,
+        batch_inner: h,
+        a,
+        b,
+        c,
+        bias: None,
+        act: Act::None,
+        pre: None,
+        alpha: 1.0,
+        beta: None,
+    };
     let mut rc = rec();
     matmul(&mut rc, &mm).unwrap();
     rc.submit().unwrap();
-    let want = r::matmul_strided(&qkv, (0, row, 1, t * row, d), &qkv, (h * d, 1, row, t * row, d), t, t, d, bsz * h, h);
+    let want = r::matmul_strided(
+        &qkv,
+        (0, row, 1, t * row, d),
+        &qkv,
+        (h * d, 1, row, t * row, d),
+        t,
+        t,
+        d,
+        bsz * h,
+        h,
+    );
     close("qk^T", &down(&s), &want, tol(d), 1e-5);
 }
 
@@ -117,7 +204,9 @@ fn matmul_rejects_bad_shapes_and_out_of_range_views() {
     let a = gpu().zeros(&[4, 5]).unwrap();
     let b = gpu().zeros(&[6, 3]).unwrap();
     let c = gpu().zeros(&[4, 3]).unwrap();
-    let e = Matmul::new(&a, false, &b, false, &c).unwrap_err().to_string();
+    let e = Matmul::new(&a, false, &b, false, &c)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("4x5") && e.contains("6x3"), "{e}");
     // A view that reaches past its tensor must be refused before it reaches the shader.
     let b2 = gpu().zeros(&[5, 3]).unwrap();

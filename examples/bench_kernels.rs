@@ -1,0 +1,362 @@
+//! Kernel benchmark: GFLOP/s of the WGSL matmul at square and transformer shapes, against the
+//! CPU's own SGEMM (matrixmultiply, one thread) measured in the same run, and time per call of
+//! the other kernels at BERT-small-like shapes.
+//!
+//!   cargo run --release --example bench_kernels            # full (a few minutes on lavapipe)
+//!   cargo run --release --example bench_kernels -- --quick # small shapes (CI smoke)
+//!
+//! Each GPU figure is the median of several single-submit runs after a warm-up call (which pays
+//! the driver's JIT); upload and readback are excluded. Results are checked against the CPU.
+
+#![allow(clippy::too_many_arguments)]
+
+use std::time::Instant;
+use tramway::ops::attention::{attention, attention_backward, AttnShape, HeadView};
+use tramway::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
+use tramway::ops::elementwise::{axpby, gelu};
+use tramway::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
+use tramway::ops::kl::{kl_mean, KlKind};
+use tramway::ops::matmul::{matmul, Act, Matmul};
+use tramway::ops::norm::{layernorm, norm_backward, NormGrads};
+use tramway::ops::reduce::{reduce, Reduction};
+use tramway::ops::softmax::{softmax, SoftmaxMask};
+use tramway::{Gpu, GpuOptions, Recorder, Result, Tensor};
+
+fn data(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+/// Part i (0 q, 1 k, 2 v) of a fused [rows, 3 * hid] QKV tensor.
+fn qkv_part(t: &Tensor, i: usize, hid: usize) -> HeadView<'_> {
+    HeadView {
+        t,
+        off: i * hid,
+        row_stride: 3 * hid,
+    }
+}
+
+/// One timed kernel call.
+type Case<'a> = Box<dyn Fn(&mut Recorder) -> Result<()> + 'a>;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// Median seconds of `reps` runs of `f` (each one submit + wait), after one warm-up run.
+fn time_gpu(gpu: &Gpu, reps: usize, f: &dyn Fn(&mut Recorder) -> Result<()>) -> Result<f64> {
+    let mut r = gpu.recorder();
+    f(&mut r)?;
+    r.submit()?;
+    gpu.wait()?;
+    let mut ts = Vec::new();
+    for _ in 0..reps {
+        let t0 = Instant::now();
+        let mut r = gpu.recorder();
+        f(&mut r)?;
+        r.submit()?;
+        gpu.wait()?;
+        ts.push(t0.elapsed().as_secs_f64());
+    }
+    Ok(median(ts))
+}
+
+fn cpu_sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    ta: bool,
+    b: &[f32],
+    tb: bool,
+    c: &mut [f32],
+) {
+    let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
+    let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            rsa,
+            csa,
+            b.as_ptr(),
+            rsb,
+            csb,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+}
+
+fn bench_matmul(
+    gpu: &Gpu,
+    name: &str,
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    reps: usize,
+) -> Result<()> {
+    let a = data(m * k, 1);
+    let b = data(k * n, 2);
+    let at = gpu.from_f32(&a, &if ta { [k, m] } else { [m, k] })?;
+    let bt = gpu.from_f32(&b, &if tb { [n, k] } else { [k, n] })?;
+    let ct = gpu.zeros(&[m, n])?;
+    let secs = time_gpu(gpu, reps, &|r| {
+        matmul(r, &Matmul::new(&at, ta, &bt, tb, &ct)?)
+    })?;
+    let mut c = vec![0f32; m * n];
+    let t0 = Instant::now();
+    let cpu_reps = reps.max(3);
+    for _ in 0..cpu_reps {
+        cpu_sgemm(m, n, k, &a, ta, &b, tb, &mut c);
+    }
+    let cpu = t0.elapsed().as_secs_f64() / cpu_reps as f64;
+    let got = gpu.read_f32_blocking(&ct)?;
+    let err = got
+        .iter()
+        .zip(&c)
+        .fold(0f32, |e, (x, y)| e.max((x - y).abs()));
+    let flop = 2.0 * (m * n * k) as f64;
+    println!(
+        "| {name} | {m}x{n}x{k} | {:.2} | {:.1} | {:.2} | {:.3} | {:.1e} |",
+        flop / secs / 1e9,
+        flop / cpu / 1e9,
+        cpu / secs,
+        secs * 1e3,
+        err
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
+    let info = gpu.adapter_info();
+    let tile = tramway::ops::matmul::tile(&gpu);
+    println!(
+        "adapter: {} ({:?}, {}), matmul tile {:?}",
+        info.name, info.backend, info.driver_info, tile
+    );
+    println!("\n| matmul | m x n x k | GPU GFLOP/s | CPU sgemm GFLOP/s (1 thread) | GPU / CPU | GPU ms | max abs err |");
+    println!("|---|---|---|---|---|---|---|");
+    let reps = if quick { 2 } else { 3 };
+    let sq: &[usize] = if quick {
+        &[128, 256]
+    } else {
+        &[256, 512, 1024]
+    };
+    for &s in sq {
+        bench_matmul(&gpu, "NN square", s, s, s, false, false, reps)?;
+    }
+    let (t, h, f) = if quick {
+        (256, 128, 512)
+    } else {
+        (2048, 384, 1536)
+    };
+    bench_matmul(&gpu, "NN up-projection", t, f, h, false, false, reps)?;
+    bench_matmul(&gpu, "NN down-projection", t, h, f, false, false, reps)?;
+    bench_matmul(&gpu, "NT x.W^T (HF layout)", t, f, h, false, true, reps)?;
+    bench_matmul(&gpu, "TN dW = x^T.dy", h, f, t, true, false, reps)?;
+
+    // Other kernels at one BERT-small-like batch: 16 sequences of 128 tokens, hidden 384,
+    // 12 heads, vocabulary 30522.
+    let (b, s, hid, heads) = if quick {
+        (2, 32, 128, 4)
+    } else {
+        (16, 128, 384, 12)
+    };
+    let rows = b * s;
+    let x = gpu.from_f32(&data(rows * hid, 3), &[rows, hid])?;
+    let y = gpu.zeros(&[rows, hid])?;
+    let g = gpu.from_f32(&vec![1.0; hid], &[hid])?;
+    let be = gpu.zeros(&[hid])?;
+    let (mean, rstd) = (gpu.zeros(&[rows])?, gpu.zeros(&[rows])?);
+    let (dg, db) = (gpu.zeros(&[hid])?, gpu.zeros(&[hid])?);
+    let big = gpu.from_f32(&data(rows * 4 * hid, 4), &[rows, 4 * hid])?;
+    let big2 = gpu.zeros(&[rows, 4 * hid])?;
+    let shape = AttnShape {
+        batch: b,
+        seq: s,
+        heads,
+        head_dim: hid / heads,
+    };
+    let qkv = gpu.from_f32(&data(rows * 3 * hid, 5), &[rows, 3 * hid])?;
+    let dqkv = gpu.zeros(&[rows, 3 * hid])?;
+    let probs = gpu.zeros(&[b * heads * s * s])?;
+    let mask = gpu.from_u32(&vec![1; b * s], &[b * s])?;
+    let view = |t, i| qkv_part(t, i, hid);
+    let scores = gpu.from_f32(&data(b * heads * s * s, 11), &[b * heads * s, s])?;
+    let probs2 = probs.reshape(&[b * heads * s, s])?;
+    let vocab = if quick { 1000 } else { 30522 };
+    let ids: Vec<u32> = (0..rows as u32)
+        .map(|i| (i * 7919) % vocab as u32)
+        .collect();
+    let idt = gpu.from_u32(&ids, &[rows])?;
+    let index = EmbeddingIndex::upload(&gpu, &ids, vocab)?;
+    let wte = gpu.from_f32(&data(vocab * hid, 6), &[vocab, hid])?;
+    let dwte = gpu.zeros(&[vocab, hid])?;
+    let classes = 1000;
+    let logits = gpu.from_f32(&data(rows * classes, 7), &[rows, classes])?;
+    let logits2 = gpu.from_f32(&data(rows * classes, 8), &[rows, classes])?;
+    let dlogits = gpu.zeros(&[rows, classes])?;
+    let targets = gpu.from_u32(
+        &ids.iter()
+            .map(|&i| {
+                if i % 10 == 0 {
+                    IGNORE_INDEX
+                } else {
+                    i % classes as u32
+                }
+            })
+            .collect::<Vec<_>>(),
+        &[rows],
+    )?;
+    let out = gpu.zeros(&[4])?;
+    let params_n = if quick { 1 << 20 } else { 22_000_000 };
+    let params = gpu.from_f32(&data(params_n, 9), &[params_n])?;
+    let grads = gpu.from_f32(&data(params_n, 10), &[params_n])?;
+    let scale = 1.0 / ((hid / heads) as f32).sqrt();
+
+    println!("\n| kernel | shape | ms per call |");
+    println!("|---|---|---|");
+    let cases: Vec<(&str, String, Case)> = vec![
+        (
+            "layernorm forward",
+            format!("{rows}x{hid}"),
+            Box::new(|r| layernorm(r, &x, &g, &be, &y, &mean, &rstd, 1e-12)),
+        ),
+        (
+            "layernorm backward (dx, dgamma, dbeta)",
+            format!("{rows}x{hid}"),
+            Box::new(|r| {
+                norm_backward(
+                    r,
+                    &x,
+                    &g,
+                    &x,
+                    Some(&mean),
+                    &rstd,
+                    &NormGrads {
+                        dx: &y,
+                        accumulate_dx: false,
+                        dgamma: &dg,
+                        dbeta: Some(&db),
+                    },
+                )
+            }),
+        ),
+        (
+            "gelu (erf) forward",
+            format!("{rows}x{}", 4 * hid),
+            Box::new(|r| gelu(r, &big, &big2, Act::GeluErf)),
+        ),
+        (
+            "axpy",
+            format!("{rows}x{}", 4 * hid),
+            Box::new(|r| axpby(r, 0.5, &big, 1.0, &big2)),
+        ),
+        (
+            "attention forward (QK^T, masked softmax, PV)",
+            format!("b{b} t{s} h{heads} d{}", hid / heads),
+            Box::new(|r| {
+                attention(
+                    r,
+                    &shape,
+                    view(&qkv, 0),
+                    view(&qkv, 1),
+                    view(&qkv, 2),
+                    HeadView::dense(&y, &shape),
+                    &probs,
+                    Some(&mask),
+                    false,
+                    scale,
+                )
+            }),
+        ),
+        (
+            "attention backward (dQ, dK, dV)",
+            format!("b{b} t{s} h{heads} d{}", hid / heads),
+            Box::new(|r| {
+                attention_backward(
+                    r,
+                    &shape,
+                    view(&qkv, 0),
+                    view(&qkv, 1),
+                    view(&qkv, 2),
+                    &probs,
+                    HeadView::dense(&y, &shape),
+                    view(&dqkv, 0),
+                    view(&dqkv, 1),
+                    view(&dqkv, 2),
+                    scale,
+                    false,
+                )
+            }),
+        ),
+        (
+            "softmax (scores)",
+            format!("{}x{s}", b * heads * s),
+            Box::new(|r| softmax(r, &scores, &probs2, 1.0, &SoftmaxMask::none())),
+        ),
+        (
+            "cross-entropy loss + dlogits",
+            format!("{rows}x{classes}"),
+            Box::new(|r| {
+                cross_entropy(
+                    r,
+                    &logits,
+                    &targets,
+                    &out,
+                    Some(&dlogits),
+                    IGNORE_INDEX,
+                    1.0,
+                )
+            }),
+        ),
+        (
+            "KL mean (forward)",
+            format!("{rows}x{classes}"),
+            Box::new(|r| kl_mean(r, &logits, &logits2, &out, 2, KlKind::Forward, 1.0)),
+        ),
+        (
+            "embedding gather",
+            format!("{rows} ids, {vocab}x{hid}"),
+            Box::new(|r| embedding(r, &wte, &idt, &y)),
+        ),
+        (
+            "embedding backward (scatter-add)",
+            format!("{rows} ids, {vocab}x{hid}"),
+            Box::new(|r| embedding_backward(r, &y, &index, &dwte)),
+        ),
+        (
+            "global L2 norm",
+            format!("{params_n}"),
+            Box::new(|r| reduce(r, &[&params], Reduction::L2Norm, 1.0, &out, 3, false)),
+        ),
+        (
+            "axpy over all parameters",
+            format!("{params_n}"),
+            Box::new(|r| axpby(r, -1e-3, &grads, 1.0, &params)),
+        ),
+    ];
+    for (name, shape, f) in &cases {
+        let secs = time_gpu(&gpu, reps, f.as_ref())?;
+        println!("| {name} | {shape} | {:.3} |", secs * 1e3);
+    }
+    Ok(())
+}
