@@ -16,7 +16,7 @@ use tramway::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use tramway::ops::elementwise::{axpby, gelu};
 use tramway::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
 use tramway::ops::kl::{kl_mean, KlKind};
-use tramway::ops::matmul::{matmul, Act, Matmul};
+use tramway::ops::matmul::{matmul_with, Act, Matmul, MatmulPath};
 use tramway::ops::norm::{layernorm, norm_backward, NormGrads};
 use tramway::ops::reduce::{reduce, Reduction};
 use tramway::ops::softmax::{softmax, SoftmaxMask};
@@ -109,6 +109,7 @@ fn bench_matmul(
     k: usize,
     ta: bool,
     tb: bool,
+    path: MatmulPath,
     reps: usize,
 ) -> Result<()> {
     let a = data(m * k, 1);
@@ -117,7 +118,7 @@ fn bench_matmul(
     let bt = gpu.from_f32(&b, &if tb { [n, k] } else { [k, n] })?;
     let ct = gpu.zeros(&[m, n])?;
     let secs = time_gpu(gpu, reps, &|r| {
-        matmul(r, &Matmul::new(&at, ta, &bt, tb, &ct)?)
+        matmul_with(r, &Matmul::new(&at, ta, &bt, tb, &ct)?, path)
     })?;
     let mut c = vec![0f32; m * n];
     let t0 = Instant::now();
@@ -133,7 +134,7 @@ fn bench_matmul(
         .fold(0f32, |e, (x, y)| e.max((x - y).abs()));
     let flop = 2.0 * (m * n * k) as f64;
     println!(
-        "| {name} | {m}x{n}x{k} | {:.2} | {:.1} | {:.2} | {:.3} | {:.1e} |",
+        "| {name} | {path:?} | {m}x{n}x{k} | {:.2} | {:.1} | {:.2} | {:.3} | {:.1e} |",
         flop / secs / 1e9,
         flop / cpu / 1e9,
         cpu / secs,
@@ -152,8 +153,14 @@ fn main() -> Result<()> {
         "adapter: {} ({:?}, {}), matmul tile {:?}",
         info.name, info.backend, info.driver_info, tile
     );
-    println!("\n| matmul | m x n x k | GPU GFLOP/s | CPU sgemm GFLOP/s (1 thread) | GPU / CPU | GPU ms | max abs err |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("\n| matmul | kernel | m x n x k | GPU GFLOP/s | CPU sgemm GFLOP/s (1 thread) | GPU / CPU | GPU ms | max abs err |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let auto = MatmulPath::auto(&gpu);
+    let other = if auto == MatmulPath::Register {
+        MatmulPath::Tiled
+    } else {
+        MatmulPath::Register
+    };
     let reps = if quick { 2 } else { 3 };
     let sq: &[usize] = if quick {
         &[128, 256]
@@ -161,17 +168,49 @@ fn main() -> Result<()> {
         &[256, 512, 1024]
     };
     for &s in sq {
-        bench_matmul(&gpu, "NN square", s, s, s, false, false, reps)?;
+        bench_matmul(&gpu, "NN square", s, s, s, false, false, auto, reps)?;
     }
     let (t, h, f) = if quick {
         (256, 128, 512)
     } else {
         (2048, 384, 1536)
     };
-    bench_matmul(&gpu, "NN up-projection", t, f, h, false, false, reps)?;
-    bench_matmul(&gpu, "NN down-projection", t, h, f, false, false, reps)?;
-    bench_matmul(&gpu, "NT x.W^T (HF layout)", t, f, h, false, true, reps)?;
-    bench_matmul(&gpu, "TN dW = x^T.dy", h, f, t, true, false, reps)?;
+    bench_matmul(&gpu, "NN up-projection", t, f, h, false, false, auto, reps)?;
+    bench_matmul(
+        &gpu,
+        "NN down-projection",
+        t,
+        h,
+        f,
+        false,
+        false,
+        auto,
+        reps,
+    )?;
+    bench_matmul(
+        &gpu,
+        "NT x.W^T (HF layout)",
+        t,
+        f,
+        h,
+        false,
+        true,
+        auto,
+        reps,
+    )?;
+    bench_matmul(&gpu, "TN dW = x^T.dy", h, f, t, true, false, auto, reps)?;
+    // The other kernel family at one shape, for comparison.
+    bench_matmul(
+        &gpu,
+        "NT x.W^T (HF layout)",
+        t,
+        f,
+        h,
+        false,
+        true,
+        other,
+        reps,
+    )?;
 
     // Other kernels at one BERT-small-like batch: 16 sequences of 128 tokens, hidden 384,
     // 12 heads, vocabulary 30522.

@@ -87,6 +87,10 @@ const SHADERS: &[(&str, &str)] = &[
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_k4", include_str!("../../shaders/matmul_k4.wgsl")),
     (
+        "matmul_tiled",
+        include_str!("../../shaders/matmul_tiled.wgsl"),
+    ),
+    (
         "elementwise",
         include_str!("../../shaders/elementwise.wgsl"),
     ),

@@ -188,8 +188,36 @@ pub fn tile(_gpu: &Gpu) -> (u32, u32, u32, u32) {
     (8, 4, 8, 8)
 }
 
-/// Record one matmul.
+/// Which matmul kernel family runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MatmulPath {
+    /// Register-blocked straight from storage buffers (vec4 along k when both operands are
+    /// k-contiguous): best on CPU drivers such as lavapipe, where workgroup memory is no faster.
+    Register,
+    /// Tiles staged in workgroup memory, then register-blocked: for GPUs.
+    Tiled,
+}
+
+impl MatmulPath {
+    /// `TRAMWAY_MATMUL=register|tiled`, else tiled on GPUs and register-blocked on CPU drivers.
+    pub fn auto(gpu: &Gpu) -> Self {
+        match std::env::var("TRAMWAY_MATMUL").as_deref() {
+            Ok("register") => MatmulPath::Register,
+            Ok("tiled") => MatmulPath::Tiled,
+            _ if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu => MatmulPath::Register,
+            _ => MatmulPath::Tiled,
+        }
+    }
+}
+
+/// Record one matmul on the kernel family chosen for this adapter ([`MatmulPath::auto`]).
 pub fn matmul(rec: &mut Recorder, mm: &Matmul) -> Result<()> {
+    let path = MatmulPath::auto(rec.gpu());
+    matmul_with(rec, mm, path)
+}
+
+/// Record one matmul on the given kernel family.
+pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<()> {
     let gpu = rec.gpu();
     let Matmul {
         m,
@@ -258,16 +286,25 @@ pub fn matmul(rec: &mut Recorder, mm: &Matmul) -> Result<()> {
     if k == 0 {
         return shape_err("matmul", "inner dimension k is 0");
     }
-    let (tm, tn, wgx, wgy) = tile(gpu);
+    let (tm, tn, wgx, wgy) = match path {
+        MatmulPath::Register => tile(gpu),
+        MatmulPath::Tiled => (4, 4, 16, 16),
+    };
     // Both operands contiguous along k and 16-byte aligned: the vec4 path.
-    let k4 = a.cs == 1
+    let k4 = path == MatmulPath::Register
+        && a.cs == 1
         && b.rs == 1
         && k.is_multiple_of(4)
         && [a.off, a.rs, a.bo, a.bi, b.off, b.cs, b.bo, b.bi]
             .iter()
             .all(|v| v.is_multiple_of(4))
         && std::env::var("TRAMWAY_MATMUL_SCALAR").is_err();
-    let spec = KernelSpec::new(if k4 { "matmul_k4" } else { "matmul" }, "main", 5)
+    let shader = match path {
+        MatmulPath::Tiled => "matmul_tiled",
+        _ if k4 => "matmul_k4",
+        _ => "matmul",
+    };
+    let mut spec = KernelSpec::new(shader, "main", 5)
         .u("TM", tm)
         .u("TN", tn)
         .u("WGX", wgx)
@@ -276,6 +313,9 @@ pub fn matmul(rec: &mut Recorder, mm: &Matmul) -> Result<()> {
         .b("HAS_BIAS", mm.bias.is_some())
         .b("STORE_PRE", mm.pre.is_some())
         .b("ACC", mm.beta.is_some());
+    if path == MatmulPath::Tiled {
+        spec = spec.u("BK", 16);
+    }
     let kernel = gpu.kernel(&spec)?;
     let dummy = gpu.dummy_tensor();
     let (bias_t, bias_off) = mm.bias.unwrap_or((&dummy, 0));

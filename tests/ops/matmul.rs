@@ -1,5 +1,7 @@
 use super::*;
-use tramway::ops::matmul::{matmul, Act, MatView, Matmul};
+use tramway::ops::matmul::{matmul, matmul_with, Act, MatView, Matmul, MatmulPath};
+
+const PATHS: [MatmulPath; 2] = [MatmulPath::Register, MatmulPath::Tiled];
 use tramway::ops::reference as r;
 
 /// f32 accumulation over k terms of products in [-1, 1): the error is a random walk of
@@ -10,6 +12,12 @@ fn tol(k: usize) -> f64 {
 }
 
 fn check_2d(m: usize, n: usize, k: usize, ta: bool, tb: bool, seed: u64) {
+    for path in PATHS {
+        check_2d_path(m, n, k, ta, tb, seed, path);
+    }
+}
+
+fn check_2d_path(m: usize, n: usize, k: usize, ta: bool, tb: bool, seed: u64, path: MatmulPath) {
     let mut rng = Rng::new(seed);
     let a = rng.vec(m * k);
     let b = rng.vec(k * n);
@@ -17,11 +25,11 @@ fn check_2d(m: usize, n: usize, k: usize, ta: bool, tb: bool, seed: u64) {
     let bt = up_shape(&b, &if tb { [n, k] } else { [k, n] });
     let c = gpu().zeros(&[m, n]).unwrap();
     let mut rc = rec();
-    matmul(&mut rc, &Matmul::new(&at, ta, &bt, tb, &c).unwrap()).unwrap();
+    matmul_with(&mut rc, &Matmul::new(&at, ta, &bt, tb, &c).unwrap(), path).unwrap();
     rc.submit().unwrap();
     let want = r::matmul(&a, ta, &b, tb, m, n, k);
     close(
-        &format!("matmul {m}x{n}x{k} ta={ta} tb={tb}"),
+        &format!("matmul {path:?} {m}x{n}x{k} ta={ta} tb={tb}"),
         &down(&c),
         &want,
         tol(k),
@@ -59,11 +67,13 @@ fn matmul_long_reduction() {
 fn matmul_bias_gelu_pre_and_accumulate() {
     // k = 28 with B transposed takes the vec4 path, k = 29 the scalar one.
     for (k, tb) in [(29, false), (28, true)] {
-        epilogue_case(37, 45, k, tb);
+        for path in PATHS {
+            epilogue_case(37, 45, k, tb, path);
+        }
     }
 }
 
-fn epilogue_case(m: usize, n: usize, k: usize, tb: bool) {
+fn epilogue_case(m: usize, n: usize, k: usize, tb: bool, path: MatmulPath) {
     let mut rng = Rng::new(5);
     let (a, b, bias, c0) = (rng.vec(m * k), rng.vec(k * n), rng.vec(n), rng.vec(m * n));
     let at = up_shape(&a, &[m, k]);
@@ -81,7 +91,7 @@ fn epilogue_case(m: usize, n: usize, k: usize, tb: bool) {
             .alpha(0.5)
             .accumulate(0.25)
             .store_pre(&pre);
-        matmul(&mut rc, &mm).unwrap();
+        matmul_with(&mut rc, &mm, path).unwrap();
         rc.submit().unwrap();
         let want_pre: Vec<f64> = (0..m * n)
             .map(|i| 0.5 * prod[i] + bias[i % n] as f64)
@@ -114,11 +124,13 @@ fn epilogue_case(m: usize, n: usize, k: usize, tb: bool) {
 #[test]
 fn matmul_batched_two_level_strides() {
     // head_dim 5: scalar path; head_dim 4: every stride and offset is a multiple of 4, vec4 path.
-    batched_case(5);
-    batched_case(4);
+    for path in PATHS {
+        batched_case(5, path);
+        batched_case(4, path);
+    }
 }
 
-fn batched_case(d: usize) {
+fn batched_case(d: usize, path: MatmulPath) {
     let (bsz, t, h) = (3, 9, 2);
     let row = 3 * h * d;
     let mut rng = Rng::new(9);
@@ -166,7 +178,7 @@ fn batched_case(d: usize) {
         beta: None,
     };
     let mut rc = rec();
-    matmul(&mut rc, &mm).unwrap();
+    matmul_with(&mut rc, &mm, path).unwrap();
     rc.submit().unwrap();
     let want = r::matmul_strided(
         &qkv,
