@@ -13,7 +13,7 @@
 use std::time::Instant;
 use tramway::ops::attention::{attention, attention_backward, AttnShape, HeadView};
 use tramway::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
-use tramway::ops::elementwise::{axpby, gelu};
+use tramway::ops::elementwise::{activation, axpby};
 use tramway::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
 use tramway::ops::kl::{kl_mean, KlKind};
 use tramway::ops::matmul::{matmul_with, Act, Matmul, MatmulPath};
@@ -302,7 +302,7 @@ fn main() -> Result<()> {
         (
             "gelu (erf) forward",
             format!("{rows}x{}", 4 * hid),
-            Box::new(|r| gelu(r, &big, &big2, Act::GeluErf)),
+            Box::new(|r| activation(r, &big, &big2, Act::GeluErf)),
         ),
         (
             "axpy",

@@ -11,7 +11,7 @@
 // what limits speed. Out-of-range rows/columns are clamped for loading (always in bounds, no
 // branches in the loop) and skipped when storing.
 //
-// Constants: TM, TN, WGX, WGY, EPI (0 none, 1 GELU-erf, 2 GELU-tanh), HAS_BIAS, STORE_PRE
+// Constants: TM, TN, WGX, WGY, EPI (0 none, 1 GELU-erf, 2 GELU-tanh, 3 tanh), HAS_BIAS, STORE_PRE
 // (also write the pre-activation, for the GELU backward), ACC (add beta * old C).
 
 struct Params {
@@ -45,6 +45,8 @@ fn store(row: u32, col: u32, c_base: u32, acc: f32) {
         v = gelu_erf(v);
     } else if (EPI == 2u) {
         v = gelu_tanh(v);
+    } else if (EPI == 3u) {
+        v = tanh_safe(v);
     }
     if (ACC) {
         v += p.beta * C[idx];

@@ -35,6 +35,8 @@ fn store(row: u32, col: u32, c_base: u32, acc: f32) {
         v = gelu_erf(v);
     } else if (EPI == 2u) {
         v = gelu_tanh(v);
+    } else if (EPI == 3u) {
+        v = tanh_safe(v);
     }
     if (ACC) {
         v += p.beta * C[idx];

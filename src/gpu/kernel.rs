@@ -94,7 +94,7 @@ const SHADERS: &[(&str, &str)] = &[
         "elementwise",
         include_str!("../../shaders/elementwise.wgsl"),
     ),
-    ("gelu", include_str!("../../shaders/gelu.wgsl")),
+    ("activation", include_str!("../../shaders/activation.wgsl")),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
     (

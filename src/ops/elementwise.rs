@@ -1,5 +1,5 @@
-//! Elementwise kernels: add, mul, scale, axpy (shaders/elementwise.wgsl) and GELU forward and
-//! backward (shaders/gelu.wgsl).
+//! Elementwise kernels: add, mul, scale, axpy (shaders/elementwise.wgsl) and activations
+//! (GELU erf/tanh, tanh) forward and backward (shaders/activation.wgsl).
 
 use super::{expect_len, grid, WG};
 use crate::error::Result;
@@ -94,21 +94,22 @@ pub fn scale_inplace(rec: &mut Recorder, y: &Tensor, beta: f32) -> Result<()> {
     )
 }
 
-fn form(act: Act) -> u32 {
+fn form(op: &'static str, act: Act) -> Result<u32> {
     match act {
-        Act::GeluTanh => 2,
-        _ => 1,
+        Act::None => crate::error::shape_err(op, "no activation given (Act::None)"),
+        a => Ok(a.code()),
     }
 }
 
-/// `y = gelu(x)` (erf or tanh form).
-pub fn gelu(rec: &mut Recorder, x: &Tensor, y: &Tensor, act: Act) -> Result<()> {
-    expect_len("gelu", "x", x, y.len())?;
+/// `y = act(x)`.
+pub fn activation(rec: &mut Recorder, x: &Tensor, y: &Tensor, act: Act) -> Result<()> {
+    expect_len("activation", "x", x, y.len())?;
+    let f = form("activation", act)?;
     let gpu = rec.gpu();
     let k = gpu.kernel(
-        &KernelSpec::new("gelu", "forward", 3)
+        &KernelSpec::new("activation", "forward", 3)
             .u("WG", WG)
-            .u("FORM", form(act))
+            .u("FORM", f)
             .b("ACC", false),
     )?;
     let d = gpu.dummy_tensor();
@@ -120,8 +121,8 @@ pub fn gelu(rec: &mut Recorder, x: &Tensor, y: &Tensor, act: Act) -> Result<()> 
     )
 }
 
-/// `dx = dy * gelu'(x)`, or `dx += ...` when `accumulate`.
-pub fn gelu_backward(
+/// `dx = dy * act'(x)` from the pre-activation `x`, or `dx += ...` when `accumulate`.
+pub fn activation_backward(
     rec: &mut Recorder,
     x: &Tensor,
     dy: &Tensor,
@@ -129,13 +130,14 @@ pub fn gelu_backward(
     act: Act,
     accumulate: bool,
 ) -> Result<()> {
-    expect_len("gelu_backward", "x", x, dx.len())?;
-    expect_len("gelu_backward", "dy", dy, dx.len())?;
+    expect_len("activation_backward", "x", x, dx.len())?;
+    let f = form("activation_backward", act)?;
+    expect_len("activation_backward", "dy", dy, dx.len())?;
     let gpu = rec.gpu();
     let k = gpu.kernel(
-        &KernelSpec::new("gelu", "backward", 3)
+        &KernelSpec::new("activation", "backward", 3)
             .u("WG", WG)
-            .u("FORM", form(act))
+            .u("FORM", f)
             .b("ACC", accumulate),
     )?;
     rec.dispatch(

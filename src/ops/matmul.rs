@@ -54,14 +54,18 @@ pub enum Act {
     GeluErf,
     /// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) (GPT-2).
     GeluTanh,
+    /// tanh (BERT's pooler).
+    Tanh,
 }
 
 impl Act {
-    pub(crate) fn code(self) -> u32 {
+    /// The shader's code for this activation (EPI / FORM constants).
+    pub fn code(self) -> u32 {
         match self {
             Act::None => 0,
             Act::GeluErf => 1,
             Act::GeluTanh => 2,
+            Act::Tanh => 3,
         }
     }
 }

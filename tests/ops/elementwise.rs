@@ -45,26 +45,27 @@ fn add_mul_scale_axpby_all_sizes() {
 }
 
 #[test]
-fn gelu_forward_backward_both_forms() {
-    for act in [Act::GeluErf, Act::GeluTanh] {
+fn activations_forward_backward() {
+    for act in [Act::GeluErf, Act::GeluTanh, Act::Tanh] {
         for (i, n) in [1usize, 7, 1031].into_iter().enumerate() {
             let mut rng = Rng::new(i as u64 + 40);
             let x: Vec<f32> = rng.vec(n).iter().map(|v| v * 6.0).collect();
             let dy = rng.vec(n);
             let (fw, gr): (F64Fn, F64Fn) = match act {
                 Act::GeluErf => (r::gelu_erf, r::gelu_erf_grad),
-                _ => (r::gelu_tanh, r::gelu_tanh_grad),
+                Act::GeluTanh => (r::gelu_tanh, r::gelu_tanh_grad),
+                _ => (f64::tanh, |x: f64| 1.0 - x.tanh().powi(2)),
             };
             let (xt, dyt, y) = (up(&x), up(&dy), gpu().zeros(&[n]).unwrap());
             let prior = rng.vec(n);
             let dx = up(&prior);
             let mut rc = rec();
-            gelu(&mut rc, &xt, &y, act).unwrap();
-            gelu_backward(&mut rc, &xt, &dyt, &dx, act, true).unwrap();
+            activation(&mut rc, &xt, &y, act).unwrap();
+            activation_backward(&mut rc, &xt, &dyt, &dx, act, true).unwrap();
             rc.submit().unwrap();
             // erf is approximated to 1.5e-7 absolute in the shader; exp/tanh within a few ulp.
             close(
-                "gelu",
+                &format!("{act:?}"),
                 &down(&y),
                 &x.iter().map(|&v| fw(v as f64)).collect::<Vec<_>>(),
                 1e-6,
@@ -73,10 +74,16 @@ fn gelu_forward_backward_both_forms() {
             let want: Vec<f64> = (0..n)
                 .map(|i| dy[i] as f64 * gr(x[i] as f64) + prior[i] as f64)
                 .collect();
-            close("gelu_backward (accumulate)", &down(&dx), &want, 1e-6, 1e-5);
+            close(
+                &format!("{act:?} backward (accumulate)"),
+                &down(&dx),
+                &want,
+                1e-6,
+                1e-5,
+            );
             // The reference derivative against finite differences of the reference forward.
             let g: Vec<f64> = (0..n).map(|i| dy[i] as f64 * gr(x[i] as f64)).collect();
-            fd_check("gelu reference", &x, &g, 20, |xs| {
+            fd_check(&format!("{act:?} reference"), &x, &g, 20, |xs| {
                 xs.iter()
                     .zip(&dy)
                     .map(|(&v, &w)| w as f64 * fw(v as f64))

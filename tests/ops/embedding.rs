@@ -42,6 +42,11 @@ fn embedding_gather_and_deterministic_scatter_add() {
             .collect();
         // Sums of up to n terms in f32: 1e-6 * n.
         close("embedding dw", &dw, &want, 1e-6 * n as f64, 1e-6);
+        // The reference backward against finite differences of the reference gather.
+        let wdw = r::embedding_backward(&dout, dim, &ids, vocab);
+        fd_check("embedding reference", &w, &wdw, 12, |ws| {
+            dot(&dout, &r::embedding(ws, dim, &ids))
+        });
         let again = run();
         assert!(
             dw.iter()

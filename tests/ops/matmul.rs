@@ -80,7 +80,7 @@ fn epilogue_case(m: usize, n: usize, k: usize, tb: bool, path: MatmulPath) {
     let bt = up_shape(&b, &if tb { [n, k] } else { [k, n] });
     let biast = up(&bias);
     let prod = r::matmul(&a, false, &b, tb, m, n, k);
-    for act in [Act::None, Act::GeluErf, Act::GeluTanh] {
+    for act in [Act::None, Act::GeluErf, Act::GeluTanh, Act::Tanh] {
         let c = up_shape(&c0, &[m, n]);
         let pre = gpu().zeros(&[m, n]).unwrap();
         let mut rc = rec();
@@ -103,6 +103,7 @@ fn epilogue_case(m: usize, n: usize, k: usize, tb: bool, path: MatmulPath) {
                     Act::None => x,
                     Act::GeluErf => r::gelu_erf(x),
                     Act::GeluTanh => r::gelu_tanh(x),
+                    Act::Tanh => x.tanh(),
                 };
                 y + 0.25 * c0[i] as f64
             })

@@ -1,5 +1,6 @@
-// GELU forward and backward, erf (FORM = 1) or tanh (FORM = 2) form.
-// Forward: Y = gelu(X). Backward: DX (=|+=) DY * gelu'(X), ACC selects +=.
+// Activations forward and backward: GELU erf form (FORM = 1), GELU tanh form (FORM = 2), tanh
+// (FORM = 3, BERT's pooler). Forward: Y = act(X). Backward from the pre-activation X:
+// DX (=|+=) DY * act'(X), ACC selects +=.
 
 struct Params { n: u32, _a: u32, _b: u32, _c: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -9,11 +10,14 @@ struct Params { n: u32, _a: u32, _b: u32, _c: u32 }
 
 fn act(x: f32) -> f32 {
     if (FORM == 1u) { return gelu_erf(x); }
-    return gelu_tanh(x);
+    if (FORM == 2u) { return gelu_tanh(x); }
+    return tanh_safe(x);
 }
 fn act_grad(x: f32) -> f32 {
     if (FORM == 1u) { return gelu_erf_grad(x); }
-    return gelu_tanh_grad(x);
+    if (FORM == 2u) { return gelu_tanh_grad(x); }
+    let t = tanh_safe(x);
+    return 1.0 - t * t;
 }
 
 @compute @workgroup_size(WG)
