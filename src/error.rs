@@ -46,6 +46,11 @@ pub enum Error {
     #[error("reading {what} back from the GPU failed: {message}")]
     Readback { what: String, message: String },
 
+    /// A model file or folder that is missing, malformed or unsupported: the message names the
+    /// key or tensor, what was expected and what was found.
+    #[error("{file}: {message}")]
+    Model { file: String, message: String },
+
     /// An I/O error, with the path it concerns.
     #[error("{path}: {source}")]
     Io {
@@ -61,6 +66,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) fn shape_err<T>(op: &'static str, message: impl Into<String>) -> Result<T> {
     Err(Error::Shape {
         op,
+        message: message.into(),
+    })
+}
+
+pub(crate) fn model_err<T>(file: &str, message: impl Into<String>) -> Result<T> {
+    Err(Error::Model {
+        file: file.to_string(),
         message: message.into(),
     })
 }

@@ -33,6 +33,9 @@
 
 pub mod error;
 pub mod gpu;
+pub mod io;
+pub mod models;
+pub mod nn;
 pub mod ops;
 
 pub use error::{Error, Result};

@@ -1,10 +1,15 @@
-//! Every kernel against its CPU reference (f64 accumulation) on random inputs, including sizes
-//! that are not a multiple of any tile, size 1 and long reductions; every backward reference
-//! against central finite differences. Tolerances are stated where they are used.
+//! The engine test-suite, one binary so it links once.
+//! - Kernels: every kernel against its CPU reference (f64 accumulation) on random inputs,
+//!   including sizes that are not a multiple of any tile, size 1 and long reductions; every
+//!   backward reference against central finite differences.
+//! - Models: logits, loss and every parameter gradient against PyTorch fixtures
+//!   (tests/fixtures, written by tools/make_fixtures.py).
+//! Tolerances are stated where they are used.
 
 mod attention;
 mod elementwise;
 mod embedding;
+mod encoder;
 mod gpu;
 mod kl;
 mod loss;

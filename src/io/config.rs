@@ -1,0 +1,170 @@
+//! `config.json` of BERT-family encoders (BERT, RoBERTa, XLM-R, MiniLM).
+
+use crate::error::{model_err, Result};
+use crate::ops::matmul::Act;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// Which embedding/position scheme and head naming the checkpoint uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncoderKind {
+    /// BERT / MiniLM: positions 0..T, token types, `bert.pooler` + `classifier`.
+    Bert,
+    /// RoBERTa / XLM-R: positions start after `pad_token_id`, skip padding; head is
+    /// `classifier.dense` + `classifier.out_proj`.
+    Roberta,
+}
+
+/// The subset of a Hugging Face encoder config tramway uses, validated.
+#[derive(Clone, Debug)]
+pub struct EncoderConfig {
+    pub kind: EncoderKind,
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f32,
+    pub act: Act,
+    pub pad_token_id: u32,
+    pub hidden_dropout: f32,
+    pub attention_dropout: f32,
+    /// Label names by id; its length is the number of classes.
+    pub id2label: Vec<String>,
+    /// The raw JSON, kept so a saved model writes back every key it was given.
+    pub raw: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct Raw {
+    model_type: Option<String>,
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    intermediate_size: Option<usize>,
+    max_position_embeddings: Option<usize>,
+    type_vocab_size: Option<usize>,
+    layer_norm_eps: Option<f64>,
+    hidden_act: Option<String>,
+    pad_token_id: Option<u32>,
+    hidden_dropout_prob: Option<f32>,
+    attention_probs_dropout_prob: Option<f32>,
+    position_embedding_type: Option<String>,
+    id2label: Option<BTreeMap<String, String>>,
+    num_labels: Option<usize>,
+}
+
+impl EncoderConfig {
+    /// Parse and validate `config.json` text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self> {
+        let raw_value: serde_json::Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return model_err(file, format!("not valid JSON: {e}")),
+        };
+        let r: Raw = match serde_json::from_value(raw_value.clone()) {
+            Ok(r) => r,
+            Err(e) => return model_err(file, format!("unexpected value: {e}")),
+        };
+        let model_type = r.model_type.clone().unwrap_or_default();
+        let kind = match model_type.as_str() {
+            "bert" => EncoderKind::Bert,
+            "roberta" | "xlm-roberta" | "camembert" => EncoderKind::Roberta,
+            "" => return model_err(file, "model_type is missing (expected \"bert\", \"roberta\" or \"xlm-roberta\")"),
+            other => {
+                return model_err(file, format!("model_type {other:?} is not a supported encoder (expected \"bert\", \"roberta\" or \"xlm-roberta\")"))
+            }
+        };
+        let need = |v: Option<usize>, key: &str| -> Result<usize> {
+            match v {
+                Some(x) if x > 0 => Ok(x),
+                Some(_) => model_err(file, format!("{key} must be positive")),
+                None => model_err(file, format!("{key} is missing")),
+            }
+        };
+        let hidden_size = need(r.hidden_size, "hidden_size")?;
+        let num_heads = need(r.num_attention_heads, "num_attention_heads")?;
+        if hidden_size % num_heads != 0 {
+            return model_err(file, format!("hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads}"));
+        }
+        let act =
+            match r.hidden_act.as_deref().unwrap_or("gelu") {
+                "gelu" => Act::GeluErf,
+                "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Act::GeluTanh,
+                other => return model_err(
+                    file,
+                    format!(
+                        "hidden_act {other:?} is not supported (expected \"gelu\" or \"gelu_new\")"
+                    ),
+                ),
+            };
+        if let Some(p) = r.position_embedding_type.as_deref() {
+            if p != "absolute" {
+                return model_err(
+                    file,
+                    format!(
+                        "position_embedding_type {p:?} is not supported (expected \"absolute\")"
+                    ),
+                );
+            }
+        }
+        let id2label: Vec<String> = match (&r.id2label, r.num_labels) {
+            (Some(m), _) => {
+                let mut v = vec![String::new(); m.len()];
+                for (k, name) in m {
+                    match k.parse::<usize>() {
+                        Ok(i) if i < m.len() => v[i] = name.clone(),
+                        _ => {
+                            return model_err(
+                                file,
+                                format!("id2label key {k:?} is not an id below {}", m.len()),
+                            )
+                        }
+                    }
+                }
+                v
+            }
+            (None, Some(n)) => (0..n).map(|i| format!("LABEL_{i}")).collect(),
+            (None, None) => vec!["LABEL_0".into(), "LABEL_1".into()],
+        };
+        let pad = r
+            .pad_token_id
+            .unwrap_or(if kind == EncoderKind::Roberta { 1 } else { 0 });
+        let cfg = EncoderConfig {
+            kind,
+            model_type,
+            vocab_size: need(r.vocab_size, "vocab_size")?,
+            hidden_size,
+            num_layers: need(r.num_hidden_layers, "num_hidden_layers")?,
+            num_heads,
+            intermediate_size: need(r.intermediate_size, "intermediate_size")?,
+            max_position_embeddings: need(r.max_position_embeddings, "max_position_embeddings")?,
+            type_vocab_size: r.type_vocab_size.unwrap_or(2).max(1),
+            layer_norm_eps: r.layer_norm_eps.unwrap_or(1e-12) as f32,
+            act,
+            pad_token_id: pad,
+            hidden_dropout: r.hidden_dropout_prob.unwrap_or(0.1),
+            attention_dropout: r.attention_probs_dropout_prob.unwrap_or(0.1),
+            id2label,
+            raw: raw_value,
+        };
+        Ok(cfg)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_heads
+    }
+    pub fn num_labels(&self) -> usize {
+        self.id2label.len()
+    }
+    /// Prefix of the encoder's tensor names in HF checkpoints (`bert.`, `roberta.`).
+    pub fn prefix(&self) -> &'static str {
+        match self.kind {
+            EncoderKind::Bert => "bert.",
+            EncoderKind::Roberta => "roberta.",
+        }
+    }
+}

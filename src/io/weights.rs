@@ -1,0 +1,103 @@
+//! safetensors files: every float tensor as f32 (f16 and bf16 widened), integers for fixtures.
+
+use crate::error::{model_err, Result};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::HashMap;
+
+/// One tensor read from a file, widened to f32.
+#[derive(Clone, Debug)]
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+    /// The dtype it was stored in (kept so a saved model can use the same).
+    pub dtype: Dtype,
+}
+
+/// All tensors of a safetensors file, by name.
+#[derive(Clone, Debug, Default)]
+pub struct Weights {
+    pub file: String,
+    pub tensors: HashMap<String, HostTensor>,
+    /// Integer tensors (token ids, labels in fixtures), as i64.
+    pub ints: HashMap<String, (Vec<usize>, Vec<i64>)>,
+}
+
+impl Weights {
+    /// Parse a safetensors file's bytes; `file` names it in errors.
+    pub fn parse(file: &str, bytes: &[u8]) -> Result<Weights> {
+        let st = match SafeTensors::deserialize(bytes) {
+            Ok(s) => s,
+            Err(e) => return model_err(file, format!("not a valid safetensors file: {e}")),
+        };
+        let mut w = Weights {
+            file: file.to_string(),
+            ..Default::default()
+        };
+        for (name, view) in st.iter() {
+            let shape = view.shape().to_vec();
+            let d = view.data();
+            let floats = |n: usize| -> Vec<f32> {
+                match view.dtype() {
+                    Dtype::F32 => d
+                        .chunks_exact(4)
+                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                        .collect(),
+                    Dtype::F16 => d
+                        .chunks_exact(2)
+                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                    Dtype::BF16 => d
+                        .chunks_exact(2)
+                        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                        .collect(),
+                    Dtype::F64 => d
+                        .chunks_exact(8)
+                        .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
+                        .collect(),
+                    _ => Vec::with_capacity(n),
+                }
+            };
+            let n: usize = shape.iter().product();
+            match view.dtype() {
+                Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 => {
+                    w.tensors.insert(name.to_string(), HostTensor { shape, data: floats(n), dtype: view.dtype() });
+                }
+                Dtype::I64 => {
+                    let v = d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+                    w.ints.insert(name.to_string(), (shape, v));
+                }
+                Dtype::I32 => {
+                    let v = d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect();
+                    w.ints.insert(name.to_string(), (shape, v));
+                }
+                other => {
+                    return model_err(file, format!("tensor {name} has dtype {other:?}; tramway reads F32, F16, BF16, F64, I64 and I32"))
+                }
+            }
+        }
+        Ok(w)
+    }
+
+    /// The float tensor `name`, checked against `shape`.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<&HostTensor> {
+        match self.tensors.get(name) {
+            None => model_err(
+                &self.file,
+                format!("tensor {name} is missing (expected shape {shape:?})"),
+            ),
+            Some(t) if t.shape != shape => model_err(
+                &self.file,
+                format!("tensor {name} has shape {:?}, expected {shape:?}", t.shape),
+            ),
+            Some(t) => Ok(t),
+        }
+    }
+
+    /// The integer tensor `name` (fixtures).
+    pub fn ints(&self, name: &str) -> Result<&(Vec<usize>, Vec<i64>)> {
+        match self.ints.get(name) {
+            Some(v) => Ok(v),
+            None => model_err(&self.file, format!("integer tensor {name} is missing")),
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! Models with explicit forward and backward, built from [`crate::nn`] and [`crate::ops`].
+
+pub mod encoder;
