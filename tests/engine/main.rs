@@ -4,6 +4,7 @@
 //!   backward reference against central finite differences.
 //! - Models: logits, loss and every parameter gradient against PyTorch fixtures
 //!   (tests/fixtures, written by tools/make_fixtures.py).
+//!
 //! Tolerances are stated where they are used.
 
 mod attention;
