@@ -90,17 +90,18 @@ impl EncoderConfig {
         if hidden_size % num_heads != 0 {
             return model_err(file, format!("hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads}"));
         }
-        let act =
-            match r.hidden_act.as_deref().unwrap_or("gelu") {
-                "gelu" => Act::GeluErf,
-                "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Act::GeluTanh,
-                other => return model_err(
+        let act = match r.hidden_act.as_deref().unwrap_or("gelu") {
+            "gelu" => Act::GeluErf,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Act::GeluTanh,
+            other => {
+                return model_err(
                     file,
                     format!(
                         "hidden_act {other:?} is not supported (expected \"gelu\" or \"gelu_new\")"
                     ),
-                ),
-            };
+                )
+            }
+        };
         if let Some(p) = r.position_embedding_type.as_deref() {
             if p != "absolute" {
                 return model_err(

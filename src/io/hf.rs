@@ -3,9 +3,71 @@
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use crate::error::{Error, Result};
+    use crate::gpu::Gpu;
     use crate::io::config::EncoderConfig;
-    use crate::io::weights::Weights;
+    use crate::io::weights::{serialize, Weights};
+    use crate::models::encoder::Encoder;
+    use std::io::Write;
     use std::path::Path;
+
+    /// Files copied from the source folder when a model is saved.
+    pub const SIDE_FILES: &[&str] = &[
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+        "sentencepiece.bpe.model",
+        "preprocessor_config.json",
+    ];
+
+    fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Write `bytes` to `path` atomically: a temporary file in the same folder, flushed to
+    /// disk, then renamed over the target, so a crash leaves the old file or the new one.
+    pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+        f.write_all(bytes).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(io_err(path))
+    }
+
+    /// Save an encoder as a Hugging Face folder: `config.json`, `model.safetensors` (original
+    /// tensor names and dtypes) and the tokenizer files of `source` (the folder it was loaded
+    /// from), if given.
+    pub fn save_encoder(
+        gpu: &Gpu,
+        model: &Encoder,
+        dir: &Path,
+        source: Option<&Path>,
+    ) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let state = pollster::block_on(model.state(gpu))?;
+        let st = dir.join("model.safetensors");
+        write_atomic(&st, &serialize(&st.display().to_string(), &state)?)?;
+        let cfg = serde_json::to_string_pretty(&model.config_json()).unwrap_or_default();
+        write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
+        if let Some(src) = source {
+            for f in SIDE_FILES {
+                let from = src.join(f);
+                if from.is_file() && from != dir.join(f) {
+                    let bytes = read(&from)?;
+                    write_atomic(&dir.join(f), &bytes)?;
+                }
+            }
+        }
+        Ok(())
+    }
 
     fn read(path: &Path) -> Result<Vec<u8>> {
         std::fs::read(path).map_err(|source| Error::Io {

@@ -1,6 +1,7 @@
 //! safetensors files: every float tensor as f32 (f16 and bf16 widened), integers for fixtures.
 
 use crate::error::{model_err, Result};
+use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
 
@@ -100,4 +101,38 @@ impl Weights {
             None => model_err(&self.file, format!("integer tensor {name} is missing")),
         }
     }
+}
+
+/// Encode tensors as a safetensors file, each in its `dtype` (F32, F16 or BF16).
+pub fn serialize(file: &str, tensors: &[(String, HostTensor)]) -> Result<Vec<u8>> {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, t)| match t.dtype {
+            Dtype::F16 => t
+                .data
+                .iter()
+                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+                .collect(),
+            Dtype::BF16 => t
+                .data
+                .iter()
+                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+                .collect(),
+            _ => t.data.iter().flat_map(|&v| v.to_le_bytes()).collect(),
+        })
+        .collect();
+    let mut views = Vec::with_capacity(tensors.len());
+    for ((name, t), b) in tensors.iter().zip(&bytes) {
+        let dtype = match t.dtype {
+            Dtype::F16 | Dtype::BF16 => t.dtype,
+            _ => Dtype::F32,
+        };
+        match TensorView::new(dtype, t.shape.clone(), b) {
+            Ok(v) => views.push((name.clone(), v)),
+            Err(e) => return model_err(file, format!("tensor {name}: {e}")),
+        }
+    }
+    // transformers checks for this metadata entry.
+    let meta = Some(core::iter::once(("format".to_string(), "pt".to_string())).collect());
+    safetensors::serialize(views, meta).or_else(|e| model_err(file, format!("cannot encode: {e}")))
 }

@@ -9,7 +9,7 @@
 use crate::error::{model_err, shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::io::config::{EncoderConfig, EncoderKind};
-use crate::io::weights::Weights;
+use crate::io::weights::{HostTensor, Weights};
 use crate::nn::{act_backward, linear, linear_backward, ParamSet};
 use crate::ops::attention::{attention, attention_backward, AttnShape, HeadView};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
@@ -17,6 +17,7 @@ use crate::ops::elementwise::axpby;
 use crate::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
 use crate::ops::matmul::Act;
 use crate::ops::norm::{layernorm, norm_backward, NormGrads};
+use safetensors::Dtype;
 
 struct LayerIdx {
     q_w: usize,
@@ -55,6 +56,9 @@ pub struct Encoder {
     pub cfg: EncoderConfig,
     pub params: ParamSet,
     idx: Idx,
+    /// The dtype each parameter had in the file it came from (F32 for initialised ones), so a
+    /// saved model keeps them.
+    dtypes: Vec<Dtype>,
 }
 
 /// One batch of token sequences, row-major `[batch, seq]`.
@@ -199,6 +203,7 @@ impl Encoder {
         let params = ParamSet::new(gpu, &specs)?;
         let prefix = cfg.prefix();
         let encoder_tensors = specs.len() - 4;
+        let mut dtypes = vec![Dtype::F32; specs.len()];
         for (i, (name, shape)) in specs.iter().enumerate() {
             let short = name.strip_prefix(prefix).unwrap_or(name);
             let found = [name.as_str(), short]
@@ -206,7 +211,11 @@ impl Encoder {
                 .find(|n| w.tensors.contains_key(*n));
             let is_head = i >= encoder_tensors;
             match found {
-                Some(n) => gpu.write_f32(params.p(i), &w.get(n, shape)?.data)?,
+                Some(n) => {
+                    let t = w.get(n, shape)?;
+                    gpu.write_f32(params.p(i), &t.data)?;
+                    dtypes[i] = t.dtype;
+                }
                 None if is_head => {
                     if name.ends_with("weight") {
                         let n: usize = shape.iter().product();
@@ -264,7 +273,63 @@ impl Encoder {
             out_w: next(),
             out_b: next(),
         };
-        Ok(Encoder { cfg, params, idx })
+        Ok(Encoder {
+            cfg,
+            params,
+            idx,
+            dtypes,
+        })
+    }
+
+    /// Every parameter under its Hugging Face name, read back from the GPU, in the dtype it
+    /// was loaded in.
+    pub async fn state(&self, gpu: &Gpu) -> Result<Vec<(String, HostTensor)>> {
+        let mut out = Vec::with_capacity(self.params.len());
+        for (i, name) in self.params.names().iter().enumerate() {
+            let t = self.params.p(i);
+            let data = gpu.read_f32(t).await?;
+            out.push((
+                name.clone(),
+                HostTensor {
+                    shape: t.shape().to_vec(),
+                    data,
+                    dtype: self.dtypes[i],
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// `config.json` for a saved model: the original keys, with this head's architecture
+    /// and labels.
+    pub fn config_json(&self) -> serde_json::Value {
+        let mut v = self.cfg.raw.clone();
+        let arch = match (self.cfg.kind, self.cfg.model_type.as_str()) {
+            (EncoderKind::Bert, _) => "BertForSequenceClassification",
+            (EncoderKind::Roberta, "xlm-roberta") => "XLMRobertaForSequenceClassification",
+            (EncoderKind::Roberta, _) => "RobertaForSequenceClassification",
+        };
+        if let Some(m) = v.as_object_mut() {
+            m.insert("architectures".into(), serde_json::json!([arch]));
+            let id2label: serde_json::Map<String, serde_json::Value> = self
+                .cfg
+                .id2label
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
+                .collect();
+            let label2id: serde_json::Map<String, serde_json::Value> = self
+                .cfg
+                .id2label
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l.clone(), serde_json::json!(i)))
+                .collect();
+            m.insert("id2label".into(), id2label.into());
+            m.insert("label2id".into(), label2id.into());
+            m.remove("num_labels");
+        }
+        v
     }
 
     /// Plan the activations for batches of `batch` sequences of `seq` tokens.

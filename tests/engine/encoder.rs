@@ -120,3 +120,164 @@ fn bert_matches_pytorch() {
 fn roberta_matches_pytorch() {
     check_against_pytorch("roberta");
 }
+
+fn scratch_dir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tramway-test-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// A saved folder has the original names, shapes, dtypes and values, and loads back identical.
+#[test]
+fn saved_folder_round_trips_names_shapes_dtypes_values() {
+    use tramway::io::hf::save_encoder;
+    use tramway::io::weights::serialize;
+    for (name, half) in [("bert", false), ("roberta", true)] {
+        let src = fixture(name).join("model");
+        let mut orig = read_weights(&src).unwrap();
+        let work = scratch_dir(&format!("{name}-src"));
+        std::fs::create_dir_all(&work).unwrap();
+        std::fs::copy(src.join("config.json"), work.join("config.json")).unwrap();
+        if half {
+            // Store the source in f16 (and one tensor in bf16): reading widens, saving narrows back.
+            let mut list: Vec<_> = orig.tensors.drain().collect();
+            for (i, (_, t)) in list.iter_mut().enumerate() {
+                t.dtype = if i == 0 {
+                    safetensors::Dtype::BF16
+                } else {
+                    safetensors::Dtype::F16
+                };
+            }
+            std::fs::write(
+                work.join("model.safetensors"),
+                serialize("f16", &list).unwrap(),
+            )
+            .unwrap();
+            orig = read_weights(&work).unwrap();
+        } else {
+            std::fs::copy(
+                src.join("model.safetensors"),
+                work.join("model.safetensors"),
+            )
+            .unwrap();
+        }
+        std::fs::write(work.join("tokenizer.json"), b"{}").unwrap();
+        let cfg = read_encoder_config(&work).unwrap();
+        let model = Encoder::load(gpu(), cfg, &orig, 0).unwrap();
+        let out = scratch_dir(&format!("{name}-out"));
+        save_encoder(gpu(), &model, &out, Some(&work)).unwrap();
+        assert!(
+            out.join("tokenizer.json").is_file(),
+            "tokenizer files are copied"
+        );
+        let saved = read_weights(&out).unwrap();
+        let mut a: Vec<_> = orig.tensors.keys().collect();
+        let mut b: Vec<_> = saved.tensors.keys().collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "{name}: same tensor names");
+        for (n, t) in &orig.tensors {
+            let s = &saved.tensors[n];
+            assert_eq!(
+                (&s.shape, s.dtype),
+                (&t.shape, t.dtype),
+                "{name}: {n} shape/dtype"
+            );
+            assert!(
+                s.data
+                    .iter()
+                    .zip(&t.data)
+                    .all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{name}: {n} values"
+            );
+        }
+        let cfg2 = read_encoder_config(&out).unwrap();
+        assert_eq!(cfg2.id2label, model.cfg.id2label);
+        let again = Encoder::load(gpu(), cfg2, &saved, 1).unwrap();
+        for i in 0..model.params.len() {
+            assert_eq!(down(model.params.p(i)), down(again.params.p(i)));
+        }
+        let _ = std::fs::remove_dir_all(&work);
+        let _ = std::fs::remove_dir_all(&out);
+    }
+}
+
+fn load_err(cfg_edit: impl Fn(&mut serde_json::Value), w_edit: impl Fn(&mut Weights)) -> String {
+    let dir = fixture("bert").join("model");
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    cfg_edit(&mut v);
+    let cfg = match tramway::io::config::EncoderConfig::parse("config.json", &v.to_string()) {
+        Ok(c) => c,
+        Err(e) => return e.to_string(),
+    };
+    let mut w = read_weights(&dir).unwrap();
+    w_edit(&mut w);
+    match Encoder::load(gpu(), cfg, &w, 0) {
+        Ok(_) => panic!("expected an error"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_folders_give_clear_errors() {
+    let t = "bert.encoder.layer.1.output.dense.weight";
+    let e = load_err(
+        |_| {},
+        |w| {
+            w.tensors.remove(t);
+        },
+    );
+    assert!(
+        e.contains(t) && e.contains("missing") && e.contains("[32, 64]"),
+        "{e}"
+    );
+    let e = load_err(
+        |_| {},
+        |w| {
+            w.tensors.get_mut(t).unwrap().shape = vec![64, 32];
+        },
+    );
+    assert!(
+        e.contains(t) && e.contains("[64, 32]") && e.contains("expected [32, 64]"),
+        "{e}"
+    );
+    let e = load_err(|v| v["model_type"] = "gpt2".into(), |_| {});
+    assert!(
+        e.contains("config.json")
+            && e.contains("\"gpt2\"")
+            && e.contains("not a supported encoder"),
+        "{e}"
+    );
+    let e = load_err(|v| v["hidden_act"] = "relu".into(), |_| {});
+    assert!(e.contains("hidden_act") && e.contains("relu"), "{e}");
+    let e = load_err(|v| v["num_attention_heads"] = 5.into(), |_| {});
+    assert!(
+        e.contains("hidden_size 32") && e.contains("num_attention_heads 5"),
+        "{e}"
+    );
+    let e = load_err(
+        |v| {
+            v.as_object_mut()
+                .unwrap()
+                .remove("vocab_size")
+                .map(|_| ())
+                .unwrap()
+        },
+        |_| {},
+    );
+    assert!(e.contains("vocab_size is missing"), "{e}");
+    let e = tramway::io::weights::Weights::parse("model.safetensors", b"not a safetensors file")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("model.safetensors") && e.contains("not a valid safetensors"),
+        "{e}"
+    );
+    let missing = scratch_dir("missing");
+    let e = read_encoder_config(&missing).unwrap_err().to_string();
+    assert!(
+        e.contains("config.json") && e.contains(&missing.display().to_string()),
+        "{e}"
+    );
+}
