@@ -31,6 +31,7 @@
 // bundling them into structs would hide which buffer goes to which binding.
 #![allow(clippy::too_many_arguments)]
 
+pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod io;

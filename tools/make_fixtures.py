@@ -99,7 +99,37 @@ def roberta():
     save("roberta", model, {"input_ids": ids, "attention_mask": mask}, labels)
 
 
+SENTENCES = [
+    "A man is playing a guitar.",
+    "Someone plays an acoustic guitar on stage.",
+    "Stock markets fell sharply on Monday.",
+    "The quick brown fox jumps over the lazy dog!",
+    "tramway fine-tunes transformers on any GPU.",
+]
+
+
+def minilm():
+    """Sentence embeddings of the real all-MiniLM-L6-v2 (models/fetch.sh minilm): mean pooling
+    over real tokens and L2 normalisation, as sentence-transformers does."""
+    from transformers import AutoModel, AutoTokenizer
+    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "all-MiniLM-L6-v2")
+    tok = AutoTokenizer.from_pretrained(d)
+    model = AutoModel.from_pretrained(d).eval()
+    enc = tok(SENTENCES, padding=True, truncation=True, max_length=128, return_tensors="pt")
+    with torch.no_grad():
+        h = model(**enc).last_hidden_state
+    m = enc["attention_mask"].unsqueeze(-1).float()
+    emb = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
+    out = [{"text": t, "tokens": int(n), "embedding": [round(float(x), 7) for x in e]}
+           for t, n, e in zip(SENTENCES, enc["attention_mask"].sum(1), emb)]
+    path = os.path.join(ROOT, "minilm_embeddings.json")
+    with open(path, "w") as f:
+        json.dump({"model": "all-MiniLM-L6-v2", "max_length": 128, "pooling": "mean", "normalize": True,
+                   "torch": torch.__version__, "transformers": transformers.__version__, "sentences": out}, f)
+    print(f"minilm: {len(out)} sentence embeddings -> {path}")
+
+
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["bert", "roberta"]
+    which = sys.argv[1:] or ["bert", "roberta", "minilm"]
     for w in which:
         globals()[w]()

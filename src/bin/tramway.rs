@@ -1,6 +1,7 @@
 //! The `tramway` command line.
 
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use tramway::gpu::{enumerate, Gpu, GpuOptions};
 
@@ -19,6 +20,96 @@ struct Cli {
 enum Cmd {
     /// List every GPU adapter, the one tramway would choose, its limits and features.
     Info,
+    /// Print one JSON line per input: {"text", "tokens", "embedding"}.
+    Embed(EmbedArgs),
+}
+
+#[derive(clap::Args)]
+struct EmbedArgs {
+    /// Hugging Face model folder (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// How to pool the last hidden states.
+    #[arg(long, value_enum, default_value = "mean")]
+    pooling: PoolingArg,
+    /// L2-normalise each embedding.
+    #[arg(long)]
+    normalize: bool,
+    /// Truncate inputs to this many tokens (special tokens included).
+    #[arg(long, default_value_t = 256)]
+    max_len: usize,
+    /// Sentences per GPU batch.
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// An image to embed with a ViT folder.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// The texts to embed.
+    texts: Vec<String>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PoolingArg {
+    Mean,
+    Cls,
+}
+
+fn embed(a: EmbedArgs) -> tramway::Result<()> {
+    use tramway::data::text::{token_counts, TextTokenizer};
+    use tramway::io::hf::{read_encoder_config, read_weights};
+    use tramway::models::encoder::{Encoder, Pooling};
+    if a.image.is_some() {
+        return Err(tramway::Error::BadSetting {
+            name: "--image",
+            value: a.image.unwrap().display().to_string(),
+            expected: "a text model: image (ViT) embedding is not implemented yet".into(),
+        });
+    }
+    if a.texts.is_empty() {
+        return Err(tramway::Error::BadSetting {
+            name: "TEXT",
+            value: String::new(),
+            expected: "at least one text to embed".into(),
+        });
+    }
+    if a.batch_size == 0 {
+        return Err(tramway::Error::BadSetting {
+            name: "--batch-size",
+            value: "0".into(),
+            expected: "a positive number".into(),
+        });
+    }
+    let cfg = read_encoder_config(&a.model)?;
+    if a.max_len > cfg.max_position_embeddings {
+        return Err(tramway::Error::BadSetting {
+            name: "--max-len",
+            value: a.max_len.to_string(),
+            expected: format!(
+                "at most the model's max_position_embeddings ({})",
+                cfg.max_position_embeddings
+            ),
+        });
+    }
+    let tok = TextTokenizer::from_dir(&a.model, a.max_len, cfg.pad_token_id)?;
+    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
+    let model = Encoder::load(&gpu, cfg, &read_weights(&a.model)?, 0)?;
+    let pooling = match a.pooling {
+        PoolingArg::Mean => Pooling::Mean,
+        PoolingArg::Cls => Pooling::Cls,
+    };
+    for chunk in a.texts.chunks(a.batch_size) {
+        let refs: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
+        let batch = tok.encode(&refs)?;
+        let embs = pollster::block_on(model.embed(&gpu, &batch, pooling, a.normalize))?;
+        for ((text, n), e) in chunk.iter().zip(token_counts(&batch)).zip(embs) {
+            println!(
+                "{{\"text\":{},\"tokens\":{n},\"embedding\":{}}}",
+                serde_json::json!(text),
+                serde_json::json!(e)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn info() -> tramway::Result<()> {
@@ -120,6 +211,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Info => info(),
+        Cmd::Embed(a) => embed(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,7 +15,7 @@ use crate::ops::attention::{attention, attention_backward, AttnShape, HeadView};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use crate::ops::elementwise::axpby;
 use crate::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
-use crate::ops::matmul::Act;
+use crate::ops::matmul::{matmul, Act, MatView, Matmul};
 use crate::ops::norm::{layernorm, norm_backward, NormGrads};
 use safetensors::Dtype;
 
@@ -59,6 +59,15 @@ pub struct Encoder {
     /// The dtype each parameter had in the file it came from (F32 for initialised ones), so a
     /// saved model keeps them.
     dtypes: Vec<Dtype>,
+}
+
+/// How a sentence embedding is taken from the last hidden states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pooling {
+    /// Mean over the real (unpadded) tokens: sentence-transformers' default.
+    Mean,
+    /// The first token (`[CLS]` / `<s>`).
+    Cls,
 }
 
 /// One batch of token sequences, row-major `[batch, seq]`.
@@ -505,6 +514,99 @@ impl Encoder {
             EmbeddingIndex::upload(gpu, &cls, n)?,
         ]);
         Ok(())
+    }
+
+    /// Sentence embeddings of a batch (inference): the last hidden states pooled per sequence
+    /// on the GPU (`Pooling::Mean` over real tokens, or the first token), then L2-normalised
+    /// when `normalize`. One submit and one small readback.
+    pub async fn embed(
+        &self,
+        gpu: &Gpu,
+        batch: &TextBatch,
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>> {
+        let (b, t, h) = (batch.batch, batch.seq, self.cfg.hidden_size);
+        let mut acts = self.acts(gpu, b, t)?;
+        let unlabeled = TextBatch {
+            labels: None,
+            ..batch.clone()
+        };
+        self.upload(gpu, &mut acts, &unlabeled)?;
+        let mut rec = gpu.recorder();
+        self.forward(&mut rec, &acts, false)?;
+        let pooled = match pooling {
+            Pooling::Cls => acts.cls.clone(),
+            Pooling::Mean => {
+                // out[b] = sum_t w[b, t] x[b, t, :] with w = mask / count: a batched 1 x T x H matmul.
+                let mut w = vec![0f32; b * t];
+                for (row, m) in w.chunks_mut(t).zip(batch.mask.chunks(t)) {
+                    let n = m.iter().filter(|&&v| v != 0).count().max(1) as f32;
+                    for (x, &v) in row.iter_mut().zip(m) {
+                        *x = if v != 0 { 1.0 / n } else { 0.0 };
+                    }
+                }
+                let wt = gpu.from_f32(&w, &[b, t])?;
+                let out = gpu.zeros(&[b, h])?;
+                let last = &acts.xs[self.cfg.num_layers];
+                let mm = Matmul {
+                    m: 1,
+                    n: h,
+                    k: t,
+                    batch: b,
+                    batch_inner: 1,
+                    a: MatView {
+                        t: &wt,
+                        off: 0,
+                        rs: t,
+                        cs: 1,
+                        bo: t,
+                        bi: 0,
+                    },
+                    b: MatView {
+                        t: last,
+                        off: 0,
+                        rs: h,
+                        cs: 1,
+                        bo: t * h,
+                        bi: 0,
+                    },
+                    c: MatView {
+                        t: &out,
+                        off: 0,
+                        rs: h,
+                        cs: 1,
+                        bo: h,
+                        bi: 0,
+                    },
+                    bias: None,
+                    act: Act::None,
+                    pre: None,
+                    alpha: 1.0,
+                    beta: None,
+                };
+                matmul(&mut rec, &mm)?;
+                out
+            }
+        };
+        rec.submit()?;
+        let flat = gpu.read_f32(&pooled).await?;
+        Ok(flat
+            .chunks(h)
+            .map(|v| {
+                let mut v = v.to_vec();
+                if normalize {
+                    let n = v
+                        .iter()
+                        .map(|x| (*x as f64).powi(2))
+                        .sum::<f64>()
+                        .sqrt()
+                        .max(1e-12);
+                    v.iter_mut().for_each(|x| *x = (*x as f64 / n) as f32);
+                }
+                v
+            })
+            .collect())
     }
 
     fn shape(&self, a: &EncoderActs) -> AttnShape {

