@@ -58,10 +58,10 @@ fn embed(a: EmbedArgs) -> tramway::Result<()> {
     use tramway::data::text::{token_counts, TextTokenizer};
     use tramway::io::hf::{read_encoder_config, read_weights};
     use tramway::models::encoder::{Encoder, Pooling};
-    if a.image.is_some() {
+    if let Some(image) = &a.image {
         return Err(tramway::Error::BadSetting {
             name: "--image",
-            value: a.image.unwrap().display().to_string(),
+            value: image.display().to_string(),
             expected: "a text model: image (ViT) embedding is not implemented yet".into(),
         });
     }
