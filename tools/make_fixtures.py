@@ -21,7 +21,8 @@ import sys
 import torch
 from safetensors.torch import save_file
 import transformers
-from transformers import BertConfig, BertForSequenceClassification, RobertaConfig, RobertaForSequenceClassification
+from transformers import (BertConfig, BertForSequenceClassification, RobertaConfig,
+                          RobertaForSequenceClassification, ViTConfig, ViTForImageClassification)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 
@@ -99,6 +100,21 @@ def roberta():
     save("roberta", model, {"input_ids": ids, "attention_mask": mask}, labels)
 
 
+def vit():
+    torch.manual_seed(3)
+    cfg = ViTConfig(image_size=12, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                    num_attention_heads=4, intermediate_size=64, hidden_dropout_prob=0.0,
+                    attention_probs_dropout_prob=0.0, num_labels=3, layer_norm_eps=1e-12)
+    model = ViTForImageClassification(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    g = torch.Generator().manual_seed(7)
+    pixels = torch.randn(2, 3, 12, 12, generator=g)
+    labels = torch.tensor([2, 0])
+    save("vit", model, {"pixel_values": pixels}, labels)
+
+
 SENTENCES = [
     "A man is playing a guitar.",
     "Someone plays an acoustic guitar on stage.",
@@ -130,6 +146,6 @@ def minilm():
 
 
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["bert", "roberta", "minilm"]
+    which = sys.argv[1:] or ["bert", "roberta", "vit", "minilm"]
     for w in which:
         globals()[w]()

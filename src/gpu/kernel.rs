@@ -104,6 +104,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("rng", include_str!("../../shaders/rng.wgsl")),
+    ("patch", include_str!("../../shaders/patch.wgsl")),
     ("kl", include_str!("../../shaders/kl.wgsl")),
 ];
 

@@ -112,25 +112,7 @@ impl EncoderConfig {
                 );
             }
         }
-        let id2label: Vec<String> = match (&r.id2label, r.num_labels) {
-            (Some(m), _) => {
-                let mut v = vec![String::new(); m.len()];
-                for (k, name) in m {
-                    match k.parse::<usize>() {
-                        Ok(i) if i < m.len() => v[i] = name.clone(),
-                        _ => {
-                            return model_err(
-                                file,
-                                format!("id2label key {k:?} is not an id below {}", m.len()),
-                            )
-                        }
-                    }
-                }
-                v
-            }
-            (None, Some(n)) => (0..n).map(|i| format!("LABEL_{i}")).collect(),
-            (None, None) => vec!["LABEL_0".into(), "LABEL_1".into()],
-        };
+        let id2label = labels(file, &r.id2label, r.num_labels)?;
         let pad = r
             .pad_token_id
             .unwrap_or(if kind == EncoderKind::Roberta { 1 } else { 0 });
@@ -167,5 +149,157 @@ impl EncoderConfig {
             EncoderKind::Bert => "bert.",
             EncoderKind::Roberta => "roberta.",
         }
+    }
+}
+
+/// The subset of a Hugging Face ViT `config.json` tramway uses, validated.
+#[derive(Clone, Debug)]
+pub struct VitConfig {
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub intermediate_size: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub num_channels: usize,
+    pub layer_norm_eps: f32,
+    pub act: Act,
+    pub hidden_dropout: f32,
+    pub attention_dropout: f32,
+    pub id2label: Vec<String>,
+    pub raw: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct RawVit {
+    model_type: Option<String>,
+    hidden_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    intermediate_size: Option<usize>,
+    image_size: Option<usize>,
+    patch_size: Option<usize>,
+    num_channels: Option<usize>,
+    layer_norm_eps: Option<f64>,
+    hidden_act: Option<String>,
+    hidden_dropout_prob: Option<f32>,
+    attention_probs_dropout_prob: Option<f32>,
+    qkv_bias: Option<bool>,
+    id2label: Option<BTreeMap<String, String>>,
+    num_labels: Option<usize>,
+}
+
+fn labels(
+    file: &str,
+    id2label: &Option<BTreeMap<String, String>>,
+    num_labels: Option<usize>,
+) -> Result<Vec<String>> {
+    Ok(match (id2label, num_labels) {
+        (Some(m), _) => {
+            let mut v = vec![String::new(); m.len()];
+            for (k, name) in m {
+                match k.parse::<usize>() {
+                    Ok(i) if i < m.len() => v[i] = name.clone(),
+                    _ => {
+                        return model_err(
+                            file,
+                            format!("id2label key {k:?} is not an id below {}", m.len()),
+                        )
+                    }
+                }
+            }
+            v
+        }
+        (None, Some(n)) => (0..n).map(|i| format!("LABEL_{i}")).collect(),
+        (None, None) => vec!["LABEL_0".into(), "LABEL_1".into()],
+    })
+}
+
+impl VitConfig {
+    /// Parse and validate a ViT `config.json`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self> {
+        let raw: serde_json::Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return model_err(file, format!("not valid JSON: {e}")),
+        };
+        let r: RawVit = match serde_json::from_value(raw.clone()) {
+            Ok(r) => r,
+            Err(e) => return model_err(file, format!("unexpected value: {e}")),
+        };
+        match r.model_type.as_deref() {
+            Some("vit") => {}
+            Some(other) => {
+                return model_err(
+                    file,
+                    format!(
+                        "model_type {other:?} is not a supported vision model (expected \"vit\")"
+                    ),
+                )
+            }
+            None => return model_err(file, "model_type is missing (expected \"vit\")"),
+        }
+        if r.qkv_bias == Some(false) {
+            return model_err(file, "qkv_bias = false is not supported");
+        }
+        let need = |v: Option<usize>, key: &str| -> Result<usize> {
+            match v {
+                Some(x) if x > 0 => Ok(x),
+                Some(_) => model_err(file, format!("{key} must be positive")),
+                None => model_err(file, format!("{key} is missing")),
+            }
+        };
+        let hidden_size = need(r.hidden_size, "hidden_size")?;
+        let num_heads = need(r.num_attention_heads, "num_attention_heads")?;
+        if hidden_size % num_heads != 0 {
+            return model_err(file, format!("hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads}"));
+        }
+        let image_size = r.image_size.unwrap_or(224);
+        let patch_size = r.patch_size.unwrap_or(16);
+        if patch_size == 0 || image_size % patch_size != 0 {
+            return model_err(
+                file,
+                format!("image_size {image_size} is not a multiple of patch_size {patch_size}"),
+            );
+        }
+        let act =
+            match r.hidden_act.as_deref().unwrap_or("gelu") {
+                "gelu" => Act::GeluErf,
+                "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Act::GeluTanh,
+                other => return model_err(
+                    file,
+                    format!(
+                        "hidden_act {other:?} is not supported (expected \"gelu\" or \"gelu_new\")"
+                    ),
+                ),
+            };
+        Ok(VitConfig {
+            hidden_size,
+            num_layers: need(r.num_hidden_layers, "num_hidden_layers")?,
+            num_heads,
+            intermediate_size: need(r.intermediate_size, "intermediate_size")?,
+            image_size,
+            patch_size,
+            num_channels: r.num_channels.unwrap_or(3),
+            layer_norm_eps: r.layer_norm_eps.unwrap_or(1e-12) as f32,
+            act,
+            hidden_dropout: r.hidden_dropout_prob.unwrap_or(0.0),
+            attention_dropout: r.attention_probs_dropout_prob.unwrap_or(0.0),
+            id2label: labels(file, &r.id2label, r.num_labels)?,
+            raw,
+        })
+    }
+    /// Patches per image side.
+    pub fn grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+    /// Tokens per image: the patches plus CLS.
+    pub fn seq(&self) -> usize {
+        self.grid() * self.grid() + 1
+    }
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_heads
+    }
+    pub fn num_labels(&self) -> usize {
+        self.id2label.len()
     }
 }

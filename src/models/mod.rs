@@ -1,3 +1,4 @@
 //! Models with explicit forward and backward, built from [`crate::nn`] and [`crate::ops`].
 
 pub mod encoder;
+pub mod vit;

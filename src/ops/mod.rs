@@ -9,6 +9,7 @@ pub mod embedding;
 pub mod kl;
 pub mod matmul;
 pub mod norm;
+pub mod patch;
 pub mod reduce;
 pub mod reference;
 pub mod rng;

@@ -455,3 +455,22 @@ pub fn kl_backward(
     }
     (dq, dp)
 }
+
+/// Vision token assembly: `x[b, s] = (s == 0 ? cls : pe[b, s - 1]) + pos[s]`.
+pub fn assemble(pe: &[f32], cls: &[f32], pos: &[f32], batch: usize, seq: usize) -> Vec<f64> {
+    let c = cls.len();
+    let mut x = vec![0.0; batch * seq * c];
+    for b in 0..batch {
+        for s in 0..seq {
+            for j in 0..c {
+                let v = if s == 0 {
+                    cls[j]
+                } else {
+                    pe[(b * (seq - 1) + s - 1) * c + j]
+                };
+                x[(b * seq + s) * c + j] = v as f64 + pos[s * c + j] as f64;
+            }
+        }
+    }
+    x
+}

@@ -4,7 +4,7 @@ use tramway::io::hf::{read_encoder_config, read_weights};
 use tramway::io::weights::Weights;
 use tramway::models::encoder::{Encoder, TextBatch};
 
-fn fixture(name: &str) -> PathBuf {
+pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name)
@@ -16,7 +16,7 @@ fn ints(w: &Weights, name: &str) -> Vec<u32> {
 
 /// Largest |got - want| relative to the largest |want| of the tensor: elementwise relative
 /// error is meaningless for entries near zero, the tensor's scale is what a bug would disturb.
-fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     let scale = want.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
     let diff = got
         .iter()
@@ -67,7 +67,13 @@ fn check_against_pytorch(name: &str) {
         ((loss - want_loss) / want_loss).abs() < 1e-4,
         "{name}: loss {loss} vs {want_loss}"
     );
-    let names = model.params.names().to_vec();
+    check_grads(name, &model.params, &expected);
+}
+
+/// Every parameter gradient against the fixture's `grad.<name>`: finite, non-zero, and within
+/// 1e-3 of the tensor's scale (see [`rel_err`]).
+pub fn check_grads(name: &str, params: &tramway::nn::ParamSet, expected: &Weights) {
+    let names = params.names().to_vec();
     let grads_in_fixture = expected
         .tensors
         .keys()
@@ -83,7 +89,7 @@ fn check_against_pytorch(name: &str) {
         .enumerate()
         .map(|(i, n)| {
             &expected
-                .get(&format!("grad.{n}"), model.params.g(i).shape())
+                .get(&format!("grad.{n}"), params.g(i).shape())
                 .unwrap()
                 .data[..]
         })
@@ -93,12 +99,12 @@ fn check_against_pytorch(name: &str) {
         .flat_map(|w| w.iter())
         .fold(0f32, |m, &v| m.max(v.abs()));
     for (i, n) in names.iter().enumerate() {
-        let got = down(model.params.g(i));
+        let got = down(params.g(i));
         assert!(
             got.iter().all(|v| v.is_finite()),
             "{name}: gradient of {n} is not finite"
         );
-        if n.ends_with("attention.self.key.bias") {
+        if n.ends_with("attention.self.key.bias") || n.ends_with("attention.attention.key.bias") {
             // Analytically zero: the key bias adds q.b to every score of a row, and softmax is
             // shift-invariant. Both sides hold rounding noise; it must stay tiny.
             let m = got.iter().fold(0f32, |m, &v| m.max(v.abs()));

@@ -20,6 +20,7 @@ mod real_models;
 mod reduce;
 mod rng;
 mod softmax;
+mod vit;
 
 use std::sync::OnceLock;
 use tramway::{Gpu, GpuOptions, Recorder, Tensor};

@@ -1,0 +1,699 @@
+//! ViT image classifier (Hugging Face `ViTForImageClassification`), forward and backward.
+//!
+//! The patch embedding is a matmul of CPU-cut patches (`ops::patch::patchify`) with the
+//! `Conv2d` weight viewed as `[hidden, channels * p * p]`; the CLS token and position
+//! embeddings are added by `ops::patch::assemble`. Layers are pre-LayerNorm. A checkpoint
+//! without a classifier (a backbone) gets one initialised like Hugging Face (normal 0.02).
+
+use crate::error::{model_err, shape_err, Result};
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::io::config::VitConfig;
+use crate::io::weights::{HostTensor, Weights};
+use crate::nn::{act_backward, linear, linear_backward, ParamSet};
+use crate::ops::attention::{attention, attention_backward, AttnShape, HeadView};
+use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
+use crate::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
+use crate::ops::matmul::Act;
+use crate::ops::norm::{layernorm, norm_backward, NormGrads};
+use crate::ops::patch::{assemble, assemble_backward, patchify};
+use safetensors::Dtype;
+
+struct LayerIdx {
+    ln1_g: usize,
+    ln1_b: usize,
+    q_w: usize,
+    q_b: usize,
+    k_w: usize,
+    k_b: usize,
+    v_w: usize,
+    v_b: usize,
+    o_w: usize,
+    o_b: usize,
+    ln2_g: usize,
+    ln2_b: usize,
+    i_w: usize,
+    i_b: usize,
+    out_w: usize,
+    out_b: usize,
+}
+
+struct Idx {
+    cls: usize,
+    pos: usize,
+    patch_w: usize,
+    patch_b: usize,
+    layers: Vec<LayerIdx>,
+    ln_g: usize,
+    ln_b: usize,
+    head_w: usize,
+    head_b: usize,
+}
+
+/// A ViT with a classification head, parameters and gradients on the GPU.
+pub struct Vit {
+    pub cfg: VitConfig,
+    pub params: ParamSet,
+    idx: Idx,
+    dtypes: Vec<Dtype>,
+}
+
+/// One batch of images, `[batch, channels, height, width]` already resized and normalised.
+#[derive(Clone, Debug)]
+pub struct ImageBatch {
+    pub batch: usize,
+    pub pixels: Vec<f32>,
+    pub labels: Option<Vec<u32>>,
+}
+
+struct LayerActs {
+    ln1_mean: Tensor,
+    ln1_rstd: Tensor,
+    h1: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    probs: Tensor,
+    ctx: Tensor,
+    res1: Tensor,
+    ln2_mean: Tensor,
+    ln2_rstd: Tensor,
+    h2: Tensor,
+    pre: Tensor,
+    inter: Tensor,
+}
+
+/// Activations for one batch size, planned once.
+pub struct VitActs {
+    batch: usize,
+    patches: Tensor,
+    patch_out: Tensor,
+    xs: Vec<Tensor>,
+    layers: Vec<LayerActs>,
+    ln_mean: Tensor,
+    ln_rstd: Tensor,
+    /// Final-LayerNorm output, `[batch * seq, hidden]`.
+    pub hidden: Tensor,
+    cls_rows: Tensor,
+    cls_index: EmbeddingIndex,
+    /// The CLS token's final hidden state, `[batch, hidden]`.
+    pub cls: Tensor,
+    pub logits: Tensor,
+    pub loss: Tensor,
+    labels: Tensor,
+    dlogits: Tensor,
+    dcls: Tensor,
+    dhidden: Tensor,
+    dx: Tensor,
+    dx2: Tensor,
+    dres: Tensor,
+    dh: Tensor,
+    dinter: Tensor,
+    dpre: Tensor,
+    dq: Tensor,
+    dk: Tensor,
+    dv: Tensor,
+    dctx: Tensor,
+    dpe: Tensor,
+}
+
+impl Vit {
+    fn specs(cfg: &VitConfig) -> Vec<(String, Vec<usize>)> {
+        let (h, i, p, c) = (
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.patch_size,
+            cfg.num_channels,
+        );
+        let mut v: Vec<(String, Vec<usize>)> = vec![
+            ("vit.embeddings.cls_token".into(), vec![1, 1, h]),
+            (
+                "vit.embeddings.position_embeddings".into(),
+                vec![1, cfg.seq(), h],
+            ),
+            (
+                "vit.embeddings.patch_embeddings.projection.weight".into(),
+                vec![h, c, p, p],
+            ),
+            (
+                "vit.embeddings.patch_embeddings.projection.bias".into(),
+                vec![h],
+            ),
+        ];
+        for l in 0..cfg.num_layers {
+            for (name, shape) in [
+                ("layernorm_before.weight", vec![h]),
+                ("layernorm_before.bias", vec![h]),
+                ("attention.attention.query.weight", vec![h, h]),
+                ("attention.attention.query.bias", vec![h]),
+                ("attention.attention.key.weight", vec![h, h]),
+                ("attention.attention.key.bias", vec![h]),
+                ("attention.attention.value.weight", vec![h, h]),
+                ("attention.attention.value.bias", vec![h]),
+                ("attention.output.dense.weight", vec![h, h]),
+                ("attention.output.dense.bias", vec![h]),
+                ("layernorm_after.weight", vec![h]),
+                ("layernorm_after.bias", vec![h]),
+                ("intermediate.dense.weight", vec![i, h]),
+                ("intermediate.dense.bias", vec![i]),
+                ("output.dense.weight", vec![h, i]),
+                ("output.dense.bias", vec![h]),
+            ] {
+                v.push((format!("vit.encoder.layer.{l}.{name}"), shape));
+            }
+        }
+        v.push(("vit.layernorm.weight".into(), vec![h]));
+        v.push(("vit.layernorm.bias".into(), vec![h]));
+        v.push(("classifier.weight".into(), vec![cfg.num_labels(), h]));
+        v.push(("classifier.bias".into(), vec![cfg.num_labels()]));
+        v
+    }
+
+    /// Build the model from a config and its weights (names with or without `vit.`).
+    pub fn load(gpu: &Gpu, cfg: VitConfig, w: &Weights, seed: u64) -> Result<Self> {
+        let specs = Self::specs(&cfg);
+        let params = ParamSet::new(gpu, &specs)?;
+        let head_start = specs.len() - 2;
+        let mut dtypes = vec![Dtype::F32; specs.len()];
+        for (i, (name, shape)) in specs.iter().enumerate() {
+            let short = name.strip_prefix("vit.").unwrap_or(name);
+            let found = [name.as_str(), short]
+                .into_iter()
+                .find(|n| w.tensors.contains_key(*n));
+            match found {
+                Some(n) => {
+                    let t = w.get(n, shape)?;
+                    gpu.write_f32(params.p(i), &t.data)?;
+                    dtypes[i] = t.dtype;
+                }
+                None if i >= head_start => {
+                    if name.ends_with("weight") {
+                        let n: usize = shape.iter().product();
+                        let data: Vec<f32> =
+                            crate::ops::reference::normal(n, seed, i as u64, 0.0, 0.02)
+                                .into_iter()
+                                .map(|v| v as f32)
+                                .collect();
+                        gpu.write_f32(params.p(i), &data)?;
+                    }
+                }
+                None => {
+                    return model_err(
+                        &w.file,
+                        format!("tensor {name} (or {short}) is missing (expected shape {shape:?})"),
+                    )
+                }
+            }
+        }
+        let mut k = 0;
+        let mut next = || {
+            k += 1;
+            k - 1
+        };
+        let (cls, pos, patch_w, patch_b) = (next(), next(), next(), next());
+        let layers = (0..cfg.num_layers)
+            .map(|_| LayerIdx {
+                ln1_g: next(),
+                ln1_b: next(),
+                q_w: next(),
+                q_b: next(),
+                k_w: next(),
+                k_b: next(),
+                v_w: next(),
+                v_b: next(),
+                o_w: next(),
+                o_b: next(),
+                ln2_g: next(),
+                ln2_b: next(),
+                i_w: next(),
+                i_b: next(),
+                out_w: next(),
+                out_b: next(),
+            })
+            .collect();
+        let idx = Idx {
+            cls,
+            pos,
+            patch_w,
+            patch_b,
+            layers,
+            ln_g: next(),
+            ln_b: next(),
+            head_w: next(),
+            head_b: next(),
+        };
+        Ok(Vit {
+            cfg,
+            params,
+            idx,
+            dtypes,
+        })
+    }
+
+    /// Every parameter under its Hugging Face name, in the dtype it was loaded in.
+    pub async fn state(&self, gpu: &Gpu) -> Result<Vec<(String, HostTensor)>> {
+        let mut out = Vec::with_capacity(self.params.len());
+        for (i, name) in self.params.names().iter().enumerate() {
+            let t = self.params.p(i);
+            out.push((
+                name.clone(),
+                HostTensor {
+                    shape: t.shape().to_vec(),
+                    data: gpu.read_f32(t).await?,
+                    dtype: self.dtypes[i],
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Plan activations for batches of `batch` images.
+    pub fn acts(&self, gpu: &Gpu, batch: usize) -> Result<VitActs> {
+        let c = &self.cfg;
+        if batch == 0 {
+            return shape_err("vit", "empty batch");
+        }
+        let (s, h, i) = (c.seq(), c.hidden_size, c.intermediate_size);
+        let (bs, np) = (batch * s, batch * (s - 1));
+        let row = c.num_channels * c.patch_size * c.patch_size;
+        let f = |shape: &[usize]| gpu.zeros(shape);
+        let layers = (0..c.num_layers)
+            .map(|_| {
+                Ok(LayerActs {
+                    ln1_mean: f(&[bs])?,
+                    ln1_rstd: f(&[bs])?,
+                    h1: f(&[bs, h])?,
+                    q: f(&[bs, h])?,
+                    k: f(&[bs, h])?,
+                    v: f(&[bs, h])?,
+                    probs: f(&[batch * c.num_heads * s * s])?,
+                    ctx: f(&[bs, h])?,
+                    res1: f(&[bs, h])?,
+                    ln2_mean: f(&[bs])?,
+                    ln2_rstd: f(&[bs])?,
+                    h2: f(&[bs, h])?,
+                    pre: f(&[bs, i])?,
+                    inter: f(&[bs, i])?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let rows: Vec<u32> = (0..batch as u32).map(|b| b * s as u32).collect();
+        Ok(VitActs {
+            batch,
+            patches: f(&[np, row])?,
+            patch_out: f(&[np, h])?,
+            xs: (0..=c.num_layers)
+                .map(|_| f(&[bs, h]))
+                .collect::<Result<_>>()?,
+            layers,
+            ln_mean: f(&[bs])?,
+            ln_rstd: f(&[bs])?,
+            hidden: f(&[bs, h])?,
+            cls_rows: gpu.from_u32(&rows, &[batch])?,
+            cls_index: EmbeddingIndex::upload(gpu, &rows, bs)?,
+            cls: f(&[batch, h])?,
+            logits: f(&[batch, c.num_labels()])?,
+            loss: f(&[2])?,
+            labels: gpu.zeros_u32(&[batch])?,
+            dlogits: f(&[batch, c.num_labels()])?,
+            dcls: f(&[batch, h])?,
+            dhidden: f(&[bs, h])?,
+            dx: f(&[bs, h])?,
+            dx2: f(&[bs, h])?,
+            dres: f(&[bs, h])?,
+            dh: f(&[bs, h])?,
+            dinter: f(&[bs, i])?,
+            dpre: f(&[bs, i])?,
+            dq: f(&[bs, h])?,
+            dk: f(&[bs, h])?,
+            dv: f(&[bs, h])?,
+            dctx: f(&[bs, h])?,
+            dpe: f(&[np, h])?,
+        })
+    }
+
+    /// Check a batch and upload its patches (and labels).
+    pub fn upload(&self, gpu: &Gpu, a: &mut VitActs, b: &ImageBatch) -> Result<()> {
+        let c = &self.cfg;
+        if b.batch != a.batch {
+            return shape_err(
+                "vit",
+                format!(
+                    "batch of {} images but activations planned for {}",
+                    b.batch, a.batch
+                ),
+            );
+        }
+        let patches = patchify(
+            &b.pixels,
+            b.batch,
+            c.num_channels,
+            c.image_size,
+            c.image_size,
+            c.patch_size,
+        )?;
+        gpu.write_f32(&a.patches, &patches)?;
+        if let Some(l) = &b.labels {
+            if l.len() != b.batch {
+                return shape_err(
+                    "vit",
+                    format!("{} labels for a batch of {}", l.len(), b.batch),
+                );
+            }
+            if let Some(&bad) = l.iter().find(|&&x| x as usize >= c.num_labels()) {
+                return shape_err(
+                    "vit",
+                    format!(
+                        "label {bad} is not below the number of classes {}",
+                        c.num_labels()
+                    ),
+                );
+            }
+            gpu.write_u32(&a.labels, l)?;
+        }
+        Ok(())
+    }
+
+    fn shape(&self, a: &VitActs) -> AttnShape {
+        AttnShape {
+            batch: a.batch,
+            seq: self.cfg.seq(),
+            heads: self.cfg.num_heads,
+            head_dim: self.cfg.head_dim(),
+        }
+    }
+
+    fn patch_weight(&self) -> Result<Tensor> {
+        let h = self.cfg.hidden_size;
+        self.params
+            .p(self.idx.patch_w)
+            .reshape(&[h, self.params.p(self.idx.patch_w).len() / h])
+    }
+
+    /// Record the forward pass (and the loss with dlogits when `with_loss`).
+    pub fn forward(&self, rec: &mut Recorder, a: &VitActs, with_loss: bool) -> Result<()> {
+        let (p, x, c) = (&self.params, &self.idx, &self.cfg);
+        let eps = c.layer_norm_eps;
+        linear(
+            rec,
+            &a.patches,
+            &self.patch_weight()?,
+            p.p(x.patch_b),
+            &a.patch_out,
+            Act::None,
+            None,
+            false,
+        )?;
+        assemble(
+            rec,
+            &a.patch_out,
+            p.p(x.cls),
+            p.p(x.pos),
+            &a.xs[0],
+            a.batch,
+            c.seq(),
+        )?;
+        let s = self.shape(a);
+        let scale = 1.0 / (c.head_dim() as f32).sqrt();
+        for (l, (li, la)) in x.layers.iter().zip(&a.layers).enumerate() {
+            let xin = &a.xs[l];
+            layernorm(
+                rec,
+                xin,
+                p.p(li.ln1_g),
+                p.p(li.ln1_b),
+                &la.h1,
+                &la.ln1_mean,
+                &la.ln1_rstd,
+                eps,
+            )?;
+            linear(
+                rec,
+                &la.h1,
+                p.p(li.q_w),
+                p.p(li.q_b),
+                &la.q,
+                Act::None,
+                None,
+                false,
+            )?;
+            linear(
+                rec,
+                &la.h1,
+                p.p(li.k_w),
+                p.p(li.k_b),
+                &la.k,
+                Act::None,
+                None,
+                false,
+            )?;
+            linear(
+                rec,
+                &la.h1,
+                p.p(li.v_w),
+                p.p(li.v_b),
+                &la.v,
+                Act::None,
+                None,
+                false,
+            )?;
+            attention(
+                rec,
+                &s,
+                HeadView::dense(&la.q, &s),
+                HeadView::dense(&la.k, &s),
+                HeadView::dense(&la.v, &s),
+                HeadView::dense(&la.ctx, &s),
+                &la.probs,
+                None,
+                false,
+                scale,
+            )?;
+            rec.copy(xin, &la.res1)?;
+            linear(
+                rec,
+                &la.ctx,
+                p.p(li.o_w),
+                p.p(li.o_b),
+                &la.res1,
+                Act::None,
+                None,
+                true,
+            )?;
+            layernorm(
+                rec,
+                &la.res1,
+                p.p(li.ln2_g),
+                p.p(li.ln2_b),
+                &la.h2,
+                &la.ln2_mean,
+                &la.ln2_rstd,
+                eps,
+            )?;
+            linear(
+                rec,
+                &la.h2,
+                p.p(li.i_w),
+                p.p(li.i_b),
+                &la.inter,
+                c.act,
+                Some(&la.pre),
+                false,
+            )?;
+            rec.copy(&la.res1, &a.xs[l + 1])?;
+            linear(
+                rec,
+                &la.inter,
+                p.p(li.out_w),
+                p.p(li.out_b),
+                &a.xs[l + 1],
+                Act::None,
+                None,
+                true,
+            )?;
+        }
+        layernorm(
+            rec,
+            &a.xs[c.num_layers],
+            p.p(x.ln_g),
+            p.p(x.ln_b),
+            &a.hidden,
+            &a.ln_mean,
+            &a.ln_rstd,
+            eps,
+        )?;
+        embedding(rec, &a.hidden, &a.cls_rows, &a.cls)?;
+        linear(
+            rec,
+            &a.cls,
+            p.p(x.head_w),
+            p.p(x.head_b),
+            &a.logits,
+            Act::None,
+            None,
+            false,
+        )?;
+        if with_loss {
+            cross_entropy(
+                rec,
+                &a.logits,
+                &a.labels,
+                &a.loss,
+                Some(&a.dlogits),
+                IGNORE_INDEX,
+                1.0,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Record the backward pass of the mean loss, accumulating (+=) into the gradients.
+    pub fn backward(&self, rec: &mut Recorder, a: &VitActs) -> Result<()> {
+        let (p, x, c) = (&self.params, &self.idx, &self.cfg);
+        let g = |i: usize| p.g(i);
+        linear_backward(
+            rec,
+            &a.cls,
+            p.p(x.head_w),
+            &a.dlogits,
+            g(x.head_w),
+            g(x.head_b),
+            Some((&a.dcls, false)),
+        )?;
+        rec.zero(&a.dhidden);
+        embedding_backward(rec, &a.dcls, &a.cls_index, &a.dhidden)?;
+        let (mut dx, mut dx2) = (a.dx.clone(), a.dx2.clone());
+        norm_backward(
+            rec,
+            &a.xs[c.num_layers],
+            p.p(x.ln_g),
+            &a.dhidden,
+            Some(&a.ln_mean),
+            &a.ln_rstd,
+            &NormGrads {
+                dx: &dx,
+                accumulate_dx: false,
+                dgamma: g(x.ln_g),
+                dbeta: Some(g(x.ln_b)),
+            },
+        )?;
+        let s = self.shape(a);
+        let scale = 1.0 / (c.head_dim() as f32).sqrt();
+        for (l, (li, la)) in x.layers.iter().zip(&a.layers).enumerate().rev() {
+            let xin = &a.xs[l];
+            // x_{l+1} = res1 + mlp(ln2(res1))
+            rec.copy(&dx, &a.dres)?;
+            linear_backward(
+                rec,
+                &la.inter,
+                p.p(li.out_w),
+                &dx,
+                g(li.out_w),
+                g(li.out_b),
+                Some((&a.dinter, false)),
+            )?;
+            act_backward(rec, &la.pre, &a.dinter, &a.dpre, c.act)?;
+            linear_backward(
+                rec,
+                &la.h2,
+                p.p(li.i_w),
+                &a.dpre,
+                g(li.i_w),
+                g(li.i_b),
+                Some((&a.dh, false)),
+            )?;
+            norm_backward(
+                rec,
+                &la.res1,
+                p.p(li.ln2_g),
+                &a.dh,
+                Some(&la.ln2_mean),
+                &la.ln2_rstd,
+                &NormGrads {
+                    dx: &a.dres,
+                    accumulate_dx: true,
+                    dgamma: g(li.ln2_g),
+                    dbeta: Some(g(li.ln2_b)),
+                },
+            )?;
+            // res1 = x + attn(ln1(x))
+            rec.copy(&a.dres, &dx2)?;
+            linear_backward(
+                rec,
+                &la.ctx,
+                p.p(li.o_w),
+                &a.dres,
+                g(li.o_w),
+                g(li.o_b),
+                Some((&a.dctx, false)),
+            )?;
+            attention_backward(
+                rec,
+                &s,
+                HeadView::dense(&la.q, &s),
+                HeadView::dense(&la.k, &s),
+                HeadView::dense(&la.v, &s),
+                &la.probs,
+                HeadView::dense(&a.dctx, &s),
+                HeadView::dense(&a.dq, &s),
+                HeadView::dense(&a.dk, &s),
+                HeadView::dense(&a.dv, &s),
+                scale,
+                false,
+            )?;
+            linear_backward(
+                rec,
+                &la.h1,
+                p.p(li.q_w),
+                &a.dq,
+                g(li.q_w),
+                g(li.q_b),
+                Some((&a.dh, false)),
+            )?;
+            linear_backward(
+                rec,
+                &la.h1,
+                p.p(li.k_w),
+                &a.dk,
+                g(li.k_w),
+                g(li.k_b),
+                Some((&a.dh, true)),
+            )?;
+            linear_backward(
+                rec,
+                &la.h1,
+                p.p(li.v_w),
+                &a.dv,
+                g(li.v_w),
+                g(li.v_b),
+                Some((&a.dh, true)),
+            )?;
+            norm_backward(
+                rec,
+                xin,
+                p.p(li.ln1_g),
+                &a.dh,
+                Some(&la.ln1_mean),
+                &la.ln1_rstd,
+                &NormGrads {
+                    dx: &dx2,
+                    accumulate_dx: true,
+                    dgamma: g(li.ln1_g),
+                    dbeta: Some(g(li.ln1_b)),
+                },
+            )?;
+            std::mem::swap(&mut dx, &mut dx2);
+        }
+        assemble_backward(rec, &dx, &a.dpe, g(x.cls), g(x.pos), a.batch, c.seq())?;
+        let dw = g(x.patch_w).reshape(&[c.hidden_size, g(x.patch_w).len() / c.hidden_size])?;
+        linear_backward(
+            rec,
+            &a.patches,
+            &self.patch_weight()?,
+            &a.dpe,
+            &dw,
+            g(x.patch_b),
+            None,
+        )?;
+        Ok(())
+    }
+}
