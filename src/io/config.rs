@@ -255,7 +255,7 @@ impl VitConfig {
         }
         let image_size = r.image_size.unwrap_or(224);
         let patch_size = r.patch_size.unwrap_or(16);
-        if patch_size == 0 || image_size % patch_size != 0 {
+        if patch_size == 0 || !image_size.is_multiple_of(patch_size) {
             return model_err(
                 file,
                 format!("image_size {image_size} is not a multiple of patch_size {patch_size}"),

@@ -69,7 +69,7 @@ pub fn patchify(
     width: usize,
     p: usize,
 ) -> Result<Vec<f32>> {
-    if p == 0 || height % p != 0 || width % p != 0 {
+    if p == 0 || !height.is_multiple_of(p) || !width.is_multiple_of(p) {
         return shape_err(
             "patchify",
             format!("image {height}x{width} is not a multiple of the patch size {p}"),
