@@ -36,11 +36,7 @@ fn data(n: usize, seed: u64) -> Vec<f32> {
 
 /// Part i (0 q, 1 k, 2 v) of a fused [rows, 3 * hid] QKV tensor.
 fn qkv_part(t: &Tensor, i: usize, hid: usize) -> HeadView<'_> {
-    HeadView {
-        t,
-        off: i * hid,
-        row_stride: 3 * hid,
-    }
+    HeadView { t, off: i * hid, row_stride: 3 * hid }
 }
 
 /// One timed kernel call.
@@ -69,16 +65,7 @@ fn time_gpu(gpu: &Gpu, reps: usize, f: &dyn Fn(&mut Recorder) -> Result<()>) -> 
     Ok(median(ts))
 }
 
-fn cpu_sgemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[f32],
-    ta: bool,
-    b: &[f32],
-    tb: bool,
-    c: &mut [f32],
-) {
+fn cpu_sgemm(m: usize, n: usize, k: usize, a: &[f32], ta: bool, b: &[f32], tb: bool, c: &mut [f32]) {
     let (rsa, csa) = if ta { (1, m as isize) } else { (k as isize, 1) };
     let (rsb, csb) = if tb { (1, k as isize) } else { (n as isize, 1) };
     unsafe {
@@ -117,9 +104,7 @@ fn bench_matmul(
     let at = gpu.from_f32(&a, &if ta { [k, m] } else { [m, k] })?;
     let bt = gpu.from_f32(&b, &if tb { [n, k] } else { [k, n] })?;
     let ct = gpu.zeros(&[m, n])?;
-    let secs = time_gpu(gpu, reps, &|r| {
-        matmul_with(r, &Matmul::new(&at, ta, &bt, tb, &ct)?, path)
-    })?;
+    let secs = time_gpu(gpu, reps, &|r| matmul_with(r, &Matmul::new(&at, ta, &bt, tb, &ct)?, path))?;
     let mut c = vec![0f32; m * n];
     let t0 = Instant::now();
     let cpu_reps = reps.max(3);
@@ -128,10 +113,7 @@ fn bench_matmul(
     }
     let cpu = t0.elapsed().as_secs_f64() / cpu_reps as f64;
     let got = gpu.read_f32_blocking(&ct)?;
-    let err = got
-        .iter()
-        .zip(&c)
-        .fold(0f32, |e, (x, y)| e.max((x - y).abs()));
+    let err = got.iter().zip(&c).fold(0f32, |e, (x, y)| e.max((x - y).abs()));
     let flop = 2.0 * (m * n * k) as f64;
     println!(
         "| {name} | {path:?} | {m}x{n}x{k} | {:.2} | {:.1} | {:.2} | {:.3} | {:.1e} |",
@@ -149,76 +131,27 @@ fn main() -> Result<()> {
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
     let info = gpu.adapter_info();
     let tile = tramway::ops::matmul::tile(&gpu);
-    println!(
-        "adapter: {} ({:?}, {}), matmul tile {:?}",
-        info.name, info.backend, info.driver_info, tile
-    );
+    println!("adapter: {} ({:?}, {}), matmul tile {:?}", info.name, info.backend, info.driver_info, tile);
     println!("\n| matmul | kernel | m x n x k | GPU GFLOP/s | CPU sgemm GFLOP/s (1 thread) | GPU / CPU | GPU ms | max abs err |");
     println!("|---|---|---|---|---|---|---|---|");
     let auto = MatmulPath::auto(&gpu);
-    let other = if auto == MatmulPath::Register {
-        MatmulPath::Tiled
-    } else {
-        MatmulPath::Register
-    };
+    let other = if auto == MatmulPath::Register { MatmulPath::Tiled } else { MatmulPath::Register };
     let reps = if quick { 2 } else { 3 };
-    let sq: &[usize] = if quick {
-        &[128, 256]
-    } else {
-        &[256, 512, 1024]
-    };
+    let sq: &[usize] = if quick { &[128, 256] } else { &[256, 512, 1024] };
     for &s in sq {
         bench_matmul(&gpu, "NN square", s, s, s, false, false, auto, reps)?;
     }
-    let (t, h, f) = if quick {
-        (256, 128, 512)
-    } else {
-        (2048, 384, 1536)
-    };
+    let (t, h, f) = if quick { (256, 128, 512) } else { (2048, 384, 1536) };
     bench_matmul(&gpu, "NN up-projection", t, f, h, false, false, auto, reps)?;
-    bench_matmul(
-        &gpu,
-        "NN down-projection",
-        t,
-        h,
-        f,
-        false,
-        false,
-        auto,
-        reps,
-    )?;
-    bench_matmul(
-        &gpu,
-        "NT x.W^T (HF layout)",
-        t,
-        f,
-        h,
-        false,
-        true,
-        auto,
-        reps,
-    )?;
+    bench_matmul(&gpu, "NN down-projection", t, h, f, false, false, auto, reps)?;
+    bench_matmul(&gpu, "NT x.W^T (HF layout)", t, f, h, false, true, auto, reps)?;
     bench_matmul(&gpu, "TN dW = x^T.dy", h, f, t, true, false, auto, reps)?;
     // The other kernel family at one shape, for comparison.
-    bench_matmul(
-        &gpu,
-        "NT x.W^T (HF layout)",
-        t,
-        f,
-        h,
-        false,
-        true,
-        other,
-        reps,
-    )?;
+    bench_matmul(&gpu, "NT x.W^T (HF layout)", t, f, h, false, true, other, reps)?;
 
     // Other kernels at one BERT-small-like batch: 16 sequences of 128 tokens, hidden 384,
     // 12 heads, vocabulary 30522.
-    let (b, s, hid, heads) = if quick {
-        (2, 32, 128, 4)
-    } else {
-        (16, 128, 384, 12)
-    };
+    let (b, s, hid, heads) = if quick { (2, 32, 128, 4) } else { (16, 128, 384, 12) };
     let rows = b * s;
     let x = gpu.from_f32(&data(rows * hid, 3), &[rows, hid])?;
     let y = gpu.zeros(&[rows, hid])?;
@@ -228,12 +161,7 @@ fn main() -> Result<()> {
     let (dg, db) = (gpu.zeros(&[hid])?, gpu.zeros(&[hid])?);
     let big = gpu.from_f32(&data(rows * 4 * hid, 4), &[rows, 4 * hid])?;
     let big2 = gpu.zeros(&[rows, 4 * hid])?;
-    let shape = AttnShape {
-        batch: b,
-        seq: s,
-        heads,
-        head_dim: hid / heads,
-    };
+    let shape = AttnShape { batch: b, seq: s, heads, head_dim: hid / heads };
     let qkv = gpu.from_f32(&data(rows * 3 * hid, 5), &[rows, 3 * hid])?;
     let dqkv = gpu.zeros(&[rows, 3 * hid])?;
     let probs = gpu.zeros(&[b * heads * s * s])?;
@@ -242,9 +170,7 @@ fn main() -> Result<()> {
     let scores = gpu.from_f32(&data(b * heads * s * s, 11), &[b * heads * s, s])?;
     let probs2 = probs.reshape(&[b * heads * s, s])?;
     let vocab = if quick { 1000 } else { 30522 };
-    let ids: Vec<u32> = (0..rows as u32)
-        .map(|i| (i * 7919) % vocab as u32)
-        .collect();
+    let ids: Vec<u32> = (0..rows as u32).map(|i| (i * 7919) % vocab as u32).collect();
     let idt = gpu.from_u32(&ids, &[rows])?;
     let index = EmbeddingIndex::upload(&gpu, &ids, vocab)?;
     let wte = gpu.from_f32(&data(vocab * hid, 6), &[vocab, hid])?;
@@ -254,15 +180,7 @@ fn main() -> Result<()> {
     let logits2 = gpu.from_f32(&data(rows * classes, 8), &[rows, classes])?;
     let dlogits = gpu.zeros(&[rows, classes])?;
     let targets = gpu.from_u32(
-        &ids.iter()
-            .map(|&i| {
-                if i % 10 == 0 {
-                    IGNORE_INDEX
-                } else {
-                    i % classes as u32
-                }
-            })
-            .collect::<Vec<_>>(),
+        &ids.iter().map(|&i| if i % 10 == 0 { IGNORE_INDEX } else { i % classes as u32 }).collect::<Vec<_>>(),
         &[rows],
     )?;
     let out = gpu.zeros(&[4])?;
@@ -290,25 +208,12 @@ fn main() -> Result<()> {
                     &x,
                     Some(&mean),
                     &rstd,
-                    &NormGrads {
-                        dx: &y,
-                        accumulate_dx: false,
-                        dgamma: &dg,
-                        dbeta: Some(&db),
-                    },
+                    &NormGrads { dx: &y, accumulate_dx: false, dgamma: &dg, dbeta: Some(&db) },
                 )
             }),
         ),
-        (
-            "gelu (erf) forward",
-            format!("{rows}x{}", 4 * hid),
-            Box::new(|r| activation(r, &big, &big2, Act::GeluErf)),
-        ),
-        (
-            "axpy",
-            format!("{rows}x{}", 4 * hid),
-            Box::new(|r| axpby(r, 0.5, &big, 1.0, &big2)),
-        ),
+        ("gelu (erf) forward", format!("{rows}x{}", 4 * hid), Box::new(|r| activation(r, &big, &big2, Act::GeluErf))),
+        ("axpy", format!("{rows}x{}", 4 * hid), Box::new(|r| axpby(r, 0.5, &big, 1.0, &big2))),
         (
             "attention forward (QK^T, masked softmax, PV)",
             format!("b{b} t{s} h{heads} d{}", hid / heads),
@@ -355,28 +260,14 @@ fn main() -> Result<()> {
         (
             "cross-entropy loss + dlogits",
             format!("{rows}x{classes}"),
-            Box::new(|r| {
-                cross_entropy(
-                    r,
-                    &logits,
-                    &targets,
-                    &out,
-                    Some(&dlogits),
-                    IGNORE_INDEX,
-                    1.0,
-                )
-            }),
+            Box::new(|r| cross_entropy(r, &logits, &targets, &out, Some(&dlogits), IGNORE_INDEX, 1.0)),
         ),
         (
             "KL mean (forward)",
             format!("{rows}x{classes}"),
             Box::new(|r| kl_mean(r, &logits, &logits2, &out, 2, KlKind::Forward, 1.0)),
         ),
-        (
-            "embedding gather",
-            format!("{rows} ids, {vocab}x{hid}"),
-            Box::new(|r| embedding(r, &wte, &idt, &y)),
-        ),
+        ("embedding gather", format!("{rows} ids, {vocab}x{hid}"), Box::new(|r| embedding(r, &wte, &idt, &y))),
         (
             "embedding backward (scatter-add)",
             format!("{rows} ids, {vocab}x{hid}"),
@@ -387,11 +278,7 @@ fn main() -> Result<()> {
             format!("{params_n}"),
             Box::new(|r| reduce(r, &[&params], Reduction::L2Norm, 1.0, &out, 3, false)),
         ),
-        (
-            "axpy over all parameters",
-            format!("{params_n}"),
-            Box::new(|r| axpby(r, -1e-3, &grads, 1.0, &params)),
-        ),
+        ("axpy over all parameters", format!("{params_n}"), Box::new(|r| axpby(r, -1e-3, &grads, 1.0, &params))),
     ];
     for (name, shape, f) in &cases {
         let secs = time_gpu(&gpu, reps, f.as_ref())?;

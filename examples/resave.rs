@@ -18,10 +18,6 @@ fn main() -> tramway::Result<()> {
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
     let model = Encoder::load(&gpu, read_encoder_config(src)?, &read_weights(src)?, 0)?;
     save_encoder(&gpu, &model, dst, Some(src))?;
-    println!(
-        "saved {} parameters to {}",
-        model.params.count(),
-        dst.display()
-    );
+    println!("saved {} parameters to {}", model.params.count(), dst.display());
     Ok(())
 }

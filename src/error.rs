@@ -10,11 +10,7 @@ pub enum Error {
 
     /// An environment variable or option had a value we cannot use.
     #[error("{name}={value:?} is not valid: expected {expected}")]
-    BadSetting {
-        name: &'static str,
-        value: String,
-        expected: String,
-    },
+    BadSetting { name: &'static str, value: String, expected: String },
 
     /// The adapter refused to give us a device.
     #[error("could not open the GPU device on adapter {adapter:?}: {source}")]
@@ -30,13 +26,7 @@ pub enum Error {
 
     /// A tensor or dispatch would exceed a limit of the adapter.
     #[error("{what} needs {needed} but the adapter allows at most {limit} ({limit_name}){hint}")]
-    Limit {
-        what: String,
-        needed: u64,
-        limit: u64,
-        limit_name: &'static str,
-        hint: String,
-    },
+    Limit { what: String, needed: u64, limit: u64, limit_name: &'static str, hint: String },
 
     /// wgpu rejected a shader, pipeline or command (a bug in tramway, or a driver problem).
     #[error("GPU validation error in {context}: {message}")]
@@ -64,15 +54,9 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub(crate) fn shape_err<T>(op: &'static str, message: impl Into<String>) -> Result<T> {
-    Err(Error::Shape {
-        op,
-        message: message.into(),
-    })
+    Err(Error::Shape { op, message: message.into() })
 }
 
 pub(crate) fn model_err<T>(file: &str, message: impl Into<String>) -> Result<T> {
-    Err(Error::Model {
-        file: file.to_string(),
-        message: message.into(),
-    })
+    Err(Error::Model { file: file.to_string(), message: message.into() })
 }

@@ -6,11 +6,7 @@ use std::process::ExitCode;
 use tramway::gpu::{enumerate, Gpu, GpuOptions};
 
 #[derive(Parser)]
-#[command(
-    name = "tramway",
-    version,
-    about = "Fine-tune transformers on any GPU wgpu reaches"
-)]
+#[command(name = "tramway", version, about = "Fine-tune transformers on any GPU wgpu reaches")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -84,10 +80,7 @@ fn embed(a: EmbedArgs) -> tramway::Result<()> {
         return Err(tramway::Error::BadSetting {
             name: "--max-len",
             value: a.max_len.to_string(),
-            expected: format!(
-                "at most the model's max_position_embeddings ({})",
-                cfg.max_position_embeddings
-            ),
+            expected: format!("at most the model's max_position_embeddings ({})", cfg.max_position_embeddings),
         });
     }
     let tok = TextTokenizer::from_dir(&a.model, a.max_len, cfg.pad_token_id)?;
@@ -102,11 +95,7 @@ fn embed(a: EmbedArgs) -> tramway::Result<()> {
         let batch = tok.encode(&refs)?;
         let embs = pollster::block_on(model.embed(&gpu, &batch, pooling, a.normalize))?;
         for ((text, n), e) in chunk.iter().zip(token_counts(&batch)).zip(embs) {
-            println!(
-                "{{\"text\":{},\"tokens\":{n},\"embedding\":{}}}",
-                serde_json::json!(text),
-                serde_json::json!(e)
-            );
+            println!("{{\"text\":{},\"tokens\":{n},\"embedding\":{}}}", serde_json::json!(text), serde_json::json!(e));
         }
     }
     Ok(())
@@ -118,10 +107,7 @@ fn info() -> tramway::Result<()> {
     println!("adapters ({}):", all.len());
     for a in &all {
         let i = &a.info;
-        println!(
-            "  - {} [{:?}, {:?}] driver: {} {}",
-            i.name, i.backend, i.device_type, i.driver, i.driver_info
-        );
+        println!("  - {} [{:?}, {:?}] driver: {} {}", i.name, i.backend, i.device_type, i.driver, i.driver_info);
     }
     let gpu = Gpu::new_blocking(opts)?;
     let i = gpu.adapter_info();
@@ -130,55 +116,23 @@ fn info() -> tramway::Result<()> {
     let l = gpu.limits();
     println!("limits:");
     let rows: [(&str, u64); 12] = [
-        (
-            "max_storage_buffer_binding_size",
-            l.max_storage_buffer_binding_size,
-        ),
+        ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size),
         ("max_buffer_size", l.max_buffer_size),
-        (
-            "max_storage_buffers_per_shader_stage",
-            l.max_storage_buffers_per_shader_stage as u64,
-        ),
-        (
-            "max_uniform_buffer_binding_size",
-            l.max_uniform_buffer_binding_size,
-        ),
-        (
-            "max_compute_workgroup_storage_size",
-            l.max_compute_workgroup_storage_size as u64,
-        ),
-        (
-            "max_compute_invocations_per_workgroup",
-            l.max_compute_invocations_per_workgroup as u64,
-        ),
-        (
-            "max_compute_workgroup_size_x",
-            l.max_compute_workgroup_size_x as u64,
-        ),
-        (
-            "max_compute_workgroup_size_y",
-            l.max_compute_workgroup_size_y as u64,
-        ),
-        (
-            "max_compute_workgroups_per_dimension",
-            l.max_compute_workgroups_per_dimension as u64,
-        ),
+        ("max_storage_buffers_per_shader_stage", l.max_storage_buffers_per_shader_stage as u64),
+        ("max_uniform_buffer_binding_size", l.max_uniform_buffer_binding_size),
+        ("max_compute_workgroup_storage_size", l.max_compute_workgroup_storage_size as u64),
+        ("max_compute_invocations_per_workgroup", l.max_compute_invocations_per_workgroup as u64),
+        ("max_compute_workgroup_size_x", l.max_compute_workgroup_size_x as u64),
+        ("max_compute_workgroup_size_y", l.max_compute_workgroup_size_y as u64),
+        ("max_compute_workgroups_per_dimension", l.max_compute_workgroups_per_dimension as u64),
         ("max_bind_groups", l.max_bind_groups as u64),
-        (
-            "min_storage_buffer_offset_alignment",
-            l.min_storage_buffer_offset_alignment as u64,
-        ),
-        (
-            "min_uniform_buffer_offset_alignment",
-            l.min_uniform_buffer_offset_alignment as u64,
-        ),
+        ("min_storage_buffer_offset_alignment", l.min_storage_buffer_offset_alignment as u64),
+        ("min_uniform_buffer_offset_alignment", l.min_uniform_buffer_offset_alignment as u64),
     ];
     for (k, v) in rows {
         println!("  {k:<40} {v}");
     }
-    let chosen = all
-        .iter()
-        .find(|a| a.info.name == i.name && a.info.backend == i.backend);
+    let chosen = all.iter().find(|a| a.info.name == i.name && a.info.backend == i.backend);
     if let Some(a) = chosen {
         println!("adapter features:");
         let f = a.features;
@@ -187,23 +141,14 @@ fn info() -> tramway::Result<()> {
             ("SUBGROUP", wgpu::Features::SUBGROUP),
             ("TIMESTAMP_QUERY", wgpu::Features::TIMESTAMP_QUERY),
             ("SHADER_INT64", wgpu::Features::SHADER_INT64),
-            (
-                "SHADER_FLOAT32_ATOMIC",
-                wgpu::Features::SHADER_FLOAT32_ATOMIC,
-            ),
+            ("SHADER_FLOAT32_ATOMIC", wgpu::Features::SHADER_FLOAT32_ATOMIC),
             ("PIPELINE_CACHE", wgpu::Features::PIPELINE_CACHE),
         ] {
-            println!(
-                "  {name:<40} {}",
-                if f.contains(flag) { "yes" } else { "no" }
-            );
+            println!("  {name:<40} {}", if f.contains(flag) { "yes" } else { "no" });
         }
         println!("  (all features: {:?})", f);
     }
-    println!(
-        "device features requested by tramway: {:?} (core WGSL f32/u32 only)",
-        gpu.features()
-    );
+    println!("device features requested by tramway: {:?} (core WGSL f32/u32 only)", gpu.features());
     Ok(())
 }
 

@@ -8,8 +8,8 @@ use crate::error::{model_err, Result};
 use crate::models::encoder::TextBatch;
 use std::path::Path;
 use tokenizers::{
-    PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
-    TruncationParams, TruncationStrategy,
+    PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection, TruncationParams,
+    TruncationStrategy,
 };
 
 /// A tokenizer with tramway's padding and truncation.
@@ -25,25 +25,17 @@ impl TextTokenizer {
         let path = dir.join("tokenizer.json");
         let file = path.display().to_string();
         if !path.is_file() {
-            return model_err(
-                &file,
-                "tokenizer.json is missing (tramway reads Hugging Face fast-tokenizer files)",
-            );
+            return model_err(&file, "tokenizer.json is missing (tramway reads Hugging Face fast-tokenizer files)");
         }
         let mut tok = match Tokenizer::from_file(&path) {
             Ok(t) => t,
             Err(e) => return model_err(&file, format!("cannot read the tokenizer: {e}")),
         };
         if max_len < 2 {
-            return model_err(
-                &file,
-                format!("max length {max_len} is too short (at least 2 for the special tokens)"),
-            );
+            return model_err(&file, format!("max length {max_len} is too short (at least 2 for the special tokens)"));
         }
         let pad_id = tok.get_padding().map(|p| p.pad_id).unwrap_or(pad_id);
-        let pad_token = tok
-            .id_to_token(pad_id)
-            .unwrap_or_else(|| "[PAD]".to_string());
+        let pad_token = tok.id_to_token(pad_id).unwrap_or_else(|| "[PAD]".to_string());
         tok.with_padding(Some(PaddingParams {
             strategy: PaddingStrategy::BatchLongest,
             direction: PaddingDirection::Right,
@@ -60,11 +52,7 @@ impl TextTokenizer {
         })) {
             return model_err(&file, format!("cannot set truncation to {max_len}: {e}"));
         }
-        Ok(TextTokenizer {
-            tok,
-            max_len,
-            pad_id,
-        })
+        Ok(TextTokenizer { tok, max_len, pad_id })
     }
 
     /// Tokenize `texts` into one padded batch (labels unset).
@@ -76,12 +64,7 @@ impl TextTokenizer {
             Ok(e) => e,
             Err(e) => return model_err("tokenizer.json", format!("tokenization failed: {e}")),
         };
-        let seq = enc
-            .iter()
-            .map(|e| e.get_ids().len())
-            .max()
-            .unwrap_or(0)
-            .max(1);
+        let seq = enc.iter().map(|e| e.get_ids().len()).max().unwrap_or(0).max(1);
         let mut b = TextBatch {
             batch: texts.len(),
             seq,
@@ -106,8 +89,5 @@ impl TextTokenizer {
 
 /// Number of real tokens in each row of a batch.
 pub fn token_counts(b: &TextBatch) -> Vec<usize> {
-    b.mask
-        .chunks(b.seq)
-        .map(|r| r.iter().filter(|&&m| m != 0).count())
-        .collect()
+    b.mask.chunks(b.seq).map(|r| r.iter().filter(|&&m| m != 0).count()).collect()
 }

@@ -43,9 +43,7 @@ impl ArenaBuilder {
 
     /// Allocate the chunks. Every tensor must fit one binding.
     pub fn build(&self, gpu: &Gpu, label: &str) -> Result<Arena> {
-        let limit = gpu
-            .max_binding_bytes()
-            .min(self.max_chunk.unwrap_or(u64::MAX));
+        let limit = gpu.max_binding_bytes().min(self.max_chunk.unwrap_or(u64::MAX));
         // Plan: (chunk index, byte offset) per entry.
         let mut plan = Vec::with_capacity(self.entries.len());
         let mut sizes: Vec<u64> = vec![0];
@@ -99,11 +97,7 @@ impl ArenaBuilder {
                 dtype: DType::F32,
             })
             .collect();
-        Ok(Arena {
-            names: self.entries.iter().map(|e| e.0.clone()).collect(),
-            tensors,
-            chunks,
-        })
+        Ok(Arena { names: self.entries.iter().map(|e| e.0.clone()).collect(), tensors, chunks })
     }
 }
 
@@ -114,10 +108,7 @@ impl Arena {
     }
     /// The tensor requested under `name`.
     pub fn by_name(&self, name: &str) -> Option<&Tensor> {
-        self.names
-            .iter()
-            .position(|n| n == name)
-            .map(|i| &self.tensors[i])
+        self.names.iter().position(|n| n == name).map(|i| &self.tensors[i])
     }
     pub fn tensors(&self) -> &[Tensor] {
         &self.tensors

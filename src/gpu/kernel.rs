@@ -54,12 +54,7 @@ pub struct KernelSpec {
 
 impl KernelSpec {
     pub fn new(shader: &'static str, entry: &'static str, storage: u32) -> Self {
-        KernelSpec {
-            shader,
-            entry,
-            defs: Vec::new(),
-            storage,
-        }
+        KernelSpec { shader, entry, defs: Vec::new(), storage }
     }
     pub fn def(mut self, name: &'static str, v: Def) -> Self {
         self.defs.push((name, v));
@@ -86,21 +81,12 @@ const SHADERS: &[(&str, &str)] = &[
     ("common", include_str!("../../shaders/common.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_k4", include_str!("../../shaders/matmul_k4.wgsl")),
-    (
-        "matmul_tiled",
-        include_str!("../../shaders/matmul_tiled.wgsl"),
-    ),
-    (
-        "elementwise",
-        include_str!("../../shaders/elementwise.wgsl"),
-    ),
+    ("matmul_tiled", include_str!("../../shaders/matmul_tiled.wgsl")),
+    ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
     ("activation", include_str!("../../shaders/activation.wgsl")),
     ("layernorm", include_str!("../../shaders/layernorm.wgsl")),
     ("softmax", include_str!("../../shaders/softmax.wgsl")),
-    (
-        "cross_entropy",
-        include_str!("../../shaders/cross_entropy.wgsl"),
-    ),
+    ("cross_entropy", include_str!("../../shaders/cross_entropy.wgsl")),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("rng", include_str!("../../shaders/rng.wgsl")),
@@ -144,10 +130,7 @@ fn unroll(
     out: &mut String,
     spec: &KernelSpec,
 ) -> Result<()> {
-    let bad = |m: String| Error::Gpu {
-        context: format!("expanding shader {}", spec.shader),
-        message: m,
-    };
+    let bad = |m: String| Error::Gpu { context: format!("expanding shader {}", spec.shader), message: m };
     while *pos < lines.len() {
         let line = lines[*pos];
         let t = line.trim();
@@ -156,9 +139,7 @@ fn unroll(
         }
         if let Some(rest) = t.strip_prefix("//@for ") {
             // "v in 0..N"
-            let (var, range) = rest
-                .split_once(" in 0..")
-                .ok_or_else(|| bad(format!("bad //@for: {t}")))?;
+            let (var, range) = rest.split_once(" in 0..").ok_or_else(|| bad(format!("bad //@for: {t}")))?;
             let range = range.trim();
             let n = match range.parse::<u32>() {
                 Ok(n) => n,
@@ -223,20 +204,15 @@ impl Gpu {
         let src = expand(spec)?;
         let label = format!("{}::{} {:?}", spec.shader, spec.entry, spec.defs);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let desc = wgpu::ShaderModuleDescriptor {
-            label: Some(&label),
-            source: wgpu::ShaderSource::Wgsl(src.as_str().into()),
-        };
+        let desc =
+            wgpu::ShaderModuleDescriptor { label: Some(&label), source: wgpu::ShaderSource::Wgsl(src.as_str().into()) };
         let module = if self.checked {
             self.device.create_shader_module(desc)
         } else {
             // SAFETY: every kernel clamps or guards its own indices, and each one is checked
             // against its CPU reference (including ragged sizes) by the test-suite. Set
             // TRAMWAY_CHECKED=1 to compile with naga's runtime checks when debugging.
-            unsafe {
-                self.device
-                    .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
-            }
+            unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
         };
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
@@ -262,41 +238,26 @@ impl Gpu {
         }
         let layout = self
             .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(&label),
-                entries: &entries,
-            });
-        let pl = self
-            .device
-            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(&label),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&label),
-                layout: Some(&pl),
-                module: &module,
-                entry_point: Some(spec.entry),
-                compilation_options: Default::default(),
-                cache: None,
-            });
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: Some(&label), entries: &entries });
+        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&label),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&label),
+            layout: Some(&pl),
+            module: &module,
+            entry_point: Some(spec.entry),
+            compilation_options: Default::default(),
+            cache: None,
+        });
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu {
-                context: format!("compiling {label}"),
-                message: e.to_string(),
-            });
+            return Err(Error::Gpu { context: format!("compiling {label}"), message: e.to_string() });
         }
         #[cfg(target_arch = "wasm32")]
         drop(scope);
-        Ok(Kernel {
-            pipeline,
-            layout,
-            storage: spec.storage,
-            label,
-        })
+        Ok(Kernel { pipeline, layout, storage: spec.storage, label })
     }
 }

@@ -137,11 +137,7 @@ pub async fn enumerate(backends: wgpu::Backends) -> Vec<AdapterReport> {
         .enumerate_adapters(backends)
         .await
         .into_iter()
-        .map(|a| AdapterReport {
-            info: a.get_info(),
-            limits: a.limits(),
-            features: a.features(),
-        })
+        .map(|a| AdapterReport { info: a.get_info(), limits: a.limits(), features: a.features() })
         .collect();
     v.sort_by_key(|r| adapter_rank(&r.info));
     v
@@ -156,9 +152,7 @@ async fn choose_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
         if adapters.is_empty() && opts.backends.is_none() {
             // GL last: it lacks f16 and subgroups, and probing it prints EGL noise on headless
             // machines, so it is only tried when no native API has an adapter.
-            adapters = instance(wgpu::Backends::GL)
-                .enumerate_adapters(wgpu::Backends::GL)
-                .await;
+            adapters = instance(wgpu::Backends::GL).enumerate_adapters(wgpu::Backends::GL).await;
         }
         let names: Vec<String> = adapters
             .iter()
@@ -174,11 +168,7 @@ async fn choose_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
                 return Err(Error::NoAdapter {
                     detail: format!(
                         " whose name contains {want:?} (TRAMWAY_ADAPTER); available: {}",
-                        if names.is_empty() {
-                            "none".to_string()
-                        } else {
-                            names.join(", ")
-                        }
+                        if names.is_empty() { "none".to_string() } else { names.join(", ") }
                     ),
                     hint: NO_ADAPTER_HINT.into(),
                 });
@@ -200,10 +190,7 @@ async fn choose_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
             ..Default::default()
         })
         .await
-        .map_err(|e| Error::NoAdapter {
-            detail: format!(": {e}"),
-            hint: NO_ADAPTER_HINT.into(),
-        })
+        .map_err(|e| Error::NoAdapter { detail: format!(": {e}"), hint: NO_ADAPTER_HINT.into() })
     }
 }
 
@@ -226,10 +213,7 @@ impl Gpu {
                 trace: wgpu::Trace::Off,
             })
             .await
-            .map_err(|source| Error::RequestDevice {
-                adapter: info.name.clone(),
-                source,
-            })?;
+            .map_err(|source| Error::RequestDevice { adapter: info.name.clone(), source })?;
         let errors: Arc<Mutex<Vec<String>>> = Arc::default();
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -299,10 +283,7 @@ impl Gpu {
         } else {
             let message = e.join("\n");
             e.clear();
-            Err(Error::Gpu {
-                context: context.to_string(),
-                message,
-            })
+            Err(Error::Gpu { context: context.to_string(), message })
         }
     }
 
@@ -312,10 +293,7 @@ impl Gpu {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
-            .map_err(|e| Error::Gpu {
-                context: "waiting for the queue".into(),
-                message: e.to_string(),
-            })
+            .map_err(|e| Error::Gpu { context: "waiting for the queue".into(), message: e.to_string() })
     }
 
     /// Start recording a batch of dispatches that is submitted as one command buffer.
@@ -330,28 +308,17 @@ impl Gpu {
         let mut s = self.scratch.lock().unwrap();
         if let Some(t) = s.get(&slot) {
             if t.len() >= elems {
-                return Ok(Tensor {
-                    shape: vec![elems],
-                    ..t.clone()
-                });
+                return Ok(Tensor { shape: vec![elems], ..t.clone() });
             }
         }
         let t = self.zeros(&[elems.max(1).next_power_of_two()])?;
         s.insert(slot, t.clone());
-        Ok(Tensor {
-            shape: vec![elems],
-            ..t
-        })
+        Ok(Tensor { shape: vec![elems], ..t })
     }
 
     /// A small tensor (16 bytes, one vec4) bound where a kernel's optional input is absent (never read).
     pub(crate) fn dummy_tensor(&self) -> Tensor {
-        Tensor {
-            buffer: self.dummy.clone(),
-            offset: 0,
-            shape: vec![4],
-            dtype: DType::F32,
-        }
+        Tensor { buffer: self.dummy.clone(), offset: 0, shape: vec![4], dtype: DType::F32 }
     }
 
     pub(crate) fn take_uniform(&self, size: u64) -> wgpu::Buffer {

@@ -43,17 +43,10 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("readback"),
-            });
+        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("readback") });
         enc.copy_buffer_to_buffer(&t.buffer, t.offset, &staging, 0, bytes);
         self.queue.submit([enc.finish()]);
-        let slot = Arc::new(Mutex::new(Slot {
-            value: None,
-            waker: None,
-        }));
+        let slot = Arc::new(Mutex::new(Slot { value: None, waker: None }));
         let s2 = slot.clone();
         staging.map_async(wgpu::MapMode::Read, .., move |r| {
             let mut s = s2.lock().unwrap();
@@ -65,16 +58,11 @@ impl Gpu {
         #[cfg(not(target_arch = "wasm32"))]
         self.wait()?;
         let what = || format!("tensor {:?}", t.shape());
-        MapFuture(slot).await.map_err(|e| Error::Readback {
-            what: what(),
-            message: e.to_string(),
-        })?;
+        MapFuture(slot).await.map_err(|e| Error::Readback { what: what(), message: e.to_string() })?;
         self.take_error("readback")?;
         let words = {
-            let view = staging.get_mapped_range(..).map_err(|e| Error::Readback {
-                what: what(),
-                message: e.to_string(),
-            })?;
+            let view =
+                staging.get_mapped_range(..).map_err(|e| Error::Readback { what: what(), message: e.to_string() })?;
             bytemuck::cast_slice::<u8, u32>(&view).to_vec()
         };
         staging.unmap();
@@ -83,12 +71,7 @@ impl Gpu {
 
     /// Copy an f32 tensor to the CPU.
     pub async fn read_f32(&self, t: &Tensor) -> Result<Vec<f32>> {
-        Ok(self
-            .read_words(t)
-            .await?
-            .into_iter()
-            .map(f32::from_bits)
-            .collect())
+        Ok(self.read_words(t).await?.into_iter().map(f32::from_bits).collect())
     }
 
     /// [`Gpu::read_f32`], blocking (native only).

@@ -55,25 +55,9 @@ pub fn grid_1d(groups: u32, max_per_dim: u32) -> [u32; 3] {
 }
 
 enum Cmd {
-    Dispatch {
-        kernel: Arc<Kernel>,
-        bufs: Vec<(wgpu::Buffer, u64, u64)>,
-        poff: u64,
-        psize: u64,
-        groups: [u32; 3],
-    },
-    Copy {
-        src: wgpu::Buffer,
-        src_off: u64,
-        dst: wgpu::Buffer,
-        dst_off: u64,
-        bytes: u64,
-    },
-    Clear {
-        buf: wgpu::Buffer,
-        off: u64,
-        bytes: u64,
-    },
+    Dispatch { kernel: Arc<Kernel>, bufs: Vec<(wgpu::Buffer, u64, u64)>, poff: u64, psize: u64, groups: [u32; 3] },
+    Copy { src: wgpu::Buffer, src_off: u64, dst: wgpu::Buffer, dst_off: u64, bytes: u64 },
+    Clear { buf: wgpu::Buffer, off: u64, bytes: u64 },
 }
 
 /// Collects commands; [`Recorder::submit`] sends them as one command buffer.
@@ -98,11 +82,7 @@ const BIND_CACHE_MAX: usize = 8192;
 
 impl<'g> Recorder<'g> {
     pub(crate) fn new(gpu: &'g Gpu) -> Self {
-        Recorder {
-            gpu,
-            cmds: Vec::new(),
-            params: Vec::new(),
-        }
+        Recorder { gpu, cmds: Vec::new(), params: Vec::new() }
     }
 
     /// The device this recorder records for.
@@ -130,11 +110,7 @@ impl<'g> Recorder<'g> {
         if tensors.len() as u32 != kernel.storage {
             return Err(Error::Gpu {
                 context: kernel.label.clone(),
-                message: format!(
-                    "{} tensors bound, the kernel has {} storage bindings",
-                    tensors.len(),
-                    kernel.storage
-                ),
+                message: format!("{} tensors bound, the kernel has {} storage bindings", tensors.len(), kernel.storage),
             });
         }
         let max = self.gpu.limits().max_compute_workgroups_per_dimension;
@@ -153,28 +129,15 @@ impl<'g> Recorder<'g> {
         let bytes = params.bytes();
         let poff = self.params.len() as u64;
         self.params.extend_from_slice(&bytes);
-        self.params.resize(
-            self.params.len().div_ceil(ALIGN as usize) * ALIGN as usize,
-            0,
-        );
+        self.params.resize(self.params.len().div_ceil(ALIGN as usize) * ALIGN as usize, 0);
         let bufs = tensors
             .iter()
             .map(|t| {
                 let b = t.binding();
-                (
-                    b.buffer.clone(),
-                    b.offset,
-                    b.size.map(|s| s.get()).unwrap_or(4),
-                )
+                (b.buffer.clone(), b.offset, b.size.map(|s| s.get()).unwrap_or(4))
             })
             .collect();
-        self.cmds.push(Cmd::Dispatch {
-            kernel: kernel.clone(),
-            bufs,
-            poff,
-            psize: bytes.len() as u64,
-            groups,
-        });
+        self.cmds.push(Cmd::Dispatch { kernel: kernel.clone(), bufs, poff, psize: bytes.len() as u64, groups });
         Ok(())
     }
 
@@ -183,11 +146,7 @@ impl<'g> Recorder<'g> {
         if src.len() != dst.len() {
             return Err(Error::Shape {
                 op: "copy",
-                message: format!(
-                    "source {:?} and destination {:?} differ in size",
-                    src.shape(),
-                    dst.shape()
-                ),
+                message: format!("source {:?} and destination {:?} differ in size", src.shape(), dst.shape()),
             });
         }
         if src.bytes() > 0 {
@@ -205,11 +164,7 @@ impl<'g> Recorder<'g> {
     /// Set every element of `t` to zero.
     pub fn zero(&mut self, t: &Tensor) {
         if t.bytes() > 0 {
-            self.cmds.push(Cmd::Clear {
-                buf: t.buffer.clone(),
-                off: t.offset,
-                bytes: t.bytes(),
-            });
+            self.cmds.push(Cmd::Clear { buf: t.buffer.clone(), off: t.offset, bytes: t.bytes() });
         }
     }
 
@@ -224,11 +179,7 @@ impl<'g> Recorder<'g> {
         if !self.params.is_empty() {
             gpu.queue.write_buffer(&uniform, 0, &self.params);
         }
-        let mut enc = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("tramway"),
-            });
+        let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tramway") });
         {
             let mut cache = gpu.bind_cache.0.lock().unwrap();
             if cache.len() > BIND_CACHE_MAX {
@@ -238,13 +189,7 @@ impl<'g> Recorder<'g> {
             let mut last: Option<*const Kernel> = None;
             for cmd in &self.cmds {
                 match cmd {
-                    Cmd::Dispatch {
-                        kernel,
-                        bufs,
-                        poff,
-                        psize,
-                        groups,
-                    } => {
+                    Cmd::Dispatch { kernel, bufs, poff, psize, groups } => {
                         let key = BindKey {
                             layout: kernel.layout.clone(),
                             uniform: uniform.clone(),
@@ -265,13 +210,11 @@ impl<'g> Recorder<'g> {
                                 for (i, (b, off, size)) in bufs.iter().enumerate() {
                                     entries.push(wgpu::BindGroupEntry {
                                         binding: i as u32 + 1,
-                                        resource: wgpu::BindingResource::Buffer(
-                                            wgpu::BufferBinding {
-                                                buffer: b,
-                                                offset: *off,
-                                                size: wgpu::BufferSize::new(*size),
-                                            },
-                                        ),
+                                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                            buffer: b,
+                                            offset: *off,
+                                            size: wgpu::BufferSize::new(*size),
+                                        }),
                                     });
                                 }
                                 gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -282,8 +225,7 @@ impl<'g> Recorder<'g> {
                             })
                             .clone();
                         let p = pass.get_or_insert_with(|| {
-                            enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
-                                .forget_lifetime()
+                            enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default()).forget_lifetime()
                         });
                         let kp = Arc::as_ptr(kernel);
                         if last != Some(kp) {
@@ -293,13 +235,7 @@ impl<'g> Recorder<'g> {
                         p.set_bind_group(0, &bg, &[*poff as u32]);
                         p.dispatch_workgroups(groups[0], groups[1], groups[2]);
                     }
-                    Cmd::Copy {
-                        src,
-                        src_off,
-                        dst,
-                        dst_off,
-                        bytes,
-                    } => {
+                    Cmd::Copy { src, src_off, dst, dst_off, bytes } => {
                         pass = None;
                         last = None;
                         enc.copy_buffer_to_buffer(src, *src_off, dst, *dst_off, *bytes);

@@ -46,18 +46,10 @@ impl Tensor {
         if n != self.len() {
             return Err(Error::Shape {
                 op: "reshape",
-                message: format!(
-                    "cannot view {:?} ({} elements) as {:?} ({n})",
-                    self.shape,
-                    self.len(),
-                    shape
-                ),
+                message: format!("cannot view {:?} ({} elements) as {:?} ({n})", self.shape, self.len(), shape),
             });
         }
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            ..self.clone()
-        })
+        Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
     }
     /// Size of the last dimension (1 for a scalar).
     pub fn cols(&self) -> usize {
@@ -66,6 +58,10 @@ impl Tensor {
     /// Product of all but the last dimension.
     pub fn rows(&self) -> usize {
         self.len() / self.cols().max(1)
+    }
+    /// Whether both are the same range of the same buffer.
+    pub fn same_memory(&self, o: &Tensor) -> bool {
+        self.buffer == o.buffer && self.offset == o.offset && self.len() == o.len()
     }
     /// The binding for this tensor's byte range (at least 4 bytes: WebGPU refuses empty ones).
     pub(crate) fn binding(&self) -> wgpu::BufferBinding<'_> {
@@ -77,9 +73,8 @@ impl Tensor {
     }
 }
 
-pub(crate) const STORAGE_USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
+pub(crate) const STORAGE_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 impl Gpu {
     /// Refuse a tensor that cannot be bound whole on this adapter.
@@ -91,9 +86,7 @@ impl Gpu {
                 needed: bytes,
                 limit,
                 limit_name: "max_storage_buffer_binding_size",
-                hint:
-                    " bytes; split the tensor (e.g. by rows) or use an adapter with larger bindings"
-                        .into(),
+                hint: " bytes; split the tensor (e.g. by rows) or use an adapter with larger bindings".into(),
             });
         }
         Ok(())
@@ -110,12 +103,7 @@ impl Gpu {
             usage: STORAGE_USAGE,
             mapped_at_creation: false,
         });
-        Ok(Tensor {
-            buffer,
-            offset: 0,
-            shape: shape.to_vec(),
-            dtype,
-        })
+        Ok(Tensor { buffer, offset: 0, shape: shape.to_vec(), dtype })
     }
 
     /// A zero-filled f32 tensor in its own buffer.
@@ -150,11 +138,7 @@ impl Gpu {
         if n != t.len() {
             return Err(Error::Shape {
                 op: "upload",
-                message: format!(
-                    "{n} values given for a tensor of shape {:?} ({} elements)",
-                    t.shape,
-                    t.len()
-                ),
+                message: format!("{n} values given for a tensor of shape {:?} ({} elements)", t.shape, t.len()),
             });
         }
         if n > 0 {

@@ -88,7 +88,10 @@ impl EncoderConfig {
         let hidden_size = need(r.hidden_size, "hidden_size")?;
         let num_heads = need(r.num_attention_heads, "num_attention_heads")?;
         if hidden_size % num_heads != 0 {
-            return model_err(file, format!("hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads}"));
+            return model_err(
+                file,
+                format!("hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads}"),
+            );
         }
         let act = match r.hidden_act.as_deref().unwrap_or("gelu") {
             "gelu" => Act::GeluErf,
@@ -96,9 +99,7 @@ impl EncoderConfig {
             other => {
                 return model_err(
                     file,
-                    format!(
-                        "hidden_act {other:?} is not supported (expected \"gelu\" or \"gelu_new\")"
-                    ),
+                    format!("hidden_act {other:?} is not supported (expected \"gelu\" or \"gelu_new\")"),
                 )
             }
         };
@@ -106,16 +107,12 @@ impl EncoderConfig {
             if p != "absolute" {
                 return model_err(
                     file,
-                    format!(
-                        "position_embedding_type {p:?} is not supported (expected \"absolute\")"
-                    ),
+                    format!("position_embedding_type {p:?} is not supported (expected \"absolute\")"),
                 );
             }
         }
         let id2label = labels(file, &r.id2label, r.num_labels)?;
-        let pad = r
-            .pad_token_id
-            .unwrap_or(if kind == EncoderKind::Roberta { 1 } else { 0 });
+        let pad = r.pad_token_id.unwrap_or(if kind == EncoderKind::Roberta { 1 } else { 0 });
         let cfg = EncoderConfig {
             kind,
             model_type,
@@ -189,23 +186,14 @@ struct RawVit {
     num_labels: Option<usize>,
 }
 
-fn labels(
-    file: &str,
-    id2label: &Option<BTreeMap<String, String>>,
-    num_labels: Option<usize>,
-) -> Result<Vec<String>> {
+fn labels(file: &str, id2label: &Option<BTreeMap<String, String>>, num_labels: Option<usize>) -> Result<Vec<String>> {
     Ok(match (id2label, num_labels) {
         (Some(m), _) => {
             let mut v = vec![String::new(); m.len()];
             for (k, name) in m {
                 match k.parse::<usize>() {
                     Ok(i) if i < m.len() => v[i] = name.clone(),
-                    _ => {
-                        return model_err(
-                            file,
-                            format!("id2label key {k:?} is not an id below {}", m.len()),
-                        )
-                    }
+                    _ => return model_err(file, format!("id2label key {k:?} is not an id below {}", m.len())),
                 }
             }
             v
@@ -231,9 +219,7 @@ impl VitConfig {
             Some(other) => {
                 return model_err(
                     file,
-                    format!(
-                        "model_type {other:?} is not a supported vision model (expected \"vit\")"
-                    ),
+                    format!("model_type {other:?} is not a supported vision model (expected \"vit\")"),
                 )
             }
             None => return model_err(file, "model_type is missing (expected \"vit\")"),
@@ -251,27 +237,26 @@ impl VitConfig {
         let hidden_size = need(r.hidden_size, "hidden_size")?;
         let num_heads = need(r.num_attention_heads, "num_attention_heads")?;
         if hidden_size % num_heads != 0 {
-            return model_err(file, format!("hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads}"));
+            return model_err(
+                file,
+                format!("hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads}"),
+            );
         }
         let image_size = r.image_size.unwrap_or(224);
         let patch_size = r.patch_size.unwrap_or(16);
         if patch_size == 0 || !image_size.is_multiple_of(patch_size) {
-            return model_err(
-                file,
-                format!("image_size {image_size} is not a multiple of patch_size {patch_size}"),
-            );
+            return model_err(file, format!("image_size {image_size} is not a multiple of patch_size {patch_size}"));
         }
-        let act =
-            match r.hidden_act.as_deref().unwrap_or("gelu") {
-                "gelu" => Act::GeluErf,
-                "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Act::GeluTanh,
-                other => return model_err(
+        let act = match r.hidden_act.as_deref().unwrap_or("gelu") {
+            "gelu" => Act::GeluErf,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Act::GeluTanh,
+            other => {
+                return model_err(
                     file,
-                    format!(
-                        "hidden_act {other:?} is not supported (expected \"gelu\" or \"gelu_new\")"
-                    ),
-                ),
-            };
+                    format!("hidden_act {other:?} is not supported (expected \"gelu\" or \"gelu_new\")"),
+                )
+            }
+        };
         Ok(VitConfig {
             hidden_size,
             num_layers: need(r.num_hidden_layers, "num_hidden_layers")?,

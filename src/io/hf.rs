@@ -21,19 +21,13 @@ mod native {
     ];
 
     fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-        move |source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        }
+        move |source| Error::Io { path: path.display().to_string(), source }
     }
 
     /// Write `bytes` to `path` atomically: a temporary file in the same folder, flushed to
     /// disk, then renamed over the target, so a crash leaves the old file or the new one.
     pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
         let mut f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
         f.write_all(bytes).map_err(io_err(&tmp))?;
@@ -45,12 +39,7 @@ mod native {
     /// Save an encoder as a Hugging Face folder: `config.json`, `model.safetensors` (original
     /// tensor names and dtypes) and the tokenizer files of `source` (the folder it was loaded
     /// from), if given.
-    pub fn save_encoder(
-        gpu: &Gpu,
-        model: &Encoder,
-        dir: &Path,
-        source: Option<&Path>,
-    ) -> Result<()> {
+    pub fn save_encoder(gpu: &Gpu, model: &Encoder, dir: &Path, source: Option<&Path>) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let state = pollster::block_on(model.state(gpu))?;
         let st = dir.join("model.safetensors");
@@ -70,10 +59,7 @@ mod native {
     }
 
     fn read(path: &Path) -> Result<Vec<u8>> {
-        std::fs::read(path).map_err(|source| Error::Io {
-            path: path.display().to_string(),
-            source,
-        })
+        std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
     }
 
     /// Read and validate `<dir>/config.json`.
@@ -86,11 +72,7 @@ mod native {
 
     /// Read `<dir>/model.safetensors` (or another safetensors file by path).
     pub fn read_weights(path: &Path) -> Result<Weights> {
-        let p = if path.is_dir() {
-            path.join("model.safetensors")
-        } else {
-            path.to_path_buf()
-        };
+        let p = if path.is_dir() { path.join("model.safetensors") } else { path.to_path_buf() };
         let bytes = read(&p)?;
         Weights::parse(&p.display().to_string(), &bytes)
     }

@@ -30,31 +30,18 @@ impl Weights {
             Ok(s) => s,
             Err(e) => return model_err(file, format!("not a valid safetensors file: {e}")),
         };
-        let mut w = Weights {
-            file: file.to_string(),
-            ..Default::default()
-        };
+        let mut w = Weights { file: file.to_string(), ..Default::default() };
         for (name, view) in st.iter() {
             let shape = view.shape().to_vec();
             let d = view.data();
             let floats = |n: usize| -> Vec<f32> {
                 match view.dtype() {
-                    Dtype::F32 => d
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                        .collect(),
-                    Dtype::F16 => d
-                        .chunks_exact(2)
-                        .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                        .collect(),
-                    Dtype::BF16 => d
-                        .chunks_exact(2)
-                        .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                        .collect(),
-                    Dtype::F64 => d
-                        .chunks_exact(8)
-                        .map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)
-                        .collect(),
+                    Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+                    Dtype::F16 => d.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                    Dtype::BF16 => {
+                        d.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
+                    }
+                    Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
                     _ => Vec::with_capacity(n),
                 }
             };
@@ -72,7 +59,10 @@ impl Weights {
                     w.ints.insert(name.to_string(), (shape, v));
                 }
                 other => {
-                    return model_err(file, format!("tensor {name} has dtype {other:?}; tramway reads F32, F16, BF16, F64, I64 and I32"))
+                    return model_err(
+                        file,
+                        format!("tensor {name} has dtype {other:?}; tramway reads F32, F16, BF16, F64, I64 and I32"),
+                    )
                 }
             }
         }
@@ -82,14 +72,10 @@ impl Weights {
     /// The float tensor `name`, checked against `shape`.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<&HostTensor> {
         match self.tensors.get(name) {
-            None => model_err(
-                &self.file,
-                format!("tensor {name} is missing (expected shape {shape:?})"),
-            ),
-            Some(t) if t.shape != shape => model_err(
-                &self.file,
-                format!("tensor {name} has shape {:?}, expected {shape:?}", t.shape),
-            ),
+            None => model_err(&self.file, format!("tensor {name} is missing (expected shape {shape:?})")),
+            Some(t) if t.shape != shape => {
+                model_err(&self.file, format!("tensor {name} has shape {:?}, expected {shape:?}", t.shape))
+            }
             Some(t) => Ok(t),
         }
     }
@@ -108,16 +94,8 @@ pub fn serialize(file: &str, tensors: &[(String, HostTensor)]) -> Result<Vec<u8>
     let bytes: Vec<Vec<u8>> = tensors
         .iter()
         .map(|(_, t)| match t.dtype {
-            Dtype::F16 => t
-                .data
-                .iter()
-                .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
-                .collect(),
-            Dtype::BF16 => t
-                .data
-                .iter()
-                .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
-                .collect(),
+            Dtype::F16 => t.data.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect(),
+            Dtype::BF16 => t.data.iter().flat_map(|&v| half::bf16::from_f32(v).to_le_bytes()).collect(),
             _ => t.data.iter().flat_map(|&v| v.to_le_bytes()).collect(),
         })
         .collect();

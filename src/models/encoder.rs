@@ -10,8 +10,8 @@ use crate::error::{model_err, shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::io::config::{EncoderConfig, EncoderKind};
 use crate::io::weights::{HostTensor, Weights};
-use crate::nn::{act_backward, linear, linear_backward, ParamSet};
-use crate::ops::attention::{attention, attention_backward, AttnShape, HeadView};
+use crate::nn::{act_backward, linear, linear_backward, site, Drop, ParamSet, Train};
+use crate::ops::attention::{attention_backward_with, attention_with, AttnShape, HeadView};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use crate::ops::elementwise::axpby;
 use crate::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
@@ -87,6 +87,7 @@ pub struct TextBatch {
 /// Every activation the backward needs, planned once per batch shape and reused.
 pub struct EncoderActs {
     batch: usize,
+    train: std::cell::Cell<Option<Train>>,
     seq: usize,
     ids: Tensor,
     pos: Tensor,
@@ -101,8 +102,10 @@ pub struct EncoderActs {
     xs: Vec<Tensor>,
     layers: Vec<LayerActs>,
     cls: Tensor,
+    cls_drop: Tensor,
     head_pre: Tensor,
     head_h: Tensor,
+    head_drop: Tensor,
     /// `[batch, num_labels]`
     pub logits: Tensor,
     /// `[loss, counted rows]`
@@ -128,6 +131,7 @@ struct LayerActs {
     k: Tensor,
     v: Tensor,
     probs: Tensor,
+    probs_drop: Tensor,
     ctx: Tensor,
     res1: Tensor,
     ln1_mean: Tensor,
@@ -145,18 +149,9 @@ impl Encoder {
     fn specs(cfg: &EncoderConfig) -> Vec<(String, Vec<usize>)> {
         let (h, i, p) = (cfg.hidden_size, cfg.intermediate_size, cfg.prefix());
         let mut v: Vec<(String, Vec<usize>)> = vec![
-            (
-                format!("{p}embeddings.word_embeddings.weight"),
-                vec![cfg.vocab_size, h],
-            ),
-            (
-                format!("{p}embeddings.position_embeddings.weight"),
-                vec![cfg.max_position_embeddings, h],
-            ),
-            (
-                format!("{p}embeddings.token_type_embeddings.weight"),
-                vec![cfg.type_vocab_size, h],
-            ),
+            (format!("{p}embeddings.word_embeddings.weight"), vec![cfg.vocab_size, h]),
+            (format!("{p}embeddings.position_embeddings.weight"), vec![cfg.max_position_embeddings, h]),
+            (format!("{p}embeddings.token_type_embeddings.weight"), vec![cfg.type_vocab_size, h]),
             (format!("{p}embeddings.LayerNorm.weight"), vec![h]),
             (format!("{p}embeddings.LayerNorm.bias"), vec![h]),
         ];
@@ -215,9 +210,7 @@ impl Encoder {
         let mut dtypes = vec![Dtype::F32; specs.len()];
         for (i, (name, shape)) in specs.iter().enumerate() {
             let short = name.strip_prefix(prefix).unwrap_or(name);
-            let found = [name.as_str(), short]
-                .into_iter()
-                .find(|n| w.tensors.contains_key(*n));
+            let found = [name.as_str(), short].into_iter().find(|n| w.tensors.contains_key(*n));
             let is_head = i >= encoder_tensors;
             match found {
                 Some(n) => {
@@ -228,11 +221,10 @@ impl Encoder {
                 None if is_head => {
                     if name.ends_with("weight") {
                         let n: usize = shape.iter().product();
-                        let data: Vec<f32> =
-                            crate::ops::reference::normal(n, seed, i as u64, 0.0, 0.02)
-                                .into_iter()
-                                .map(|v| v as f32)
-                                .collect();
+                        let data: Vec<f32> = crate::ops::reference::normal(n, seed, i as u64, 0.0, 0.02)
+                            .into_iter()
+                            .map(|v| v as f32)
+                            .collect();
                         gpu.write_f32(params.p(i), &data)?;
                     } // biases stay zero
                 }
@@ -270,24 +262,9 @@ impl Encoder {
                 ln2_b: next(),
             })
             .collect();
-        let idx = Idx {
-            word,
-            pos,
-            typ,
-            emb_g,
-            emb_b,
-            layers,
-            head_w: next(),
-            head_b: next(),
-            out_w: next(),
-            out_b: next(),
-        };
-        Ok(Encoder {
-            cfg,
-            params,
-            idx,
-            dtypes,
-        })
+        let idx =
+            Idx { word, pos, typ, emb_g, emb_b, layers, head_w: next(), head_b: next(), out_w: next(), out_b: next() };
+        Ok(Encoder { cfg, params, idx, dtypes })
     }
 
     /// Every parameter under its Hugging Face name, read back from the GPU, in the dtype it
@@ -297,14 +274,7 @@ impl Encoder {
         for (i, name) in self.params.names().iter().enumerate() {
             let t = self.params.p(i);
             let data = gpu.read_f32(t).await?;
-            out.push((
-                name.clone(),
-                HostTensor {
-                    shape: t.shape().to_vec(),
-                    data,
-                    dtype: self.dtypes[i],
-                },
-            ));
+            out.push((name.clone(), HostTensor { shape: t.shape().to_vec(), data, dtype: self.dtypes[i] }));
         }
         Ok(out)
     }
@@ -320,20 +290,10 @@ impl Encoder {
         };
         if let Some(m) = v.as_object_mut() {
             m.insert("architectures".into(), serde_json::json!([arch]));
-            let id2label: serde_json::Map<String, serde_json::Value> = self
-                .cfg
-                .id2label
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (i.to_string(), serde_json::json!(l)))
-                .collect();
-            let label2id: serde_json::Map<String, serde_json::Value> = self
-                .cfg
-                .id2label
-                .iter()
-                .enumerate()
-                .map(|(i, l)| (l.clone(), serde_json::json!(i)))
-                .collect();
+            let id2label: serde_json::Map<String, serde_json::Value> =
+                self.cfg.id2label.iter().enumerate().map(|(i, l)| (i.to_string(), serde_json::json!(l))).collect();
+            let label2id: serde_json::Map<String, serde_json::Value> =
+                self.cfg.id2label.iter().enumerate().map(|(i, l)| (l.clone(), serde_json::json!(i))).collect();
             m.insert("id2label".into(), id2label.into());
             m.insert("label2id".into(), label2id.into());
             m.remove("num_labels");
@@ -356,6 +316,12 @@ impl Encoder {
                     k: f(&[bt, h])?,
                     v: f(&[bt, h])?,
                     probs: f(&[batch * c.num_heads * seq * seq])?,
+                    // Only written in training with attention dropout.
+                    probs_drop: if c.attention_dropout > 0.0 {
+                        f(&[batch * c.num_heads * seq * seq])?
+                    } else {
+                        f(&[1])?
+                    },
                     ctx: f(&[bt, h])?,
                     res1: f(&[bt, h])?,
                     ln1_mean: f(&[bt])?,
@@ -372,29 +338,25 @@ impl Encoder {
         let nl = c.num_labels();
         Ok(EncoderActs {
             batch,
+            train: Default::default(),
             seq,
             ids: gpu.zeros_u32(&[bt])?,
             pos: gpu.zeros_u32(&[bt])?,
             types: gpu.zeros_u32(&[bt])?,
             mask: gpu.zeros_u32(&[bt])?,
             labels: gpu.zeros_u32(&[batch])?,
-            cls_rows: gpu.from_u32(
-                &(0..batch as u32)
-                    .map(|b| b * seq as u32)
-                    .collect::<Vec<_>>(),
-                &[batch],
-            )?,
+            cls_rows: gpu.from_u32(&(0..batch as u32).map(|b| b * seq as u32).collect::<Vec<_>>(), &[batch])?,
             index: None,
             emb_sum: f(&[bt, h])?,
             emb_mean: f(&[bt])?,
             emb_rstd: f(&[bt])?,
-            xs: (0..=c.num_layers)
-                .map(|_| f(&[bt, h]))
-                .collect::<Result<_>>()?,
+            xs: (0..=c.num_layers).map(|_| f(&[bt, h])).collect::<Result<_>>()?,
             layers,
             cls: f(&[batch, h])?,
+            cls_drop: f(&[batch, h])?,
             head_pre: f(&[batch, h])?,
             head_h: f(&[batch, h])?,
+            head_drop: f(&[batch, h])?,
             logits: f(&[batch, nl])?,
             loss: f(&[2])?,
             dlogits: f(&[batch, nl])?,
@@ -452,36 +414,19 @@ impl Encoder {
         if b.ids.len() != n || b.mask.len() != n {
             return shape_err(
                 "encoder",
-                format!(
-                    "ids ({}) and mask ({}) must have batch x seq = {n} entries",
-                    b.ids.len(),
-                    b.mask.len()
-                ),
+                format!("ids ({}) and mask ({}) must have batch x seq = {n} entries", b.ids.len(), b.mask.len()),
             );
         }
         let types = b.types.clone().unwrap_or_else(|| vec![0; n]);
         let pos = self.position_ids(&b.ids, b.batch, b.seq);
         let checks: [(&str, &[u32], usize, &str); 3] = [
             ("token id", &b.ids, c.vocab_size, "vocab_size"),
-            (
-                "token type id",
-                &types,
-                c.type_vocab_size,
-                "type_vocab_size",
-            ),
-            (
-                "position",
-                &pos,
-                c.max_position_embeddings,
-                "max_position_embeddings",
-            ),
+            ("token type id", &types, c.type_vocab_size, "type_vocab_size"),
+            ("position", &pos, c.max_position_embeddings, "max_position_embeddings"),
         ];
         for (what, v, limit, key) in checks {
             if let Some((i, &x)) = v.iter().enumerate().find(|(_, &x)| x as usize >= limit) {
-                return shape_err(
-                    "encoder",
-                    format!("{what} {x} at position {i} is not below {key} = {limit}"),
-                );
+                return shape_err("encoder", format!("{what} {x} at position {i} is not below {key} = {limit}"));
             }
         }
         gpu.write_u32(&acts.ids, &b.ids)?;
@@ -490,18 +435,12 @@ impl Encoder {
         gpu.write_u32(&acts.mask, &b.mask)?;
         if let Some(l) = &b.labels {
             if l.len() != b.batch {
-                return shape_err(
-                    "encoder",
-                    format!("{} labels for a batch of {}", l.len(), b.batch),
-                );
+                return shape_err("encoder", format!("{} labels for a batch of {}", l.len(), b.batch));
             }
             if let Some(&bad) = l.iter().find(|&&x| x as usize >= c.num_labels()) {
                 return shape_err(
                     "encoder",
-                    format!(
-                        "label {bad} is not below the number of classes {}",
-                        c.num_labels()
-                    ),
+                    format!("label {bad} is not below the number of classes {}", c.num_labels()),
                 );
             }
             gpu.write_u32(&acts.labels, l)?;
@@ -528,13 +467,10 @@ impl Encoder {
     ) -> Result<Vec<Vec<f32>>> {
         let (b, t, h) = (batch.batch, batch.seq, self.cfg.hidden_size);
         let mut acts = self.acts(gpu, b, t)?;
-        let unlabeled = TextBatch {
-            labels: None,
-            ..batch.clone()
-        };
+        let unlabeled = TextBatch { labels: None, ..batch.clone() };
         self.upload(gpu, &mut acts, &unlabeled)?;
         let mut rec = gpu.recorder();
-        self.forward(&mut rec, &acts, false)?;
+        self.forward(&mut rec, &acts, false, None)?;
         let pooled = match pooling {
             Pooling::Cls => acts.cls.clone(),
             Pooling::Mean => {
@@ -555,30 +491,9 @@ impl Encoder {
                     k: t,
                     batch: b,
                     batch_inner: 1,
-                    a: MatView {
-                        t: &wt,
-                        off: 0,
-                        rs: t,
-                        cs: 1,
-                        bo: t,
-                        bi: 0,
-                    },
-                    b: MatView {
-                        t: last,
-                        off: 0,
-                        rs: h,
-                        cs: 1,
-                        bo: t * h,
-                        bi: 0,
-                    },
-                    c: MatView {
-                        t: &out,
-                        off: 0,
-                        rs: h,
-                        cs: 1,
-                        bo: h,
-                        bi: 0,
-                    },
+                    a: MatView { t: &wt, off: 0, rs: t, cs: 1, bo: t, bi: 0 },
+                    b: MatView { t: last, off: 0, rs: h, cs: 1, bo: t * h, bi: 0 },
+                    c: MatView { t: &out, off: 0, rs: h, cs: 1, bo: h, bi: 0 },
                     bias: None,
                     act: Act::None,
                     pre: None,
@@ -596,12 +511,7 @@ impl Encoder {
             .map(|v| {
                 let mut v = v.to_vec();
                 if normalize {
-                    let n = v
-                        .iter()
-                        .map(|x| (*x as f64).powi(2))
-                        .sum::<f64>()
-                        .sqrt()
-                        .max(1e-12);
+                    let n = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
                     v.iter_mut().for_each(|x| *x = (*x as f64 / n) as f32);
                 }
                 v
@@ -610,19 +520,17 @@ impl Encoder {
     }
 
     fn shape(&self, a: &EncoderActs) -> AttnShape {
-        AttnShape {
-            batch: a.batch,
-            seq: a.seq,
-            heads: self.cfg.num_heads,
-            head_dim: self.cfg.head_dim(),
-        }
+        AttnShape { batch: a.batch, seq: a.seq, heads: self.cfg.num_heads, head_dim: self.cfg.head_dim() }
     }
 
     /// Record the forward pass: logits, and the loss (with dlogits ready for the backward)
-    /// when `with_loss` (the batch must have labels).
-    pub fn forward(&self, rec: &mut Recorder, a: &EncoderActs, with_loss: bool) -> Result<()> {
+    /// when `with_loss` (the batch must have labels). `train` turns dropout on (hidden and
+    /// attention probabilities, as configured); `None` is evaluation mode.
+    pub fn forward(&self, rec: &mut Recorder, a: &EncoderActs, with_loss: bool, train: Option<Train>) -> Result<()> {
         let (p, x) = (&self.params, &self.idx);
         let c = &self.cfg;
+        a.train.set(train);
+        let d = Drop::new(train, c.hidden_dropout, c.attention_dropout);
         let bt = a.batch * a.seq;
         let eps = c.layer_norm_eps;
         embedding(rec, p.p(x.word), &a.ids, &a.emb_sum)?;
@@ -630,301 +538,124 @@ impl Encoder {
         axpby(rec, 1.0, &a.dres, 1.0, &a.emb_sum)?;
         embedding(rec, p.p(x.typ), &a.types, &a.dres)?;
         axpby(rec, 1.0, &a.dres, 1.0, &a.emb_sum)?;
-        layernorm(
-            rec,
-            &a.emb_sum,
-            p.p(x.emb_g),
-            p.p(x.emb_b),
-            &a.xs[0],
-            &a.emb_mean,
-            &a.emb_rstd,
-            eps,
-        )?;
+        let ln_out = if d.hidden() { &a.dres } else { &a.xs[0] };
+        layernorm(rec, &a.emb_sum, p.p(x.emb_g), p.p(x.emb_b), ln_out, &a.emb_mean, &a.emb_rstd, eps)?;
+        d.apply(rec, ln_out, &a.xs[0], site::EMB, false)?;
         let s = self.shape(a);
         let scale = 1.0 / (c.head_dim() as f32).sqrt();
         for (l, (li, la)) in x.layers.iter().zip(&a.layers).enumerate() {
             let xin = &a.xs[l];
-            linear(
-                rec,
-                xin,
-                p.p(li.q_w),
-                p.p(li.q_b),
-                &la.q,
-                Act::None,
-                None,
-                false,
-            )?;
-            linear(
-                rec,
-                xin,
-                p.p(li.k_w),
-                p.p(li.k_b),
-                &la.k,
-                Act::None,
-                None,
-                false,
-            )?;
-            linear(
-                rec,
-                xin,
-                p.p(li.v_w),
-                p.p(li.v_b),
-                &la.v,
-                Act::None,
-                None,
-                false,
-            )?;
-            attention(
+            linear(rec, xin, p.p(li.q_w), p.p(li.q_b), &la.q, Act::None, None, false)?;
+            linear(rec, xin, p.p(li.k_w), p.p(li.k_b), &la.k, Act::None, None, false)?;
+            linear(rec, xin, p.p(li.v_w), p.p(li.v_b), &la.v, Act::None, None, false)?;
+            let (q, k, v) = (HeadView::dense(&la.q, &s), HeadView::dense(&la.k, &s), HeadView::dense(&la.v, &s));
+            let drop = d.attn(site::attn(l), &la.probs_drop);
+            attention_with(
                 rec,
                 &s,
-                HeadView::dense(&la.q, &s),
-                HeadView::dense(&la.k, &s),
-                HeadView::dense(&la.v, &s),
+                q,
+                k,
+                v,
                 HeadView::dense(&la.ctx, &s),
                 &la.probs,
                 Some(&a.mask),
                 false,
                 scale,
+                drop,
             )?;
+            // res1 = x + dropout(ctx Wo^T + bo); without dropout the matmul adds into res1 itself.
             rec.copy(xin, &la.res1)?;
-            linear(
-                rec,
-                &la.ctx,
-                p.p(li.o_w),
-                p.p(li.o_b),
-                &la.res1,
-                Act::None,
-                None,
-                true,
-            )?;
-            layernorm(
-                rec,
-                &la.res1,
-                p.p(li.ln1_g),
-                p.p(li.ln1_b),
-                &la.h1,
-                &la.ln1_mean,
-                &la.ln1_rstd,
-                eps,
-            )?;
-            linear(
-                rec,
-                &la.h1,
-                p.p(li.i_w),
-                p.p(li.i_b),
-                &la.inter,
-                c.act,
-                Some(&la.pre),
-                false,
-            )?;
+            if d.hidden() {
+                linear(rec, &la.ctx, p.p(li.o_w), p.p(li.o_b), &a.dq, Act::None, None, false)?;
+                d.apply(rec, &a.dq, &la.res1, site::attn_out(l), true)?;
+            } else {
+                linear(rec, &la.ctx, p.p(li.o_w), p.p(li.o_b), &la.res1, Act::None, None, true)?;
+            }
+            layernorm(rec, &la.res1, p.p(li.ln1_g), p.p(li.ln1_b), &la.h1, &la.ln1_mean, &la.ln1_rstd, eps)?;
+            linear(rec, &la.h1, p.p(li.i_w), p.p(li.i_b), &la.inter, c.act, Some(&la.pre), false)?;
             rec.copy(&la.h1, &la.res2)?;
-            linear(
-                rec,
-                &la.inter,
-                p.p(li.out_w),
-                p.p(li.out_b),
-                &la.res2,
-                Act::None,
-                None,
-                true,
-            )?;
-            layernorm(
-                rec,
-                &la.res2,
-                p.p(li.ln2_g),
-                p.p(li.ln2_b),
-                &a.xs[l + 1],
-                &la.ln2_mean,
-                &la.ln2_rstd,
-                eps,
-            )?;
+            if d.hidden() {
+                linear(rec, &la.inter, p.p(li.out_w), p.p(li.out_b), &a.dk, Act::None, None, false)?;
+                d.apply(rec, &a.dk, &la.res2, site::ffn_out(l), true)?;
+            } else {
+                linear(rec, &la.inter, p.p(li.out_w), p.p(li.out_b), &la.res2, Act::None, None, true)?;
+            }
+            layernorm(rec, &la.res2, p.p(li.ln2_g), p.p(li.ln2_b), &a.xs[l + 1], &la.ln2_mean, &la.ln2_rstd, eps)?;
         }
         let last = a.xs[c.num_layers].reshape(&[bt, c.hidden_size])?;
         embedding(rec, &last, &a.cls_rows, &a.cls)?;
-        linear(
-            rec,
-            &a.cls,
-            p.p(x.head_w),
-            p.p(x.head_b),
-            &a.head_h,
-            Act::Tanh,
-            Some(&a.head_pre),
-            false,
-        )?;
-        linear(
-            rec,
-            &a.head_h,
-            p.p(x.out_w),
-            p.p(x.out_b),
-            &a.logits,
-            Act::None,
-            None,
-            false,
-        )?;
+        let (hin, hmid) = self.head_inputs(a, &d);
+        d.apply_if(rec, self.cfg.kind == EncoderKind::Roberta, &a.cls, hin, site::HEAD_IN)?;
+        linear(rec, hin, p.p(x.head_w), p.p(x.head_b), &a.head_h, Act::Tanh, Some(&a.head_pre), false)?;
+        d.apply(rec, &a.head_h, hmid, site::HEAD_MID, false)?;
+        linear(rec, hmid, p.p(x.out_w), p.p(x.out_b), &a.logits, Act::None, None, false)?;
         if with_loss {
-            cross_entropy(
-                rec,
-                &a.logits,
-                &a.labels,
-                &a.loss,
-                Some(&a.dlogits),
-                IGNORE_INDEX,
-                1.0,
-            )?;
+            cross_entropy(rec, &a.logits, &a.labels, &a.loss, Some(&a.dlogits), IGNORE_INDEX, 1.0)?;
         }
         Ok(())
     }
 
+    /// The tensors feeding the head's two linears: the (possibly dropped) CLS state and the
+    /// (possibly dropped) tanh output. RoBERTa drops both, BERT only the pooled output.
+    fn head_inputs<'a>(&self, a: &'a EncoderActs, d: &Drop) -> (&'a Tensor, &'a Tensor) {
+        let hin = if d.hidden() && self.cfg.kind == EncoderKind::Roberta { &a.cls_drop } else { &a.cls };
+        let hmid = if d.hidden() { &a.head_drop } else { &a.head_h };
+        (hin, hmid)
+    }
+
     /// Record the backward pass of the mean loss, accumulating (+=) into the gradients.
-    /// Call after [`Encoder::forward`] with `with_loss`, in the same or a later recorder.
+    /// Call after [`Encoder::forward`] with `with_loss`, in the same or a later recorder; the
+    /// dropout masks of that forward are regenerated from its [`Train`] keys.
     pub fn backward(&self, rec: &mut Recorder, a: &EncoderActs) -> Result<()> {
         let (p, x) = (&self.params, &self.idx);
         let c = &self.cfg;
         let Some(index) = &a.index else {
             return shape_err("encoder", "backward before a batch was uploaded");
         };
+        let d = Drop::new(a.train.get(), c.hidden_dropout, c.attention_dropout);
         let g = |i: usize| p.g(i);
-        linear_backward(
-            rec,
-            &a.head_h,
-            p.p(x.out_w),
-            &a.dlogits,
-            g(x.out_w),
-            g(x.out_b),
-            Some((&a.d_head_h, false)),
-        )?;
-        act_backward(rec, &a.head_pre, &a.d_head_h, &a.d_head_pre, Act::Tanh)?;
-        linear_backward(
-            rec,
-            &a.cls,
-            p.p(x.head_w),
-            &a.d_head_pre,
-            g(x.head_w),
-            g(x.head_b),
-            Some((&a.d_cls, false)),
-        )?;
+        let (hin, hmid) = self.head_inputs(a, &d);
+        linear_backward(rec, hmid, p.p(x.out_w), &a.dlogits, g(x.out_w), g(x.out_b), Some((&a.d_head_h, false)))?;
+        let dh = d.back(rec, &a.d_head_h, &a.d_cls, site::HEAD_MID)?;
+        act_backward(rec, &a.head_pre, dh, &a.d_head_pre, Act::Tanh)?;
+        linear_backward(rec, hin, p.p(x.head_w), &a.d_head_pre, g(x.head_w), g(x.head_b), Some((&a.d_head_h, false)))?;
+        let dcls = if self.cfg.kind == EncoderKind::Roberta {
+            d.back(rec, &a.d_head_h, &a.d_cls, site::HEAD_IN)?
+        } else {
+            &a.d_head_h
+        };
         let (mut dx, mut dx2) = (a.dx.clone(), a.dx2.clone());
         rec.zero(&dx);
-        embedding_backward(rec, &a.d_cls, &index[3], &dx)?;
+        embedding_backward(rec, dcls, &index[3], &dx)?;
         let s = self.shape(a);
         let scale = 1.0 / (c.head_dim() as f32).sqrt();
         for (l, (li, la)) in x.layers.iter().zip(&a.layers).enumerate().rev() {
             let xin = &a.xs[l];
-            norm_backward(
-                rec,
-                &la.res2,
-                p.p(li.ln2_g),
-                &dx,
-                Some(&la.ln2_mean),
-                &la.ln2_rstd,
-                &NormGrads {
-                    dx: &a.dres,
-                    accumulate_dx: false,
-                    dgamma: g(li.ln2_g),
-                    dbeta: Some(g(li.ln2_b)),
-                },
-            )?;
+            let ng = NormGrads { dx: &a.dres, accumulate_dx: false, dgamma: g(li.ln2_g), dbeta: Some(g(li.ln2_b)) };
+            norm_backward(rec, &la.res2, p.p(li.ln2_g), &dx, Some(&la.ln2_mean), &la.ln2_rstd, &ng)?;
             rec.copy(&a.dres, &a.dh1)?;
-            linear_backward(
-                rec,
-                &la.inter,
-                p.p(li.out_w),
-                &a.dres,
-                g(li.out_w),
-                g(li.out_b),
-                Some((&a.dinter, false)),
-            )?;
+            let dout = d.back(rec, &a.dres, &a.dq, site::ffn_out(l))?;
+            linear_backward(rec, &la.inter, p.p(li.out_w), dout, g(li.out_w), g(li.out_b), Some((&a.dinter, false)))?;
             act_backward(rec, &la.pre, &a.dinter, &a.dpre, c.act)?;
-            linear_backward(
-                rec,
-                &la.h1,
-                p.p(li.i_w),
-                &a.dpre,
-                g(li.i_w),
-                g(li.i_b),
-                Some((&a.dh1, true)),
-            )?;
-            norm_backward(
-                rec,
-                &la.res1,
-                p.p(li.ln1_g),
-                &a.dh1,
-                Some(&la.ln1_mean),
-                &la.ln1_rstd,
-                &NormGrads {
-                    dx: &a.dres,
-                    accumulate_dx: false,
-                    dgamma: g(li.ln1_g),
-                    dbeta: Some(g(li.ln1_b)),
-                },
-            )?;
+            linear_backward(rec, &la.h1, p.p(li.i_w), &a.dpre, g(li.i_w), g(li.i_b), Some((&a.dh1, true)))?;
+            let ng = NormGrads { dx: &a.dres, accumulate_dx: false, dgamma: g(li.ln1_g), dbeta: Some(g(li.ln1_b)) };
+            norm_backward(rec, &la.res1, p.p(li.ln1_g), &a.dh1, Some(&la.ln1_mean), &la.ln1_rstd, &ng)?;
             rec.copy(&a.dres, &dx2)?;
-            linear_backward(
-                rec,
-                &la.ctx,
-                p.p(li.o_w),
-                &a.dres,
-                g(li.o_w),
-                g(li.o_b),
-                Some((&a.dctx, false)),
-            )?;
-            attention_backward(
-                rec,
-                &s,
-                HeadView::dense(&la.q, &s),
-                HeadView::dense(&la.k, &s),
-                HeadView::dense(&la.v, &s),
-                &la.probs,
-                HeadView::dense(&a.dctx, &s),
-                HeadView::dense(&a.dq, &s),
-                HeadView::dense(&a.dk, &s),
-                HeadView::dense(&a.dv, &s),
-                scale,
-                false,
-            )?;
-            linear_backward(
-                rec,
-                xin,
-                p.p(li.q_w),
-                &a.dq,
-                g(li.q_w),
-                g(li.q_b),
-                Some((&dx2, true)),
-            )?;
-            linear_backward(
-                rec,
-                xin,
-                p.p(li.k_w),
-                &a.dk,
-                g(li.k_w),
-                g(li.k_b),
-                Some((&dx2, true)),
-            )?;
-            linear_backward(
-                rec,
-                xin,
-                p.p(li.v_w),
-                &a.dv,
-                g(li.v_w),
-                g(li.v_b),
-                Some((&dx2, true)),
-            )?;
+            let dout = d.back(rec, &a.dres, &a.dq, site::attn_out(l))?;
+            linear_backward(rec, &la.ctx, p.p(li.o_w), dout, g(li.o_w), g(li.o_b), Some((&a.dctx, false)))?;
+            let (q, k, v) = (HeadView::dense(&la.q, &s), HeadView::dense(&la.k, &s), HeadView::dense(&la.v, &s));
+            let (dq, dk, dv) = (HeadView::dense(&a.dq, &s), HeadView::dense(&a.dk, &s), HeadView::dense(&a.dv, &s));
+            let drop = d.attn(site::attn(l), &la.probs_drop);
+            let dctx = HeadView::dense(&a.dctx, &s);
+            attention_backward_with(rec, &s, q, k, v, &la.probs, dctx, dq, dk, dv, scale, false, drop)?;
+            linear_backward(rec, xin, p.p(li.q_w), &a.dq, g(li.q_w), g(li.q_b), Some((&dx2, true)))?;
+            linear_backward(rec, xin, p.p(li.k_w), &a.dk, g(li.k_w), g(li.k_b), Some((&dx2, true)))?;
+            linear_backward(rec, xin, p.p(li.v_w), &a.dv, g(li.v_w), g(li.v_b), Some((&dx2, true)))?;
             std::mem::swap(&mut dx, &mut dx2);
         }
-        norm_backward(
-            rec,
-            &a.emb_sum,
-            p.p(x.emb_g),
-            &dx,
-            Some(&a.emb_mean),
-            &a.emb_rstd,
-            &NormGrads {
-                dx: &a.dres,
-                accumulate_dx: false,
-                dgamma: g(x.emb_g),
-                dbeta: Some(g(x.emb_b)),
-            },
-        )?;
+        let dln = d.back(rec, &dx, &dx2, site::EMB)?;
+        let ng = NormGrads { dx: &a.dres, accumulate_dx: false, dgamma: g(x.emb_g), dbeta: Some(g(x.emb_b)) };
+        norm_backward(rec, &a.emb_sum, p.p(x.emb_g), dln, Some(&a.emb_mean), &a.emb_rstd, &ng)?;
         embedding_backward(rec, &a.dres, &index[0], g(x.word))?;
         embedding_backward(rec, &a.dres, &index[1], g(x.pos))?;
         embedding_backward(rec, &a.dres, &index[2], g(x.typ))?;

@@ -9,8 +9,8 @@ use crate::error::{model_err, shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::io::config::VitConfig;
 use crate::io::weights::{HostTensor, Weights};
-use crate::nn::{act_backward, linear, linear_backward, ParamSet};
-use crate::ops::attention::{attention, attention_backward, AttnShape, HeadView};
+use crate::nn::{act_backward, linear, linear_backward, site, Drop, ParamSet, Train};
+use crate::ops::attention::{attention_backward_with, attention_with, AttnShape, HeadView};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use crate::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
 use crate::ops::matmul::Act;
@@ -73,6 +73,7 @@ struct LayerActs {
     k: Tensor,
     v: Tensor,
     probs: Tensor,
+    probs_drop: Tensor,
     ctx: Tensor,
     res1: Tensor,
     ln2_mean: Tensor,
@@ -85,6 +86,7 @@ struct LayerActs {
 /// Activations for one batch size, planned once.
 pub struct VitActs {
     batch: usize,
+    train: std::cell::Cell<Option<Train>>,
     patches: Tensor,
     patch_out: Tensor,
     xs: Vec<Tensor>,
@@ -118,26 +120,12 @@ pub struct VitActs {
 
 impl Vit {
     fn specs(cfg: &VitConfig) -> Vec<(String, Vec<usize>)> {
-        let (h, i, p, c) = (
-            cfg.hidden_size,
-            cfg.intermediate_size,
-            cfg.patch_size,
-            cfg.num_channels,
-        );
+        let (h, i, p, c) = (cfg.hidden_size, cfg.intermediate_size, cfg.patch_size, cfg.num_channels);
         let mut v: Vec<(String, Vec<usize>)> = vec![
             ("vit.embeddings.cls_token".into(), vec![1, 1, h]),
-            (
-                "vit.embeddings.position_embeddings".into(),
-                vec![1, cfg.seq(), h],
-            ),
-            (
-                "vit.embeddings.patch_embeddings.projection.weight".into(),
-                vec![h, c, p, p],
-            ),
-            (
-                "vit.embeddings.patch_embeddings.projection.bias".into(),
-                vec![h],
-            ),
+            ("vit.embeddings.position_embeddings".into(), vec![1, cfg.seq(), h]),
+            ("vit.embeddings.patch_embeddings.projection.weight".into(), vec![h, c, p, p]),
+            ("vit.embeddings.patch_embeddings.projection.bias".into(), vec![h]),
         ];
         for l in 0..cfg.num_layers {
             for (name, shape) in [
@@ -176,9 +164,7 @@ impl Vit {
         let mut dtypes = vec![Dtype::F32; specs.len()];
         for (i, (name, shape)) in specs.iter().enumerate() {
             let short = name.strip_prefix("vit.").unwrap_or(name);
-            let found = [name.as_str(), short]
-                .into_iter()
-                .find(|n| w.tensors.contains_key(*n));
+            let found = [name.as_str(), short].into_iter().find(|n| w.tensors.contains_key(*n));
             match found {
                 Some(n) => {
                     let t = w.get(n, shape)?;
@@ -188,11 +174,10 @@ impl Vit {
                 None if i >= head_start => {
                     if name.ends_with("weight") {
                         let n: usize = shape.iter().product();
-                        let data: Vec<f32> =
-                            crate::ops::reference::normal(n, seed, i as u64, 0.0, 0.02)
-                                .into_iter()
-                                .map(|v| v as f32)
-                                .collect();
+                        let data: Vec<f32> = crate::ops::reference::normal(n, seed, i as u64, 0.0, 0.02)
+                            .into_iter()
+                            .map(|v| v as f32)
+                            .collect();
                         gpu.write_f32(params.p(i), &data)?;
                     }
                 }
@@ -230,23 +215,9 @@ impl Vit {
                 out_b: next(),
             })
             .collect();
-        let idx = Idx {
-            cls,
-            pos,
-            patch_w,
-            patch_b,
-            layers,
-            ln_g: next(),
-            ln_b: next(),
-            head_w: next(),
-            head_b: next(),
-        };
-        Ok(Vit {
-            cfg,
-            params,
-            idx,
-            dtypes,
-        })
+        let idx =
+            Idx { cls, pos, patch_w, patch_b, layers, ln_g: next(), ln_b: next(), head_w: next(), head_b: next() };
+        Ok(Vit { cfg, params, idx, dtypes })
     }
 
     /// Every parameter under its Hugging Face name, in the dtype it was loaded in.
@@ -256,11 +227,7 @@ impl Vit {
             let t = self.params.p(i);
             out.push((
                 name.clone(),
-                HostTensor {
-                    shape: t.shape().to_vec(),
-                    data: gpu.read_f32(t).await?,
-                    dtype: self.dtypes[i],
-                },
+                HostTensor { shape: t.shape().to_vec(), data: gpu.read_f32(t).await?, dtype: self.dtypes[i] },
             ));
         }
         Ok(out)
@@ -286,6 +253,7 @@ impl Vit {
                     k: f(&[bs, h])?,
                     v: f(&[bs, h])?,
                     probs: f(&[batch * c.num_heads * s * s])?,
+                    probs_drop: if c.attention_dropout > 0.0 { f(&[batch * c.num_heads * s * s])? } else { f(&[1])? },
                     ctx: f(&[bs, h])?,
                     res1: f(&[bs, h])?,
                     ln2_mean: f(&[bs])?,
@@ -299,11 +267,10 @@ impl Vit {
         let rows: Vec<u32> = (0..batch as u32).map(|b| b * s as u32).collect();
         Ok(VitActs {
             batch,
+            train: Default::default(),
             patches: f(&[np, row])?,
             patch_out: f(&[np, h])?,
-            xs: (0..=c.num_layers)
-                .map(|_| f(&[bs, h]))
-                .collect::<Result<_>>()?,
+            xs: (0..=c.num_layers).map(|_| f(&[bs, h])).collect::<Result<_>>()?,
             layers,
             ln_mean: f(&[bs])?,
             ln_rstd: f(&[bs])?,
@@ -335,38 +302,16 @@ impl Vit {
     pub fn upload(&self, gpu: &Gpu, a: &mut VitActs, b: &ImageBatch) -> Result<()> {
         let c = &self.cfg;
         if b.batch != a.batch {
-            return shape_err(
-                "vit",
-                format!(
-                    "batch of {} images but activations planned for {}",
-                    b.batch, a.batch
-                ),
-            );
+            return shape_err("vit", format!("batch of {} images but activations planned for {}", b.batch, a.batch));
         }
-        let patches = patchify(
-            &b.pixels,
-            b.batch,
-            c.num_channels,
-            c.image_size,
-            c.image_size,
-            c.patch_size,
-        )?;
+        let patches = patchify(&b.pixels, b.batch, c.num_channels, c.image_size, c.image_size, c.patch_size)?;
         gpu.write_f32(&a.patches, &patches)?;
         if let Some(l) = &b.labels {
             if l.len() != b.batch {
-                return shape_err(
-                    "vit",
-                    format!("{} labels for a batch of {}", l.len(), b.batch),
-                );
+                return shape_err("vit", format!("{} labels for a batch of {}", l.len(), b.batch));
             }
             if let Some(&bad) = l.iter().find(|&&x| x as usize >= c.num_labels()) {
-                return shape_err(
-                    "vit",
-                    format!(
-                        "label {bad} is not below the number of classes {}",
-                        c.num_labels()
-                    ),
-                );
+                return shape_err("vit", format!("label {bad} is not below the number of classes {}", c.num_labels()));
             }
             gpu.write_u32(&a.labels, l)?;
         }
@@ -374,326 +319,106 @@ impl Vit {
     }
 
     fn shape(&self, a: &VitActs) -> AttnShape {
-        AttnShape {
-            batch: a.batch,
-            seq: self.cfg.seq(),
-            heads: self.cfg.num_heads,
-            head_dim: self.cfg.head_dim(),
-        }
+        AttnShape { batch: a.batch, seq: self.cfg.seq(), heads: self.cfg.num_heads, head_dim: self.cfg.head_dim() }
     }
 
     fn patch_weight(&self) -> Result<Tensor> {
         let h = self.cfg.hidden_size;
-        self.params
-            .p(self.idx.patch_w)
-            .reshape(&[h, self.params.p(self.idx.patch_w).len() / h])
+        self.params.p(self.idx.patch_w).reshape(&[h, self.params.p(self.idx.patch_w).len() / h])
     }
 
-    /// Record the forward pass (and the loss with dlogits when `with_loss`).
-    pub fn forward(&self, rec: &mut Recorder, a: &VitActs, with_loss: bool) -> Result<()> {
+    /// Record the forward pass (and the loss with dlogits when `with_loss`). `train` turns
+    /// dropout on (embeddings, attention probabilities, both residual branches).
+    pub fn forward(&self, rec: &mut Recorder, a: &VitActs, with_loss: bool, train: Option<Train>) -> Result<()> {
         let (p, x, c) = (&self.params, &self.idx, &self.cfg);
+        a.train.set(train);
+        let d = Drop::new(train, c.hidden_dropout, c.attention_dropout);
         let eps = c.layer_norm_eps;
-        linear(
-            rec,
-            &a.patches,
-            &self.patch_weight()?,
-            p.p(x.patch_b),
-            &a.patch_out,
-            Act::None,
-            None,
-            false,
-        )?;
-        assemble(
-            rec,
-            &a.patch_out,
-            p.p(x.cls),
-            p.p(x.pos),
-            &a.xs[0],
-            a.batch,
-            c.seq(),
-        )?;
+        linear(rec, &a.patches, &self.patch_weight()?, p.p(x.patch_b), &a.patch_out, Act::None, None, false)?;
+        let x0 = if d.hidden() { &a.dres } else { &a.xs[0] };
+        assemble(rec, &a.patch_out, p.p(x.cls), p.p(x.pos), x0, a.batch, c.seq())?;
+        d.apply(rec, x0, &a.xs[0], site::EMB, false)?;
         let s = self.shape(a);
         let scale = 1.0 / (c.head_dim() as f32).sqrt();
         for (l, (li, la)) in x.layers.iter().zip(&a.layers).enumerate() {
             let xin = &a.xs[l];
-            layernorm(
-                rec,
-                xin,
-                p.p(li.ln1_g),
-                p.p(li.ln1_b),
-                &la.h1,
-                &la.ln1_mean,
-                &la.ln1_rstd,
-                eps,
-            )?;
-            linear(
-                rec,
-                &la.h1,
-                p.p(li.q_w),
-                p.p(li.q_b),
-                &la.q,
-                Act::None,
-                None,
-                false,
-            )?;
-            linear(
-                rec,
-                &la.h1,
-                p.p(li.k_w),
-                p.p(li.k_b),
-                &la.k,
-                Act::None,
-                None,
-                false,
-            )?;
-            linear(
-                rec,
-                &la.h1,
-                p.p(li.v_w),
-                p.p(li.v_b),
-                &la.v,
-                Act::None,
-                None,
-                false,
-            )?;
-            attention(
-                rec,
-                &s,
-                HeadView::dense(&la.q, &s),
-                HeadView::dense(&la.k, &s),
-                HeadView::dense(&la.v, &s),
-                HeadView::dense(&la.ctx, &s),
-                &la.probs,
-                None,
-                false,
-                scale,
-            )?;
+            layernorm(rec, xin, p.p(li.ln1_g), p.p(li.ln1_b), &la.h1, &la.ln1_mean, &la.ln1_rstd, eps)?;
+            linear(rec, &la.h1, p.p(li.q_w), p.p(li.q_b), &la.q, Act::None, None, false)?;
+            linear(rec, &la.h1, p.p(li.k_w), p.p(li.k_b), &la.k, Act::None, None, false)?;
+            linear(rec, &la.h1, p.p(li.v_w), p.p(li.v_b), &la.v, Act::None, None, false)?;
+            let (q, k, v) = (HeadView::dense(&la.q, &s), HeadView::dense(&la.k, &s), HeadView::dense(&la.v, &s));
+            let drop = d.attn(site::attn(l), &la.probs_drop);
+            attention_with(rec, &s, q, k, v, HeadView::dense(&la.ctx, &s), &la.probs, None, false, scale, drop)?;
             rec.copy(xin, &la.res1)?;
-            linear(
-                rec,
-                &la.ctx,
-                p.p(li.o_w),
-                p.p(li.o_b),
-                &la.res1,
-                Act::None,
-                None,
-                true,
-            )?;
-            layernorm(
-                rec,
-                &la.res1,
-                p.p(li.ln2_g),
-                p.p(li.ln2_b),
-                &la.h2,
-                &la.ln2_mean,
-                &la.ln2_rstd,
-                eps,
-            )?;
-            linear(
-                rec,
-                &la.h2,
-                p.p(li.i_w),
-                p.p(li.i_b),
-                &la.inter,
-                c.act,
-                Some(&la.pre),
-                false,
-            )?;
+            if d.hidden() {
+                linear(rec, &la.ctx, p.p(li.o_w), p.p(li.o_b), &a.dq, Act::None, None, false)?;
+                d.apply(rec, &a.dq, &la.res1, site::attn_out(l), true)?;
+            } else {
+                linear(rec, &la.ctx, p.p(li.o_w), p.p(li.o_b), &la.res1, Act::None, None, true)?;
+            }
+            layernorm(rec, &la.res1, p.p(li.ln2_g), p.p(li.ln2_b), &la.h2, &la.ln2_mean, &la.ln2_rstd, eps)?;
+            linear(rec, &la.h2, p.p(li.i_w), p.p(li.i_b), &la.inter, c.act, Some(&la.pre), false)?;
             rec.copy(&la.res1, &a.xs[l + 1])?;
-            linear(
-                rec,
-                &la.inter,
-                p.p(li.out_w),
-                p.p(li.out_b),
-                &a.xs[l + 1],
-                Act::None,
-                None,
-                true,
-            )?;
+            if d.hidden() {
+                linear(rec, &la.inter, p.p(li.out_w), p.p(li.out_b), &a.dk, Act::None, None, false)?;
+                d.apply(rec, &a.dk, &a.xs[l + 1], site::ffn_out(l), true)?;
+            } else {
+                linear(rec, &la.inter, p.p(li.out_w), p.p(li.out_b), &a.xs[l + 1], Act::None, None, true)?;
+            }
         }
-        layernorm(
-            rec,
-            &a.xs[c.num_layers],
-            p.p(x.ln_g),
-            p.p(x.ln_b),
-            &a.hidden,
-            &a.ln_mean,
-            &a.ln_rstd,
-            eps,
-        )?;
+        layernorm(rec, &a.xs[c.num_layers], p.p(x.ln_g), p.p(x.ln_b), &a.hidden, &a.ln_mean, &a.ln_rstd, eps)?;
         embedding(rec, &a.hidden, &a.cls_rows, &a.cls)?;
-        linear(
-            rec,
-            &a.cls,
-            p.p(x.head_w),
-            p.p(x.head_b),
-            &a.logits,
-            Act::None,
-            None,
-            false,
-        )?;
+        linear(rec, &a.cls, p.p(x.head_w), p.p(x.head_b), &a.logits, Act::None, None, false)?;
         if with_loss {
-            cross_entropy(
-                rec,
-                &a.logits,
-                &a.labels,
-                &a.loss,
-                Some(&a.dlogits),
-                IGNORE_INDEX,
-                1.0,
-            )?;
+            cross_entropy(rec, &a.logits, &a.labels, &a.loss, Some(&a.dlogits), IGNORE_INDEX, 1.0)?;
         }
         Ok(())
     }
 
-    /// Record the backward pass of the mean loss, accumulating (+=) into the gradients.
+    /// Record the backward pass of the mean loss, accumulating (+=) into the gradients; dropout
+    /// masks of the forward are regenerated from its keys.
     pub fn backward(&self, rec: &mut Recorder, a: &VitActs) -> Result<()> {
         let (p, x, c) = (&self.params, &self.idx, &self.cfg);
+        let d = Drop::new(a.train.get(), c.hidden_dropout, c.attention_dropout);
         let g = |i: usize| p.g(i);
-        linear_backward(
-            rec,
-            &a.cls,
-            p.p(x.head_w),
-            &a.dlogits,
-            g(x.head_w),
-            g(x.head_b),
-            Some((&a.dcls, false)),
-        )?;
+        linear_backward(rec, &a.cls, p.p(x.head_w), &a.dlogits, g(x.head_w), g(x.head_b), Some((&a.dcls, false)))?;
         rec.zero(&a.dhidden);
         embedding_backward(rec, &a.dcls, &a.cls_index, &a.dhidden)?;
         let (mut dx, mut dx2) = (a.dx.clone(), a.dx2.clone());
-        norm_backward(
-            rec,
-            &a.xs[c.num_layers],
-            p.p(x.ln_g),
-            &a.dhidden,
-            Some(&a.ln_mean),
-            &a.ln_rstd,
-            &NormGrads {
-                dx: &dx,
-                accumulate_dx: false,
-                dgamma: g(x.ln_g),
-                dbeta: Some(g(x.ln_b)),
-            },
-        )?;
+        let ng = NormGrads { dx: &dx, accumulate_dx: false, dgamma: g(x.ln_g), dbeta: Some(g(x.ln_b)) };
+        norm_backward(rec, &a.xs[c.num_layers], p.p(x.ln_g), &a.dhidden, Some(&a.ln_mean), &a.ln_rstd, &ng)?;
         let s = self.shape(a);
         let scale = 1.0 / (c.head_dim() as f32).sqrt();
         for (l, (li, la)) in x.layers.iter().zip(&a.layers).enumerate().rev() {
             let xin = &a.xs[l];
-            // x_{l+1} = res1 + mlp(ln2(res1))
+            // x_{l+1} = res1 + dropout(mlp(ln2(res1)))
             rec.copy(&dx, &a.dres)?;
-            linear_backward(
-                rec,
-                &la.inter,
-                p.p(li.out_w),
-                &dx,
-                g(li.out_w),
-                g(li.out_b),
-                Some((&a.dinter, false)),
-            )?;
+            let dout = d.back(rec, &dx, &a.dq, site::ffn_out(l))?;
+            linear_backward(rec, &la.inter, p.p(li.out_w), dout, g(li.out_w), g(li.out_b), Some((&a.dinter, false)))?;
             act_backward(rec, &la.pre, &a.dinter, &a.dpre, c.act)?;
-            linear_backward(
-                rec,
-                &la.h2,
-                p.p(li.i_w),
-                &a.dpre,
-                g(li.i_w),
-                g(li.i_b),
-                Some((&a.dh, false)),
-            )?;
-            norm_backward(
-                rec,
-                &la.res1,
-                p.p(li.ln2_g),
-                &a.dh,
-                Some(&la.ln2_mean),
-                &la.ln2_rstd,
-                &NormGrads {
-                    dx: &a.dres,
-                    accumulate_dx: true,
-                    dgamma: g(li.ln2_g),
-                    dbeta: Some(g(li.ln2_b)),
-                },
-            )?;
-            // res1 = x + attn(ln1(x))
+            linear_backward(rec, &la.h2, p.p(li.i_w), &a.dpre, g(li.i_w), g(li.i_b), Some((&a.dh, false)))?;
+            let ng = NormGrads { dx: &a.dres, accumulate_dx: true, dgamma: g(li.ln2_g), dbeta: Some(g(li.ln2_b)) };
+            norm_backward(rec, &la.res1, p.p(li.ln2_g), &a.dh, Some(&la.ln2_mean), &la.ln2_rstd, &ng)?;
+            // res1 = x + dropout(attn(ln1(x)))
             rec.copy(&a.dres, &dx2)?;
-            linear_backward(
-                rec,
-                &la.ctx,
-                p.p(li.o_w),
-                &a.dres,
-                g(li.o_w),
-                g(li.o_b),
-                Some((&a.dctx, false)),
-            )?;
-            attention_backward(
-                rec,
-                &s,
-                HeadView::dense(&la.q, &s),
-                HeadView::dense(&la.k, &s),
-                HeadView::dense(&la.v, &s),
-                &la.probs,
-                HeadView::dense(&a.dctx, &s),
-                HeadView::dense(&a.dq, &s),
-                HeadView::dense(&a.dk, &s),
-                HeadView::dense(&a.dv, &s),
-                scale,
-                false,
-            )?;
-            linear_backward(
-                rec,
-                &la.h1,
-                p.p(li.q_w),
-                &a.dq,
-                g(li.q_w),
-                g(li.q_b),
-                Some((&a.dh, false)),
-            )?;
-            linear_backward(
-                rec,
-                &la.h1,
-                p.p(li.k_w),
-                &a.dk,
-                g(li.k_w),
-                g(li.k_b),
-                Some((&a.dh, true)),
-            )?;
-            linear_backward(
-                rec,
-                &la.h1,
-                p.p(li.v_w),
-                &a.dv,
-                g(li.v_w),
-                g(li.v_b),
-                Some((&a.dh, true)),
-            )?;
-            norm_backward(
-                rec,
-                xin,
-                p.p(li.ln1_g),
-                &a.dh,
-                Some(&la.ln1_mean),
-                &la.ln1_rstd,
-                &NormGrads {
-                    dx: &dx2,
-                    accumulate_dx: true,
-                    dgamma: g(li.ln1_g),
-                    dbeta: Some(g(li.ln1_b)),
-                },
-            )?;
+            let dout = d.back(rec, &a.dres, &a.dq, site::attn_out(l))?;
+            linear_backward(rec, &la.ctx, p.p(li.o_w), dout, g(li.o_w), g(li.o_b), Some((&a.dctx, false)))?;
+            let (q, k, v) = (HeadView::dense(&la.q, &s), HeadView::dense(&la.k, &s), HeadView::dense(&la.v, &s));
+            let (dq, dk, dv) = (HeadView::dense(&a.dq, &s), HeadView::dense(&a.dk, &s), HeadView::dense(&a.dv, &s));
+            let drop = d.attn(site::attn(l), &la.probs_drop);
+            let dctx = HeadView::dense(&a.dctx, &s);
+            attention_backward_with(rec, &s, q, k, v, &la.probs, dctx, dq, dk, dv, scale, false, drop)?;
+            linear_backward(rec, &la.h1, p.p(li.q_w), &a.dq, g(li.q_w), g(li.q_b), Some((&a.dh, false)))?;
+            linear_backward(rec, &la.h1, p.p(li.k_w), &a.dk, g(li.k_w), g(li.k_b), Some((&a.dh, true)))?;
+            linear_backward(rec, &la.h1, p.p(li.v_w), &a.dv, g(li.v_w), g(li.v_b), Some((&a.dh, true)))?;
+            let ng = NormGrads { dx: &dx2, accumulate_dx: true, dgamma: g(li.ln1_g), dbeta: Some(g(li.ln1_b)) };
+            norm_backward(rec, xin, p.p(li.ln1_g), &a.dh, Some(&la.ln1_mean), &la.ln1_rstd, &ng)?;
             std::mem::swap(&mut dx, &mut dx2);
         }
-        assemble_backward(rec, &dx, &a.dpe, g(x.cls), g(x.pos), a.batch, c.seq())?;
+        let demb = d.back(rec, &dx, &dx2, site::EMB)?;
+        assemble_backward(rec, demb, &a.dpe, g(x.cls), g(x.pos), a.batch, c.seq())?;
         let dw = g(x.patch_w).reshape(&[c.hidden_size, g(x.patch_w).len() / c.hidden_size])?;
-        linear_backward(
-            rec,
-            &a.patches,
-            &self.patch_weight()?,
-            &a.dpe,
-            &dw,
-            g(x.patch_b),
-            None,
-        )?;
+        linear_backward(rec, &a.patches, &self.patch_weight()?, &a.dpe, &dw, g(x.patch_b), None)?;
         Ok(())
     }
 }

@@ -3,9 +3,12 @@
 
 use crate::error::Result;
 use crate::gpu::{Arena, ArenaBuilder, Gpu, Recorder, Tensor};
+use crate::ops::attention::AttnDropout;
 use crate::ops::elementwise::activation_backward;
+use crate::ops::elementwise::axpby;
 use crate::ops::matmul::{matmul, Act, Matmul};
 use crate::ops::reduce::colsum;
+use crate::ops::rng::{dropout, RngKey};
 
 /// Parameters and their gradients: two arenas with the same layout, tensors named by their
 /// Hugging Face names.
@@ -21,10 +24,7 @@ impl ParamSet {
         for (n, s) in specs {
             b.add(n.clone(), s);
         }
-        Ok(ParamSet {
-            params: b.build(gpu, "params")?,
-            grads: b.build(gpu, "grads")?,
-        })
+        Ok(ParamSet { params: b.build(gpu, "params")?, grads: b.build(gpu, "grads")? })
     }
     /// Parameter `i`.
     pub fn p(&self, i: usize) -> &Tensor {
@@ -99,10 +99,7 @@ pub fn linear_backward(
     let rows = dy.len() / out;
     let x2 = x.reshape(&[rows, inp])?;
     let dy2 = dy.reshape(&[rows, out])?;
-    matmul(
-        rec,
-        &Matmul::new(&dy2, true, &x2, false, dw)?.accumulate(1.0),
-    )?;
+    matmul(rec, &Matmul::new(&dy2, true, &x2, false, dw)?.accumulate(1.0))?;
     colsum(rec, &dy2, rows, out, db, true, 1.0)?;
     if let Some((dx, acc)) = dx {
         let dx2 = dx.reshape(&[rows, inp])?;
@@ -116,12 +113,95 @@ pub fn linear_backward(
 }
 
 /// Backward through an activation from its saved pre-activation: `dpre = dy * act'(pre)`.
-pub fn act_backward(
-    rec: &mut Recorder,
-    pre: &Tensor,
-    dy: &Tensor,
-    dpre: &Tensor,
-    act: Act,
-) -> Result<()> {
+pub fn act_backward(rec: &mut Recorder, pre: &Tensor, dy: &Tensor, dpre: &Tensor, act: Act) -> Result<()> {
     activation_backward(rec, pre, dy, dpre, act, false)
+}
+
+/// Training mode: dropout on, masks keyed by (seed, step, site) so the backward pass
+/// regenerates them and a resumed run draws the same ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Train {
+    pub seed: u64,
+    pub step: u64,
+}
+
+impl Train {
+    /// The stream of one dropout site at this step.
+    pub fn key(&self, site: u64) -> RngKey {
+        RngKey { seed: self.seed, offset: (self.step << 20) | site }
+    }
+}
+
+/// Dropout sites of a layer stack (the `site` part of [`Train::key`]).
+pub mod site {
+    pub const EMB: u64 = 0;
+    pub const HEAD_IN: u64 = 0xF_FFF0;
+    pub const HEAD_MID: u64 = 0xF_FFF1;
+    pub fn attn(layer: usize) -> u64 {
+        1 + 3 * layer as u64
+    }
+    pub fn attn_out(layer: usize) -> u64 {
+        2 + 3 * layer as u64
+    }
+    pub fn ffn_out(layer: usize) -> u64 {
+        3 + 3 * layer as u64
+    }
+}
+
+/// The dropout in force for one pass: probabilities are 0 in evaluation mode.
+pub struct Drop {
+    train: Option<Train>,
+    hidden: f32,
+    attn: f32,
+}
+
+impl Drop {
+    pub fn new(train: Option<Train>, hidden: f32, attn: f32) -> Self {
+        match train {
+            Some(_) => Drop { train, hidden, attn },
+            None => Drop { train, hidden: 0.0, attn: 0.0 },
+        }
+    }
+    /// Whether hidden-state dropout is active.
+    pub fn hidden(&self) -> bool {
+        self.hidden > 0.0
+    }
+    fn key(&self, site: u64) -> RngKey {
+        self.train.map(|t| t.key(site)).unwrap_or(RngKey { seed: 0, offset: site })
+    }
+    /// `out = dropout(x)`, or `out += dropout(x)` when `accumulate`. With dropout off this is
+    /// `out += x`, a copy, or nothing when `x` is `out`.
+    pub fn apply(&self, rec: &mut Recorder, x: &Tensor, out: &Tensor, site: u64, accumulate: bool) -> Result<()> {
+        if self.hidden() {
+            dropout(rec, x, out, self.hidden, self.key(site), accumulate)
+        } else if accumulate {
+            axpby(rec, 1.0, x, 1.0, out)
+        } else if x.same_memory(out) {
+            Ok(())
+        } else {
+            rec.copy(x, out)
+        }
+    }
+    /// `out = dropout(x)` when `enabled` and hidden dropout is on; otherwise nothing (the
+    /// caller then reads `x` directly).
+    pub fn apply_if(&self, rec: &mut Recorder, enabled: bool, x: &Tensor, out: &Tensor, site: u64) -> Result<()> {
+        if enabled && self.hidden() {
+            dropout(rec, x, out, self.hidden, self.key(site), false)?;
+        }
+        Ok(())
+    }
+    /// Backward of a hidden dropout: the gradient through the mask, in `scratch`; or `dy`
+    /// itself when dropout is off.
+    pub fn back<'t>(&self, rec: &mut Recorder, dy: &'t Tensor, scratch: &'t Tensor, site: u64) -> Result<&'t Tensor> {
+        if self.hidden() {
+            dropout(rec, dy, scratch, self.hidden, self.key(site), false)?;
+            Ok(scratch)
+        } else {
+            Ok(dy)
+        }
+    }
+    /// Attention-probability dropout for `attention_with`, when on.
+    pub fn attn<'t>(&self, site: u64, dropped: &'t Tensor) -> Option<AttnDropout<'t>> {
+        (self.attn > 0.0).then(|| AttnDropout { p: self.attn, key: self.key(site), dropped })
+    }
 }

@@ -6,6 +6,7 @@
 //! attention probabilities `[batch * heads, seq, seq]` are kept for the backward pass.
 
 use super::matmul::{matmul, Act, MatView, Matmul};
+use super::rng::{dropout, RngKey};
 use super::softmax::{softmax, softmax_backward, SoftmaxMask};
 use super::{expect_len, slot};
 use crate::error::{shape_err, Result};
@@ -34,33 +35,15 @@ pub struct HeadView<'a> {
 impl<'a> HeadView<'a> {
     /// A plain `[batch, seq, heads * head_dim]` tensor.
     pub fn dense(t: &'a Tensor, s: &AttnShape) -> Self {
-        HeadView {
-            t,
-            off: 0,
-            row_stride: s.heads * s.head_dim,
-        }
+        HeadView { t, off: 0, row_stride: s.heads * s.head_dim }
     }
     fn mat(&self, s: &AttnShape) -> MatView<'a> {
-        MatView {
-            t: self.t,
-            off: self.off,
-            rs: self.row_stride,
-            cs: 1,
-            bo: s.seq * self.row_stride,
-            bi: s.head_dim,
-        }
+        MatView { t: self.t, off: self.off, rs: self.row_stride, cs: 1, bo: s.seq * self.row_stride, bi: s.head_dim }
     }
 }
 
 fn scores_view<'a>(t: &'a Tensor, s: &AttnShape) -> MatView<'a> {
-    MatView {
-        t,
-        off: 0,
-        rs: s.seq,
-        cs: 1,
-        bo: s.heads * s.seq * s.seq,
-        bi: s.seq * s.seq,
-    }
+    MatView { t, off: 0, rs: s.seq, cs: 1, bo: s.heads * s.seq * s.seq, bi: s.seq * s.seq }
 }
 
 fn mm<'a>(
@@ -98,15 +81,20 @@ fn check(s: &AttnShape, views: &[(&str, &HeadView)]) -> Result<()> {
         if v.row_stride < s.heads * s.head_dim {
             return shape_err(
                 "attention",
-                format!(
-                    "{name}: row stride {} < heads * head_dim = {}",
-                    v.row_stride,
-                    s.heads * s.head_dim
-                ),
+                format!("{name}: row stride {} < heads * head_dim = {}", v.row_stride, s.heads * s.head_dim),
             );
         }
     }
     Ok(())
+}
+
+/// Dropout on the attention probabilities (training): `dropped` keeps the dropped copy for the
+/// backward pass; the mask is regenerated from `key`.
+#[derive(Clone, Copy, Debug)]
+pub struct AttnDropout<'a> {
+    pub p: f32,
+    pub key: RngKey,
+    pub dropped: &'a Tensor,
 }
 
 /// Forward: `out = softmax(scale * Q K^T + mask) V`, saving `probs` ([batch * heads, seq, seq]).
@@ -123,53 +111,40 @@ pub fn attention(
     causal: bool,
     scale: f32,
 ) -> Result<()> {
+    attention_with(rec, s, q, k, v, out, probs, mask, causal, scale, None)
+}
+
+/// [`attention`] with optional dropout on the probabilities.
+pub fn attention_with(
+    rec: &mut Recorder,
+    s: &AttnShape,
+    q: HeadView,
+    k: HeadView,
+    v: HeadView,
+    out: HeadView,
+    probs: &Tensor,
+    mask: Option<&Tensor>,
+    causal: bool,
+    scale: f32,
+    drop: Option<AttnDropout>,
+) -> Result<()> {
     check(s, &[("q", &q), ("k", &k), ("v", &v), ("out", &out)])?;
     let n = s.batch * s.heads * s.seq * s.seq;
     expect_len("attention", "probs", probs, n)?;
-    let scores = rec
-        .gpu()
-        .scratch(slot::ATT_DS, n)?
-        .reshape(&[s.batch * s.heads * s.seq, s.seq])?;
+    let scores = rec.gpu().scratch(slot::ATT_DS, n)?.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
     let t = s.seq;
-    matmul(
-        rec,
-        &mm(
-            s,
-            t,
-            t,
-            s.head_dim,
-            q.mat(s),
-            k.mat(s).t(),
-            scores_view(&scores, s),
-            None,
-        ),
-    )?;
+    matmul(rec, &mm(s, t, t, s.head_dim, q.mat(s), k.mat(s).t(), scores_view(&scores, s), None))?;
     let probs2 = probs.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
-    softmax(
-        rec,
-        &scores,
-        &probs2,
-        scale,
-        &SoftmaxMask {
-            mask,
-            causal,
-            tq: t,
-            heads: s.heads,
-        },
-    )?;
-    matmul(
-        rec,
-        &mm(
-            s,
-            t,
-            s.head_dim,
-            t,
-            scores_view(probs, s),
-            v.mat(s),
-            out.mat(s),
-            None,
-        ),
-    )
+    softmax(rec, &scores, &probs2, scale, &SoftmaxMask { mask, causal, tq: t, heads: s.heads })?;
+    let used = match drop {
+        Some(d) => {
+            expect_len("attention", "dropped probs", d.dropped, n)?;
+            dropout(rec, probs, d.dropped, d.p, d.key, false)?;
+            d.dropped
+        }
+        None => probs,
+    };
+    matmul(rec, &mm(s, t, s.head_dim, t, scores_view(used, s), v.mat(s), out.mat(s), None))
 }
 
 /// Gradients of [`attention`] given `dout`. dq, dk, dv are written, or added to when
@@ -188,75 +163,50 @@ pub fn attention_backward(
     scale: f32,
     accumulate: bool,
 ) -> Result<()> {
-    check(
-        s,
-        &[
-            ("q", &q),
-            ("k", &k),
-            ("v", &v),
-            ("dout", &dout),
-            ("dq", &dq),
-            ("dk", &dk),
-            ("dv", &dv),
-        ],
-    )?;
+    attention_backward_with(rec, s, q, k, v, probs, dout, dq, dk, dv, scale, accumulate, None)
+}
+
+/// [`attention_backward`] for a forward that used dropout (the same [`AttnDropout`]).
+pub fn attention_backward_with(
+    rec: &mut Recorder,
+    s: &AttnShape,
+    q: HeadView,
+    k: HeadView,
+    v: HeadView,
+    probs: &Tensor,
+    dout: HeadView,
+    dq: HeadView,
+    dk: HeadView,
+    dv: HeadView,
+    scale: f32,
+    accumulate: bool,
+    drop: Option<AttnDropout>,
+) -> Result<()> {
+    check(s, &[("q", &q), ("k", &k), ("v", &v), ("dout", &dout), ("dq", &dq), ("dk", &dk), ("dv", &dv)])?;
     let n = s.batch * s.heads * s.seq * s.seq;
     expect_len("attention_backward", "probs", probs, n)?;
     let gpu = rec.gpu();
-    let dp = gpu
-        .scratch(slot::ATT_DP, n)?
-        .reshape(&[s.batch * s.heads * s.seq, s.seq])?;
-    let ds = gpu
-        .scratch(slot::ATT_DS, n)?
-        .reshape(&[s.batch * s.heads * s.seq, s.seq])?;
+    let dp = gpu.scratch(slot::ATT_DP, n)?.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
+    let ds = gpu.scratch(slot::ATT_DS, n)?.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
     let (t, d) = (s.seq, s.head_dim);
     let beta = if accumulate { Some(1.0) } else { None };
-    // dP = dO V^T ; dV = P^T dO
-    matmul(
-        rec,
-        &mm(
-            s,
-            t,
-            t,
-            d,
-            dout.mat(s),
-            v.mat(s).t(),
-            scores_view(&dp, s),
-            None,
-        ),
-    )?;
-    matmul(
-        rec,
-        &mm(
-            s,
-            t,
-            d,
-            t,
-            scores_view(probs, s).t(),
-            dout.mat(s),
-            dv.mat(s),
-            beta,
-        ),
-    )?;
+    // dP' = dO V^T ; dV = P'^T dO, with P' the (dropped) probabilities the forward used
+    let used = drop.map(|d| d.dropped).unwrap_or(probs);
+    matmul(rec, &mm(s, t, t, d, dout.mat(s), v.mat(s).t(), scores_view(&dp, s), None))?;
+    matmul(rec, &mm(s, t, d, t, scores_view(used, s).t(), dout.mat(s), dv.mat(s), beta))?;
+    // Through the dropout: dP = mask * dP' / (1 - p), the mask regenerated from the key.
+    let dp = match drop {
+        Some(d) => {
+            dropout(rec, &dp, &ds, d.p, d.key, false)?;
+            rec.copy(&ds, &dp)?;
+            dp
+        }
+        None => dp,
+    };
     // dS = scale * P * (dP - rowsum(dP * P))
     let probs2 = probs.reshape(&[s.batch * s.heads * s.seq, s.seq])?;
     softmax_backward(rec, &probs2, &dp, &ds, scale)?;
     // dQ = dS K ; dK = dS^T Q
-    matmul(
-        rec,
-        &mm(s, t, d, t, scores_view(&ds, s), k.mat(s), dq.mat(s), beta),
-    )?;
-    matmul(
-        rec,
-        &mm(
-            s,
-            t,
-            d,
-            t,
-            scores_view(&ds, s).t(),
-            q.mat(s),
-            dk.mat(s),
-            beta,
-        ),
-    )
+    matmul(rec, &mm(s, t, d, t, scores_view(&ds, s), k.mat(s), dq.mat(s), beta))?;
+    matmul(rec, &mm(s, t, d, t, scores_view(&ds, s).t(), q.mat(s), dk.mat(s), beta))
 }

@@ -29,38 +29,15 @@ pub fn cross_entropy(
     let gpu = rec.gpu();
     let rowloss = gpu.scratch(slot::CE_ROWS, 2 * rows.max(1))?;
     let d = gpu.dummy_tensor();
-    let p = Params::new()
-        .n(rows)
-        .n(cols)
-        .u(ignore)
-        .u(0)
-        .f(dscale)
-        .u(0)
-        .u(0)
-        .u(0);
+    let p = Params::new().n(rows).n(cols).u(ignore).u(0).f(dscale).u(0).u(0).u(0);
     let spec = |e| KernelSpec::new("cross_entropy", e, 5).u("WG", WG);
     let k = gpu.kernel(&spec("rows"))?;
-    rec.dispatch(
-        &k,
-        p.clone(),
-        &[logits, targets, &rowloss, out, &d],
-        grid(gpu, rows)?,
-    )?;
+    rec.dispatch(&k, p.clone(), &[logits, targets, &rowloss, out, &d], grid(gpu, rows)?)?;
     let k = gpu.kernel(&spec("finish"))?;
-    rec.dispatch(
-        &k,
-        p.clone(),
-        &[logits, targets, &rowloss, out, &d],
-        [1, 1, 1],
-    )?;
+    rec.dispatch(&k, p.clone(), &[logits, targets, &rowloss, out, &d], [1, 1, 1])?;
     if let Some(dl) = dlogits {
         let k = gpu.kernel(&spec("grad"))?;
-        rec.dispatch(
-            &k,
-            p,
-            &[logits, targets, &rowloss, out, dl],
-            grid(gpu, rows)?,
-        )?;
+        rec.dispatch(&k, p, &[logits, targets, &rowloss, out, dl], grid(gpu, rows)?)?;
     }
     Ok(())
 }

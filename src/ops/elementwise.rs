@@ -30,14 +30,7 @@ fn ew(
 }
 
 /// `z = alpha * x + beta * y`.
-pub fn add(
-    rec: &mut Recorder,
-    x: &Tensor,
-    y: &Tensor,
-    z: &Tensor,
-    alpha: f32,
-    beta: f32,
-) -> Result<()> {
+pub fn add(rec: &mut Recorder, x: &Tensor, y: &Tensor, z: &Tensor, alpha: f32, beta: f32) -> Result<()> {
     expect_len("add", "x", x, z.len())?;
     expect_len("add", "y", y, z.len())?;
     ew(rec, "add", ("HAS_Y", true), [x, y, z], z.len(), alpha, beta)
@@ -47,15 +40,7 @@ pub fn add(
 pub fn scale(rec: &mut Recorder, x: &Tensor, z: &Tensor, alpha: f32) -> Result<()> {
     expect_len("scale", "x", x, z.len())?;
     let d = rec.gpu().dummy_tensor();
-    ew(
-        rec,
-        "add",
-        ("HAS_Y", false),
-        [x, &d, z],
-        z.len(),
-        alpha,
-        0.0,
-    )
+    ew(rec, "add", ("HAS_Y", false), [x, &d, z], z.len(), alpha, 0.0)
 }
 
 /// `z = alpha * x * y` (elementwise product).
@@ -69,29 +54,13 @@ pub fn mul(rec: &mut Recorder, x: &Tensor, y: &Tensor, z: &Tensor, alpha: f32) -
 pub fn axpby(rec: &mut Recorder, alpha: f32, x: &Tensor, beta: f32, y: &Tensor) -> Result<()> {
     expect_len("axpby", "x", x, y.len())?;
     let d = rec.gpu().dummy_tensor();
-    ew(
-        rec,
-        "axpby",
-        ("HAS_X", true),
-        [x, y, &d],
-        y.len(),
-        alpha,
-        beta,
-    )
+    ew(rec, "axpby", ("HAS_X", true), [x, y, &d], y.len(), alpha, beta)
 }
 
 /// `y = beta * y` in place.
 pub fn scale_inplace(rec: &mut Recorder, y: &Tensor, beta: f32) -> Result<()> {
     let d = rec.gpu().dummy_tensor();
-    ew(
-        rec,
-        "axpby",
-        ("HAS_X", false),
-        [&d, y, &d],
-        y.len(),
-        0.0,
-        beta,
-    )
+    ew(rec, "axpby", ("HAS_X", false), [&d, y, &d], y.len(), 0.0, beta)
 }
 
 fn form(op: &'static str, act: Act) -> Result<u32> {
@@ -106,19 +75,9 @@ pub fn activation(rec: &mut Recorder, x: &Tensor, y: &Tensor, act: Act) -> Resul
     expect_len("activation", "x", x, y.len())?;
     let f = form("activation", act)?;
     let gpu = rec.gpu();
-    let k = gpu.kernel(
-        &KernelSpec::new("activation", "forward", 3)
-            .u("WG", WG)
-            .u("FORM", f)
-            .b("ACC", false),
-    )?;
+    let k = gpu.kernel(&KernelSpec::new("activation", "forward", 3).u("WG", WG).u("FORM", f).b("ACC", false))?;
     let d = gpu.dummy_tensor();
-    rec.dispatch(
-        &k,
-        Params::new().n(x.len()),
-        &[x, &d, y],
-        grid(gpu, x.len().div_ceil(WG as usize))?,
-    )
+    rec.dispatch(&k, Params::new().n(x.len()), &[x, &d, y], grid(gpu, x.len().div_ceil(WG as usize))?)
 }
 
 /// `dx = dy * act'(x)` from the pre-activation `x`, or `dx += ...` when `accumulate`.
@@ -134,16 +93,6 @@ pub fn activation_backward(
     let f = form("activation_backward", act)?;
     expect_len("activation_backward", "dy", dy, dx.len())?;
     let gpu = rec.gpu();
-    let k = gpu.kernel(
-        &KernelSpec::new("activation", "backward", 3)
-            .u("WG", WG)
-            .u("FORM", f)
-            .b("ACC", accumulate),
-    )?;
-    rec.dispatch(
-        &k,
-        Params::new().n(x.len()),
-        &[x, dy, dx],
-        grid(gpu, x.len().div_ceil(WG as usize))?,
-    )
+    let k = gpu.kernel(&KernelSpec::new("activation", "backward", 3).u("WG", WG).u("FORM", f).b("ACC", accumulate))?;
+    rec.dispatch(&k, Params::new().n(x.len()), &[x, dy, dx], grid(gpu, x.len().div_ceil(WG as usize))?)
 }

@@ -46,11 +46,7 @@ impl EmbeddingIndex {
         }
         let (w, uniq) = Self::words(ids);
         let tensor = gpu.from_u32(&w, &[w.len()])?;
-        Ok(EmbeddingIndex {
-            tensor,
-            n: ids.len(),
-            uniq,
-        })
+        Ok(EmbeddingIndex { tensor, n: ids.len(), uniq })
     }
 }
 
@@ -69,39 +65,18 @@ pub fn embedding(rec: &mut Recorder, w: &Tensor, ids: &Tensor, out: &Tensor) -> 
     let gpu = rec.gpu();
     let cg = dim.div_ceil(WG as usize);
     let k = gpu.kernel(&spec("forward"))?;
-    let p = Params::new()
-        .n(rows)
-        .n(dim)
-        .n(vocab)
-        .n(cg)
-        .u(0)
-        .u(0)
-        .u(0)
-        .u(0);
+    let p = Params::new().n(rows).n(dim).n(vocab).n(cg).u(0).u(0).u(0).u(0);
     rec.dispatch(&k, p, &[w, ids, out], grid(gpu, rows * cg)?)
 }
 
 /// `dw[id, :] += sum of dout[r, :] over rows r with ids[r] = id`, in a fixed order.
-pub fn embedding_backward(
-    rec: &mut Recorder,
-    dout: &Tensor,
-    index: &EmbeddingIndex,
-    dw: &Tensor,
-) -> Result<()> {
+pub fn embedding_backward(rec: &mut Recorder, dout: &Tensor, index: &EmbeddingIndex, dw: &Tensor) -> Result<()> {
     let dim = dw.cols();
     expect_len("embedding_backward", "dout", dout, index.n * dim)?;
     let gpu = rec.gpu();
     let cg = dim.div_ceil(WG as usize);
     let k = gpu.kernel(&spec("backward"))?;
     let (u, n) = (index.uniq, index.n);
-    let p = Params::new()
-        .n(n)
-        .n(dim)
-        .n(dw.rows())
-        .n(cg)
-        .u(0)
-        .n(u)
-        .n(2 * u + 1)
-        .n(u);
+    let p = Params::new().n(n).n(dim).n(dw.rows()).n(cg).u(0).n(u).n(2 * u + 1).n(u);
     rec.dispatch(&k, p, &[dout, &index.tensor, dw], grid(gpu, u * cg)?)
 }

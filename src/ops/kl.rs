@@ -28,49 +28,27 @@ impl KlKind {
 }
 
 fn spec(entry: &'static str, kind: KlKind, acc: bool, has_dp: bool) -> KernelSpec {
-    KernelSpec::new("kl", entry, 5)
-        .u("WG", WG)
-        .u("MODE", kind.code())
-        .b("ACC", acc)
-        .b("HAS_DP", has_dp)
+    KernelSpec::new("kl", entry, 5).u("WG", WG).u("MODE", kind.code()).b("ACC", acc).b("HAS_DP", has_dp)
 }
 
 fn check(p: &Tensor, q: &Tensor) -> Result<()> {
     if p.shape() != q.shape() || p.cols() == 0 {
         return shape_err(
             "kl",
-            format!(
-                "logits {:?} and {:?} must have the same non-empty shape",
-                p.shape(),
-                q.shape()
-            ),
+            format!("logits {:?} and {:?} must have the same non-empty shape", p.shape(), q.shape()),
         );
     }
     Ok(())
 }
 
 /// `out[r]` = divergence of row r.
-pub fn kl_rows(
-    rec: &mut Recorder,
-    p: &Tensor,
-    q: &Tensor,
-    out: &Tensor,
-    kind: KlKind,
-) -> Result<()> {
+pub fn kl_rows(rec: &mut Recorder, p: &Tensor, q: &Tensor, out: &Tensor, kind: KlKind) -> Result<()> {
     check(p, q)?;
     expect_len("kl_rows", "out", out, p.rows())?;
     let gpu = rec.gpu();
     let d = gpu.dummy_tensor();
     let k = gpu.kernel(&spec("rows", kind, false, false))?;
-    let prm = Params::new()
-        .n(p.rows())
-        .n(p.cols())
-        .u(0)
-        .u(0)
-        .f(1.0)
-        .u(0)
-        .u(0)
-        .u(0);
+    let prm = Params::new().n(p.rows()).n(p.cols()).u(0).u(0).f(1.0).u(0).u(0).u(0);
     rec.dispatch(&k, prm, &[p, q, out, &d, &d], grid(gpu, p.rows())?)
 }
 
@@ -88,15 +66,7 @@ pub fn kl_mean(
     expect_min("kl_mean", "out", out, out_off + 1)?;
     let rows = rec.gpu().scratch(slot::KL_ROWS, p.rows())?;
     kl_rows(rec, p, q, &rows, kind)?;
-    reduce(
-        rec,
-        &[&rows],
-        Reduction::Sum,
-        scale / p.rows() as f32,
-        out,
-        out_off,
-        false,
-    )
+    reduce(rec, &[&rows], Reduction::Sum, scale / p.rows() as f32, out, out_off, false)
 }
 
 /// Gradient of `coef * sum over rows of KL_row` with respect to the current logits Q (into
@@ -119,19 +89,6 @@ pub fn kl_backward(
     let gpu = rec.gpu();
     let d = gpu.dummy_tensor();
     let k = gpu.kernel(&spec("backward", kind, accumulate, dp.is_some()))?;
-    let prm = Params::new()
-        .n(p.rows())
-        .n(p.cols())
-        .u(0)
-        .u(0)
-        .f(coef)
-        .u(0)
-        .u(0)
-        .u(0);
-    rec.dispatch(
-        &k,
-        prm,
-        &[p, q, &d, dq, dp.unwrap_or(&d)],
-        grid(gpu, p.rows())?,
-    )
+    let prm = Params::new().n(p.rows()).n(p.cols()).u(0).u(0).f(coef).u(0).u(0).u(0);
+    rec.dispatch(&k, prm, &[p, q, &d, dq, dp.unwrap_or(&d)], grid(gpu, p.rows())?)
 }

@@ -19,30 +19,15 @@ pub struct MatView<'a> {
 impl<'a> MatView<'a> {
     /// A row-major `[.., rows, cols]` tensor; batches are consecutive `rows * cols` blocks.
     pub fn row_major(t: &'a Tensor, rows: usize, cols: usize) -> Self {
-        MatView {
-            t,
-            off: 0,
-            rs: cols,
-            cs: 1,
-            bo: rows * cols,
-            bi: 0,
-        }
+        MatView { t, off: 0, rs: cols, cs: 1, bo: rows * cols, bi: 0 }
     }
     /// The transpose of this view.
     pub fn t(self) -> Self {
-        MatView {
-            rs: self.cs,
-            cs: self.rs,
-            ..self
-        }
+        MatView { rs: self.cs, cs: self.rs, ..self }
     }
     /// Largest element index touched for the given extents.
     fn last(&self, rows: usize, cols: usize, outer: usize, inner: usize) -> usize {
-        self.off
-            + (outer - 1) * self.bo
-            + (inner - 1) * self.bi
-            + (rows - 1) * self.rs
-            + (cols - 1) * self.cs
+        self.off + (outer - 1) * self.bo + (inner - 1) * self.bi + (rows - 1) * self.rs + (cols - 1) * self.cs
     }
 }
 
@@ -100,10 +85,7 @@ impl<'a> Matmul<'a> {
     pub fn new(a: &'a Tensor, ta: bool, b: &'a Tensor, tb: bool, c: &'a Tensor) -> Result<Self> {
         let (sa, sb, sc) = (a.shape(), b.shape(), c.shape());
         if sa.len() < 2 || sb.len() < 2 || sc.len() < 2 {
-            return shape_err(
-                "matmul",
-                format!("operands must be at least 2-D, got {sa:?}, {sb:?}, {sc:?}"),
-            );
+            return shape_err("matmul", format!("operands must be at least 2-D, got {sa:?}, {sb:?}, {sc:?}"));
         }
         let d2 = |s: &[usize]| (s[s.len() - 2], s[s.len() - 1]);
         let (ar, ac) = d2(sa);
@@ -120,10 +102,7 @@ impl<'a> Matmul<'a> {
         let bat = |s: &[usize]| s[..s.len() - 2].iter().product::<usize>();
         let (ba, bb) = (bat(sa), bat(sb));
         if (ba != batch && ba != 1) || (bb != batch && bb != 1) {
-            return shape_err(
-                "matmul",
-                format!("batch dims of {sa:?} and {sb:?} do not match C {sc:?}"),
-            );
+            return shape_err("matmul", format!("batch dims of {sa:?} and {sb:?} do not match C {sc:?}"));
         }
         let mut av = MatView::row_major(a, ar, ac);
         let mut bv = MatView::row_major(b, br, bc);
@@ -223,25 +202,12 @@ pub fn matmul(rec: &mut Recorder, mm: &Matmul) -> Result<()> {
 /// Record one matmul on the given kernel family.
 pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<()> {
     let gpu = rec.gpu();
-    let Matmul {
-        m,
-        n,
-        k,
-        batch,
-        batch_inner,
-        a,
-        b,
-        c,
-        ..
-    } = *mm;
+    let Matmul { m, n, k, batch, batch_inner, a, b, c, .. } = *mm;
     if m == 0 || n == 0 || batch == 0 {
         return Ok(());
     }
     if batch_inner == 0 || batch % batch_inner != 0 {
-        return shape_err(
-            "matmul",
-            format!("batch {batch} is not a multiple of batch_inner {batch_inner}"),
-        );
+        return shape_err("matmul", format!("batch {batch} is not a multiple of batch_inner {batch_inner}"));
     }
     if c.cs != 1 {
         return shape_err("matmul", "C must have unit column stride");
@@ -255,11 +221,7 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         if last >= v.t.len() {
             return shape_err(
                 "matmul",
-                format!(
-                    "{name} view reaches element {last} but its tensor {:?} has {}",
-                    v.t.shape(),
-                    v.t.len()
-                ),
+                format!("{name} view reaches element {last} but its tensor {:?} has {}", v.t.shape(), v.t.len()),
             );
         }
         fits_u32("matmul", last)
@@ -269,22 +231,13 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
     check("C", &c, m, n)?;
     if let Some((bias, off)) = mm.bias {
         if off + n > bias.len() {
-            return shape_err(
-                "matmul",
-                format!(
-                    "bias {:?} at offset {off} is shorter than n = {n}",
-                    bias.shape()
-                ),
-            );
+            return shape_err("matmul", format!("bias {:?} at offset {off} is shorter than n = {n}", bias.shape()));
         }
     }
     if let Some((pre, off)) = mm.pre {
         let last = c.last(m, n, outer, batch_inner) - c.off + off;
         if last >= pre.len() {
-            return shape_err(
-                "matmul",
-                format!("pre-activation tensor {:?} is too small for C", pre.shape()),
-            );
+            return shape_err("matmul", format!("pre-activation tensor {:?} is too small for C", pre.shape()));
         }
     }
     if k == 0 {
@@ -299,9 +252,7 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         && a.cs == 1
         && b.rs == 1
         && k.is_multiple_of(4)
-        && [a.off, a.rs, a.bo, a.bi, b.off, b.cs, b.bo, b.bi]
-            .iter()
-            .all(|v| v.is_multiple_of(4))
+        && [a.off, a.rs, a.bo, a.bi, b.off, b.cs, b.bo, b.bi].iter().all(|v| v.is_multiple_of(4))
         && std::env::var("TRAMWAY_MATMUL_SCALAR").is_err();
     let shader = match path {
         MatmulPath::Tiled => "matmul_tiled",
@@ -351,10 +302,5 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         .u(0);
     let gx = n.div_ceil((wgx * tn) as usize);
     let gy = m.div_ceil((wgy * tm) as usize);
-    rec.dispatch(
-        &kernel,
-        p,
-        &[a.t, b.t, bias_t, c.t, pre_t],
-        [gx as u32, gy as u32, batch as u32],
-    )
+    rec.dispatch(&kernel, p, &[a.t, b.t, bias_t, c.t, pre_t], [gx as u32, gy as u32, batch as u32])
 }

@@ -56,11 +56,7 @@ pub(crate) fn expect_len(op: &'static str, name: &str, t: &Tensor, n: usize) -> 
     if t.len() != n {
         return Err(Error::Shape {
             op,
-            message: format!(
-                "{name} has shape {:?} ({} elements), expected {n} elements",
-                t.shape(),
-                t.len()
-            ),
+            message: format!("{name} has shape {:?} ({} elements), expected {n} elements", t.shape(), t.len()),
         });
     }
     Ok(())
@@ -71,11 +67,7 @@ pub(crate) fn expect_min(op: &'static str, name: &str, t: &Tensor, n: usize) -> 
     if t.len() < n {
         return Err(Error::Shape {
             op,
-            message: format!(
-                "{name} has shape {:?} ({} elements), needs at least {n}",
-                t.shape(),
-                t.len()
-            ),
+            message: format!("{name} has shape {:?} ({} elements), needs at least {n}", t.shape(), t.len()),
         });
     }
     Ok(())
@@ -84,10 +76,7 @@ pub(crate) fn expect_min(op: &'static str, name: &str, t: &Tensor, n: usize) -> 
 /// Refuse sizes that do not fit the u32 indices of the shaders.
 pub(crate) fn fits_u32(op: &'static str, n: usize) -> Result<()> {
     if n > u32::MAX as usize {
-        return Err(Error::Shape {
-            op,
-            message: format!("size {n} exceeds the 32-bit index range"),
-        });
+        return Err(Error::Shape { op, message: format!("size {n} exceeds the 32-bit index range") });
     }
     Ok(())
 }

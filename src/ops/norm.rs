@@ -7,11 +7,7 @@ use crate::gpu::{KernelSpec, Params, Recorder, Tensor};
 use crate::ops::reduce::colsum_finish;
 
 fn spec(entry: &'static str, rms: bool, acc: bool) -> KernelSpec {
-    KernelSpec::new("layernorm", entry, 6)
-        .u("WG", WG)
-        .u("RB", RB)
-        .b("RMS", rms)
-        .b("ACC", acc)
+    KernelSpec::new("layernorm", entry, 6).u("WG", WG).u("RB", RB).b("RMS", rms).b("ACC", acc)
 }
 
 fn dims(x: &Tensor, gamma: &Tensor) -> Result<(usize, usize)> {
@@ -19,11 +15,7 @@ fn dims(x: &Tensor, gamma: &Tensor) -> Result<(usize, usize)> {
     if cols == 0 || gamma.len() != cols {
         return shape_err(
             "layernorm",
-            format!(
-                "x {:?} and gamma {:?}: gamma must have the last dimension's size",
-                x.shape(),
-                gamma.shape()
-            ),
+            format!("x {:?} and gamma {:?}: gamma must have the last dimension's size", x.shape(), gamma.shape()),
         );
     }
     Ok((x.rows(), cols))
@@ -47,35 +39,18 @@ pub fn layernorm(
     expect_len("layernorm", "rstd", rstd, rows)?;
     let gpu = rec.gpu();
     let k = gpu.kernel(&spec("forward", false, false))?;
-    rec.dispatch(
-        &k,
-        Params::new().n(rows).n(cols).f(eps).u(0),
-        &[x, gamma, beta, y, mean, rstd],
-        grid(gpu, rows)?,
-    )
+    rec.dispatch(&k, Params::new().n(rows).n(cols).f(eps).u(0), &[x, gamma, beta, y, mean, rstd], grid(gpu, rows)?)
 }
 
 /// RMSNorm forward: `y = x * rstd * gamma`, saving per-row `rstd`.
-pub fn rmsnorm(
-    rec: &mut Recorder,
-    x: &Tensor,
-    gamma: &Tensor,
-    y: &Tensor,
-    rstd: &Tensor,
-    eps: f32,
-) -> Result<()> {
+pub fn rmsnorm(rec: &mut Recorder, x: &Tensor, gamma: &Tensor, y: &Tensor, rstd: &Tensor, eps: f32) -> Result<()> {
     let (rows, cols) = dims(x, gamma)?;
     expect_len("rmsnorm", "y", y, x.len())?;
     expect_len("rmsnorm", "rstd", rstd, rows)?;
     let gpu = rec.gpu();
     let k = gpu.kernel(&spec("forward", true, false))?;
     let d = gpu.dummy_tensor();
-    rec.dispatch(
-        &k,
-        Params::new().n(rows).n(cols).f(eps).u(0),
-        &[x, gamma, &d, y, &d, rstd],
-        grid(gpu, rows)?,
-    )
+    rec.dispatch(&k, Params::new().n(rows).n(cols).f(eps).u(0), &[x, gamma, &d, y, &d, rstd], grid(gpu, rows)?)
 }
 
 /// Gradients of a norm layer. `dx` is written (or added to, when `accumulate_dx`); `dgamma` and
@@ -116,23 +91,13 @@ pub fn norm_backward(
     let nb = rows.div_ceil(RB as usize);
     let p = Params::new().n(rows).n(cols).f(0.0).n(nb);
     let k = gpu.kernel(&spec("backward_dx", rms, g.accumulate_dx))?;
-    rec.dispatch(
-        &k,
-        p.clone(),
-        &[x, gamma, dy, g.dx, mean_t, rstd],
-        grid(gpu, rows)?,
-    )?;
+    rec.dispatch(&k, p.clone(), &[x, gamma, dy, g.dx, mean_t, rstd], grid(gpu, rows)?)?;
     if rows == 0 {
         return Ok(());
     }
     let parts = gpu.scratch(slot::COLSUM, 2 * nb * cols)?;
     let k = gpu.kernel(&spec("backward_params", rms, false))?;
-    rec.dispatch(
-        &k,
-        p,
-        &[x, gamma, dy, &parts, mean_t, rstd],
-        [cols.div_ceil(WG as usize) as u32, nb as u32, 1],
-    )?;
+    rec.dispatch(&k, p, &[x, gamma, dy, &parts, mean_t, rstd], [cols.div_ceil(WG as usize) as u32, nb as u32, 1])?;
     colsum_finish(rec, &parts, 0, nb, cols, g.dgamma, true, 1.0)?;
     if let Some(db) = g.dbeta {
         if !rms {

@@ -24,12 +24,7 @@ pub fn assemble(
     let gpu = rec.gpu();
     let k = gpu.kernel(&KernelSpec::new("patch", "assemble", 4).u("WG", WG))?;
     let p = Params::new().n(batch).n(seq).n(cols).u(0);
-    rec.dispatch(
-        &k,
-        p,
-        &[x, pe, pos, cls],
-        grid(gpu, (seq * cols).div_ceil(WG as usize))?,
-    )
+    rec.dispatch(&k, p, &[x, pe, pos, cls], grid(gpu, (seq * cols).div_ceil(WG as usize))?)
 }
 
 /// Backward of [`assemble`]: `dpe` written; `dpos` and `dcls` accumulated (+=).
@@ -49,12 +44,7 @@ pub fn assemble_backward(
     let gpu = rec.gpu();
     let k = gpu.kernel(&KernelSpec::new("patch", "assemble_backward", 4).u("WG", WG))?;
     let p = Params::new().n(batch).n(seq).n(cols).u(0);
-    rec.dispatch(
-        &k,
-        p,
-        &[dx, dpe, dpos, dcls],
-        grid(gpu, (seq * cols).div_ceil(WG as usize))?,
-    )
+    rec.dispatch(&k, p, &[dx, dpe, dpos, dcls], grid(gpu, (seq * cols).div_ceil(WG as usize))?)
 }
 
 /// Cut `[batch, channels, height, width]` pixels into `[batch * patches, channels * p * p]`
@@ -70,19 +60,10 @@ pub fn patchify(
     p: usize,
 ) -> Result<Vec<f32>> {
     if p == 0 || !height.is_multiple_of(p) || !width.is_multiple_of(p) {
-        return shape_err(
-            "patchify",
-            format!("image {height}x{width} is not a multiple of the patch size {p}"),
-        );
+        return shape_err("patchify", format!("image {height}x{width} is not a multiple of the patch size {p}"));
     }
     if pixels.len() != batch * channels * height * width {
-        return shape_err(
-            "patchify",
-            format!(
-                "{} pixel values for {batch}x{channels}x{height}x{width}",
-                pixels.len()
-            ),
-        );
+        return shape_err("patchify", format!("{} pixel values for {batch}x{channels}x{height}x{width}", pixels.len()));
     }
     let (gh, gw) = (height / p, width / p);
     let row = channels * p * p;

@@ -11,14 +11,7 @@ pub const SPAN: u32 = 4096;
 
 fn spec(entry: &'static str, square: bool, sqrt: bool, acc: bool) -> KernelSpec {
     KernelSpec::new("reduce", entry, 2)
-        .u(
-            "WG",
-            if matches!(entry, "partial" | "finish") {
-                WG_REDUCE
-            } else {
-                WG
-            },
-        )
+        .u("WG", if matches!(entry, "partial" | "finish") { WG_REDUCE } else { WG })
         .u("SPAN", SPAN)
         .u("RB", RB)
         .b("SQUARE", square)
@@ -51,10 +44,7 @@ pub fn reduce(
     expect_min("reduce", "out", out, out_off + 1)?;
     let gpu = rec.gpu();
     let square = kind != Reduction::Sum;
-    let groups: Vec<usize> = inputs
-        .iter()
-        .map(|t| t.len().div_ceil(SPAN as usize))
-        .collect();
+    let groups: Vec<usize> = inputs.iter().map(|t| t.len().div_ceil(SPAN as usize)).collect();
     let total: usize = groups.iter().sum();
     let parts = gpu.scratch(slot::REDUCE_PARTS, total.max(1))?;
     let k1 = gpu.kernel(&spec("partial", square, false, false))?;
@@ -63,20 +53,7 @@ pub fn reduce(
         if g == 0 {
             continue;
         }
-        rec.dispatch(
-            &k1,
-            Params::new()
-                .n(t.len())
-                .u(0)
-                .n(at)
-                .u(0)
-                .f(1.0)
-                .u(0)
-                .u(0)
-                .u(0),
-            &[t, &parts],
-            grid(gpu, g)?,
-        )?;
+        rec.dispatch(&k1, Params::new().n(t.len()).u(0).n(at).u(0).f(1.0).u(0).u(0).u(0), &[t, &parts], grid(gpu, g)?)?;
         at += g;
     }
     if total == 0 {
@@ -86,41 +63,15 @@ pub fn reduce(
             let k2 = gpu.kernel(&spec("finish", false, false, false))?;
             return rec.dispatch(
                 &k2,
-                Params::new()
-                    .u(0)
-                    .u(0)
-                    .n(out_off)
-                    .u(0)
-                    .f(scale)
-                    .u(0)
-                    .u(0)
-                    .u(0),
+                Params::new().u(0).u(0).n(out_off).u(0).f(scale).u(0).u(0).u(0),
                 &[&z, out],
                 [1, 1, 1],
             );
         }
         return Ok(());
     }
-    let k2 = gpu.kernel(&spec(
-        "finish",
-        false,
-        kind == Reduction::L2Norm,
-        accumulate,
-    ))?;
-    rec.dispatch(
-        &k2,
-        Params::new()
-            .n(total)
-            .u(0)
-            .n(out_off)
-            .u(0)
-            .f(scale)
-            .u(0)
-            .u(0)
-            .u(0),
-        &[&parts, out],
-        [1, 1, 1],
-    )
+    let k2 = gpu.kernel(&spec("finish", false, kind == Reduction::L2Norm, accumulate))?;
+    rec.dispatch(&k2, Params::new().n(total).u(0).n(out_off).u(0).f(scale).u(0).u(0).u(0), &[&parts, out], [1, 1, 1])
 }
 
 /// The global L2 norm of every chunk of an arena (gaps between tensors are zero).
@@ -146,20 +97,7 @@ pub fn row_mean(
     }
     let gpu = rec.gpu();
     let k = gpu.kernel(&spec("row_mean", false, false, false))?;
-    rec.dispatch(
-        &k,
-        Params::new()
-            .n(rows)
-            .u(0)
-            .n(out_off)
-            .n(cols)
-            .f(scale)
-            .u(0)
-            .u(0)
-            .u(0),
-        &[x, out],
-        grid(gpu, rows)?,
-    )
+    rec.dispatch(&k, Params::new().n(rows).u(0).n(out_off).n(cols).f(scale).u(0).u(0).u(0), &[x, out], grid(gpu, rows)?)
 }
 
 /// Column sums of `x` viewed as `[rows, cols]` into `out` (length cols), `out (+)= scale * sum`.
@@ -189,15 +127,7 @@ pub fn colsum(
     let k = gpu.kernel(&spec("colsum_partial", false, false, false))?;
     rec.dispatch(
         &k,
-        Params::new()
-            .n(rows)
-            .u(0)
-            .u(0)
-            .n(cols)
-            .f(1.0)
-            .n(nb)
-            .u(0)
-            .u(0),
+        Params::new().n(rows).u(0).u(0).n(cols).f(1.0).n(nb).u(0).u(0),
         &[x, &parts],
         [cols.div_ceil(WG as usize) as u32, nb as u32, 1],
     )?;
@@ -219,15 +149,7 @@ pub(crate) fn colsum_finish(
     let k = gpu.kernel(&spec("colsum_finish", false, false, accumulate))?;
     rec.dispatch(
         &k,
-        Params::new()
-            .u(0)
-            .n(in_off)
-            .u(0)
-            .n(cols)
-            .f(scale)
-            .n(nblocks)
-            .u(0)
-            .u(0),
+        Params::new().u(0).n(in_off).u(0).n(cols).f(scale).n(nblocks).u(0).u(0),
         &[parts, out],
         [cols.div_ceil(WG as usize) as u32, 1, 1],
     )

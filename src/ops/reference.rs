@@ -23,8 +23,7 @@ pub fn matmul_strided(
             for j in 0..n {
                 let mut s = 0.0f64;
                 for kk in 0..k {
-                    s += a[ab + i * a_view.1 + kk * a_view.2] as f64
-                        * b[bb + kk * b_view.1 + j * b_view.2] as f64;
+                    s += a[ab + i * a_view.1 + kk * a_view.2] as f64 * b[bb + kk * b_view.1 + j * b_view.2] as f64;
                 }
                 out[(z * m + i) * n + j] = s;
             }
@@ -48,8 +47,7 @@ pub fn gelu_erf(x: f64) -> f64 {
     0.5 * x * (1.0 + erf(x / std::f64::consts::SQRT_2))
 }
 pub fn gelu_erf_grad(x: f64) -> f64 {
-    0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2))
-        + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
+    0.5 * (1.0 + erf(x / std::f64::consts::SQRT_2)) + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt()
 }
 const C_TANH: f64 = 0.7978845608028654;
 pub fn gelu_tanh(x: f64) -> f64 {
@@ -73,16 +71,11 @@ pub fn norm(
     let (mut y, mut means, mut rstds) = (vec![0.0; x.len()], vec![0.0; rows], vec![0.0; rows]);
     for r in 0..rows {
         let row = &x[r * cols..(r + 1) * cols];
-        let mean = if rms {
-            0.0
-        } else {
-            row.iter().map(|&v| v as f64).sum::<f64>() / cols as f64
-        };
+        let mean = if rms { 0.0 } else { row.iter().map(|&v| v as f64).sum::<f64>() / cols as f64 };
         let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / cols as f64;
         let rstd = 1.0 / (var + eps).sqrt();
         for c in 0..cols {
-            y[r * cols + c] =
-                (row[c] as f64 - mean) * rstd * gamma[c] as f64 + beta.map_or(0.0, |b| b[c] as f64);
+            y[r * cols + c] = (row[c] as f64 - mean) * rstd * gamma[c] as f64 + beta.map_or(0.0, |b| b[c] as f64);
         }
         means[r] = mean;
         rstds[r] = rstd;
@@ -104,17 +97,9 @@ pub fn norm_backward(
     let (mut dx, mut dg, mut db) = (vec![0.0; x.len()], vec![0.0; cols], vec![0.0; cols]);
     for r in 0..rows {
         let (mean, rstd) = (means[r], rstds[r]);
-        let xh: Vec<f64> = (0..cols)
-            .map(|c| (x[r * cols + c] as f64 - mean) * rstd)
-            .collect();
-        let g: Vec<f64> = (0..cols)
-            .map(|c| dy[r * cols + c] as f64 * gamma[c] as f64)
-            .collect();
-        let mg = if rms {
-            0.0
-        } else {
-            g.iter().sum::<f64>() / cols as f64
-        };
+        let xh: Vec<f64> = (0..cols).map(|c| (x[r * cols + c] as f64 - mean) * rstd).collect();
+        let g: Vec<f64> = (0..cols).map(|c| dy[r * cols + c] as f64 * gamma[c] as f64).collect();
+        let mg = if rms { 0.0 } else { g.iter().sum::<f64>() / cols as f64 };
         let mgx = g.iter().zip(&xh).map(|(a, b)| a * b).sum::<f64>() / cols as f64;
         for c in 0..cols {
             dx[r * cols + c] = rstd * (g[c] - mg - xh[c] * mgx);
@@ -141,8 +126,7 @@ pub fn softmax(
         let (i, b) = (r % tq, r / tq / heads);
         let s: Vec<f64> = (0..cols)
             .map(|j| {
-                let masked =
-                    mask.is_some_and(|m| m[b * cols + j] == 0) || (causal && j > i + (cols - tq));
+                let masked = mask.is_some_and(|m| m[b * cols + j] == 0) || (causal && j > i + (cols - tq));
                 if masked {
                     -1e30
                 } else {
@@ -220,10 +204,7 @@ pub fn attention(
             for i in 0..t {
                 for x in 0..d {
                     out[(bi * t + i) * hd + hi * d + x] = (0..t)
-                        .map(|j| {
-                            probs[((bi * h + hi) * t + i) * t + j]
-                                * v[(bi * t + j) * hd + hi * d + x] as f64
-                        })
+                        .map(|j| probs[((bi * h + hi) * t + i) * t + j] * v[(bi * t + j) * hd + hi * d + x] as f64)
                         .sum();
                 }
             }
@@ -254,13 +235,8 @@ pub fn attention_backward(
             let at = |tt: usize, dd: usize| (bi * t + tt) * hd + hi * d + dd;
             for i in 0..t {
                 let p = |j: usize| probs[((bi * h + hi) * t + i) * t + j];
-                let dp: Vec<f64> = (0..t)
-                    .map(|j| {
-                        (0..d)
-                            .map(|x| dout[at(i, x)] as f64 * v[at(j, x)] as f64)
-                            .sum()
-                    })
-                    .collect();
+                let dp: Vec<f64> =
+                    (0..t).map(|j| (0..d).map(|x| dout[at(i, x)] as f64 * v[at(j, x)] as f64).sum()).collect();
                 let dot: f64 = (0..t).map(|j| dp[j] * p(j)).sum();
                 for j in 0..t {
                     let ds = scale * p(j) * (dp[j] - dot);
@@ -277,22 +253,13 @@ pub fn attention_backward(
 }
 
 /// Mean cross-entropy over counted rows, and dlogits (scaled by dscale / count).
-pub fn cross_entropy(
-    logits: &[f32],
-    targets: &[u32],
-    cols: usize,
-    ignore: u32,
-    dscale: f64,
-) -> (f64, f64, Vec<f64>) {
+pub fn cross_entropy(logits: &[f32], targets: &[u32], cols: usize, ignore: u32, dscale: f64) -> (f64, f64, Vec<f64>) {
     let rows = targets.len();
     let (mut sum, mut count) = (0.0, 0.0);
     let mut lses = vec![0.0; rows];
     for r in 0..rows {
         let row = &logits[r * cols..(r + 1) * cols];
-        let m = row
-            .iter()
-            .map(|&v| v as f64)
-            .fold(f64::NEG_INFINITY, f64::max);
+        let m = row.iter().map(|&v| v as f64).fold(f64::NEG_INFINITY, f64::max);
         let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
         lses[r] = lse;
         let t = targets[r];
@@ -317,13 +284,7 @@ pub fn cross_entropy(
 
 /// Embedding gather.
 pub fn embedding(w: &[f32], dim: usize, ids: &[u32]) -> Vec<f64> {
-    ids.iter()
-        .flat_map(|&id| {
-            w[id as usize * dim..(id as usize + 1) * dim]
-                .iter()
-                .map(|&v| v as f64)
-        })
-        .collect()
+    ids.iter().flat_map(|&id| w[id as usize * dim..(id as usize + 1) * dim].iter().map(|&v| v as f64)).collect()
 }
 
 /// Embedding backward: dw (vocab x dim) accumulated from dout.
@@ -344,12 +305,7 @@ pub fn philox(block: u32, seed: u64, offset: u64) -> [u32; 4] {
     for _ in 0..10 {
         let p0 = 0xD2511F53u64 * c[0] as u64;
         let p1 = 0xCD9E8D57u64 * c[2] as u64;
-        c = [
-            ((p1 >> 32) as u32) ^ c[1] ^ k[0],
-            p1 as u32,
-            ((p0 >> 32) as u32) ^ c[3] ^ k[1],
-            p0 as u32,
-        ];
+        c = [((p1 >> 32) as u32) ^ c[1] ^ k[0], p1 as u32, ((p0 >> 32) as u32) ^ c[3] ^ k[1], p0 as u32];
         k = [k[0].wrapping_add(0x9E3779B9), k[1].wrapping_add(0xBB67AE85)];
     }
     c
@@ -366,9 +322,7 @@ pub fn unit(x: u32) -> f64 {
 }
 
 pub fn uniform(n: usize, seed: u64, offset: u64, lo: f64, hi: f64) -> Vec<f64> {
-    (0..n)
-        .map(|e| lo + (hi - lo) * unit(rng_word(e, seed, offset)))
-        .collect()
+    (0..n).map(|e| lo + (hi - lo) * unit(rng_word(e, seed, offset))).collect()
 }
 
 pub fn normal(n: usize, seed: u64, offset: u64, mean: f64, std: f64) -> Vec<f64> {
@@ -380,12 +334,7 @@ pub fn normal(n: usize, seed: u64, offset: u64, mean: f64, std: f64) -> Vec<f64>
             let u2 = unit(w[2 * h + 1]);
             let r = (-2.0 * u1.ln()).sqrt();
             let th = 2.0 * std::f64::consts::PI * u2;
-            mean + std
-                * if e % 2 == 0 {
-                    r * th.cos()
-                } else {
-                    r * th.sin()
-                }
+            mean + std * if e % 2 == 0 { r * th.cos() } else { r * th.sin() }
         })
         .collect()
 }
@@ -393,21 +342,12 @@ pub fn normal(n: usize, seed: u64, offset: u64, mean: f64, std: f64) -> Vec<f64>
 pub fn dropout(x: &[f32], p: f64, seed: u64, offset: u64) -> Vec<f64> {
     x.iter()
         .enumerate()
-        .map(|(e, &v)| {
-            if unit(rng_word(e, seed, offset)) >= p {
-                v as f64 / (1.0 - p)
-            } else {
-                0.0
-            }
-        })
+        .map(|(e, &v)| if unit(rng_word(e, seed, offset)) >= p { v as f64 / (1.0 - p) } else { 0.0 })
         .collect()
 }
 
 fn log_softmax(row: &[f32]) -> Vec<f64> {
-    let m = row
-        .iter()
-        .map(|&v| v as f64)
-        .fold(f64::NEG_INFINITY, f64::max);
+    let m = row.iter().map(|&v| v as f64).fold(f64::NEG_INFINITY, f64::max);
     let lse = m + row.iter().map(|&v| (v as f64 - m).exp()).sum::<f64>().ln();
     row.iter().map(|&v| v as f64 - lse).collect()
 }
@@ -426,13 +366,7 @@ pub fn kl_rows(p: &[f32], q: &[f32], cols: usize) -> Vec<(f64, f64)> {
 }
 
 /// Gradient of coef * sum_rows KL (mode 0 forward, 1 reverse, 2 symmetric): (dq, dp).
-pub fn kl_backward(
-    p: &[f32],
-    q: &[f32],
-    cols: usize,
-    mode: u32,
-    coef: f64,
-) -> (Vec<f64>, Vec<f64>) {
+pub fn kl_backward(p: &[f32], q: &[f32], cols: usize, mode: u32, coef: f64) -> (Vec<f64>, Vec<f64>) {
     let kls = kl_rows(p, q, cols);
     let (mut dq, mut dp) = (vec![0.0; q.len()], vec![0.0; p.len()]);
     for r in 0..p.len() / cols {
@@ -463,11 +397,7 @@ pub fn assemble(pe: &[f32], cls: &[f32], pos: &[f32], batch: usize, seq: usize) 
     for b in 0..batch {
         for s in 0..seq {
             for j in 0..c {
-                let v = if s == 0 {
-                    cls[j]
-                } else {
-                    pe[(b * (seq - 1) + s - 1) * c + j]
-                };
+                let v = if s == 0 { cls[j] } else { pe[(b * (seq - 1) + s - 1) * c + j] };
                 x[(b * seq + s) * c + j] = v as f64 + pos[s * c + j] as f64;
             }
         }

@@ -37,12 +37,7 @@ fn run(
         .f(a)
         .f(b)
         .f(c);
-    rec.dispatch(
-        &k,
-        p,
-        &[x, out],
-        grid(gpu, n.div_ceil(4).div_ceil(WG as usize))?,
-    )
+    rec.dispatch(&k, p, &[x, out], grid(gpu, n.div_ceil(4).div_ceil(WG as usize))?)
 }
 
 /// Fill `out` with uniform values in `[lo, hi)`.
@@ -60,27 +55,10 @@ pub fn normal(rec: &mut Recorder, out: &Tensor, key: RngKey, mean: f32, std: f32
 /// Inverted dropout with drop probability `p`: `out = keep ? x / (1 - p) : 0`, the mask given
 /// by `key`. The backward is the same call on the gradient with the same key (`accumulate`
 /// adds into `out`).
-pub fn dropout(
-    rec: &mut Recorder,
-    x: &Tensor,
-    out: &Tensor,
-    p: f32,
-    key: RngKey,
-    accumulate: bool,
-) -> Result<()> {
+pub fn dropout(rec: &mut Recorder, x: &Tensor, out: &Tensor, p: f32, key: RngKey, accumulate: bool) -> Result<()> {
     expect_len("dropout", "out", out, x.len())?;
     if !(0.0..1.0).contains(&p) {
         return shape_err("dropout", format!("drop probability {p} must be in [0, 1)"));
     }
-    run(
-        rec,
-        "dropout",
-        accumulate,
-        x,
-        out,
-        key,
-        p,
-        0.0,
-        1.0 / (1.0 - p),
-    )
+    run(rec, "dropout", accumulate, x, out, key, p, 0.0, 1.0 / (1.0 - p))
 }

@@ -4,48 +4,30 @@ use tramway::ops::reference as r;
 
 /// Part `which` (0 q, 1 k, 2 v) of a fused [B*T, 3*H*D] tensor.
 fn view(which: usize, t: &tramway::Tensor, hd: usize) -> HeadView<'_> {
-    HeadView {
-        t,
-        off: which * hd,
-        row_stride: 3 * hd,
-    }
+    HeadView { t, off: which * hd, row_stride: 3 * hd }
 }
 
 /// Split a fused [B*T, 3*H*D] QKV into dense q, k, v.
 fn split(qkv: &[f32], rows: usize, hd: usize) -> [Vec<f32>; 3] {
-    let part = |p: usize| {
-        (0..rows)
-            .flat_map(|i| qkv[i * 3 * hd + p * hd..i * 3 * hd + (p + 1) * hd].to_vec())
-            .collect()
-    };
+    let part =
+        |p: usize| (0..rows).flat_map(|i| qkv[i * 3 * hd + p * hd..i * 3 * hd + (p + 1) * hd].to_vec()).collect();
     [part(0), part(1), part(2)]
 }
 
 // Two chained f32 matmuls around a softmax: errors of ~1e-6 per stage, inputs in [-1, 1).
 #[test]
 fn attention_fused_qkv_mask_causal_forward_backward() {
-    for (ci, &(b, t, h, d, with_mask, causal)) in [
-        (1, 1, 1, 1, false, false),
-        (2, 5, 2, 3, true, false),
-        (2, 7, 3, 4, true, true),
-        (1, 33, 2, 8, false, true),
-    ]
-    .iter()
-    .enumerate()
+    for (ci, &(b, t, h, d, with_mask, causal)) in
+        [(1, 1, 1, 1, false, false), (2, 5, 2, 3, true, false), (2, 7, 3, 4, true, true), (1, 33, 2, 8, false, true)]
+            .iter()
+            .enumerate()
     {
-        let s = AttnShape {
-            batch: b,
-            seq: t,
-            heads: h,
-            head_dim: d,
-        };
+        let s = AttnShape { batch: b, seq: t, heads: h, head_dim: d };
         let hd = h * d;
         let mut rng = Rng::new(ci as u64 + 7);
         let qkv = rng.vec(b * t * 3 * hd);
         let dout = rng.vec(b * t * hd);
-        let mask: Vec<u32> = (0..b * t)
-            .map(|i| if i % t == 0 || rng.below(4) > 0 { 1 } else { 0 })
-            .collect();
+        let mask: Vec<u32> = (0..b * t).map(|i| if i % t == 0 || rng.below(4) > 0 { 1 } else { 0 }).collect();
         let prior = rng.vec(b * t * 3 * hd);
         let qkvt = up(&qkv);
         let mt = gpu().from_u32(&mask, &[b * t]).unwrap();
@@ -90,25 +72,16 @@ fn attention_fused_qkv_mask_causal_forward_backward() {
         let (wout, wprobs) = r::attention(&q, &k, &v, b, t, h, d, mref, causal, scale as f64);
         close("attention out", &down(&out), &wout, 1e-5, 1e-5);
         close("attention probs", &down(&probs), &wprobs, 1e-6, 1e-5);
-        let (wdq, wdk, wdv) =
-            r::attention_backward(&q, &k, &v, &dout, b, t, h, d, mref, causal, scale as f64);
+        let (wdq, wdk, wdv) = r::attention_backward(&q, &k, &v, &dout, b, t, h, d, mref, causal, scale as f64);
         let got = down(&dqkv);
         let [gq, gk, gv] = split(&got, b * t, hd);
         let [pq, pk, pv] = split(&prior, b * t, hd);
-        let add = |a: &[f64], p: &[f32]| {
-            a.iter()
-                .zip(p)
-                .map(|(x, &y)| x + y as f64)
-                .collect::<Vec<_>>()
-        };
+        let add = |a: &[f64], p: &[f32]| a.iter().zip(p).map(|(x, &y)| x + y as f64).collect::<Vec<_>>();
         close("dq", &gq, &add(&wdq, &pq), 1e-5, 1e-5);
         close("dk", &gk, &add(&wdk, &pk), 1e-5, 1e-5);
         close("dv", &gv, &add(&wdv, &pv), 1e-5, 1e-5);
         let f = |q: &[f32], k: &[f32], v: &[f32]| {
-            dot(
-                &dout,
-                &r::attention(q, k, v, b, t, h, d, mref, causal, scale as f64).0,
-            )
+            dot(&dout, &r::attention(q, k, v, b, t, h, d, mref, causal, scale as f64).0)
         };
         fd_check("attention dq reference", &q, &wdq, 10, |x| f(x, &k, &v));
         fd_check("attention dk reference", &k, &wdk, 10, |x| f(&q, x, &v));

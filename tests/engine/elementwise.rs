@@ -13,10 +13,7 @@ fn add_mul_scale_axpby_all_sizes() {
         let (x, y) = (rng.vec(n), rng.vec(n));
         let (xt, yt, z) = (up(&x), up(&y), gpu().zeros(&[n]).unwrap());
         let f = |g: &dyn Fn(f64, f64) -> f64| -> Vec<f64> {
-            x.iter()
-                .zip(&y)
-                .map(|(&a, &b)| g(a as f64, b as f64))
-                .collect()
+            x.iter().zip(&y).map(|(&a, &b)| g(a as f64, b as f64)).collect()
         };
         let mut rc = rec();
         add(&mut rc, &xt, &yt, &z, 0.5, -2.0).unwrap();
@@ -34,13 +31,7 @@ fn add_mul_scale_axpby_all_sizes() {
         axpby(&mut rc, 2.0, &xt, 0.5, &yt).unwrap();
         scale_inplace(&mut rc, &yt, 4.0).unwrap();
         rc.submit().unwrap();
-        close(
-            "axpby+scale_inplace",
-            &down(&yt),
-            &f(&|a, b| 4.0 * (2.0 * a + 0.5 * b)),
-            1e-6,
-            1e-6,
-        );
+        close("axpby+scale_inplace", &down(&yt), &f(&|a, b| 4.0 * (2.0 * a + 0.5 * b)), 1e-6, 1e-6);
     }
 }
 
@@ -64,30 +55,13 @@ fn activations_forward_backward() {
             activation_backward(&mut rc, &xt, &dyt, &dx, act, true).unwrap();
             rc.submit().unwrap();
             // erf is approximated to 1.5e-7 absolute in the shader; exp/tanh within a few ulp.
-            close(
-                &format!("{act:?}"),
-                &down(&y),
-                &x.iter().map(|&v| fw(v as f64)).collect::<Vec<_>>(),
-                1e-6,
-                1e-5,
-            );
-            let want: Vec<f64> = (0..n)
-                .map(|i| dy[i] as f64 * gr(x[i] as f64) + prior[i] as f64)
-                .collect();
-            close(
-                &format!("{act:?} backward (accumulate)"),
-                &down(&dx),
-                &want,
-                1e-6,
-                1e-5,
-            );
+            close(&format!("{act:?}"), &down(&y), &x.iter().map(|&v| fw(v as f64)).collect::<Vec<_>>(), 1e-6, 1e-5);
+            let want: Vec<f64> = (0..n).map(|i| dy[i] as f64 * gr(x[i] as f64) + prior[i] as f64).collect();
+            close(&format!("{act:?} backward (accumulate)"), &down(&dx), &want, 1e-6, 1e-5);
             // The reference derivative against finite differences of the reference forward.
             let g: Vec<f64> = (0..n).map(|i| dy[i] as f64 * gr(x[i] as f64)).collect();
             fd_check(&format!("{act:?} reference"), &x, &g, 20, |xs| {
-                xs.iter()
-                    .zip(&dy)
-                    .map(|(&v, &w)| w as f64 * fw(v as f64))
-                    .sum()
+                xs.iter().zip(&dy).map(|(&v, &w)| w as f64 * fw(v as f64)).sum()
             });
         }
     }

@@ -4,10 +4,7 @@ use tramway::ops::reference as r;
 
 #[test]
 fn embedding_gather_and_deterministic_scatter_add() {
-    for (ci, &(vocab, dim, n)) in [(1, 1, 1), (5, 3, 17), (50, 70, 300), (1000, 64, 40)]
-        .iter()
-        .enumerate()
-    {
+    for (ci, &(vocab, dim, n)) in [(1, 1, 1), (5, 3, 17), (50, 70, 300), (1000, 64, 40)].iter().enumerate() {
         let mut rng = Rng::new(ci as u64);
         let w = rng.vec(vocab * dim);
         // Few distinct ids, so many positions share one row of the gradient.
@@ -29,29 +26,19 @@ fn embedding_gather_and_deterministic_scatter_add() {
         let dw = run();
         assert_eq!(
             down(&out),
-            r::embedding(&w, dim, &ids)
-                .iter()
-                .map(|&v| v as f32)
-                .collect::<Vec<_>>(),
+            r::embedding(&w, dim, &ids).iter().map(|&v| v as f32).collect::<Vec<_>>(),
             "gather is exact"
         );
-        let want: Vec<f64> = r::embedding_backward(&dout, dim, &ids, vocab)
-            .iter()
-            .zip(&prior)
-            .map(|(a, &b)| a + b as f64)
-            .collect();
+        let want: Vec<f64> =
+            r::embedding_backward(&dout, dim, &ids, vocab).iter().zip(&prior).map(|(a, &b)| a + b as f64).collect();
         // Sums of up to n terms in f32: 1e-6 * n.
         close("embedding dw", &dw, &want, 1e-6 * n as f64, 1e-6);
         // The reference backward against finite differences of the reference gather.
         let wdw = r::embedding_backward(&dout, dim, &ids, vocab);
-        fd_check("embedding reference", &w, &wdw, 12, |ws| {
-            dot(&dout, &r::embedding(ws, dim, &ids))
-        });
+        fd_check("embedding reference", &w, &wdw, 12, |ws| dot(&dout, &r::embedding(ws, dim, &ids)));
         let again = run();
         assert!(
-            dw.iter()
-                .zip(&again)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            dw.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits()),
             "backward must be bitwise reproducible"
         );
     }
@@ -59,12 +46,6 @@ fn embedding_gather_and_deterministic_scatter_add() {
 
 #[test]
 fn embedding_index_rejects_out_of_vocab_ids() {
-    let e = EmbeddingIndex::upload(gpu(), &[1, 9, 2], 5)
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(
-        e.contains("token id 9 at position 1") && e.contains("vocabulary of 5"),
-        "{e}"
-    );
+    let e = EmbeddingIndex::upload(gpu(), &[1, 9, 2], 5).err().unwrap().to_string();
+    assert!(e.contains("token id 9 at position 1") && e.contains("vocabulary of 5"), "{e}");
 }

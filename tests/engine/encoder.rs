@@ -5,9 +5,7 @@ use tramway::io::weights::Weights;
 use tramway::models::encoder::{Encoder, TextBatch};
 
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn ints(w: &Weights, name: &str) -> Vec<u32> {
@@ -18,10 +16,7 @@ fn ints(w: &Weights, name: &str) -> Vec<u32> {
 /// error is meaningless for entries near zero, the tensor's scale is what a bug would disturb.
 pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     let scale = want.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
-    let diff = got
-        .iter()
-        .zip(want)
-        .fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
+    let diff = got.iter().zip(want).fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
     diff / scale.max(1e-30)
 }
 
@@ -41,32 +36,23 @@ fn check_against_pytorch(name: &str) {
         seq: t,
         ids: ints(&expected, "input_ids"),
         mask: ints(&expected, "attention_mask"),
-        types: expected
-            .ints
-            .contains_key("token_type_ids")
-            .then(|| ints(&expected, "token_type_ids")),
+        types: expected.ints.contains_key("token_type_ids").then(|| ints(&expected, "token_type_ids")),
         labels: Some(ints(&expected, "labels")),
     };
     let mut acts = model.acts(gpu(), b, t).unwrap();
     model.upload(gpu(), &mut acts, &batch).unwrap();
     let mut rc = rec();
     model.params.zero_grads(&mut rc);
-    model.forward(&mut rc, &acts, true).unwrap();
+    model.forward(&mut rc, &acts, true, None).unwrap();
     model.backward(&mut rc, &acts).unwrap();
     rc.submit().unwrap();
     let logits = down(&acts.logits);
     let want_logits = &expected.tensors["logits"].data;
     let e = rel_err(&logits, want_logits);
-    assert!(
-        e < 1e-4,
-        "{name}: logits off by {e:.2e} relative:\n{logits:?}\n{want_logits:?}"
-    );
+    assert!(e < 1e-4, "{name}: logits off by {e:.2e} relative:\n{logits:?}\n{want_logits:?}");
     let loss = down(&acts.loss)[0];
     let want_loss = expected.tensors["loss"].data[0];
-    assert!(
-        ((loss - want_loss) / want_loss).abs() < 1e-4,
-        "{name}: loss {loss} vs {want_loss}"
-    );
+    assert!(((loss - want_loss) / want_loss).abs() < 1e-4, "{name}: loss {loss} vs {want_loss}");
     check_grads(name, &model.params, &expected);
 }
 
@@ -74,36 +60,17 @@ fn check_against_pytorch(name: &str) {
 /// 1e-3 of the tensor's scale (see [`rel_err`]).
 pub fn check_grads(name: &str, params: &tramway::nn::ParamSet, expected: &Weights) {
     let names = params.names().to_vec();
-    let grads_in_fixture = expected
-        .tensors
-        .keys()
-        .filter(|k| k.starts_with("grad."))
-        .count();
-    assert_eq!(
-        grads_in_fixture,
-        names.len(),
-        "{name}: the fixture and the model must have the same parameters"
-    );
+    let grads_in_fixture = expected.tensors.keys().filter(|k| k.starts_with("grad.")).count();
+    assert_eq!(grads_in_fixture, names.len(), "{name}: the fixture and the model must have the same parameters");
     let wants: Vec<&[f32]> = names
         .iter()
         .enumerate()
-        .map(|(i, n)| {
-            &expected
-                .get(&format!("grad.{n}"), params.g(i).shape())
-                .unwrap()
-                .data[..]
-        })
+        .map(|(i, n)| &expected.get(&format!("grad.{n}"), params.g(i).shape()).unwrap().data[..])
         .collect();
-    let global = wants
-        .iter()
-        .flat_map(|w| w.iter())
-        .fold(0f32, |m, &v| m.max(v.abs()));
+    let global = wants.iter().flat_map(|w| w.iter()).fold(0f32, |m, &v| m.max(v.abs()));
     for (i, n) in names.iter().enumerate() {
         let got = down(params.g(i));
-        assert!(
-            got.iter().all(|v| v.is_finite()),
-            "{name}: gradient of {n} is not finite"
-        );
+        assert!(got.iter().all(|v| v.is_finite()), "{name}: gradient of {n} is not finite");
         if n.ends_with("attention.self.key.bias") || n.ends_with("attention.attention.key.bias") {
             // Analytically zero: the key bias adds q.b to every score of a row, and softmax is
             // shift-invariant. Both sides hold rounding noise; it must stay tiny.
@@ -148,34 +115,19 @@ fn saved_folder_round_trips_names_shapes_dtypes_values() {
             // Store the source in f16 (and one tensor in bf16): reading widens, saving narrows back.
             let mut list: Vec<_> = orig.tensors.drain().collect();
             for (i, (_, t)) in list.iter_mut().enumerate() {
-                t.dtype = if i == 0 {
-                    safetensors::Dtype::BF16
-                } else {
-                    safetensors::Dtype::F16
-                };
+                t.dtype = if i == 0 { safetensors::Dtype::BF16 } else { safetensors::Dtype::F16 };
             }
-            std::fs::write(
-                work.join("model.safetensors"),
-                serialize("f16", &list).unwrap(),
-            )
-            .unwrap();
+            std::fs::write(work.join("model.safetensors"), serialize("f16", &list).unwrap()).unwrap();
             orig = read_weights(&work).unwrap();
         } else {
-            std::fs::copy(
-                src.join("model.safetensors"),
-                work.join("model.safetensors"),
-            )
-            .unwrap();
+            std::fs::copy(src.join("model.safetensors"), work.join("model.safetensors")).unwrap();
         }
         std::fs::write(work.join("tokenizer.json"), b"{}").unwrap();
         let cfg = read_encoder_config(&work).unwrap();
         let model = Encoder::load(gpu(), cfg, &orig, 0).unwrap();
         let out = scratch_dir(&format!("{name}-out"));
         save_encoder(gpu(), &model, &out, Some(&work)).unwrap();
-        assert!(
-            out.join("tokenizer.json").is_file(),
-            "tokenizer files are copied"
-        );
+        assert!(out.join("tokenizer.json").is_file(), "tokenizer files are copied");
         let saved = read_weights(&out).unwrap();
         let mut a: Vec<_> = orig.tensors.keys().collect();
         let mut b: Vec<_> = saved.tensors.keys().collect();
@@ -184,18 +136,8 @@ fn saved_folder_round_trips_names_shapes_dtypes_values() {
         assert_eq!(a, b, "{name}: same tensor names");
         for (n, t) in &orig.tensors {
             let s = &saved.tensors[n];
-            assert_eq!(
-                (&s.shape, s.dtype),
-                (&t.shape, t.dtype),
-                "{name}: {n} shape/dtype"
-            );
-            assert!(
-                s.data
-                    .iter()
-                    .zip(&t.data)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
-                "{name}: {n} values"
-            );
+            assert_eq!((&s.shape, s.dtype), (&t.shape, t.dtype), "{name}: {n} shape/dtype");
+            assert!(s.data.iter().zip(&t.data).all(|(x, y)| x.to_bits() == y.to_bits()), "{name}: {n} values");
         }
         let cfg2 = read_encoder_config(&out).unwrap();
         assert_eq!(cfg2.id2label, model.cfg.id2label);
@@ -210,8 +152,7 @@ fn saved_folder_round_trips_names_shapes_dtypes_values() {
 
 fn load_err(cfg_edit: impl Fn(&mut serde_json::Value), w_edit: impl Fn(&mut Weights)) -> String {
     let dir = fixture("bert").join("model");
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     cfg_edit(&mut v);
     let cfg = match tramway::io::config::EncoderConfig::parse("config.json", &v.to_string()) {
         Ok(c) => c,
@@ -234,56 +175,26 @@ fn bad_folders_give_clear_errors() {
             w.tensors.remove(t);
         },
     );
-    assert!(
-        e.contains(t) && e.contains("missing") && e.contains("[32, 64]"),
-        "{e}"
-    );
+    assert!(e.contains(t) && e.contains("missing") && e.contains("[32, 64]"), "{e}");
     let e = load_err(
         |_| {},
         |w| {
             w.tensors.get_mut(t).unwrap().shape = vec![64, 32];
         },
     );
-    assert!(
-        e.contains(t) && e.contains("[64, 32]") && e.contains("expected [32, 64]"),
-        "{e}"
-    );
+    assert!(e.contains(t) && e.contains("[64, 32]") && e.contains("expected [32, 64]"), "{e}");
     let e = load_err(|v| v["model_type"] = "gpt2".into(), |_| {});
-    assert!(
-        e.contains("config.json")
-            && e.contains("\"gpt2\"")
-            && e.contains("not a supported encoder"),
-        "{e}"
-    );
+    assert!(e.contains("config.json") && e.contains("\"gpt2\"") && e.contains("not a supported encoder"), "{e}");
     let e = load_err(|v| v["hidden_act"] = "relu".into(), |_| {});
     assert!(e.contains("hidden_act") && e.contains("relu"), "{e}");
     let e = load_err(|v| v["num_attention_heads"] = 5.into(), |_| {});
-    assert!(
-        e.contains("hidden_size 32") && e.contains("num_attention_heads 5"),
-        "{e}"
-    );
-    let e = load_err(
-        |v| {
-            v.as_object_mut()
-                .unwrap()
-                .remove("vocab_size")
-                .map(|_| ())
-                .unwrap()
-        },
-        |_| {},
-    );
+    assert!(e.contains("hidden_size 32") && e.contains("num_attention_heads 5"), "{e}");
+    let e = load_err(|v| v.as_object_mut().unwrap().remove("vocab_size").map(|_| ()).unwrap(), |_| {});
     assert!(e.contains("vocab_size is missing"), "{e}");
-    let e = tramway::io::weights::Weights::parse("model.safetensors", b"not a safetensors file")
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("model.safetensors") && e.contains("not a valid safetensors"),
-        "{e}"
-    );
+    let e =
+        tramway::io::weights::Weights::parse("model.safetensors", b"not a safetensors file").unwrap_err().to_string();
+    assert!(e.contains("model.safetensors") && e.contains("not a valid safetensors"), "{e}");
     let missing = scratch_dir("missing");
     let e = read_encoder_config(&missing).unwrap_err().to_string();
-    assert!(
-        e.contains("config.json") && e.contains(&missing.display().to_string()),
-        "{e}"
-    );
+    assert!(e.contains("config.json") && e.contains(&missing.display().to_string()), "{e}");
 }

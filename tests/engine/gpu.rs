@@ -15,10 +15,7 @@ fn tensors_beyond_the_binding_limit_are_refused_clearly() {
     let mut ab = ArenaBuilder::new();
     ab.add("wte", &[n]);
     let e = ab.build(gpu(), "params").unwrap_err().to_string();
-    assert!(
-        e.contains("wte") && e.contains("max_storage_buffer_binding_size"),
-        "{e}"
-    );
+    assert!(e.contains("wte") && e.contains("max_storage_buffer_binding_size"), "{e}");
 }
 
 #[test]

@@ -16,44 +16,16 @@ fn kl_mean_gpu(p: &[f32], q: &[f32], cols: usize, kind: KlKind) -> f32 {
 #[test]
 fn kl_worked_examples_from_the_spec() {
     let (p, q) = ([0.0f32, 0.0], [3f32.ln(), 0.0]);
-    let cases = [
-        (KlKind::Forward, 0.143841),
-        (KlKind::Reverse, 0.130812),
-        (KlKind::Symmetric, 0.274653),
-    ];
+    let cases = [(KlKind::Forward, 0.143841), (KlKind::Reverse, 0.130812), (KlKind::Symmetric, 0.274653)];
     for (kind, want) in cases {
-        close(
-            &format!("{kind:?}"),
-            &[kl_mean_gpu(&p, &q, 2, kind)],
-            &[want],
-            1e-6,
-            0.0,
-        );
+        close(&format!("{kind:?}"), &[kl_mean_gpu(&p, &q, 2, kind)], &[want], 1e-6, 0.0);
     }
     let (p3, q3) = ([1.0f32, 0.0, -1.0], [0.0f32, 0.5, 0.0]);
-    close(
-        "3-class forward",
-        &[kl_mean_gpu(&p3, &q3, 3, KlKind::Forward)],
-        &[0.339617],
-        1e-6,
-        0.0,
-    );
-    close(
-        "3-class reverse",
-        &[kl_mean_gpu(&p3, &q3, 3, KlKind::Reverse)],
-        &[0.339161],
-        1e-6,
-        0.0,
-    );
+    close("3-class forward", &[kl_mean_gpu(&p3, &q3, 3, KlKind::Forward)], &[0.339617], 1e-6, 0.0);
+    close("3-class reverse", &[kl_mean_gpu(&p3, &q3, 3, KlKind::Reverse)], &[0.339161], 1e-6, 0.0);
     // Shift invariance and zero at equality.
     let shifted = [p3[0] + 5.0, p3[1] + 5.0, p3[2] + 5.0];
-    close(
-        "shift",
-        &[kl_mean_gpu(&shifted, &q3, 3, KlKind::Forward)],
-        &[0.339617],
-        2e-6,
-        0.0,
-    );
+    close("shift", &[kl_mean_gpu(&shifted, &q3, 3, KlKind::Forward)], &[0.339617], 2e-6, 0.0);
     assert!(kl_mean_gpu(&q3, &q3, 3, KlKind::Symmetric).abs() < 1e-7);
 }
 
@@ -64,10 +36,7 @@ fn kl_rows_mean_and_backward_all_kinds() {
         let p: Vec<f32> = rng.vec(rows * cols).iter().map(|v| v * 3.0).collect();
         let q: Vec<f32> = rng.vec(rows * cols).iter().map(|v| v * 3.0).collect();
         let kls = r::kl_rows(&p, &q, cols);
-        for (mode, kind) in [KlKind::Forward, KlKind::Reverse, KlKind::Symmetric]
-            .into_iter()
-            .enumerate()
-        {
+        for (mode, kind) in [KlKind::Forward, KlKind::Reverse, KlKind::Symmetric].into_iter().enumerate() {
             let pick = |(f, rv): (f64, f64)| [f, rv, f + rv][mode];
             let (pt, qt) = (up_shape(&p, &[rows, cols]), up_shape(&q, &[rows, cols]));
             let rowt = gpu().zeros(&[rows]).unwrap();
@@ -79,25 +48,13 @@ fn kl_rows_mean_and_backward_all_kinds() {
             rc.submit().unwrap();
             let want_rows: Vec<f64> = kls.iter().map(|&k| pick(k)).collect();
             // Differences of f32 log-probabilities: 1e-6 absolute per row.
-            close(
-                &format!("{kind:?} rows"),
-                &down(&rowt),
-                &want_rows,
-                2e-6,
-                1e-5,
-            );
+            close(&format!("{kind:?} rows"), &down(&rowt), &want_rows, 2e-6, 1e-5);
             let (wdq, wdp) = r::kl_backward(&p, &q, cols, mode as u32, 0.5);
             close(&format!("{kind:?} dq"), &down(&dq), &wdq, 1e-6, 1e-5);
             close(&format!("{kind:?} dp"), &down(&dp), &wdp, 1e-6, 1e-5);
-            let total = |p: &[f32], q: &[f32]| {
-                0.5 * r::kl_rows(p, q, cols).into_iter().map(pick).sum::<f64>()
-            };
-            fd_check(&format!("{kind:?} dq reference"), &q, &wdq, 10, |x| {
-                total(&p, x)
-            });
-            fd_check(&format!("{kind:?} dp reference"), &p, &wdp, 10, |x| {
-                total(x, &q)
-            });
+            let total = |p: &[f32], q: &[f32]| 0.5 * r::kl_rows(p, q, cols).into_iter().map(pick).sum::<f64>();
+            fd_check(&format!("{kind:?} dq reference"), &q, &wdq, 10, |x| total(&p, x));
+            fd_check(&format!("{kind:?} dp reference"), &p, &wdp, 10, |x| total(x, &q));
         }
     }
 }

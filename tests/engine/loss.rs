@@ -5,21 +5,11 @@ use tramway::ops::reference as r;
 // logsumexp in f32 over <= a few hundred classes and a tree mean: 1e-5 relative.
 #[test]
 fn cross_entropy_with_ignored_rows() {
-    for (ci, &(rows, cols)) in [(1, 1), (1, 2), (9, 5), (70, 130), (3, 1000)]
-        .iter()
-        .enumerate()
-    {
+    for (ci, &(rows, cols)) in [(1, 1), (1, 2), (9, 5), (70, 130), (3, 1000)].iter().enumerate() {
         let mut rng = Rng::new(ci as u64);
         let logits: Vec<f32> = rng.vec(rows * cols).iter().map(|v| v * 5.0).collect();
-        let targets: Vec<u32> = (0..rows)
-            .map(|i| {
-                if i % 3 == 2 {
-                    IGNORE_INDEX
-                } else {
-                    rng.below(cols) as u32
-                }
-            })
-            .collect();
+        let targets: Vec<u32> =
+            (0..rows).map(|i| if i % 3 == 2 { IGNORE_INDEX } else { rng.below(cols) as u32 }).collect();
         let lt = up_shape(&logits, &[rows, cols]);
         let tt = gpu().from_u32(&targets, &[rows]).unwrap();
         let out = gpu().zeros(&[2]).unwrap();

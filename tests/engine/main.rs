@@ -8,6 +8,7 @@
 //! Tolerances are stated where they are used.
 
 mod attention;
+mod dropout;
 mod elementwise;
 mod embedding;
 mod encoder;
@@ -28,9 +29,7 @@ use tramway::{Gpu, GpuOptions, Recorder, Tensor};
 /// One device for the whole test binary (tests run on several threads and share it).
 pub fn gpu() -> &'static Gpu {
     static G: OnceLock<Gpu> = OnceLock::new();
-    G.get_or_init(|| {
-        Gpu::new_blocking(GpuOptions::from_env().unwrap()).expect("a GPU adapter (lavapipe on CI)")
-    })
+    G.get_or_init(|| Gpu::new_blocking(GpuOptions::from_env().unwrap()).expect("a GPU adapter (lavapipe on CI)"))
 }
 
 /// SplitMix64: deterministic test data without a rand dependency.
@@ -86,10 +85,7 @@ pub fn close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
     }
     if worst.1 > 0.0 {
         let i = worst.0;
-        panic!(
-            "{what}: element {i} is {} but the reference is {} (atol {atol}, rtol {rtol})",
-            got[i], want[i]
-        );
+        panic!("{what}: element {i} is {} but the reference is {} (atol {atol}, rtol {rtol})", got[i], want[i]);
     }
 }
 
@@ -111,11 +107,7 @@ pub fn fd_check(what: &str, x: &[f32], grad: &[f64], samples: usize, f: impl Fn(
         xm[i] -= FD_H;
         let fd = (f(&xp) - f(&xm)) / (2.0 * FD_H as f64);
         let tol = 1e-5 + 1e-4 * fd.abs().max(grad[i].abs());
-        assert!(
-            (fd - grad[i]).abs() <= tol,
-            "{what}: d/dx[{i}] analytic {} vs finite difference {fd}",
-            grad[i]
-        );
+        assert!((fd - grad[i]).abs() <= tol, "{what}: d/dx[{i}] analytic {} vs finite difference {fd}", grad[i]);
     }
 }
 

@@ -28,27 +28,12 @@ fn check_2d_path(m: usize, n: usize, k: usize, ta: bool, tb: bool, seed: u64, pa
     matmul_with(&mut rc, &Matmul::new(&at, ta, &bt, tb, &c).unwrap(), path).unwrap();
     rc.submit().unwrap();
     let want = r::matmul(&a, ta, &b, tb, m, n, k);
-    close(
-        &format!("matmul {path:?} {m}x{n}x{k} ta={ta} tb={tb}"),
-        &down(&c),
-        &want,
-        tol(k),
-        1e-5,
-    );
+    close(&format!("matmul {path:?} {m}x{n}x{k} ta={ta} tb={tb}"), &down(&c), &want, tol(k), 1e-5);
 }
 
 #[test]
 fn matmul_all_transposes_awkward_sizes() {
-    let sizes = [
-        (1, 1, 1),
-        (1, 7, 3),
-        (5, 1, 9),
-        (7, 13, 5),
-        (64, 32, 16),
-        (65, 33, 17),
-        (130, 70, 257),
-        (3, 200, 64),
-    ];
+    let sizes = [(1, 1, 1), (1, 7, 3), (5, 1, 9), (7, 13, 5), (64, 32, 16), (65, 33, 17), (130, 70, 257), (3, 200, 64)];
     for (i, &(m, n, k)) in sizes.iter().enumerate() {
         for ta in [false, true] {
             for tb in [false, true] {
@@ -93,9 +78,7 @@ fn epilogue_case(m: usize, n: usize, k: usize, tb: bool, path: MatmulPath) {
             .store_pre(&pre);
         matmul_with(&mut rc, &mm, path).unwrap();
         rc.submit().unwrap();
-        let want_pre: Vec<f64> = (0..m * n)
-            .map(|i| 0.5 * prod[i] + bias[i % n] as f64)
-            .collect();
+        let want_pre: Vec<f64> = (0..m * n).map(|i| 0.5 * prod[i] + bias[i % n] as f64).collect();
         let want: Vec<f64> = (0..m * n)
             .map(|i| {
                 let x = want_pre[i];
@@ -109,13 +92,7 @@ fn epilogue_case(m: usize, n: usize, k: usize, tb: bool, path: MatmulPath) {
             })
             .collect();
         // GELU-erf uses an erf approximation with 1.5e-7 absolute error: within tol.
-        close(
-            &format!("pre {act:?}"),
-            &down(&pre),
-            &want_pre,
-            tol(k),
-            1e-5,
-        );
+        close(&format!("pre {act:?}"), &down(&pre), &want_pre, tol(k), 1e-5);
         close(&format!("epilogue {act:?}"), &down(&c), &want, tol(k), 1e-5);
     }
 }
@@ -138,31 +115,9 @@ fn batched_case(d: usize, path: MatmulPath) {
     let qkv = rng.vec(bsz * t * row);
     let qt = up(&qkv);
     let s = gpu().zeros(&[bsz * h * t * t]).unwrap();
-    let a = MatView {
-        t: &qt,
-        off: 0,
-        rs: row,
-        cs: 1,
-        bo: t * row,
-        bi: d,
-    };
-    let b = MatView {
-        t: &qt,
-        off: h * d,
-        rs: row,
-        cs: 1,
-        bo: t * row,
-        bi: d,
-    }
-    .t();
-    let c = MatView {
-        t: &s,
-        off: 0,
-        rs: t,
-        cs: 1,
-        bo: h * t * t,
-        bi: t * t,
-    };
+    let a = MatView { t: &qt, off: 0, rs: row, cs: 1, bo: t * row, bi: d };
+    let b = MatView { t: &qt, off: h * d, rs: row, cs: 1, bo: t * row, bi: d }.t();
+    let c = MatView { t: &s, off: 0, rs: t, cs: 1, bo: h * t * t, bi: t * t };
     let mm = Matmul {
         m: t,
         n: t,
@@ -181,17 +136,7 @@ fn batched_case(d: usize, path: MatmulPath) {
     let mut rc = rec();
     matmul_with(&mut rc, &mm, path).unwrap();
     rc.submit().unwrap();
-    let want = r::matmul_strided(
-        &qkv,
-        (0, row, 1, t * row, d),
-        &qkv,
-        (h * d, 1, row, t * row, d),
-        t,
-        t,
-        d,
-        bsz * h,
-        h,
-    );
+    let want = r::matmul_strided(&qkv, (0, row, 1, t * row, d), &qkv, (h * d, 1, row, t * row, d), t, t, d, bsz * h, h);
     close("qk^T", &down(&s), &want, tol(d), 1e-5);
 }
 
@@ -217,9 +162,7 @@ fn matmul_rejects_bad_shapes_and_out_of_range_views() {
     let a = gpu().zeros(&[4, 5]).unwrap();
     let b = gpu().zeros(&[6, 3]).unwrap();
     let c = gpu().zeros(&[4, 3]).unwrap();
-    let e = Matmul::new(&a, false, &b, false, &c)
-        .unwrap_err()
-        .to_string();
+    let e = Matmul::new(&a, false, &b, false, &c).unwrap_err().to_string();
     assert!(e.contains("4x5") && e.contains("6x3"), "{e}");
     // A view that reaches past its tensor must be refused before it reaches the shader.
     let b2 = gpu().zeros(&[5, 3]).unwrap();

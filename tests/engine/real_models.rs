@@ -8,9 +8,7 @@ use tramway::io::hf::{read_encoder_config, read_weights};
 use tramway::models::encoder::{Encoder, Pooling};
 
 fn model_dir(name: &str) -> Option<PathBuf> {
-    let d = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models")
-        .join(name);
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(name);
     if d.join("model.safetensors").is_file() {
         return Some(d);
     }
@@ -29,19 +27,11 @@ fn minilm_sentence_embeddings_match_pytorch() {
         return;
     };
     let fx: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_embeddings.json"),
-        )
-        .unwrap(),
+        &std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/minilm_embeddings.json")).unwrap(),
     )
     .unwrap();
     let cfg = read_encoder_config(&dir).unwrap();
-    let tok = TextTokenizer::from_dir(
-        &dir,
-        fx["max_length"].as_u64().unwrap() as usize,
-        cfg.pad_token_id,
-    )
-    .unwrap();
+    let tok = TextTokenizer::from_dir(&dir, fx["max_length"].as_u64().unwrap() as usize, cfg.pad_token_id).unwrap();
     let model = Encoder::load(gpu(), cfg, &read_weights(&dir).unwrap(), 0).unwrap();
     let items = fx["sentences"].as_array().unwrap();
     let texts: Vec<&str> = items.iter().map(|s| s["text"].as_str().unwrap()).collect();
@@ -50,18 +40,8 @@ fn minilm_sentence_embeddings_match_pytorch() {
     let embs = pollster::block_on(model.embed(gpu(), &batch, Pooling::Mean, true)).unwrap();
     let mut worst = 1.0f64;
     for ((item, n), e) in items.iter().zip(counts).zip(embs) {
-        assert_eq!(
-            n as u64,
-            item["tokens"].as_u64().unwrap(),
-            "token count of {:?}",
-            item["text"]
-        );
-        let want: Vec<f64> = item["embedding"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_f64().unwrap())
-            .collect();
+        assert_eq!(n as u64, item["tokens"].as_u64().unwrap(), "token count of {:?}", item["text"]);
+        let want: Vec<f64> = item["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
         let dot: f64 = e.iter().zip(&want).map(|(&a, b)| a as f64 * b).sum();
         let na = e.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
         let nb = want.iter().map(|b| b * b).sum::<f64>().sqrt();

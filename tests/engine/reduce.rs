@@ -4,11 +4,7 @@ use tramway::ops::reduce::*;
 
 fn sums(xs: &[&[f32]]) -> (f64, f64) {
     let s = xs.iter().flat_map(|x| x.iter()).map(|&v| v as f64).sum();
-    let q = xs
-        .iter()
-        .flat_map(|x| x.iter())
-        .map(|&v| (v as f64).powi(2))
-        .sum();
+    let q = xs.iter().flat_map(|x| x.iter()).map(|&v| (v as f64).powi(2)).sum();
     (s, q)
 }
 
@@ -22,48 +18,15 @@ fn sum_sumsq_norm_across_tensors_and_long_inputs() {
     let (at, bt, ct) = (up(&a), up(&b), up(&c));
     let out = gpu().zeros(&[4]).unwrap();
     let mut rc = rec();
-    reduce(
-        &mut rc,
-        &[&at, &bt, &ct],
-        Reduction::Sum,
-        1.0,
-        &out,
-        0,
-        false,
-    )
-    .unwrap();
-    reduce(
-        &mut rc,
-        &[&at, &bt, &ct],
-        Reduction::SumSquares,
-        0.5,
-        &out,
-        1,
-        false,
-    )
-    .unwrap();
-    reduce(
-        &mut rc,
-        &[&at, &bt, &ct],
-        Reduction::L2Norm,
-        1.0,
-        &out,
-        2,
-        false,
-    )
-    .unwrap();
+    reduce(&mut rc, &[&at, &bt, &ct], Reduction::Sum, 1.0, &out, 0, false).unwrap();
+    reduce(&mut rc, &[&at, &bt, &ct], Reduction::SumSquares, 0.5, &out, 1, false).unwrap();
+    reduce(&mut rc, &[&at, &bt, &ct], Reduction::L2Norm, 1.0, &out, 2, false).unwrap();
     reduce(&mut rc, &[&at], Reduction::Sum, 1.0, &out, 3, false).unwrap();
     reduce(&mut rc, &[&at], Reduction::Sum, 1.0, &out, 3, true).unwrap();
     rc.submit().unwrap();
     let (s, q) = sums(&[&a, &b, &c]);
     let n = (a.len() + b.len() + c.len()) as f64;
-    close(
-        "reductions",
-        &down(&out),
-        &[s, 0.5 * q, q.sqrt(), 2.0 * a[0] as f64],
-        1e-6 * n,
-        1e-6,
-    );
+    close("reductions", &down(&out), &[s, 0.5 * q, q.sqrt(), 2.0 * a[0] as f64], 1e-6 * n, 1e-6);
 }
 
 #[test]
@@ -74,11 +37,7 @@ fn arena_norm_spans_several_chunks_and_is_deterministic() {
         ab.add(format!("t{i}"), s);
     }
     let arena = ab.build(gpu(), "params").unwrap();
-    assert!(
-        arena.chunks().len() >= 3,
-        "expected several chunks, got {}",
-        arena.chunks().len()
-    );
+    assert!(arena.chunks().len() >= 3, "expected several chunks, got {}", arena.chunks().len());
     let mut rng = Rng::new(8);
     let data: Vec<Vec<f32>> = arena.tensors().iter().map(|t| rng.vec(t.len())).collect();
     for (t, d) in arena.tensors().iter().zip(&data) {
@@ -115,17 +74,12 @@ fn row_mean_and_colsum() {
         colsum(&mut rc, &xt, rows, cols, &cs, true, 0.5).unwrap();
         rc.submit().unwrap();
         let mut want = vec![0.0];
-        want.extend((0..rows).map(|r| {
-            2.0 * x[r * cols..(r + 1) * cols]
-                .iter()
-                .map(|&v| v as f64)
-                .sum::<f64>()
-                / cols as f64
-        }));
+        want.extend(
+            (0..rows).map(|r| 2.0 * x[r * cols..(r + 1) * cols].iter().map(|&v| v as f64).sum::<f64>() / cols as f64),
+        );
         close("row_mean", &down(&means), &want, 1e-6, 1e-5);
-        let wc: Vec<f64> = (0..cols)
-            .map(|c| prior[c] as f64 + 0.5 * (0..rows).map(|r| x[r * cols + c] as f64).sum::<f64>())
-            .collect();
+        let wc: Vec<f64> =
+            (0..cols).map(|c| prior[c] as f64 + 0.5 * (0..rows).map(|r| x[r * cols + c] as f64).sum::<f64>()).collect();
         close("colsum", &down(&cs), &wc, 1e-6 * rows as f64, 1e-6);
     }
 }

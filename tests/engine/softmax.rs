@@ -16,22 +16,12 @@ fn softmax_masks_forward_backward() {
         let mut rng = Rng::new(ci as u64);
         let n = batch * heads * t * t;
         let x: Vec<f32> = rng.vec(n).iter().map(|v| v * 4.0).collect();
-        let mask: Vec<u32> = (0..batch * t)
-            .map(|i| if i % t == 0 || rng.below(3) > 0 { 1 } else { 0 })
-            .collect();
+        let mask: Vec<u32> = (0..batch * t).map(|i| if i % t == 0 || rng.below(3) > 0 { 1 } else { 0 }).collect();
         let dy = rng.vec(n);
         let xt = up_shape(&x, &[batch * heads * t, t]);
         let mt = gpu().from_u32(&mask, &[batch * t]).unwrap();
-        let (y, dx) = (
-            gpu().zeros(&[batch * heads * t, t]).unwrap(),
-            gpu().zeros(&[batch * heads * t, t]).unwrap(),
-        );
-        let m = SoftmaxMask {
-            mask: with_mask.then_some(&mt),
-            causal,
-            tq: t,
-            heads,
-        };
+        let (y, dx) = (gpu().zeros(&[batch * heads * t, t]).unwrap(), gpu().zeros(&[batch * heads * t, t]).unwrap());
+        let m = SoftmaxMask { mask: with_mask.then_some(&mt), causal, tq: t, heads };
         let scale = 0.7;
         let mut rc = rec();
         softmax(&mut rc, &xt, &y, scale, &m).unwrap();
@@ -43,10 +33,7 @@ fn softmax_masks_forward_backward() {
         let wdx = r::softmax_backward(&want, &dy, t, scale as f64);
         close("softmax_backward", &down(&dx), &wdx, 1e-6, 1e-5);
         fd_check("softmax reference", &x, &wdx, 16, |xs| {
-            dot(
-                &dy,
-                &r::softmax(xs, t, scale as f64, mref, causal, t, heads),
-            )
+            dot(&dy, &r::softmax(xs, t, scale as f64, mref, causal, t, heads))
         });
     }
 }
@@ -56,14 +43,7 @@ fn softmax_rejects_mismatched_mask() {
     let x = gpu().zeros(&[4, 3]).unwrap();
     let y = gpu().zeros(&[4, 3]).unwrap();
     let mask = gpu().zeros_u32(&[5]).unwrap();
-    let m = SoftmaxMask {
-        mask: Some(&mask),
-        causal: false,
-        tq: 2,
-        heads: 1,
-    };
-    let e = softmax(&mut rec(), &x, &y, 1.0, &m)
-        .unwrap_err()
-        .to_string();
+    let m = SoftmaxMask { mask: Some(&mask), causal: false, tq: 2, heads: 1 };
+    let e = softmax(&mut rec(), &x, &y, 1.0, &m).unwrap_err().to_string();
     assert!(e.contains("mask"), "{e}");
 }

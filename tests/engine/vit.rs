@@ -13,32 +13,19 @@ fn vit_matches_pytorch() {
     let model = Vit::load(gpu(), cfg, &read_weights(&dir.join("model")).unwrap(), 0).unwrap();
     let exp = read_weights(&dir.join("expected.safetensors")).unwrap();
     let pixels = &exp.tensors["pixel_values"];
-    let labels: Vec<u32> = exp
-        .ints("labels")
-        .unwrap()
-        .1
-        .iter()
-        .map(|&v| v as u32)
-        .collect();
-    let batch = ImageBatch {
-        batch: pixels.shape[0],
-        pixels: pixels.data.clone(),
-        labels: Some(labels),
-    };
+    let labels: Vec<u32> = exp.ints("labels").unwrap().1.iter().map(|&v| v as u32).collect();
+    let batch = ImageBatch { batch: pixels.shape[0], pixels: pixels.data.clone(), labels: Some(labels) };
     let mut acts = model.acts(gpu(), batch.batch).unwrap();
     model.upload(gpu(), &mut acts, &batch).unwrap();
     let mut rc = rec();
     model.params.zero_grads(&mut rc);
-    model.forward(&mut rc, &acts, true).unwrap();
+    model.forward(&mut rc, &acts, true, None).unwrap();
     model.backward(&mut rc, &acts).unwrap();
     rc.submit().unwrap();
     let e = rel_err(&down(&acts.logits), &exp.tensors["logits"].data);
     assert!(e < 1e-4, "vit: logits off by {e:.2e}");
     let (loss, want) = (down(&acts.loss)[0], exp.tensors["loss"].data[0]);
-    assert!(
-        ((loss - want) / want).abs() < 1e-4,
-        "vit: loss {loss} vs {want}"
-    );
+    assert!(((loss - want) / want).abs() < 1e-4, "vit: loss {loss} vs {want}");
     check_grads("vit", &model.params, &exp);
 }
 
@@ -57,11 +44,7 @@ fn assemble_forward_backward() {
     use tramway::ops::reference as r;
     for (ci, &(batch, seq, cols)) in [(1, 1, 1), (2, 5, 3), (3, 17, 70)].iter().enumerate() {
         let mut rng = Rng::new(ci as u64);
-        let (pe, cls, pos) = (
-            rng.vec(batch * (seq - 1) * cols),
-            rng.vec(cols),
-            rng.vec(seq * cols),
-        );
+        let (pe, cls, pos) = (rng.vec(batch * (seq - 1) * cols), rng.vec(cols), rng.vec(seq * cols));
         let dx = rng.vec(batch * seq * cols);
         let (g0, p0) = (rng.vec(cols), rng.vec(seq * cols));
         let x = gpu().zeros(&[batch * seq * cols]).unwrap();
@@ -71,16 +54,9 @@ fn assemble_forward_backward() {
         assemble(&mut rc, &up(&pe), &up(&cls), &up(&pos), &x, batch, seq).unwrap();
         assemble_backward(&mut rc, &up(&dx), &dpe, &dcls, &dpos, batch, seq).unwrap();
         rc.submit().unwrap();
-        close(
-            "assemble",
-            &down(&x),
-            &r::assemble(&pe, &cls, &pos, batch, seq),
-            1e-7,
-            1e-6,
-        );
+        close("assemble", &down(&x), &r::assemble(&pe, &cls, &pos, batch, seq), 1e-7, 1e-6);
         // The backward is the transpose of a sum: dpe copies rows, dcls/dpos sum over the batch.
-        let f =
-            |pe: &[f32], cls: &[f32], pos: &[f32]| dot(&dx, &r::assemble(pe, cls, pos, batch, seq));
+        let f = |pe: &[f32], cls: &[f32], pos: &[f32]| dot(&dx, &r::assemble(pe, cls, pos, batch, seq));
         let grad = |which: usize, x: &[f32]| -> Vec<f64> {
             (0..x.len())
                 .map(|i| {
@@ -101,17 +77,9 @@ fn assemble_forward_backward() {
                 .collect()
         };
         close("dpe", &down(&dpe), &grad(0, &pe), 1e-6, 1e-6);
-        let wc: Vec<f64> = grad(1, &cls)
-            .iter()
-            .zip(&g0)
-            .map(|(a, &b)| a + b as f64)
-            .collect();
+        let wc: Vec<f64> = grad(1, &cls).iter().zip(&g0).map(|(a, &b)| a + b as f64).collect();
         close("dcls", &down(&dcls), &wc, 1e-6, 1e-6);
-        let wp: Vec<f64> = grad(2, &pos)
-            .iter()
-            .zip(&p0)
-            .map(|(a, &b)| a + b as f64)
-            .collect();
+        let wp: Vec<f64> = grad(2, &pos).iter().zip(&p0).map(|(a, &b)| a + b as f64).collect();
         close("dpos", &down(&dpos), &wp, 1e-6, 1e-6);
     }
 }
