@@ -52,13 +52,13 @@ fn check_training_mode(params: &ParamSet, run: &dyn Fn(Option<Train>, bool) -> (
     let t = Train { seed: 11, step: 4 };
     let (l_eval, _) = run(None, false);
     let (l1, logits1) = run(Some(t), true);
-    let g = flat(&params, true);
+    let g = flat(params, true);
     let (_, logits2) = run(Some(t), false);
     let (l3, _) = run(Some(Train { step: 5, ..t }), false);
     assert_eq!(logits1, logits2, "same key, same masks, same numbers");
     assert!(l1 != l_eval && l1 != l3, "dropout must change the loss ({l_eval}, {l1}, {l3})");
     // Directional derivative: (L(θ + h v) - L(θ - h v)) / 2h = <g, v> with the masks fixed.
-    let theta = flat(&params, false);
+    let theta = flat(params, false);
     let mut rng = Rng::new(3);
     let v: Vec<Vec<f32>> = theta.iter().map(|t| rng.vec(t.len())).collect();
     let h = 1e-3f32;
