@@ -38,6 +38,7 @@ pub mod io;
 pub mod models;
 pub mod nn;
 pub mod ops;
+pub mod optim;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions, Recorder, Tensor};

@@ -91,6 +91,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
     ("rng", include_str!("../../shaders/rng.wgsl")),
     ("patch", include_str!("../../shaders/patch.wgsl")),
+    ("optim", include_str!("../../shaders/optim.wgsl")),
     ("kl", include_str!("../../shaders/kl.wgsl")),
 ];
 

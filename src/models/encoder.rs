@@ -10,7 +10,7 @@ use crate::error::{model_err, shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::io::config::{EncoderConfig, EncoderKind};
 use crate::io::weights::{HostTensor, Weights};
-use crate::nn::{act_backward, linear, linear_backward, site, Drop, ParamSet, Train};
+use crate::nn::{act_backward, linear, linear_backward, site, Drop, Noise, ParamSet, Train};
 use crate::ops::attention::{attention_backward_with, attention_with, AttnShape, HeadView};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use crate::ops::elementwise::axpby;
@@ -376,6 +376,11 @@ impl Encoder {
         })
     }
 
+    /// The logits of the last forward, `[batch, num_labels]`.
+    pub fn logits<'a>(&self, a: &'a EncoderActs) -> &'a Tensor {
+        &a.logits
+    }
+
     /// Position ids as Hugging Face computes them: `0..seq` for BERT; for RoBERTa, padding
     /// tokens get `pad` and real tokens `pad + 1 + (their index among real tokens)`.
     pub fn position_ids(&self, ids: &[u32], batch: usize, seq: usize) -> Vec<u32> {
@@ -527,13 +532,32 @@ impl Encoder {
     /// when `with_loss` (the batch must have labels). `train` turns dropout on (hidden and
     /// attention probabilities, as configured); `None` is evaluation mode.
     pub fn forward(&self, rec: &mut Recorder, a: &EncoderActs, with_loss: bool, train: Option<Train>) -> Result<()> {
-        let (p, x) = (&self.params, &self.idx);
+        self.forward_with(rec, a, with_loss, train, &self.params, None)
+    }
+
+    /// [`Encoder::forward`] with another parameter set of the same layout (a trust-region
+    /// reference copy) and optional noise added to the word embeddings (TRAM-x, R3F): the
+    /// noise is `N(0, std^2)` (or uniform in `[-std, std]`) drawn from `noise.key`.
+    pub fn forward_with(
+        &self,
+        rec: &mut Recorder,
+        a: &EncoderActs,
+        with_loss: bool,
+        train: Option<Train>,
+        params: &ParamSet,
+        noise: Option<Noise>,
+    ) -> Result<()> {
+        let (p, x) = (params, &self.idx);
         let c = &self.cfg;
         a.train.set(train);
         let d = Drop::new(train, c.hidden_dropout, c.attention_dropout);
         let bt = a.batch * a.seq;
         let eps = c.layer_norm_eps;
         embedding(rec, p.p(x.word), &a.ids, &a.emb_sum)?;
+        if let Some(n) = noise {
+            n.fill(rec, &a.dres)?;
+            axpby(rec, 1.0, &a.dres, 1.0, &a.emb_sum)?;
+        }
         embedding(rec, p.p(x.pos), &a.pos, &a.dres)?;
         axpby(rec, 1.0, &a.dres, 1.0, &a.emb_sum)?;
         embedding(rec, p.p(x.typ), &a.types, &a.dres)?;
@@ -607,6 +631,12 @@ impl Encoder {
     /// Call after [`Encoder::forward`] with `with_loss`, in the same or a later recorder; the
     /// dropout masks of that forward are regenerated from its [`Train`] keys.
     pub fn backward(&self, rec: &mut Recorder, a: &EncoderActs) -> Result<()> {
+        self.backward_from(rec, a, &a.dlogits, true)
+    }
+
+    /// The backward pass from a given gradient of the logits. `word_grad = false` leaves the
+    /// word-embedding table out (a branch whose embeddings were detached, as R3F's noised one).
+    pub fn backward_from(&self, rec: &mut Recorder, a: &EncoderActs, dlogits: &Tensor, word_grad: bool) -> Result<()> {
         let (p, x) = (&self.params, &self.idx);
         let c = &self.cfg;
         let Some(index) = &a.index else {
@@ -615,7 +645,7 @@ impl Encoder {
         let d = Drop::new(a.train.get(), c.hidden_dropout, c.attention_dropout);
         let g = |i: usize| p.g(i);
         let (hin, hmid) = self.head_inputs(a, &d);
-        linear_backward(rec, hmid, p.p(x.out_w), &a.dlogits, g(x.out_w), g(x.out_b), Some((&a.d_head_h, false)))?;
+        linear_backward(rec, hmid, p.p(x.out_w), dlogits, g(x.out_w), g(x.out_b), Some((&a.d_head_h, false)))?;
         let dh = d.back(rec, &a.d_head_h, &a.d_cls, site::HEAD_MID)?;
         act_backward(rec, &a.head_pre, dh, &a.d_head_pre, Act::Tanh)?;
         linear_backward(rec, hin, p.p(x.head_w), &a.d_head_pre, g(x.head_w), g(x.head_b), Some((&a.d_head_h, false)))?;
@@ -656,9 +686,35 @@ impl Encoder {
         let dln = d.back(rec, &dx, &dx2, site::EMB)?;
         let ng = NormGrads { dx: &a.dres, accumulate_dx: false, dgamma: g(x.emb_g), dbeta: Some(g(x.emb_b)) };
         norm_backward(rec, &a.emb_sum, p.p(x.emb_g), dln, Some(&a.emb_mean), &a.emb_rstd, &ng)?;
-        embedding_backward(rec, &a.dres, &index[0], g(x.word))?;
+        if word_grad {
+            embedding_backward(rec, &a.dres, &index[0], g(x.word))?;
+        }
         embedding_backward(rec, &a.dres, &index[1], g(x.pos))?;
         embedding_backward(rec, &a.dres, &index[2], g(x.typ))?;
         Ok(())
+    }
+}
+
+/// An encoder with one batch's activations, as the optimizer drives it.
+pub struct EncoderTask<'a> {
+    pub model: &'a Encoder,
+    pub acts: &'a EncoderActs,
+}
+
+impl crate::optim::TrainModel for EncoderTask<'_> {
+    fn params(&self) -> &ParamSet {
+        &self.model.params
+    }
+    fn forward(&self, rec: &mut Recorder, params: &ParamSet, train: Option<Train>, noise: Option<Noise>) -> Result<()> {
+        self.model.forward_with(rec, self.acts, true, train, params, noise)
+    }
+    fn backward(&self, rec: &mut Recorder) -> Result<()> {
+        self.model.backward(rec, self.acts)
+    }
+    fn logits(&self) -> &Tensor {
+        &self.acts.logits
+    }
+    fn loss(&self) -> &Tensor {
+        &self.acts.loss
     }
 }

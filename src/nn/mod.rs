@@ -8,7 +8,7 @@ use crate::ops::elementwise::activation_backward;
 use crate::ops::elementwise::axpby;
 use crate::ops::matmul::{matmul, Act, Matmul};
 use crate::ops::reduce::colsum;
-use crate::ops::rng::{dropout, RngKey};
+use crate::ops::rng::{dropout, normal, uniform, RngKey};
 
 /// Parameters and their gradients: two arenas with the same layout, tensors named by their
 /// Hugging Face names.
@@ -203,5 +203,42 @@ impl Drop {
     /// Attention-probability dropout for `attention_with`, when on.
     pub fn attn<'t>(&self, site: u64, dropped: &'t Tensor) -> Option<AttnDropout<'t>> {
         (self.attn > 0.0).then(|| AttnDropout { p: self.attn, key: self.key(site), dropped })
+    }
+}
+
+/// Random input noise (TRAM-x, R3F): `N(0, std^2)` or uniform in `[-std, std]`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Noise {
+    pub std: f32,
+    pub uniform: bool,
+    pub key: RngKey,
+}
+
+impl Noise {
+    /// Fill `out` with this noise.
+    pub fn fill(&self, rec: &mut Recorder, out: &Tensor) -> Result<()> {
+        if self.uniform {
+            uniform(rec, out, self.key, -self.std, self.std)
+        } else {
+            normal(rec, out, self.key, 0.0, self.std)
+        }
+    }
+}
+
+impl ParamSet {
+    /// A zeroed arena with exactly the parameters' layout (optimizer state, backups,
+    /// reference copies), so chunk `i` of each lines up element by element.
+    pub fn like(&self, gpu: &Gpu, label: &str) -> Result<Arena> {
+        let mut b = ArenaBuilder::new();
+        for (n, t) in self.names().iter().zip(self.params.tensors()) {
+            b.add(n.clone(), t.shape());
+        }
+        b.build(gpu, label)
+    }
+
+    /// Another parameter set with this layout whose values live in `params` (e.g. a
+    /// trust-region reference copy) and which shares this set's gradient arena.
+    pub fn with_values(&self, params: Arena) -> ParamSet {
+        ParamSet { params, grads: self.grads.clone() }
     }
 }

@@ -17,6 +17,7 @@ mod kl;
 mod loss;
 mod matmul;
 mod norm;
+mod optim;
 mod real_models;
 mod reduce;
 mod rng;

@@ -1,0 +1,449 @@
+//! Optimizers, all on the GPU: base updates (AdamW, SGD), learning-rate schedules, global-norm
+//! clipping, and the sharpness-aware and trust-region methods of ../shared/docs/tram.md
+//! (SAM, ASAM, FSAM, TRAM-x, TRAM-θ_{t-1}, TRAM-θ_0, TRAM-EMA).
+//!
+//! A whole step — every forward and backward pass, the KL radius, the ascent, the restore, the
+//! reference update and the base update — is recorded into one recorder and runs as one
+//! submit. Scalars the step needs (‖g‖, ‖T g‖, d) stay in a small GPU buffer; they come back
+//! only when [`Optimizer::metrics`] is called.
+
+use crate::error::{shape_err, Result};
+use crate::gpu::{Arena, Gpu, KernelSpec, Params, Recorder, Tensor};
+use crate::nn::{Noise, ParamSet, Train};
+use crate::ops::kl::{kl_mean, KlKind};
+use crate::ops::reduce::{reduce, Reduction, SPAN};
+use crate::ops::rng::RngKey;
+use crate::ops::{grid, WG_REDUCE};
+
+/// Slots of the scalar buffer.
+pub mod slot {
+    /// Global L2 norm of the gradient used by the base step (after the ascent, g̃).
+    pub const GRAD_NORM: usize = 0;
+    /// Σ a_i g_i² of the ascent (its square root is the denominator).
+    pub const ASCENT: usize = 1;
+    /// The trust-region distance d (TRAM), after `tr_scale` and the normalisation.
+    pub const D: usize = 2;
+    /// Number of slots.
+    pub const LEN: usize = 4;
+}
+
+/// The base update applied with the final gradient.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Base {
+    /// AdamW: decoupled weight decay, bias-corrected moments.
+    AdamW { beta1: f32, beta2: f32, eps: f32, weight_decay: f32 },
+    /// SGD as PyTorch's: L2 weight decay added to the gradient, optional (Nesterov) momentum.
+    Sgd { momentum: f32, nesterov: bool, weight_decay: f32 },
+}
+
+impl Base {
+    /// AdamW with PyTorch's defaults (0.9, 0.999, 1e-8) and no weight decay.
+    pub fn adamw() -> Self {
+        Base::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+    }
+}
+
+/// Where TRAM's reference output comes from (tram.md §1.3).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TramRef {
+    /// TRAM-x: the same model on noised input embeddings (train mode).
+    Noise { std: f32, uniform: bool },
+    /// TRAM-θ: an EMA copy of the parameters, `ref ← decay·ref + (1−decay)·θ_t`, run in eval
+    /// mode: decay 0 is TRAM-θ_{t−1}, decay 1 is TRAM-θ_0 (the pre-trained model).
+    Params { ema_decay: f32 },
+}
+
+/// How TRAM's divergence is normalised (tram.md §1.3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KlNorm {
+    /// The paper: mean KL per example (per token for LMs).
+    Mean,
+    /// The released code: additionally divided by the number of classes.
+    ReferenceCode,
+}
+
+/// The method wrapped around the base update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Method {
+    /// Plain training: one forward and backward, then the base step.
+    Plain,
+    /// SAM: ε = ρ g / ‖g‖.
+    Sam { rho: f32 },
+    /// ASAM: ε = ρ T² g / ‖T g‖ with T = |θ| + η.
+    Asam { rho: f32, eta: f32 },
+    /// FSAM: ε = γ f⁻¹ g / sqrt(gᵀ f⁻¹ g), f = 1 + η g².
+    Fsam { gamma: f32, eta: f32 },
+    /// TRAM: ASAM (η = 0) whose radius is the KL distance d to a reference.
+    Tram { reference: TramRef, adaptive: bool, kl: KlKind, kl_norm: KlNorm, tr_scale: f32 },
+}
+
+impl Method {
+    /// Forward and backward passes per step (tram.md §5.10).
+    pub fn passes(&self) -> (usize, usize) {
+        match self {
+            Method::Plain => (1, 1),
+            Method::Sam { .. } | Method::Asam { .. } | Method::Fsam { .. } => (2, 2),
+            Method::Tram { .. } => (3, 2),
+        }
+    }
+}
+
+/// Learning-rate schedule over `total` steps with linear warmup.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Schedule {
+    Constant,
+    Linear { warmup: u64, total: u64 },
+    Cosine { warmup: u64, total: u64 },
+    Polynomial { warmup: u64, total: u64, power: f32 },
+}
+
+impl Schedule {
+    /// The multiplier of the base learning rate at `step` (0-based), as Hugging Face's
+    /// schedulers compute it.
+    pub fn factor(&self, step: u64) -> f32 {
+        let warm = |w: u64| if w > 0 && step < w { Some(step as f32 / w as f32) } else { None };
+        match *self {
+            Schedule::Constant => 1.0,
+            Schedule::Linear { warmup, total } => warm(warmup).unwrap_or_else(|| {
+                ((total.saturating_sub(step)) as f32 / (total.saturating_sub(warmup)).max(1) as f32).max(0.0)
+            }),
+            Schedule::Cosine { warmup, total } => warm(warmup).unwrap_or_else(|| {
+                let p = (step - warmup) as f32 / (total.saturating_sub(warmup)).max(1) as f32;
+                (0.5 * (1.0 + (std::f32::consts::PI * p.min(1.0)).cos())).max(0.0)
+            }),
+            Schedule::Polynomial { warmup, total, power } => warm(warmup).unwrap_or_else(|| {
+                let p = 1.0 - (step - warmup) as f32 / (total.saturating_sub(warmup)).max(1) as f32;
+                p.max(0.0).powf(power)
+            }),
+        }
+    }
+}
+
+/// Everything that defines an optimizer.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OptimConfig {
+    pub base: Base,
+    pub method: Method,
+    pub lr: f32,
+    pub schedule: Schedule,
+    /// Global-norm clipping of the final gradient (None: off).
+    pub clip: Option<f32>,
+    /// Seeds dropout masks and noise.
+    pub seed: u64,
+}
+
+/// A model as the optimizer drives it: forward passes with a chosen parameter set and optional
+/// input noise, and a backward pass of the last forward's loss. One model + one batch's
+/// activations; the batch is uploaded before the step.
+pub trait TrainModel {
+    /// The trainable parameters and their gradients.
+    fn params(&self) -> &ParamSet;
+    /// Record a forward pass with loss (labels uploaded) using `params`.
+    fn forward(&self, rec: &mut Recorder, params: &ParamSet, train: Option<Train>, noise: Option<Noise>) -> Result<()>;
+    /// Record the backward pass of the last forward's loss (+= into the gradients).
+    fn backward(&self, rec: &mut Recorder) -> Result<()>;
+    /// The logits written by the last forward.
+    fn logits(&self) -> &Tensor;
+    /// `[loss, count]` written by the last forward.
+    fn loss(&self) -> &Tensor;
+}
+
+/// Optimizer state on the GPU, laid out like the parameters.
+pub struct Optimizer {
+    pub cfg: OptimConfig,
+    /// Steps taken.
+    pub step: u64,
+    m: Arena,
+    v: Option<Arena>,
+    backup: Option<Arena>,
+    reference: Option<ParamSet>,
+    scal: Tensor,
+    parts: Tensor,
+    cur_logits: Option<Tensor>,
+    /// `[loss, count]` of the first pass (the loss at θ, what a step reports).
+    loss1: Tensor,
+}
+
+/// What a step reports when asked (one small readback).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Metrics {
+    pub loss: f32,
+    pub grad_norm: f32,
+    /// TRAM's trust-region distance (0 for other methods).
+    pub d: f32,
+}
+
+fn optim_spec(entry: &'static str, mode: u32, use_d: bool) -> KernelSpec {
+    KernelSpec::new("optim", entry, 5).u("WG", WG_REDUCE).u("SPAN", SPAN).u("MODE", mode).b("USE_D", use_d)
+}
+
+impl Optimizer {
+    /// Allocate the state for `params` (moments, backup, reference copy as the method needs).
+    /// A TRAM-θ reference starts as a copy of the current (pre-trained) parameters.
+    pub fn new(gpu: &Gpu, params: &ParamSet, cfg: OptimConfig) -> Result<Self> {
+        let m = params.like(gpu, "optim.m")?;
+        let v = match cfg.base {
+            Base::AdamW { .. } => Some(params.like(gpu, "optim.v")?),
+            Base::Sgd { .. } => None,
+        };
+        let backup = match cfg.method {
+            Method::Plain => None,
+            _ => Some(params.like(gpu, "optim.backup")?),
+        };
+        let reference = match cfg.method {
+            Method::Tram { reference: TramRef::Params { .. }, .. } => {
+                let r = params.with_values(params.like(gpu, "optim.reference")?);
+                let mut rec = gpu.recorder();
+                for (src, dst) in params.params.chunks().iter().zip(r.params.chunks()) {
+                    rec.copy(src, dst)?;
+                }
+                rec.submit()?;
+                Some(r)
+            }
+            _ => None,
+        };
+        let groups: usize = params.params.chunks().iter().map(|c| c.len().div_ceil(SPAN as usize)).sum();
+        Ok(Optimizer {
+            cfg,
+            step: 0,
+            m,
+            v,
+            backup,
+            reference,
+            scal: gpu.zeros(&[slot::LEN])?,
+            parts: gpu.zeros(&[groups.max(1)])?,
+            cur_logits: None,
+            loss1: gpu.zeros(&[2])?,
+        })
+    }
+
+    /// The learning rate of the next step.
+    pub fn lr(&self) -> f32 {
+        self.cfg.lr * self.cfg.schedule.factor(self.step)
+    }
+
+    fn train(&self, pass: u64) -> Train {
+        Train { seed: self.cfg.seed, step: self.step * 4 + pass }
+    }
+
+    /// Record one full step on the batch the model holds: every pass, the ascent, the
+    /// restore and the base update. Nothing is read back.
+    pub fn step(&mut self, rec: &mut Recorder, model: &dyn TrainModel) -> Result<()> {
+        let p = model.params();
+        p.zero_grads(rec);
+        match self.cfg.method {
+            Method::Plain => {
+                model.forward(rec, p, Some(self.train(0)), None)?;
+                rec.copy(model.loss(), &self.loss1)?;
+                model.backward(rec)?;
+            }
+            Method::Sam { rho } => self.sharpness_step(rec, model, 0, 0.0, rho, false)?,
+            Method::Asam { rho, eta } => self.sharpness_step(rec, model, 1, eta, rho, false)?,
+            Method::Fsam { gamma, eta } => self.sharpness_step(rec, model, 2, eta, gamma, false)?,
+            Method::Tram { adaptive, .. } => {
+                self.sharpness_step(rec, model, if adaptive { 1 } else { 0 }, 0.0, 1.0, true)?
+            }
+        }
+        self.base_update(rec, p)?;
+        self.step += 1;
+        Ok(())
+    }
+
+    /// Pass 1 at θ; (TRAM) the reference pass and d; ascent to θ + ε; pass at θ + ε; restore.
+    fn sharpness_step(
+        &mut self,
+        rec: &mut Recorder,
+        model: &dyn TrainModel,
+        mode: u32,
+        eta: f32,
+        radius: f32,
+        tram: bool,
+    ) -> Result<()> {
+        let gpu = rec.gpu();
+        let p = model.params();
+        model.forward(rec, p, Some(self.train(0)), None)?;
+        rec.copy(model.loss(), &self.loss1)?;
+        model.backward(rec)?;
+        if let Method::Tram { reference, kl, kl_norm, tr_scale, .. } = self.cfg.method {
+            let logits = model.logits();
+            if self.cur_logits.as_ref().map(|t| t.shape() != logits.shape()).unwrap_or(true) {
+                self.cur_logits = Some(gpu.zeros(logits.shape())?);
+            }
+            let cur = self.cur_logits.as_ref().unwrap();
+            rec.copy(logits, cur)?;
+            match reference {
+                TramRef::Noise { std, uniform } => {
+                    let key = RngKey { seed: self.cfg.seed ^ 0x7a3d_0000_0000_0000, offset: self.step };
+                    model.forward(rec, p, Some(self.train(1)), Some(Noise { std, uniform, key }))?;
+                }
+                TramRef::Params { .. } => {
+                    let r = self.reference.as_ref().expect("reference allocated for TRAM-θ");
+                    model.forward(rec, r, None, None)?;
+                }
+            }
+            let scale = match kl_norm {
+                KlNorm::Mean => tr_scale,
+                KlNorm::ReferenceCode => tr_scale / logits.cols() as f32,
+            };
+            // d = D(reference ‖ current) with the reference as the first (target) argument.
+            kl_mean(rec, model.logits(), cur, &self.scal, slot::D, kl, scale)?;
+        }
+        self.ascend(rec, p, mode, eta, radius, tram)?;
+        p.zero_grads(rec);
+        model.forward(rec, p, Some(self.train(2)), None)?;
+        model.backward(rec)?;
+        // Restore θ bitwise from the backup.
+        let backup = self.backup.as_ref().expect("backup allocated");
+        for (b, w) in backup.chunks().iter().zip(p.params.chunks()) {
+            rec.copy(b, w)?;
+        }
+        // TRAM-θ: the reference moves towards θ_t (the restored, unperturbed parameters)
+        // before the base step (tram.md §1.3.3).
+        if let (Method::Tram { reference: TramRef::Params { ema_decay }, .. }, Some(r)) =
+            (self.cfg.method, &self.reference)
+        {
+            for (w, rc) in p.params.chunks().iter().zip(r.params.chunks()) {
+                if ema_decay == 0.0 {
+                    rec.copy(w, rc)?;
+                } else if ema_decay < 1.0 {
+                    crate::ops::elementwise::axpby(rec, 1.0 - ema_decay, w, ema_decay, rc)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// θ_old ← θ; θ ← θ + r a ⊙ g / sqrt(Σ a g²), the radius r read from the GPU for TRAM.
+    pub fn ascend(
+        &mut self,
+        rec: &mut Recorder,
+        p: &ParamSet,
+        mode: u32,
+        eta: f32,
+        radius: f32,
+        use_d: bool,
+    ) -> Result<()> {
+        let gpu = rec.gpu();
+        let backup = match &self.backup {
+            Some(b) => b,
+            None => return shape_err("optim", "this method has no ascent"),
+        };
+        let k1 = gpu.kernel(&optim_spec("ascent_partial", mode, false))?;
+        let dummy = gpu.dummy_tensor();
+        let mut at = 0;
+        for (w, g) in p.params.chunks().iter().zip(p.grads.chunks()) {
+            let groups = w.len().div_ceil(SPAN as usize);
+            let prm = ascent_params(w.len(), mode, 0, at, eta, 0.0);
+            rec.dispatch(&k1, prm, &[w, g, &dummy, &self.parts, &self.scal], grid(gpu, groups)?)?;
+            at += groups;
+        }
+        reduce_prefix(rec, &self.parts, at, &self.scal, slot::ASCENT)?;
+        let k2 = gpu.kernel(&optim_spec("ascent", mode, use_d))?;
+        for ((w, g), b) in p.params.chunks().iter().zip(p.grads.chunks()).zip(backup.chunks()) {
+            let prm = ascent_params(w.len(), mode, slot::ASCENT, slot::D, eta, radius);
+            rec.dispatch(&k2, prm, &[w, g, b, &dummy, &self.scal], grid(gpu, w.len().div_ceil(WG_REDUCE as usize))?)?;
+        }
+        Ok(())
+    }
+
+    /// Clip (when configured) and apply the base update with the current gradients.
+    fn base_update(&mut self, rec: &mut Recorder, p: &ParamSet) -> Result<()> {
+        let gpu = rec.gpu();
+        let grads: Vec<&Tensor> = p.grads.chunks().iter().collect();
+        reduce(rec, &grads, Reduction::L2Norm, 1.0, &self.scal, slot::GRAD_NORM, false)?;
+        let lr = self.lr();
+        let clip = self.cfg.clip.unwrap_or(0.0);
+        let t = (self.step + 1) as i32;
+        for (i, (w, g)) in p.params.chunks().iter().zip(p.grads.chunks()).enumerate() {
+            let m = &self.m.chunks()[i];
+            let groups = grid(gpu, w.len().div_ceil(WG_REDUCE as usize))?;
+            match self.cfg.base {
+                Base::AdamW { beta1, beta2, eps, weight_decay } => {
+                    let v = &self.v.as_ref().expect("adam state").chunks()[i];
+                    let prm = Params::new()
+                        .n(w.len())
+                        .u(0)
+                        .n(slot::GRAD_NORM)
+                        .u(0)
+                        .f(lr)
+                        .f(beta1)
+                        .f(beta2)
+                        .f(eps)
+                        .f(weight_decay)
+                        .f(1.0 - beta1.powi(t))
+                        .f(1.0 - beta2.powi(t))
+                        .f(clip)
+                        .f(0.0)
+                        .f(0.0)
+                        .f(0.0)
+                        .u(0);
+                    rec.dispatch(&gpu.kernel(&optim_spec("adamw", 0, false))?, prm, &[w, g, m, v, &self.scal], groups)?;
+                }
+                Base::Sgd { momentum, nesterov, weight_decay } => {
+                    let prm = Params::new()
+                        .n(w.len())
+                        .u(if self.step == 0 { 1 } else { 0 })
+                        .n(slot::GRAD_NORM)
+                        .u(0)
+                        .f(lr)
+                        .f(0.0)
+                        .f(0.0)
+                        .f(0.0)
+                        .f(weight_decay)
+                        .f(1.0)
+                        .f(1.0)
+                        .f(clip)
+                        .f(0.0)
+                        .f(0.0)
+                        .f(momentum)
+                        .u(nesterov as u32);
+                    let d = gpu.dummy_tensor();
+                    rec.dispatch(&gpu.kernel(&optim_spec("sgd", 0, false))?, prm, &[w, g, m, &d, &self.scal], groups)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Read the loss of pass 1 and the step's scalars back (one small readback each).
+    pub async fn metrics(&self, gpu: &Gpu) -> Result<Metrics> {
+        let s = gpu.read_f32(&self.scal).await?;
+        let loss = gpu.read_f32(&self.loss1).await?;
+        let d = if matches!(self.cfg.method, Method::Tram { .. }) { s[slot::D] } else { 0.0 };
+        Ok(Metrics { loss: loss[0], grad_norm: s[slot::GRAD_NORM], d })
+    }
+
+    /// The GPU scalar buffer (see [`slot`]).
+    pub fn scalars(&self) -> &Tensor {
+        &self.scal
+    }
+
+    /// The parameter backup (θ before the last ascent), for tests and inspection.
+    pub fn backup(&self) -> Option<&Arena> {
+        self.backup.as_ref()
+    }
+}
+
+/// Parameters of the ascent kernels (the optim.wgsl `Params` layout; base-update fields 0).
+fn ascent_params(n: usize, mode: u32, s_in: usize, s_out: usize, eta: f32, radius: f32) -> Params {
+    let mut p = Params::new().n(n).u(mode).n(s_in).n(s_out);
+    for _ in 0..8 {
+        p = p.f(0.0);
+    }
+    p.f(eta).f(radius).f(0.0).u(0)
+}
+
+/// `out[slot] = sum of the first n values of parts`.
+fn reduce_prefix(rec: &mut Recorder, parts: &Tensor, n: usize, out: &Tensor, slot: usize) -> Result<()> {
+    let gpu = rec.gpu();
+    let k = gpu.kernel(
+        &KernelSpec::new("reduce", "finish", 2)
+            .u("WG", WG_REDUCE)
+            .u("SPAN", SPAN)
+            .u("RB", crate::ops::RB)
+            .b("SQUARE", false)
+            .b("SQRT", false)
+            .b("ACC", false),
+    )?;
+    rec.dispatch(&k, Params::new().n(n).u(0).n(slot).u(0).f(1.0).u(0).u(0).u(0), &[parts, out], [1, 1, 1])
+}
