@@ -695,10 +695,12 @@ impl Encoder {
     }
 }
 
-/// An encoder with one batch's activations, as the optimizer drives it.
+/// An encoder with one batch's activations, as the optimizer drives it. `aux` is a second
+/// activation set holding the same batch, needed by R3F's second branch.
 pub struct EncoderTask<'a> {
     pub model: &'a Encoder,
     pub acts: &'a EncoderActs,
+    pub aux: Option<&'a EncoderActs>,
 }
 
 impl crate::optim::TrainModel for EncoderTask<'_> {
@@ -716,5 +718,29 @@ impl crate::optim::TrainModel for EncoderTask<'_> {
     }
     fn loss(&self) -> &Tensor {
         &self.acts.loss
+    }
+    fn dlogits(&self) -> &Tensor {
+        &self.acts.dlogits
+    }
+    fn forward_aux(
+        &self,
+        rec: &mut Recorder,
+        params: &ParamSet,
+        train: Option<Train>,
+        noise: Option<Noise>,
+    ) -> Result<()> {
+        match self.aux {
+            Some(aux) => self.model.forward_with(rec, aux, false, train, params, noise),
+            None => shape_err("optim", "R3F needs EncoderTask::aux (a second activation set with the batch)"),
+        }
+    }
+    fn aux(&self) -> Option<(&Tensor, &Tensor)> {
+        self.aux.map(|a| (&a.logits, &a.dlogits))
+    }
+    fn backward_aux(&self, rec: &mut Recorder) -> Result<()> {
+        match self.aux {
+            Some(aux) => self.model.backward_from(rec, aux, &aux.dlogits, false),
+            None => shape_err("optim", "R3F needs EncoderTask::aux"),
+        }
     }
 }

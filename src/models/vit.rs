@@ -9,7 +9,7 @@ use crate::error::{model_err, shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::io::config::VitConfig;
 use crate::io::weights::{HostTensor, Weights};
-use crate::nn::{act_backward, linear, linear_backward, site, Drop, ParamSet, Train};
+use crate::nn::{act_backward, linear, linear_backward, site, Drop, Noise, ParamSet, Train};
 use crate::ops::attention::{attention_backward_with, attention_with, AttnShape, HeadView};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use crate::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
@@ -330,11 +330,31 @@ impl Vit {
     /// Record the forward pass (and the loss with dlogits when `with_loss`). `train` turns
     /// dropout on (embeddings, attention probabilities, both residual branches).
     pub fn forward(&self, rec: &mut Recorder, a: &VitActs, with_loss: bool, train: Option<Train>) -> Result<()> {
-        let (p, x, c) = (&self.params, &self.idx, &self.cfg);
+        self.forward_with(rec, a, with_loss, train, &self.params, None)
+    }
+
+    /// [`Vit::forward`] with another parameter set of the same layout and optional noise added
+    /// to the patch-projection output, before the CLS token and positions (TRAM-x for vision:
+    /// tram.md §1.3.2 leaves the point open; this is the patch analogue of token embeddings).
+    pub fn forward_with(
+        &self,
+        rec: &mut Recorder,
+        a: &VitActs,
+        with_loss: bool,
+        train: Option<Train>,
+        params: &ParamSet,
+        noise: Option<Noise>,
+    ) -> Result<()> {
+        let (p, x, c) = (params, &self.idx, &self.cfg);
         a.train.set(train);
         let d = Drop::new(train, c.hidden_dropout, c.attention_dropout);
         let eps = c.layer_norm_eps;
-        linear(rec, &a.patches, &self.patch_weight()?, p.p(x.patch_b), &a.patch_out, Act::None, None, false)?;
+        let pw = p.p(x.patch_w).reshape(&[c.hidden_size, p.p(x.patch_w).len() / c.hidden_size])?;
+        linear(rec, &a.patches, &pw, p.p(x.patch_b), &a.patch_out, Act::None, None, false)?;
+        if let Some(n) = noise {
+            n.fill(rec, &a.dpe)?;
+            crate::ops::elementwise::axpby(rec, 1.0, &a.dpe, 1.0, &a.patch_out)?;
+        }
         let x0 = if d.hidden() { &a.dres } else { &a.xs[0] };
         assemble(rec, &a.patch_out, p.p(x.cls), p.p(x.pos), x0, a.batch, c.seq())?;
         d.apply(rec, x0, &a.xs[0], site::EMB, false)?;
@@ -420,5 +440,32 @@ impl Vit {
         let dw = g(x.patch_w).reshape(&[c.hidden_size, g(x.patch_w).len() / c.hidden_size])?;
         linear_backward(rec, &a.patches, &self.patch_weight()?, &a.dpe, &dw, g(x.patch_b), None)?;
         Ok(())
+    }
+}
+
+/// A ViT with one batch's activations, as the optimizer drives it.
+pub struct VitTask<'a> {
+    pub model: &'a Vit,
+    pub acts: &'a VitActs,
+}
+
+impl crate::optim::TrainModel for VitTask<'_> {
+    fn params(&self) -> &ParamSet {
+        &self.model.params
+    }
+    fn forward(&self, rec: &mut Recorder, params: &ParamSet, train: Option<Train>, noise: Option<Noise>) -> Result<()> {
+        self.model.forward_with(rec, self.acts, true, train, params, noise)
+    }
+    fn backward(&self, rec: &mut Recorder) -> Result<()> {
+        self.model.backward(rec, self.acts)
+    }
+    fn logits(&self) -> &Tensor {
+        &self.acts.logits
+    }
+    fn loss(&self) -> &Tensor {
+        &self.acts.loss
+    }
+    fn dlogits(&self) -> &Tensor {
+        &self.acts.dlogits
     }
 }

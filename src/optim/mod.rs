@@ -10,7 +10,7 @@
 use crate::error::{shape_err, Result};
 use crate::gpu::{Arena, Gpu, KernelSpec, Params, Recorder, Tensor};
 use crate::nn::{Noise, ParamSet, Train};
-use crate::ops::kl::{kl_mean, KlKind};
+use crate::ops::kl::{kl_backward, kl_mean, KlKind};
 use crate::ops::reduce::{reduce, Reduction, SPAN};
 use crate::ops::rng::RngKey;
 use crate::ops::{grid, WG_REDUCE};
@@ -75,6 +75,15 @@ pub enum Method {
     Fsam { gamma: f32, eta: f32 },
     /// TRAM: ASAM (η = 0) whose radius is the KL distance d to a reference.
     Tram { reference: TramRef, adaptive: bool, kl: KlKind, kl_norm: KlNorm, tr_scale: f32 },
+    /// TRAM-Fisher: FSAM whose gradient and Fisher come from a pass on noised inputs, then the
+    /// second pass on clean inputs at θ + ε (tram.md §1.6, 2 forward / 2 backward).
+    TramFisher { gamma: f32, eta: f32, std: f32, uniform: bool },
+    /// R3F: loss = CE(f(x)) + λ KL(f(x + z), f(x)), gradient through both branches (the noised
+    /// branch's embeddings detached). 2 forward / 1 backward.
+    R3f { lambda: f32, std: f32, uniform: bool, kl: KlKind },
+    /// TRPO (`ema_decay` 0: reference θ_{t−1}) and MESA (`ema_decay` 0.999): loss = CE +
+    /// λ KL(p(·|x, θ_ref) ‖ p(·|x, θ)), reference without gradient. 2 forward / 1 backward.
+    TrustRegion { lambda: f32, ema_decay: f32 },
 }
 
 impl Method {
@@ -82,8 +91,9 @@ impl Method {
     pub fn passes(&self) -> (usize, usize) {
         match self {
             Method::Plain => (1, 1),
-            Method::Sam { .. } | Method::Asam { .. } | Method::Fsam { .. } => (2, 2),
+            Method::Sam { .. } | Method::Asam { .. } | Method::Fsam { .. } | Method::TramFisher { .. } => (2, 2),
             Method::Tram { .. } => (3, 2),
+            Method::R3f { .. } | Method::TrustRegion { .. } => (2, 1),
         }
     }
 }
@@ -146,6 +156,29 @@ pub trait TrainModel {
     fn logits(&self) -> &Tensor;
     /// `[loss, count]` written by the last forward.
     fn loss(&self) -> &Tensor;
+    /// The gradient of the loss w.r.t. the logits, written by the last forward (regularisers
+    /// add theirs into it before [`TrainModel::backward`]).
+    fn dlogits(&self) -> &Tensor;
+    /// R3F's second branch: a forward on a separate activation set that stays alive for
+    /// [`TrainModel::backward_aux`]. Models without one refuse R3F.
+    fn forward_aux(
+        &self,
+        _rec: &mut Recorder,
+        _params: &ParamSet,
+        _train: Option<Train>,
+        _noise: Option<Noise>,
+    ) -> Result<()> {
+        shape_err("optim", "this model has no auxiliary activation set (needed by R3F)")
+    }
+    /// Logits and logit-gradient buffer of the auxiliary branch.
+    fn aux(&self) -> Option<(&Tensor, &Tensor)> {
+        None
+    }
+    /// Backward of the auxiliary branch from its logit gradient, leaving out the embedding
+    /// table the noise was added to (its input was detached).
+    fn backward_aux(&self, _rec: &mut Recorder) -> Result<()> {
+        shape_err("optim", "this model has no auxiliary activation set (needed by R3F)")
+    }
 }
 
 /// Optimizer state on the GPU, laid out like the parameters.
@@ -187,11 +220,11 @@ impl Optimizer {
             Base::Sgd { .. } => None,
         };
         let backup = match cfg.method {
-            Method::Plain => None,
+            Method::Plain | Method::R3f { .. } | Method::TrustRegion { .. } => None,
             _ => Some(params.like(gpu, "optim.backup")?),
         };
         let reference = match cfg.method {
-            Method::Tram { reference: TramRef::Params { .. }, .. } => {
+            Method::Tram { reference: TramRef::Params { .. }, .. } | Method::TrustRegion { .. } => {
                 let r = params.with_values(params.like(gpu, "optim.reference")?);
                 let mut rec = gpu.recorder();
                 for (src, dst) in params.params.chunks().iter().zip(r.params.chunks()) {
@@ -243,6 +276,43 @@ impl Optimizer {
             Method::Tram { adaptive, .. } => {
                 self.sharpness_step(rec, model, if adaptive { 1 } else { 0 }, 0.0, 1.0, true)?
             }
+            Method::TramFisher { gamma, eta, .. } => self.sharpness_step(rec, model, 2, eta, gamma, false)?,
+            Method::R3f { lambda, std, uniform, kl } => {
+                let Some((aux_logits, aux_dlogits)) = model.aux() else {
+                    return shape_err("optim", "R3F needs a model with an auxiliary activation set");
+                };
+                model.forward(rec, p, Some(self.train(0)), None)?;
+                rec.copy(model.loss(), &self.loss1)?;
+                model.forward_aux(rec, p, Some(self.train(1)), Some(Noise { std, uniform, key: self.noise_key() }))?;
+                let rows = model.logits().rows() as f32;
+                // The clean branch adds the KL gradient to its CE gradient; the noised branch
+                // gets the KL gradient alone.
+                rec.zero(aux_dlogits);
+                kl_backward(
+                    rec,
+                    aux_logits,
+                    model.logits(),
+                    model.dlogits(),
+                    Some(aux_dlogits),
+                    kl,
+                    lambda / rows,
+                    true,
+                )?;
+                model.backward(rec)?;
+                model.backward_aux(rec)?;
+            }
+            Method::TrustRegion { lambda, .. } => {
+                let r = self.reference.as_ref().expect("reference allocated");
+                model.forward(rec, r, None, None)?;
+                let cur = self.logits_buffer(gpu_of(rec), model.logits())?;
+                rec.copy(model.logits(), &cur)?;
+                model.forward(rec, p, Some(self.train(0)), None)?;
+                rec.copy(model.loss(), &self.loss1)?;
+                let rows = model.logits().rows() as f32;
+                kl_backward(rec, &cur, model.logits(), model.dlogits(), None, KlKind::Forward, lambda / rows, true)?;
+                model.backward(rec)?;
+                self.update_reference(rec, p)?;
+            }
         }
         self.base_update(rec, p)?;
         self.step += 1;
@@ -261,20 +331,20 @@ impl Optimizer {
     ) -> Result<()> {
         let gpu = rec.gpu();
         let p = model.params();
-        model.forward(rec, p, Some(self.train(0)), None)?;
+        let noise = match self.cfg.method {
+            Method::TramFisher { std, uniform, .. } => Some(Noise { std, uniform, key: self.noise_key() }),
+            _ => None,
+        };
+        model.forward(rec, p, Some(self.train(0)), noise)?;
         rec.copy(model.loss(), &self.loss1)?;
         model.backward(rec)?;
         if let Method::Tram { reference, kl, kl_norm, tr_scale, .. } = self.cfg.method {
             let logits = model.logits();
-            if self.cur_logits.as_ref().map(|t| t.shape() != logits.shape()).unwrap_or(true) {
-                self.cur_logits = Some(gpu.zeros(logits.shape())?);
-            }
-            let cur = self.cur_logits.as_ref().unwrap();
-            rec.copy(logits, cur)?;
+            let cur = self.logits_buffer(gpu, logits)?;
+            rec.copy(logits, &cur)?;
             match reference {
                 TramRef::Noise { std, uniform } => {
-                    let key = RngKey { seed: self.cfg.seed ^ 0x7a3d_0000_0000_0000, offset: self.step };
-                    model.forward(rec, p, Some(self.train(1)), Some(Noise { std, uniform, key }))?;
+                    model.forward(rec, p, Some(self.train(1)), Some(Noise { std, uniform, key: self.noise_key() }))?;
                 }
                 TramRef::Params { .. } => {
                     let r = self.reference.as_ref().expect("reference allocated for TRAM-θ");
@@ -286,7 +356,7 @@ impl Optimizer {
                 KlNorm::ReferenceCode => tr_scale / logits.cols() as f32,
             };
             // d = D(reference ‖ current) with the reference as the first (target) argument.
-            kl_mean(rec, model.logits(), cur, &self.scal, slot::D, kl, scale)?;
+            kl_mean(rec, model.logits(), &cur, &self.scal, slot::D, kl, scale)?;
         }
         self.ascend(rec, p, mode, eta, radius, tram)?;
         p.zero_grads(rec);
@@ -299,18 +369,39 @@ impl Optimizer {
         }
         // TRAM-θ: the reference moves towards θ_t (the restored, unperturbed parameters)
         // before the base step (tram.md §1.3.3).
-        if let (Method::Tram { reference: TramRef::Params { ema_decay }, .. }, Some(r)) =
-            (self.cfg.method, &self.reference)
-        {
-            for (w, rc) in p.params.chunks().iter().zip(r.params.chunks()) {
-                if ema_decay == 0.0 {
-                    rec.copy(w, rc)?;
-                } else if ema_decay < 1.0 {
-                    crate::ops::elementwise::axpby(rec, 1.0 - ema_decay, w, ema_decay, rc)?;
-                }
+        self.update_reference(rec, p)
+    }
+
+    /// `ref ← decay·ref + (1 − decay)·θ` (a bitwise copy for decay 0, nothing for decay 1).
+    fn update_reference(&self, rec: &mut Recorder, p: &ParamSet) -> Result<()> {
+        let decay = match self.cfg.method {
+            Method::Tram { reference: TramRef::Params { ema_decay }, .. } | Method::TrustRegion { ema_decay, .. } => {
+                ema_decay
+            }
+            _ => return Ok(()),
+        };
+        let Some(r) = &self.reference else { return Ok(()) };
+        for (w, rc) in p.params.chunks().iter().zip(r.params.chunks()) {
+            if decay == 0.0 {
+                rec.copy(w, rc)?;
+            } else if decay < 1.0 {
+                crate::ops::elementwise::axpby(rec, 1.0 - decay, w, decay, rc)?;
             }
         }
         Ok(())
+    }
+
+    /// The key of this step's input noise.
+    fn noise_key(&self) -> RngKey {
+        RngKey { seed: self.cfg.seed ^ 0x7a3d_0000_0000_0000, offset: self.step }
+    }
+
+    /// A buffer shaped like `logits`, kept across steps, for a copy of one pass's logits.
+    fn logits_buffer(&mut self, gpu: &Gpu, logits: &Tensor) -> Result<Tensor> {
+        if self.cur_logits.as_ref().map(|t| t.shape() != logits.shape()).unwrap_or(true) {
+            self.cur_logits = Some(gpu.zeros(logits.shape())?);
+        }
+        Ok(self.cur_logits.clone().unwrap())
     }
 
     /// θ_old ← θ; θ ← θ + r a ⊙ g / sqrt(Σ a g²), the radius r read from the GPU for TRAM.
@@ -422,6 +513,10 @@ impl Optimizer {
     pub fn backup(&self) -> Option<&Arena> {
         self.backup.as_ref()
     }
+}
+
+fn gpu_of<'g>(rec: &Recorder<'g>) -> &'g Gpu {
+    rec.gpu()
 }
 
 /// Parameters of the ascent kernels (the optim.wgsl `Params` layout; base-update fields 0).
