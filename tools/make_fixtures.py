@@ -145,7 +145,212 @@ def minilm():
     print(f"minilm: {len(out)} sentence embeddings -> {path}")
 
 
+# ---------------------------------------------------------------------------------------------
+# One optimizer step of every method, written from the formulas of ../shared/docs/tram.md, on
+# the tiny BERT fixture with SGD (lr 0.1, no momentum) as the base so that the step exposes the
+# final gradient directly. Noise is uniform and drawn from tramway's Philox stream, so both
+# sides inject the same z. Dropout is 0.
+
+MASK = 0xFFFFFFFF
+
+
+def philox(block, seed, offset):
+    c = [block, offset & MASK, offset >> 32, 0]
+    k = [seed & MASK, seed >> 32]
+    for _ in range(10):
+        p0 = 0xD2511F53 * c[0]
+        p1 = 0xCD9E8D57 * c[2]
+        c = [(p1 >> 32) ^ c[1] ^ k[0], p1 & MASK, (p0 >> 32) ^ c[3] ^ k[1], p0 & MASK]
+        k = [(k[0] + 0x9E3779B9) & MASK, (k[1] + 0xBB67AE85) & MASK]
+    return c
+
+
+def uniform_noise(shape, std, seed, offset):
+    """tramway's `rng::uniform(out, key, -std, std)`: element e uses word e % 4 of block e / 4."""
+    import numpy as np
+    n = int(np.prod(shape))
+    words = [philox(e // 4, seed, offset)[e % 4] for e in range(n)]
+    u = np.array([(w >> 8) for w in words], dtype=np.float32) * np.float32(1.0 / 16777216.0)
+    lo, hi = np.float32(-std), np.float32(std)
+    return torch.from_numpy((lo + (hi - lo) * u).astype(np.float32)).reshape(shape)
+
+
+NOISE_SEED = 1 ^ 0x7A3D000000000000  # OptimConfig.seed = 1
+
+
+def optim_steps():
+    import copy
+    import torch.nn.functional as F
+    fx = os.path.join(ROOT, "bert")
+    from safetensors.torch import load_file
+    exp = load_file(os.path.join(fx, "expected.safetensors"))
+    base = BertForSequenceClassification.from_pretrained(os.path.join(fx, "model"))
+    base.train()
+    ids, mask, types = exp["input_ids"].long(), exp["attention_mask"].long(), exp["token_type_ids"].long()
+    labels = exp["labels"].long()
+    B, T = ids.shape
+    H = base.config.hidden_size
+    lr = 0.1
+
+    def run(model, z=None, detach=True):
+        kw = dict(attention_mask=mask, token_type_ids=types)
+        if z is None:
+            out = model(input_ids=ids, **kw)
+        else:
+            emb = model.bert.embeddings.word_embeddings(ids)
+            # R3F's noised branch and TRAM-x's reference see detached embeddings; TRAM-Fisher's
+            # first pass differentiates through the embedding table (the noise is just added).
+            emb = (emb.detach() if detach else emb) + z.reshape(B, T, H)
+            out = model(inputs_embeds=emb, **kw)
+        loss = F.cross_entropy(out.logits, labels)
+        return out.logits, loss
+
+    def params(m):
+        return [p for _, p in m.named_parameters()]
+
+    def grads_at(model, z=None):
+        model.zero_grad()
+        logits, loss = run(model, z, detach=False)
+        loss.backward()
+        return [p.grad.detach().clone() for p in params(model)], logits.detach(), loss.detach()
+
+    def kl_forward(p_logits, q_logits):  # KL(p || q) per row, mean over rows
+        lp, lq = F.log_softmax(p_logits, -1), F.log_softmax(q_logits, -1)
+        return (lp.exp() * (lp - lq)).sum(-1).mean()
+
+    def ascent(model, g, mode, eta, radius):
+        ws = [p.detach() for p in params(model)]
+        if mode == "sam":
+            a = [torch.ones_like(w) for w in ws]
+        elif mode == "adaptive":
+            a = [(w.abs() + eta) ** 2 for w in ws]
+        else:  # fisher
+            a = [1.0 / (1.0 + eta * gi * gi) for gi in g]
+        denom = torch.sqrt(sum((ai * gi * gi).sum() for ai, gi in zip(a, g))) + 1e-12
+        eps = [radius * ai * gi / denom for ai, gi in zip(a, g)]
+        with torch.no_grad():
+            for p, e in zip(params(model), eps):
+                p.add_(e)
+        return eps
+
+    last = {}
+
+    def sgd(model, g):
+        last["g"] = [gi.detach().clone() for gi in g]
+        with torch.no_grad():
+            for p, gi in zip(params(model), g):
+                p.sub_(lr * gi)
+
+    out = {}
+
+    # Recorded per method: the final gradient g~ the base step used (a parameter difference
+    # would lose digits to cancellation: lr * g is far below θ's rounding), d for TRAM, and for
+    # two-step methods the parameters after the steps (the one-step ones follow from g~).
+    def record(name, model, theta0, d=0.0, two_steps=False):
+        for (n, p), gi in zip(model.named_parameters(), last["g"]):
+            out[f"{name}.grad.{n}"] = gi.contiguous()
+            if two_steps:
+                out[f"{name}.theta.{n}"] = p.detach().clone().contiguous()
+        out[f"{name}.d"] = torch.tensor([float(d)])
+
+    def sharp(name, mode, eta, radius, z1=None):
+        m = copy.deepcopy(base)
+        theta0 = [p.detach().clone() for p in params(m)]
+        g, _, _ = grads_at(m, z1)
+        ascent(m, g, mode, eta, radius)
+        g2, _, _ = grads_at(m)
+        with torch.no_grad():
+            for p, t in zip(params(m), theta0):
+                p.copy_(t)
+        sgd(m, g2)
+        record(name, m, theta0)
+
+    m = copy.deepcopy(base)
+    theta0 = [p.detach().clone() for p in params(m)]
+    g, _, _ = grads_at(m)
+    sgd(m, g)
+    record("plain", m, theta0)
+
+    sharp("sam", "sam", 0.0, 0.05)
+    sharp("asam", "adaptive", 0.01, 0.5)
+    sharp("fsam", "fisher", 0.1, 0.1)
+    z0 = uniform_noise((B * T, H), 0.1, NOISE_SEED, 0)
+    sharp("tram_fisher", "fisher", 0.1, 0.1, z1=z0)
+
+    # TRAM-x: d = KL(p(x + z) || p(x)), adaptive ascent with radius d.
+    m = copy.deepcopy(base)
+    theta0 = [p.detach().clone() for p in params(m)]
+    g, cur, _ = grads_at(m)
+    with torch.no_grad():
+        ref, _ = run(m, z0)
+    d = kl_forward(ref, cur)
+    ascent(m, g, "adaptive", 0.0, d)
+    g2, _, _ = grads_at(m)
+    with torch.no_grad():
+        for p, t in zip(params(m), theta0):
+            p.copy_(t)
+    sgd(m, g2)
+    record("tram_x", m, theta0, d)
+
+    # TRAM-θ_{t-1} over two steps: ref starts at θ_0 and becomes θ_t before each base step.
+    def tram_theta(name, decay, steps=2):
+        m = copy.deepcopy(base)
+        theta0 = [p.detach().clone() for p in params(m)]
+        ref = copy.deepcopy(base).eval()
+        d = 0.0
+        for _ in range(steps):
+            g, cur, _ = grads_at(m)
+            with torch.no_grad():
+                r, _ = run(ref)
+            d = kl_forward(r, cur)
+            told = [p.detach().clone() for p in params(m)]
+            ascent(m, g, "adaptive", 0.0, d)
+            g2, _, _ = grads_at(m)
+            with torch.no_grad():
+                for p, t in zip(params(m), told):
+                    p.copy_(t)
+                for rp, t in zip(params(ref), told):
+                    rp.mul_(decay).add_((1 - decay) * t)
+            sgd(m, g2)
+        record(name, m, theta0, d, two_steps=True)
+
+    tram_theta("tram_prev", 0.0)
+    tram_theta("tram_ema", 0.5)
+
+    # R3F: CE(f(x)) + λ KL_sym(f(x + z), f(x)), both branches with gradient, noised one detached.
+    m = copy.deepcopy(base)
+    theta0 = [p.detach().clone() for p in params(m)]
+    m.zero_grad()
+    clean, ce = run(m)
+    noised, _ = run(m, z0)
+    kl = kl_forward(noised, clean) + kl_forward(clean, noised)
+    (ce + 0.5 * kl).backward()
+    sgd(m, [p.grad for p in params(m)])
+    record("r3f", m, theta0)
+
+    # TRPO over two steps: CE + λ KL(p(θ_{t-1}) || p(θ)).
+    for name, decay in [("trpo", 0.0), ("mesa", 0.9)]:
+        m = copy.deepcopy(base)
+        theta0 = [p.detach().clone() for p in params(m)]
+        ref = copy.deepcopy(base).eval()
+        for _ in range(2):
+            m.zero_grad()
+            with torch.no_grad():
+                r, _ = run(ref)
+            cur, ce = run(m)
+            (ce + 0.5 * kl_forward(r, cur)).backward()
+            told = [p.detach().clone() for p in params(m)]
+            with torch.no_grad():
+                for rp, t in zip(params(ref), told):
+                    rp.mul_(decay).add_((1 - decay) * t)
+            sgd(m, [p.grad for p in params(m)])
+        record(name, m, theta0, two_steps=True)
+
+    save_file(out, os.path.join(ROOT, "optim_steps.safetensors"))
+    print(f"optim_steps: {len(out)} tensors")
+
+
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["bert", "roberta", "vit", "minilm"]
+    which = sys.argv[1:] or ["bert", "roberta", "vit", "minilm", "optim_steps"]
     for w in which:
         globals()[w]()

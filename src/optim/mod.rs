@@ -9,6 +9,7 @@
 
 use crate::error::{shape_err, Result};
 use crate::gpu::{Arena, Gpu, KernelSpec, Params, Recorder, Tensor};
+use crate::io::weights::{HostTensor, Weights};
 use crate::nn::{Noise, ParamSet, Train};
 use crate::ops::kl::{kl_backward, kl_mean, KlKind};
 use crate::ops::reduce::{reduce, Reduction, SPAN};
@@ -502,6 +503,47 @@ impl Optimizer {
         let loss = gpu.read_f32(&self.loss1).await?;
         let d = if matches!(self.cfg.method, Method::Tram { .. }) { s[slot::D] } else { 0.0 };
         Ok(Metrics { loss: loss[0], grad_norm: s[slot::GRAD_NORM], d })
+    }
+
+    /// The state a resumed run needs, as named tensors (`m.<param>`, `v.<param>`,
+    /// `ref.<param>`); with [`Optimizer::step`] and the config (which holds the seed every
+    /// dropout and noise key derives from) it continues the run bitwise.
+    pub async fn state(&self, gpu: &Gpu, params: &ParamSet) -> Result<Vec<(String, HostTensor)>> {
+        let mut out = Vec::new();
+        let mut add = |prefix: &str, arena: &Arena| -> Vec<(String, Tensor)> {
+            params.names().iter().zip(arena.tensors()).map(|(n, t)| (format!("{prefix}.{n}"), t.clone())).collect()
+        };
+        let mut list = add("m", &self.m);
+        if let Some(v) = &self.v {
+            list.extend(add("v", v));
+        }
+        if let Some(r) = &self.reference {
+            list.extend(add("ref", &r.params));
+        }
+        for (name, t) in list {
+            let data = gpu.read_f32(&t).await?;
+            out.push((name, HostTensor { shape: t.shape().to_vec(), data, dtype: safetensors::Dtype::F32 }));
+        }
+        Ok(out)
+    }
+
+    /// Restore what [`Optimizer::state`] saved, and the step count.
+    pub fn load_state(&mut self, gpu: &Gpu, params: &ParamSet, w: &Weights, step: u64) -> Result<()> {
+        let mut put = |prefix: &str, arena: &Arena| -> Result<()> {
+            for (n, t) in params.names().iter().zip(arena.tensors()) {
+                gpu.write_f32(t, &w.get(&format!("{prefix}.{n}"), t.shape())?.data)?;
+            }
+            Ok(())
+        };
+        put("m", &self.m)?;
+        if let Some(v) = &self.v {
+            put("v", v)?;
+        }
+        if let Some(r) = &self.reference {
+            put("ref", &r.params)?;
+        }
+        self.step = step;
+        Ok(())
     }
 
     /// The GPU scalar buffer (see [`slot`]).

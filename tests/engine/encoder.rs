@@ -4,6 +4,7 @@ use tramway::io::hf::{read_encoder_config, read_weights};
 use tramway::io::weights::Weights;
 use tramway::models::encoder::{Encoder, TextBatch};
 
+/// A file or folder under tests/fixtures.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
@@ -80,6 +81,9 @@ pub fn check_grads(name: &str, params: &tramway::nn::ParamSet, expected: &Weight
         }
         assert!(got.iter().any(|&v| v != 0.0), "{name}: {n} got no gradient");
         let e = rel_err(&got, wants[i]);
+        if std::env::var("TRAMWAY_PRINT_ERR").is_ok() {
+            eprintln!("{name} {n} {e:.2e}");
+        }
         assert!(e < 1e-3, "{name}: gradient of {n} off by {e:.2e} relative");
     }
 }
