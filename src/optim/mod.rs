@@ -510,7 +510,7 @@ impl Optimizer {
     /// dropout and noise key derives from) it continues the run bitwise.
     pub async fn state(&self, gpu: &Gpu, params: &ParamSet) -> Result<Vec<(String, HostTensor)>> {
         let mut out = Vec::new();
-        let mut add = |prefix: &str, arena: &Arena| -> Vec<(String, Tensor)> {
+        let add = |prefix: &str, arena: &Arena| -> Vec<(String, Tensor)> {
             params.names().iter().zip(arena.tensors()).map(|(n, t)| (format!("{prefix}.{n}"), t.clone())).collect()
         };
         let mut list = add("m", &self.m);
@@ -529,7 +529,7 @@ impl Optimizer {
 
     /// Restore what [`Optimizer::state`] saved, and the step count.
     pub fn load_state(&mut self, gpu: &Gpu, params: &ParamSet, w: &Weights, step: u64) -> Result<()> {
-        let mut put = |prefix: &str, arena: &Arena| -> Result<()> {
+        let put = |prefix: &str, arena: &Arena| -> Result<()> {
             for (n, t) in params.names().iter().zip(arena.tensors()) {
                 gpu.write_f32(t, &w.get(&format!("{prefix}.{n}"), t.shape())?.data)?;
             }
