@@ -39,6 +39,8 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod train;
 
 pub use error::{Error, Result};
 pub use gpu::{Gpu, GpuOptions, Recorder, Tensor};

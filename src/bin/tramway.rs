@@ -18,6 +18,258 @@ enum Cmd {
     Info,
     /// Print one JSON line per input: {"text", "tokens", "embedding"}.
     Embed(EmbedArgs),
+    /// Fine-tune a text classifier (BERT/RoBERTa/XLM-R folder) with TRAM or a baseline.
+    Finetune(Box<FinetuneArgs>),
+}
+
+#[derive(clap::Args)]
+struct FinetuneArgs {
+    /// Hugging Face model folder to start from.
+    #[arg(long)]
+    model: PathBuf,
+    /// The task (text-classification; image-classification is not implemented yet).
+    #[arg(long, default_value = "text-classification")]
+    task: String,
+    /// Training data: .csv, .tsv or .jsonl with text and label columns.
+    #[arg(long)]
+    train: PathBuf,
+    /// An evaluation set, NAME=PATH (repeatable).
+    #[arg(long = "eval", value_parser = parse_eval)]
+    evals: Vec<(String, PathBuf)>,
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    /// adamw, sgd, sam, asam, fsam, tram-x, tram-prev, tram-init, tram-ema, tram-fisher, r3f, trpo, mesa.
+    #[arg(long, default_value = "tram-x")]
+    optimizer: String,
+    /// Base optimizer of the sharpness/trust-region methods: adamw or sgd.
+    #[arg(long, default_value = "adamw")]
+    base: String,
+    /// SAM/ASAM radius (default 0.05 SAM, 0.5 ASAM).
+    #[arg(long)]
+    rho: Option<f32>,
+    /// ASAM/FSAM η (default 0 ASAM, 0.1 FSAM).
+    #[arg(long)]
+    eta: Option<f32>,
+    /// FSAM / TRAM-Fisher γ (0.1).
+    #[arg(long, default_value_t = 0.1)]
+    gamma: f32,
+    /// TRAM-x / TRAM-Fisher / R3F noise σ (0.1).
+    #[arg(long, default_value_t = 0.1)]
+    noise_std: f32,
+    /// normal or uniform.
+    #[arg(long, default_value = "normal")]
+    noise_type: String,
+    /// forward, reverse or symmetric (TRAM default forward, R3F symmetric).
+    #[arg(long)]
+    kl_type: Option<String>,
+    /// mean (the paper) or reference-code (divided by the number of classes).
+    #[arg(long, default_value = "mean")]
+    kl_norm: String,
+    /// TRAM's multiplier of d.
+    #[arg(long, default_value_t = 1.0)]
+    tr_scale: f32,
+    /// EMA decay of the reference (tram-ema; MESA default 0.999).
+    #[arg(long)]
+    ema_decay: Option<f32>,
+    /// R3F / TRPO / MESA regulariser weight λ (0.1).
+    #[arg(long, default_value_t = 0.1)]
+    lambda: f32,
+    /// TRAM without the |θ| scaling (SAM-style ascent).
+    #[arg(long)]
+    no_adaptive: bool,
+    #[arg(long, default_value_t = 2e-5)]
+    lr: f32,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 1.0)]
+    epochs: f64,
+    /// Total steps (overrides --epochs).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Linear warmup steps.
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
+    /// constant, linear, cosine or polynomial.
+    #[arg(long, default_value = "linear")]
+    schedule: String,
+    /// Global gradient-norm clipping (0: off).
+    #[arg(long, default_value_t = 1.0)]
+    clip: f32,
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Evaluate every N steps (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    eval_every: u64,
+    /// Checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 0)]
+    save_every: u64,
+    /// Log metrics every N steps.
+    #[arg(long, default_value_t = 1)]
+    log_every: u64,
+    /// Evaluate on at most N examples per set (class-balanced).
+    #[arg(long)]
+    max_eval: Option<usize>,
+    /// Output folder: checkpoint-N/ and final/ (Hugging Face folders with optimizer state).
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from a checkpoint folder written by an earlier run.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Append one JSON line per logged step and per evaluation to this file.
+    #[arg(long)]
+    metrics: Option<PathBuf>,
+}
+
+fn parse_eval(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((n, p)) if !n.is_empty() && !p.is_empty() => Ok((n.to_string(), PathBuf::from(p))),
+        _ => Err(format!("expected NAME=PATH, got {s:?}")),
+    }
+}
+
+fn finetune(a: FinetuneArgs) -> tramway::Result<()> {
+    use tramway::ops::kl::KlKind;
+    use tramway::optim::{Base, KlNorm, Method, OptimConfig, Schedule, TramRef};
+    let bad = |name: &'static str, value: &str, expected: &str| tramway::Error::BadSetting {
+        name,
+        value: value.to_string(),
+        expected: expected.to_string(),
+    };
+    if a.task != "text-classification" {
+        return Err(bad("--task", &a.task, "text-classification (image-classification is not implemented yet)"));
+    }
+    let uniform = match a.noise_type.as_str() {
+        "normal" => false,
+        "uniform" => true,
+        v => return Err(bad("--noise-type", v, "normal or uniform")),
+    };
+    let kl = |default: KlKind| -> tramway::Result<KlKind> {
+        Ok(match a.kl_type.as_deref() {
+            None => default,
+            Some("forward") => KlKind::Forward,
+            Some("reverse") => KlKind::Reverse,
+            Some("symmetric") => KlKind::Symmetric,
+            Some(v) => return Err(bad("--kl-type", v, "forward, reverse or symmetric")),
+        })
+    };
+    let kl_norm = match a.kl_norm.as_str() {
+        "mean" => KlNorm::Mean,
+        "reference-code" | "reference_code" => KlNorm::ReferenceCode,
+        v => return Err(bad("--kl-norm", v, "mean or reference-code")),
+    };
+    let tram = |reference| -> tramway::Result<Method> {
+        Ok(Method::Tram {
+            reference,
+            adaptive: !a.no_adaptive,
+            kl: kl(KlKind::Forward)?,
+            kl_norm,
+            tr_scale: a.tr_scale,
+        })
+    };
+    let sgd = Base::Sgd { momentum: a.momentum, nesterov: false, weight_decay: a.weight_decay };
+    let adamw = Base::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: a.weight_decay };
+    let mut base = match a.base.as_str() {
+        "adamw" => adamw,
+        "sgd" => sgd,
+        v => return Err(bad("--base", v, "adamw or sgd")),
+    };
+    let method = match a.optimizer.as_str() {
+        "adamw" => {
+            base = adamw;
+            Method::Plain
+        }
+        "sgd" => {
+            base = sgd;
+            Method::Plain
+        }
+        "sam" => Method::Sam { rho: a.rho.unwrap_or(0.05) },
+        "asam" => Method::Asam { rho: a.rho.unwrap_or(0.5), eta: a.eta.unwrap_or(0.0) },
+        "fsam" => Method::Fsam { gamma: a.gamma, eta: a.eta.unwrap_or(0.1) },
+        "tram-x" => tram(TramRef::Noise { std: a.noise_std, uniform })?,
+        "tram-prev" => tram(TramRef::Params { ema_decay: 0.0 })?,
+        "tram-init" => tram(TramRef::Params { ema_decay: 1.0 })?,
+        "tram-ema" => match a.ema_decay {
+            Some(d) if (0.0..=1.0).contains(&d) => tram(TramRef::Params { ema_decay: d })?,
+            _ => return Err(bad("--ema-decay", &format!("{:?}", a.ema_decay), "a value in [0, 1] for tram-ema")),
+        },
+        "tram-fisher" => Method::TramFisher { gamma: a.gamma, eta: a.eta.unwrap_or(0.1), std: a.noise_std, uniform },
+        "r3f" => Method::R3f { lambda: a.lambda, std: a.noise_std, uniform, kl: kl(KlKind::Symmetric)? },
+        "trpo" => Method::TrustRegion { lambda: a.lambda, ema_decay: 0.0 },
+        "mesa" => Method::TrustRegion { lambda: a.lambda, ema_decay: a.ema_decay.unwrap_or(0.999) },
+        v => {
+            return Err(bad(
+                "--optimizer",
+                v,
+                "adamw, sgd, sam, asam, fsam, tram-x, tram-prev, tram-init, tram-ema, tram-fisher, r3f, trpo or mesa",
+            ))
+        }
+    };
+    let schedule = |total: u64| -> tramway::Result<Schedule> {
+        Ok(match a.schedule.as_str() {
+            "constant" => Schedule::Constant,
+            "linear" => Schedule::Linear { warmup: a.warmup, total },
+            "cosine" => Schedule::Cosine { warmup: a.warmup, total },
+            "polynomial" => Schedule::Polynomial { warmup: a.warmup, total, power: 1.0 },
+            v => return Err(bad("--schedule", v, "constant, linear, cosine or polynomial")),
+        })
+    };
+    if !(a.lr.is_finite() && a.lr >= 0.0) {
+        return Err(bad("--lr", &a.lr.to_string(), "a non-negative number"));
+    }
+    // The schedule needs the run length: from --steps, or from the data size and --epochs.
+    let total = match a.steps {
+        Some(s) => s,
+        None => {
+            let n = tramway::data::table::read_examples(&a.train, &a.text_column, &a.label_column)?.len();
+            ((a.epochs * n as f64) / a.batch_size.max(1) as f64).ceil() as u64
+        }
+    };
+    let optim = OptimConfig {
+        base,
+        method,
+        lr: a.lr,
+        schedule: schedule(total.max(1))?,
+        clip: (a.clip > 0.0).then_some(a.clip),
+        seed: a.seed,
+    };
+    let opts = tramway::train::FinetuneOptions {
+        model: a.model,
+        train: a.train,
+        evals: a.evals,
+        text_column: a.text_column,
+        label_column: a.label_column,
+        optim,
+        batch_size: a.batch_size,
+        steps: Some(total),
+        epochs: a.epochs,
+        max_len: a.max_len,
+        eval_every: a.eval_every,
+        save_every: a.save_every,
+        log_every: a.log_every,
+        max_eval: a.max_eval,
+        out: a.out.clone(),
+        resume: a.resume,
+        metrics: a.metrics,
+        progress: true,
+    };
+    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
+    eprintln!("device: {}; optimizer: {:?} on {:?}", gpu.adapter_info().name, optim.method, optim.base);
+    let s = tramway::train::finetune(&gpu, &opts)?;
+    println!("{} steps in {:.0} s, last training loss {:.4}", s.steps, s.seconds, s.final_loss);
+    for e in &s.evals {
+        println!("eval {:<20} accuracy {:.4}  loss {:.4}  ({} examples)", e.name, e.accuracy, e.loss, e.examples);
+    }
+    println!("model saved to {}", a.out.join("final").display());
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -157,6 +409,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Info => info(),
         Cmd::Embed(a) => embed(a),
+        Cmd::Finetune(a) => finetune(*a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

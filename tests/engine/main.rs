@@ -12,6 +12,7 @@ mod dropout;
 mod elementwise;
 mod embedding;
 mod encoder;
+mod finetune;
 mod gpu;
 mod kl;
 mod loss;

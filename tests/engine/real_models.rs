@@ -7,7 +7,7 @@ use tramway::data::text::{token_counts, TextTokenizer};
 use tramway::io::hf::{read_encoder_config, read_weights};
 use tramway::models::encoder::{Encoder, Pooling};
 
-fn model_dir(name: &str) -> Option<PathBuf> {
+pub fn model_dir(name: &str) -> Option<PathBuf> {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join(name);
     if d.join("model.safetensors").is_file() {
         return Some(d);
