@@ -98,3 +98,27 @@ fn data_order_is_a_function_of_seed_and_step() {
     assert_eq!(&all[..10], &o[..]);
     assert_eq!(&all[10..20], &epoch_order(10, 3, 1)[..]);
 }
+
+#[test]
+fn data_files_give_clear_errors() {
+    use tramway::data::table::{label_set, read_examples};
+    let dir = std::env::temp_dir().join(format!("tramway-data-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("a.csv");
+    std::fs::write(&csv, "sentence,y\nhello,1\nbye,0\nhm,10\n").unwrap();
+    let e = read_examples(&csv, "text", "label").unwrap_err().to_string();
+    assert!(e.contains("a.csv") && e.contains("no column \"text\"") && e.contains("sentence, y"), "{e}");
+    let rows = read_examples(&csv, "sentence", "y").unwrap();
+    assert_eq!(label_set(&rows), vec!["0", "1", "10"], "integer labels sort numerically");
+    let tsv = dir.join("b.tsv");
+    std::fs::write(&tsv, "text\tlabel\nfine\tpos\nempty label\t\n").unwrap();
+    let e = read_examples(&tsv, "text", "label").unwrap_err().to_string();
+    assert!(e.contains("b.tsv") && e.contains("record 2") && e.contains("empty"), "{e}");
+    let jl = dir.join("c.jsonl");
+    std::fs::write(&jl, "{\"text\": \"ok\", \"label\": 1}\n{\"text\": \"no label\"}\n").unwrap();
+    let e = read_examples(&jl, "text", "label").unwrap_err().to_string();
+    assert!(e.contains("c.jsonl") && e.contains("line 2") && e.contains("\"label\""), "{e}");
+    let e = read_examples(&dir.join("d.parquet"), "text", "label").unwrap_err().to_string();
+    assert!(e.contains("d.parquet"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
