@@ -13,21 +13,7 @@ struct Params { rows: u32, cols: u32, ignore: u32, _a: u32, dscale: f32, _b: u32
 @group(0) @binding(4) var<storage, read_write> OUT: array<f32>;
 @group(0) @binding(5) var<storage, read_write> DLOGITS: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
-fn wg_reduce(lid: u32, v: f32, is_max: bool) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            if (is_max) { red[lid] = max(red[lid], red[lid + s]); } else { red[lid] += red[lid + s]; }
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+//@include wg_reduce
 
 fn row_lse(lid: u32, base: u32) -> vec2<f32> {
     var m = NEG_BIG;

@@ -14,21 +14,7 @@ struct Params { rows: u32, cols: u32, _a: u32, _b: u32, coef: f32, _c: u32, _d: 
 @group(0) @binding(4) var<storage, read_write> DQ: array<f32>;
 @group(0) @binding(5) var<storage, read_write> DP: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
-fn wg_reduce(lid: u32, v: f32, is_max: bool) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            if (is_max) { red[lid] = max(red[lid], red[lid + s]); } else { red[lid] += red[lid + s]; }
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+//@include wg_reduce
 
 // (log-normaliser of P, of Q) for the row at base: max + log(sum exp(x - max)).
 fn lses(lid: u32, base: u32) -> vec2<f32> {

@@ -6,21 +6,7 @@
 struct Params { rows: u32, cols: u32, eps: f32, nblocks: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
 
-var<workgroup> red: array<f32, WG>;
-
-fn wg_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+//@include wg_reduce
 
 // ---- forward: bindings X, GAMMA, BETA, Y, MEAN, RSTD
 @group(0) @binding(1) var<storage, read_write> X: array<f32>;

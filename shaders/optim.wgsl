@@ -18,7 +18,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> V: array<f32>;
 @group(0) @binding(5) var<storage, read_write> S: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
+//@include wg_reduce
 
 fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return linear_group(wid, nwg) * WG + lid;
@@ -87,13 +87,8 @@ fn ascent_partial(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups
         let g = G[i];
         s += ascent_weight(W[i], g) * g * g;
     }
-    red[lid] = s;
-    workgroupBarrier();
-    for (var k = WG / 2u; k > 0u; k = k >> 1u) {
-        if (lid < k) { red[lid] += red[lid + k]; }
-        workgroupBarrier();
-    }
-    if (lid == 0u) { V[p.s_out + grp] = red[0]; }
+    let t = wg_sum(lid, s);
+    if (lid == 0u) { V[p.s_out + grp] = t; }
 }
 
 // The ascent: M = W (backup); W += r * a_i * g_i / (sqrt(S[s_in]) + 1e-12), where the radius

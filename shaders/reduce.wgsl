@@ -6,21 +6,7 @@ struct Params { n: u32, in_off: u32, out_off: u32, cols: u32, scale: f32, nblock
 @group(0) @binding(1) var<storage, read_write> IN: array<f32>;
 @group(0) @binding(2) var<storage, read_write> OUT: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
-fn wg_sum(lid: u32, v: f32) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            red[lid] += red[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+//@include wg_reduce
 
 // Pass 1: OUT[out_off + g] = sum (or sum of squares, SQUARE) of IN[in_off + g*SPAN ..][..n].
 @compute @workgroup_size(WG)

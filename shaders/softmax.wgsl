@@ -12,21 +12,7 @@ struct Params { rows: u32, cols: u32, tq: u32, heads: u32, scale: f32, causal_of
 @group(0) @binding(3) var<storage, read_write> OUT: array<f32>;
 @group(0) @binding(4) var<storage, read_write> DY: array<f32>;
 
-var<workgroup> red: array<f32, WG>;
-
-fn wg_reduce(lid: u32, v: f32, is_max: bool) -> f32 {
-    red[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            if (is_max) { red[lid] = max(red[lid], red[lid + s]); } else { red[lid] += red[lid + s]; }
-        }
-        workgroupBarrier();
-    }
-    let r = red[0];
-    workgroupBarrier();
-    return r;
-}
+//@include wg_reduce
 
 fn score(row: u32, base: u32, j: u32) -> f32 {
     let i = row % p.tq;

@@ -79,6 +79,8 @@ pub struct Kernel {
 /// The WGSL files, embedded at build time.
 const SHADERS: &[(&str, &str)] = &[
     ("common", include_str!("../../shaders/common.wgsl")),
+    ("wg_reduce", include_str!("../../shaders/wg_reduce.wgsl")),
+    ("matmul_common", include_str!("../../shaders/matmul_common.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_k4", include_str!("../../shaders/matmul_k4.wgsl")),
     ("matmul_tiled", include_str!("../../shaders/matmul_tiled.wgsl")),
@@ -101,7 +103,8 @@ fn shader_source(name: &str) -> Option<&'static str> {
 
 /// Build the full WGSL text of a variant: constants, the shared helpers, then the shader with
 /// `//@for v in 0..N` … `//@end` blocks unrolled (N a constant name or a literal; `{v}` in the
-/// block is replaced by the index; blocks nest).
+/// block is replaced by the index; blocks nest) and `//@include NAME` lines replaced by that
+/// shader file (shared pieces such as the workgroup reduction or the matmul epilogue).
 pub fn expand(spec: &KernelSpec) -> Result<String> {
     let body = shader_source(spec.shader).ok_or_else(|| Error::Gpu {
         context: format!("kernel {}", spec.shader),
@@ -137,6 +140,13 @@ fn unroll(
         let t = line.trim();
         if t == "//@end" {
             return Ok(());
+        }
+        if let Some(name) = t.strip_prefix("//@include ") {
+            let src = shader_source(name.trim()).ok_or_else(|| bad(format!("//@include of unknown shader {name}")))?;
+            let inc: Vec<&str> = src.lines().collect();
+            unroll(&inc, &mut 0, defs, vars, out, spec)?;
+            *pos += 1;
+            continue;
         }
         if let Some(rest) = t.strip_prefix("//@for ") {
             // "v in 0..N"
