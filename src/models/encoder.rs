@@ -6,7 +6,7 @@
 //! (no `bert.` prefix, no head) load too: a missing pooler or classifier is initialised like
 //! Hugging Face does (normal, std 0.02; zero bias).
 
-use crate::error::{model_err, shape_err, Result};
+use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::io::config::{EncoderConfig, EncoderKind};
 use crate::io::weights::{HostTensor, Weights};
@@ -17,7 +17,6 @@ use crate::ops::elementwise::axpby;
 use crate::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
 use crate::ops::matmul::{matmul, Act, MatView, Matmul};
 use crate::ops::norm::{layernorm, norm_backward, NormGrads};
-use safetensors::Dtype;
 
 struct LayerIdx {
     q_w: usize,
@@ -56,9 +55,6 @@ pub struct Encoder {
     pub cfg: EncoderConfig,
     pub params: ParamSet,
     idx: Idx,
-    /// The dtype each parameter had in the file it came from (F32 for initialised ones), so a
-    /// saved model keeps them.
-    dtypes: Vec<Dtype>,
 }
 
 /// How a sentence embedding is taken from the last hidden states.
@@ -204,38 +200,7 @@ impl Encoder {
     /// missing). `seed` initialises a missing head.
     pub fn load(gpu: &Gpu, cfg: EncoderConfig, w: &Weights, seed: u64) -> Result<Self> {
         let specs = Self::specs(&cfg);
-        let params = ParamSet::new(gpu, &specs)?;
-        let prefix = cfg.prefix();
-        let encoder_tensors = specs.len() - 4;
-        let mut dtypes = vec![Dtype::F32; specs.len()];
-        for (i, (name, shape)) in specs.iter().enumerate() {
-            let short = name.strip_prefix(prefix).unwrap_or(name);
-            let found = [name.as_str(), short].into_iter().find(|n| w.tensors.contains_key(*n));
-            let is_head = i >= encoder_tensors;
-            match found {
-                Some(n) => {
-                    let t = w.get(n, shape)?;
-                    gpu.write_f32(params.p(i), &t.data)?;
-                    dtypes[i] = t.dtype;
-                }
-                None if is_head => {
-                    if name.ends_with("weight") {
-                        let n: usize = shape.iter().product();
-                        let data: Vec<f32> = crate::ops::reference::normal(n, seed, i as u64, 0.0, 0.02)
-                            .into_iter()
-                            .map(|v| v as f32)
-                            .collect();
-                        gpu.write_f32(params.p(i), &data)?;
-                    } // biases stay zero
-                }
-                None => {
-                    return model_err(
-                        &w.file,
-                        format!("tensor {name} (or {short}) is missing (expected shape {shape:?})"),
-                    )
-                }
-            }
-        }
+        let params = ParamSet::load(gpu, &specs, w, cfg.prefix(), specs.len() - 4, seed)?;
         let mut k = 0;
         let mut next = || {
             k += 1;
@@ -264,19 +229,12 @@ impl Encoder {
             .collect();
         let idx =
             Idx { word, pos, typ, emb_g, emb_b, layers, head_w: next(), head_b: next(), out_w: next(), out_b: next() };
-        Ok(Encoder { cfg, params, idx, dtypes })
+        Ok(Encoder { cfg, params, idx })
     }
 
-    /// Every parameter under its Hugging Face name, read back from the GPU, in the dtype it
-    /// was loaded in.
+    /// Every parameter under its Hugging Face name, in the dtype it was loaded in.
     pub async fn state(&self, gpu: &Gpu) -> Result<Vec<(String, HostTensor)>> {
-        let mut out = Vec::with_capacity(self.params.len());
-        for (i, name) in self.params.names().iter().enumerate() {
-            let t = self.params.p(i);
-            let data = gpu.read_f32(t).await?;
-            out.push((name.clone(), HostTensor { shape: t.shape().to_vec(), data, dtype: self.dtypes[i] }));
-        }
-        Ok(out)
+        self.params.state(gpu).await
     }
 
     /// `config.json` for a saved model: the original keys, with this head's architecture

@@ -5,7 +5,7 @@
 //! embeddings are added by `ops::patch::assemble`. Layers are pre-LayerNorm. A checkpoint
 //! without a classifier (a backbone) gets one initialised like Hugging Face (normal 0.02).
 
-use crate::error::{model_err, shape_err, Result};
+use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::io::config::VitConfig;
 use crate::io::weights::{HostTensor, Weights};
@@ -16,7 +16,6 @@ use crate::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
 use crate::ops::matmul::Act;
 use crate::ops::norm::{layernorm, norm_backward, NormGrads};
 use crate::ops::patch::{assemble, assemble_backward, patchify};
-use safetensors::Dtype;
 
 struct LayerIdx {
     ln1_g: usize,
@@ -54,7 +53,6 @@ pub struct Vit {
     pub cfg: VitConfig,
     pub params: ParamSet,
     idx: Idx,
-    dtypes: Vec<Dtype>,
 }
 
 /// One batch of images, `[batch, channels, height, width]` already resized and normalised.
@@ -159,36 +157,7 @@ impl Vit {
     /// Build the model from a config and its weights (names with or without `vit.`).
     pub fn load(gpu: &Gpu, cfg: VitConfig, w: &Weights, seed: u64) -> Result<Self> {
         let specs = Self::specs(&cfg);
-        let params = ParamSet::new(gpu, &specs)?;
-        let head_start = specs.len() - 2;
-        let mut dtypes = vec![Dtype::F32; specs.len()];
-        for (i, (name, shape)) in specs.iter().enumerate() {
-            let short = name.strip_prefix("vit.").unwrap_or(name);
-            let found = [name.as_str(), short].into_iter().find(|n| w.tensors.contains_key(*n));
-            match found {
-                Some(n) => {
-                    let t = w.get(n, shape)?;
-                    gpu.write_f32(params.p(i), &t.data)?;
-                    dtypes[i] = t.dtype;
-                }
-                None if i >= head_start => {
-                    if name.ends_with("weight") {
-                        let n: usize = shape.iter().product();
-                        let data: Vec<f32> = crate::ops::reference::normal(n, seed, i as u64, 0.0, 0.02)
-                            .into_iter()
-                            .map(|v| v as f32)
-                            .collect();
-                        gpu.write_f32(params.p(i), &data)?;
-                    }
-                }
-                None => {
-                    return model_err(
-                        &w.file,
-                        format!("tensor {name} (or {short}) is missing (expected shape {shape:?})"),
-                    )
-                }
-            }
-        }
+        let params = ParamSet::load(gpu, &specs, w, "vit.", specs.len() - 2, seed)?;
         let mut k = 0;
         let mut next = || {
             k += 1;
@@ -217,20 +186,12 @@ impl Vit {
             .collect();
         let idx =
             Idx { cls, pos, patch_w, patch_b, layers, ln_g: next(), ln_b: next(), head_w: next(), head_b: next() };
-        Ok(Vit { cfg, params, idx, dtypes })
+        Ok(Vit { cfg, params, idx })
     }
 
     /// Every parameter under its Hugging Face name, in the dtype it was loaded in.
     pub async fn state(&self, gpu: &Gpu) -> Result<Vec<(String, HostTensor)>> {
-        let mut out = Vec::with_capacity(self.params.len());
-        for (i, name) in self.params.names().iter().enumerate() {
-            let t = self.params.p(i);
-            out.push((
-                name.clone(),
-                HostTensor { shape: t.shape().to_vec(), data: gpu.read_f32(t).await?, dtype: self.dtypes[i] },
-            ));
-        }
-        Ok(out)
+        self.params.state(gpu).await
     }
 
     /// Plan activations for batches of `batch` images.

@@ -1,20 +1,25 @@
 //! Layers with explicit forward and backward (llm.c style): no autograd tape. Each backward
 //! accumulates (+=) into the gradient arena, so gradients of shared parameters add up.
 
-use crate::error::Result;
+use crate::error::{model_err, Result};
 use crate::gpu::{Arena, ArenaBuilder, Gpu, Recorder, Tensor};
+use crate::io::weights::{HostTensor, Weights};
 use crate::ops::attention::AttnDropout;
 use crate::ops::elementwise::activation_backward;
 use crate::ops::elementwise::axpby;
 use crate::ops::matmul::{matmul, Act, Matmul};
 use crate::ops::reduce::colsum;
 use crate::ops::rng::{dropout, normal, uniform, RngKey};
+use safetensors::Dtype;
 
 /// Parameters and their gradients: two arenas with the same layout, tensors named by their
 /// Hugging Face names.
 pub struct ParamSet {
     pub params: Arena,
     pub grads: Arena,
+    /// The dtype each parameter had in the file it came from (F32 when initialised here), so
+    /// a saved model keeps them.
+    pub dtypes: Vec<Dtype>,
 }
 
 impl ParamSet {
@@ -24,7 +29,64 @@ impl ParamSet {
         for (n, s) in specs {
             b.add(n.clone(), s);
         }
-        Ok(ParamSet { params: b.build(gpu, "params")?, grads: b.build(gpu, "grads")? })
+        Ok(ParamSet {
+            params: b.build(gpu, "params")?,
+            grads: b.build(gpu, "grads")?,
+            dtypes: vec![Dtype::F32; specs.len()],
+        })
+    }
+
+    /// Allocate `specs` and fill them from `w`, where each name may also appear without
+    /// `prefix` (a base-model checkpoint). Tensors from index `optional_from` on (a task head)
+    /// may be missing: their weights are initialised like Hugging Face's (normal, std 0.02,
+    /// drawn from `seed`), their biases stay zero.
+    pub fn load(
+        gpu: &Gpu,
+        specs: &[(String, Vec<usize>)],
+        w: &Weights,
+        prefix: &str,
+        optional_from: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        let mut set = Self::new(gpu, specs)?;
+        for (i, (name, shape)) in specs.iter().enumerate() {
+            let short = name.strip_prefix(prefix).unwrap_or(name);
+            match [name.as_str(), short].into_iter().find(|n| w.tensors.contains_key(*n)) {
+                Some(n) => {
+                    let t = w.get(n, shape)?;
+                    gpu.write_f32(set.p(i), &t.data)?;
+                    set.dtypes[i] = t.dtype;
+                }
+                None if i >= optional_from => {
+                    if name.ends_with("weight") {
+                        let n: usize = shape.iter().product();
+                        let data: Vec<f32> = crate::ops::reference::normal(n, seed, i as u64, 0.0, 0.02)
+                            .into_iter()
+                            .map(|v| v as f32)
+                            .collect();
+                        gpu.write_f32(set.p(i), &data)?;
+                    }
+                }
+                None => {
+                    return model_err(
+                        &w.file,
+                        format!("tensor {name} (or {short}) is missing (expected shape {shape:?})"),
+                    )
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    /// Every parameter under its name, read back from the GPU, in the dtype it was loaded in.
+    pub async fn state(&self, gpu: &Gpu) -> Result<Vec<(String, HostTensor)>> {
+        let mut out = Vec::with_capacity(self.len());
+        for (i, name) in self.names().iter().enumerate() {
+            let t = self.p(i);
+            let data = gpu.read_f32(t).await?;
+            out.push((name.clone(), HostTensor { shape: t.shape().to_vec(), data, dtype: self.dtypes[i] }));
+        }
+        Ok(out)
     }
     /// Parameter `i`.
     pub fn p(&self, i: usize) -> &Tensor {
@@ -239,6 +301,6 @@ impl ParamSet {
     /// Another parameter set with this layout whose values live in `params` (e.g. a
     /// trust-region reference copy) and which shares this set's gradient arena.
     pub fn with_values(&self, params: Arena) -> ParamSet {
-        ParamSet { params, grads: self.grads.clone() }
+        ParamSet { params, grads: self.grads.clone(), dtypes: self.dtypes.clone() }
     }
 }
