@@ -20,6 +20,81 @@ enum Cmd {
     Embed(EmbedArgs),
     /// Fine-tune a text classifier (BERT/RoBERTa/XLM-R folder) with TRAM or a baseline.
     Finetune(Box<FinetuneArgs>),
+    /// Accuracy and loss of a fine-tuned classifier on labelled sets.
+    Eval(EvalArgs),
+    /// Class probabilities of a fine-tuned classifier for each text (one JSON line each).
+    Predict(PredictArgs),
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// A fine-tuned folder (e.g. runs/NAME/final).
+    #[arg(long)]
+    model: PathBuf,
+    /// NAME=PATH (repeatable): .csv, .tsv or .jsonl with text and label columns.
+    #[arg(long = "eval", value_parser = parse_eval, required = true)]
+    evals: Vec<(String, PathBuf)>,
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    /// At most N examples per set (class-balanced).
+    #[arg(long)]
+    max_eval: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct PredictArgs {
+    /// A fine-tuned folder (e.g. runs/NAME/final).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    /// The texts to classify.
+    #[arg(required = true)]
+    texts: Vec<String>,
+}
+
+fn eval_cmd(a: EvalArgs) -> tramway::Result<()> {
+    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
+    let mut c = tramway::train::Classifier::load(&gpu, &a.model, a.max_len)?;
+    for (name, path) in &a.evals {
+        let mut rows = tramway::data::table::read_examples(path, &a.text_column, &a.label_column)?;
+        if let Some(m) = a.max_eval {
+            rows = c.cut(&rows, m);
+        }
+        let r = c.evaluate(name, path, &rows, a.batch_size)?;
+        println!(
+            "{}",
+            serde_json::json!({"eval": r.name, "accuracy": r.accuracy, "loss": r.loss, "examples": r.examples})
+        );
+    }
+    Ok(())
+}
+
+fn predict_cmd(a: PredictArgs) -> tramway::Result<()> {
+    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
+    let mut c = tramway::train::Classifier::load(&gpu, &a.model, a.max_len)?;
+    let refs: Vec<&str> = a.texts.iter().map(|s| s.as_str()).collect();
+    let probs = c.predict(&refs, a.batch_size)?;
+    for (text, p) in a.texts.iter().zip(probs) {
+        let best = p.iter().enumerate().fold(0, |b, (i, &v)| if v > p[b] { i } else { b });
+        let map: serde_json::Map<String, serde_json::Value> =
+            c.labels.iter().zip(&p).map(|(l, v)| (l.clone(), serde_json::json!(v))).collect();
+        println!(
+            "{{\"text\":{},\"label\":{},\"probabilities\":{}}}",
+            serde_json::json!(text),
+            serde_json::json!(c.labels[best]),
+            serde_json::Value::Object(map)
+        );
+    }
+    Ok(())
 }
 
 #[derive(clap::Args)]
@@ -410,6 +485,8 @@ fn main() -> ExitCode {
         Cmd::Info => info(),
         Cmd::Embed(a) => embed(a),
         Cmd::Finetune(a) => finetune(*a),
+        Cmd::Eval(a) => eval_cmd(a),
+        Cmd::Predict(a) => predict_cmd(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

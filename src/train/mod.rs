@@ -172,6 +172,80 @@ impl Run<'_> {
     }
 }
 
+/// At most `m` examples, taken round-robin by label so the classes stay balanced.
+fn balanced_cut(rows: &[Example], labels: &[String], m: usize) -> Vec<Example> {
+    let by: Vec<Vec<&Example>> = labels.iter().map(|l| rows.iter().filter(|r| &r.label == l).collect()).collect();
+    let mut cut = Vec::new();
+    let mut i = 0;
+    while cut.len() < m && by.iter().any(|v| i < v.len()) {
+        for v in &by {
+            if i < v.len() && cut.len() < m {
+                cut.push(v[i].clone());
+            }
+        }
+        i += 1;
+    }
+    cut
+}
+
+/// A fine-tuned classifier folder, ready for evaluation and prediction.
+pub struct Classifier<'g> {
+    run: Run<'g>,
+    pub labels: Vec<String>,
+}
+
+impl<'g> Classifier<'g> {
+    /// Load `dir` (config.json with id2label, model.safetensors, tokenizer.json).
+    pub fn load(gpu: &'g Gpu, dir: &Path, max_len: usize) -> Result<Self> {
+        let cfg = read_encoder_config(dir)?;
+        let labels = cfg.id2label.clone();
+        let tok = TextTokenizer::from_dir(dir, max_len.min(cfg.max_position_embeddings), cfg.pad_token_id)?;
+        let model = Encoder::load(gpu, cfg, &read_weights(dir)?, 0)?;
+        let label_ids = labels.iter().enumerate().map(|(i, l)| (l.clone(), i as u32)).collect();
+        Ok(Classifier { run: Run { gpu, model, tok, label_ids, acts: HashMap::new(), needs_aux: false }, labels })
+    }
+
+    /// Accuracy and mean loss on labelled examples (labels must be the model's).
+    pub fn evaluate(&mut self, name: &str, file: &Path, rows: &[Example], batch: usize) -> Result<EvalResult> {
+        if let Some(bad) = rows.iter().find(|r| !self.labels.contains(&r.label)) {
+            return Err(Error::Model {
+                file: file.display().to_string(),
+                message: format!("label {:?} is not one of the model's labels ({})", bad.label, self.labels.join(", ")),
+            });
+        }
+        self.run.evaluate(name, rows, batch.max(1))
+    }
+
+    /// Class probabilities for each text.
+    pub fn predict(&mut self, texts: &[&str], batch: usize) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::new();
+        for chunk in texts.chunks(batch.max(1)) {
+            let rows: Vec<Example> =
+                chunk.iter().map(|t| Example { text: t.to_string(), label: String::new() }).collect();
+            let refs: Vec<&Example> = rows.iter().collect();
+            let b = self.run.batch(&refs)?;
+            let gpu = self.run.gpu;
+            let (model, (acts, _)) = self.run.acts_for(&TextBatch { labels: None, ..b })?;
+            let mut rec = gpu.recorder();
+            model.forward(&mut rec, acts, false, None)?;
+            rec.submit()?;
+            let logits = gpu.read_f32_blocking(&acts.logits)?;
+            for row in logits.chunks(self.labels.len()) {
+                let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                let e: Vec<f64> = row.iter().map(|&v| ((v - m) as f64).exp()).collect();
+                let z: f64 = e.iter().sum();
+                out.push(e.iter().map(|v| (v / z) as f32).collect());
+            }
+        }
+        Ok(out)
+    }
+
+    /// At most `m` examples of `rows`, class-balanced.
+    pub fn cut(&self, rows: &[Example], m: usize) -> Vec<Example> {
+        balanced_cut(rows, &self.labels, m)
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.display().to_string(), source }
 }

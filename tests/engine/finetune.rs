@@ -80,6 +80,13 @@ fn resume_continues_bitwise() {
     // The checkpoint at step 2 of the straight run is a loadable HF folder with our labels.
     let cfg = tramway::io::hf::read_encoder_config(&straight.join("checkpoint-2")).unwrap();
     assert_eq!(cfg.id2label, vec!["neg".to_string(), "pos".to_string()]);
+    // The saved classifier evaluates to what the run reported, and predicts probabilities.
+    let mut c = tramway::train::Classifier::load(gpu(), &straight.join("final"), 16).unwrap();
+    let dev = tramway::data::table::read_examples(&data.join("dev.jsonl"), "text", "label").unwrap();
+    let r = c.evaluate("dev", &data.join("dev.jsonl"), &dev, 2).unwrap();
+    assert_eq!((r.accuracy, r.examples), (s.evals[0].accuracy, s.evals[0].examples));
+    let p = c.predict(&["great fun", "terrible", "meh"], 2).unwrap();
+    assert!(p.len() == 3 && p.iter().all(|v| v.len() == 2 && (v.iter().sum::<f32>() - 1.0).abs() < 1e-5));
     let metrics = std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().filter(|l| l.contains("\"lr\"")).count(), 4);
     assert!(metrics.lines().any(|l| l.contains("\"eval\":\"dev\"")));
