@@ -78,31 +78,9 @@ impl EncoderConfig {
                 return model_err(file, format!("model_type {other:?} is not a supported encoder (expected \"bert\", \"roberta\" or \"xlm-roberta\")"))
             }
         };
-        let need = |v: Option<usize>, key: &str| -> Result<usize> {
-            match v {
-                Some(x) if x > 0 => Ok(x),
-                Some(_) => model_err(file, format!("{key} must be positive")),
-                None => model_err(file, format!("{key} is missing")),
-            }
-        };
-        let hidden_size = need(r.hidden_size, "hidden_size")?;
-        let num_heads = need(r.num_attention_heads, "num_attention_heads")?;
-        if hidden_size % num_heads != 0 {
-            return model_err(
-                file,
-                format!("hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads}"),
-            );
-        }
-        let act = match r.hidden_act.as_deref().unwrap_or("gelu") {
-            "gelu" => Act::GeluErf,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Act::GeluTanh,
-            other => {
-                return model_err(
-                    file,
-                    format!("hidden_act {other:?} is not supported (expected \"gelu\" or \"gelu_new\")"),
-                )
-            }
-        };
+        let need = |v: Option<usize>, key: &str| need(file, v, key);
+        let (hidden_size, num_heads) = heads(file, r.hidden_size, r.num_attention_heads)?;
+        let act = hidden_act(file, r.hidden_act.as_deref())?;
         if let Some(p) = r.position_embedding_type.as_deref() {
             if p != "absolute" {
                 return model_err(
@@ -186,6 +164,33 @@ struct RawVit {
     num_labels: Option<usize>,
 }
 
+/// A required positive size.
+fn need(file: &str, v: Option<usize>, key: &str) -> Result<usize> {
+    match v {
+        Some(x) if x > 0 => Ok(x),
+        Some(_) => model_err(file, format!("{key} must be positive")),
+        None => model_err(file, format!("{key} is missing")),
+    }
+}
+
+/// hidden_size and num_attention_heads, the first a multiple of the second.
+fn heads(file: &str, hidden: Option<usize>, heads: Option<usize>) -> Result<(usize, usize)> {
+    let (h, n) = (need(file, hidden, "hidden_size")?, need(file, heads, "num_attention_heads")?);
+    if !h.is_multiple_of(n) {
+        return model_err(file, format!("hidden_size {h} is not a multiple of num_attention_heads {n}"));
+    }
+    Ok((h, n))
+}
+
+/// The MLP activation named by `hidden_act` (GELU when absent).
+fn hidden_act(file: &str, name: Option<&str>) -> Result<Act> {
+    match name.unwrap_or("gelu") {
+        "gelu" => Ok(Act::GeluErf),
+        "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Act::GeluTanh),
+        other => model_err(file, format!("hidden_act {other:?} is not supported (expected \"gelu\" or \"gelu_new\")")),
+    }
+}
+
 fn labels(file: &str, id2label: &Option<BTreeMap<String, String>>, num_labels: Option<usize>) -> Result<Vec<String>> {
     Ok(match (id2label, num_labels) {
         (Some(m), _) => {
@@ -227,36 +232,14 @@ impl VitConfig {
         if r.qkv_bias == Some(false) {
             return model_err(file, "qkv_bias = false is not supported");
         }
-        let need = |v: Option<usize>, key: &str| -> Result<usize> {
-            match v {
-                Some(x) if x > 0 => Ok(x),
-                Some(_) => model_err(file, format!("{key} must be positive")),
-                None => model_err(file, format!("{key} is missing")),
-            }
-        };
-        let hidden_size = need(r.hidden_size, "hidden_size")?;
-        let num_heads = need(r.num_attention_heads, "num_attention_heads")?;
-        if hidden_size % num_heads != 0 {
-            return model_err(
-                file,
-                format!("hidden_size {hidden_size} is not a multiple of num_attention_heads {num_heads}"),
-            );
-        }
+        let need = |v: Option<usize>, key: &str| need(file, v, key);
+        let (hidden_size, num_heads) = heads(file, r.hidden_size, r.num_attention_heads)?;
         let image_size = r.image_size.unwrap_or(224);
         let patch_size = r.patch_size.unwrap_or(16);
         if patch_size == 0 || !image_size.is_multiple_of(patch_size) {
             return model_err(file, format!("image_size {image_size} is not a multiple of patch_size {patch_size}"));
         }
-        let act = match r.hidden_act.as_deref().unwrap_or("gelu") {
-            "gelu" => Act::GeluErf,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Act::GeluTanh,
-            other => {
-                return model_err(
-                    file,
-                    format!("hidden_act {other:?} is not supported (expected \"gelu\" or \"gelu_new\")"),
-                )
-            }
-        };
+        let act = hidden_act(file, r.hidden_act.as_deref())?;
         Ok(VitConfig {
             hidden_size,
             num_layers: need(r.num_hidden_layers, "num_hidden_layers")?,
