@@ -21,8 +21,8 @@ import sys
 import torch
 from safetensors.torch import save_file
 import transformers
-from transformers import (BertConfig, BertForSequenceClassification, RobertaConfig,
-                          RobertaForSequenceClassification, ViTConfig, ViTForImageClassification)
+from transformers import (BertConfig, BertForSequenceClassification, Dinov2Config, Dinov2ForImageClassification,
+                          RobertaConfig, RobertaForSequenceClassification, ViTConfig, ViTForImageClassification)
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures")
 
@@ -113,6 +113,23 @@ def vit():
     pixels = torch.randn(2, 3, 12, 12, generator=g)
     labels = torch.tensor([2, 0])
     save("vit", model, {"pixel_values": pixels}, labels)
+
+
+def dinov2():
+    """DINOv2 with LayerScale, fed 12x12 images while its positions were trained for 16x16, so
+    the bicubic position interpolation (and its gradient) is exercised."""
+    torch.manual_seed(4)
+    cfg = Dinov2Config(image_size=16, patch_size=4, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=4, mlp_ratio=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                       drop_path_rate=0.0, layerscale_value=0.5, num_labels=3, layer_norm_eps=1e-6)
+    model = Dinov2ForImageClassification(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    g = torch.Generator().manual_seed(8)
+    pixels = torch.randn(2, 3, 12, 12, generator=g)
+    labels = torch.tensor([1, 2])
+    save("dinov2", model, {"pixel_values": pixels}, labels)
 
 
 SENTENCES = [
@@ -351,6 +368,6 @@ def optim_steps():
 
 
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["bert", "roberta", "vit", "minilm", "optim_steps"]
+    which = sys.argv[1:] or ["bert", "roberta", "vit", "dinov2", "minilm", "optim_steps"]
     for w in which:
         globals()[w]()

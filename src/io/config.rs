@@ -127,9 +127,22 @@ impl EncoderConfig {
     }
 }
 
-/// The subset of a Hugging Face ViT `config.json` tramway uses, validated.
+/// The vision architectures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VisionKind {
+    Vit,
+    Dinov2,
+}
+
+/// The subset of a Hugging Face ViT or DINOv2 `config.json` tramway uses, validated.
 #[derive(Clone, Debug)]
 pub struct VitConfig {
+    /// `vit` (ViTForImageClassification) or `dinov2` (Dinov2ForImageClassification: LayerScale,
+    /// position embeddings interpolated to the input size, classifier on [CLS, mean patch]).
+    pub kind: VisionKind,
+    /// The side of the images fed to the model; `image_size` is the side the position
+    /// embeddings were trained for (DINOv2 interpolates between the two; ViT needs them equal).
+    pub input_size: usize,
     pub hidden_size: usize,
     pub num_layers: usize,
     pub num_heads: usize,
@@ -162,6 +175,8 @@ struct RawVit {
     qkv_bias: Option<bool>,
     id2label: Option<BTreeMap<String, String>>,
     num_labels: Option<usize>,
+    mlp_ratio: Option<usize>,
+    use_swiglu_ffn: Option<bool>,
 }
 
 /// A required positive size.
@@ -219,36 +234,47 @@ impl VitConfig {
             Ok(r) => r,
             Err(e) => return model_err(file, format!("unexpected value: {e}")),
         };
-        match r.model_type.as_deref() {
-            Some("vit") => {}
+        let kind = match r.model_type.as_deref() {
+            Some("vit") => VisionKind::Vit,
+            Some("dinov2") => VisionKind::Dinov2,
             Some(other) => {
                 return model_err(
                     file,
-                    format!("model_type {other:?} is not a supported vision model (expected \"vit\")"),
+                    format!("model_type {other:?} is not a supported vision model (expected \"vit\" or \"dinov2\")"),
                 )
             }
-            None => return model_err(file, "model_type is missing (expected \"vit\")"),
+            None => return model_err(file, "model_type is missing (expected \"vit\" or \"dinov2\")"),
+        };
+        if r.use_swiglu_ffn == Some(true) {
+            return model_err(file, "use_swiglu_ffn = true is not supported");
         }
         if r.qkv_bias == Some(false) {
             return model_err(file, "qkv_bias = false is not supported");
         }
         let need = |v: Option<usize>, key: &str| need(file, v, key);
         let (hidden_size, num_heads) = heads(file, r.hidden_size, r.num_attention_heads)?;
-        let image_size = r.image_size.unwrap_or(224);
-        let patch_size = r.patch_size.unwrap_or(16);
+        let dino = kind == VisionKind::Dinov2;
+        let image_size = r.image_size.unwrap_or(if dino { 518 } else { 224 });
+        let patch_size = r.patch_size.unwrap_or(if dino { 14 } else { 16 });
         if patch_size == 0 || !image_size.is_multiple_of(patch_size) {
             return model_err(file, format!("image_size {image_size} is not a multiple of patch_size {patch_size}"));
         }
         let act = hidden_act(file, r.hidden_act.as_deref())?;
+        let intermediate_size = match (kind, r.intermediate_size) {
+            (VisionKind::Dinov2, _) => hidden_size * r.mlp_ratio.unwrap_or(4),
+            (_, i) => need(i, "intermediate_size")?,
+        };
         Ok(VitConfig {
+            kind,
+            input_size: image_size,
             hidden_size,
             num_layers: need(r.num_hidden_layers, "num_hidden_layers")?,
             num_heads,
-            intermediate_size: need(r.intermediate_size, "intermediate_size")?,
+            intermediate_size,
             image_size,
             patch_size,
             num_channels: r.num_channels.unwrap_or(3),
-            layer_norm_eps: r.layer_norm_eps.unwrap_or(1e-12) as f32,
+            layer_norm_eps: r.layer_norm_eps.unwrap_or(if dino { 1e-6 } else { 1e-12 }) as f32,
             act,
             hidden_dropout: r.hidden_dropout_prob.unwrap_or(0.0),
             attention_dropout: r.attention_probs_dropout_prob.unwrap_or(0.0),
@@ -256,9 +282,13 @@ impl VitConfig {
             raw,
         })
     }
-    /// Patches per image side.
-    pub fn grid(&self) -> usize {
+    /// Patches per side of the position-embedding grid (the trained size).
+    pub fn pos_grid(&self) -> usize {
         self.image_size / self.patch_size
+    }
+    /// Patches per side of the input images.
+    pub fn grid(&self) -> usize {
+        self.input_size / self.patch_size
     }
     /// Tokens per image: the patches plus CLS.
     pub fn seq(&self) -> usize {

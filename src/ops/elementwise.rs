@@ -36,6 +36,33 @@ pub fn add(rec: &mut Recorder, x: &Tensor, y: &Tensor, z: &Tensor, alpha: f32, b
     ew(rec, "add", ("HAS_Y", true), [x, y, z], z.len(), alpha, beta)
 }
 
+/// `z = x * v[column] (+ y)`: each column of `x` (viewed `[rows, v.len()]`) scaled by one
+/// entry of `v` (LayerScale), plus `y` when given.
+pub fn mul_cols(rec: &mut Recorder, x: &Tensor, v: &Tensor, y: Option<&Tensor>, z: &Tensor) -> Result<()> {
+    let cols = v.len();
+    expect_len("mul_cols", "x", x, z.len())?;
+    if cols == 0 || !z.len().is_multiple_of(cols) {
+        return crate::error::shape_err("mul_cols", format!("{} elements are not rows of {cols} columns", z.len()));
+    }
+    if let Some(y) = y {
+        expect_len("mul_cols", "y", y, z.len())?;
+    }
+    let gpu = rec.gpu();
+    let vec4 = cols.is_multiple_of(4);
+    let spec = KernelSpec::new("elementwise", "mulcol", 4)
+        .u("WG", WG)
+        .u("VW", if vec4 { 4 } else { 1 })
+        .def("VT", Def::Ty(if vec4 { "vec4<f32>" } else { "f32" }))
+        .b("HAS_Y", y.is_some())
+        .b("HAS_X", true);
+    let k = gpu.kernel(&spec)?;
+    let d = gpu.dummy_tensor();
+    let n = z.len();
+    let units = if vec4 { n / 4 } else { n };
+    let g = grid(gpu, units.div_ceil(WG as usize))?;
+    rec.dispatch(&k, Params::new().n(n).f(1.0).f(1.0).n(cols), &[x, y.unwrap_or(&d), z, v], g)
+}
+
 /// `z = alpha * x` (out of place).
 pub fn scale(rec: &mut Recorder, x: &Tensor, z: &Tensor, alpha: f32) -> Result<()> {
     expect_len("scale", "x", x, z.len())?;

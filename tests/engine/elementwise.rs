@@ -66,3 +66,39 @@ fn activations_forward_backward() {
         }
     }
 }
+
+#[test]
+fn mul_cols_scales_columns_and_adds() {
+    for (ci, &(rows, cols)) in [(1, 1), (3, 5), (7, 8), (33, 64)].iter().enumerate() {
+        let mut rng = Rng::new(ci as u64 + 90);
+        let (x, v, y) = (rng.vec(rows * cols), rng.vec(cols), rng.vec(rows * cols));
+        let z = gpu().zeros(&[rows * cols]).unwrap();
+        let z2 = gpu().zeros(&[rows * cols]).unwrap();
+        let mut rc = rec();
+        mul_cols(&mut rc, &up(&x), &up(&v), Some(&up(&y)), &z).unwrap();
+        mul_cols(&mut rc, &up(&x), &up(&v), None, &z2).unwrap();
+        rc.submit().unwrap();
+        let want: Vec<f64> = (0..rows * cols).map(|i| x[i] as f64 * v[i % cols] as f64 + y[i] as f64).collect();
+        close("mul_cols + y", &down(&z), &want, 1e-7, 1e-6);
+        let want: Vec<f64> = (0..rows * cols).map(|i| x[i] as f64 * v[i % cols] as f64).collect();
+        close("mul_cols", &down(&z2), &want, 1e-7, 1e-6);
+    }
+}
+
+#[test]
+fn position_map_is_identity_or_a_partition_of_unity() {
+    use tramway::ops::patch::position_map;
+    let id = position_map(3, 3);
+    assert!((0..10).all(|i| (0..10).all(|j| id[i * 10 + j] == if i == j { 1.0 } else { 0.0 })));
+    // Bicubic weights of each output position sum to 1; the CLS position passes through.
+    for (a, b) in [(4, 3), (37, 16), (2, 5)] {
+        let m = position_map(a, b);
+        let (no, nn) = (a * a + 1, b * b + 1);
+        assert_eq!(m.len(), no * nn);
+        assert_eq!(m[0], 1.0);
+        for r in 1..nn {
+            let s: f32 = m[r * no..(r + 1) * no].iter().sum();
+            assert!((s - 1.0).abs() < 1e-5 && m[r * no] == 0.0, "row {r} of {a}->{b} sums to {s}");
+        }
+    }
+}

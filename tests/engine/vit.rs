@@ -7,12 +7,23 @@ use tramway::models::vit::{ImageBatch, Vit};
 /// ViT logits, loss and every gradient against PyTorch (same tolerances as the encoders).
 #[test]
 fn vit_matches_pytorch() {
-    let dir = fixture("vit");
+    vision_matches_pytorch("vit");
+}
+
+/// DINOv2: LayerScale, positions interpolated from a 4x4 to a 3x3 grid, [CLS, mean] head.
+#[test]
+fn dinov2_matches_pytorch() {
+    vision_matches_pytorch("dinov2");
+}
+
+fn vision_matches_pytorch(name: &str) {
+    let dir = fixture(name);
     let text = std::fs::read_to_string(dir.join("model/config.json")).unwrap();
-    let cfg = VitConfig::parse("config.json", &text).unwrap();
-    let model = Vit::load(gpu(), cfg, &read_weights(&dir.join("model")).unwrap(), 0).unwrap();
+    let mut cfg = VitConfig::parse("config.json", &text).unwrap();
     let exp = read_weights(&dir.join("expected.safetensors")).unwrap();
     let pixels = &exp.tensors["pixel_values"];
+    cfg.input_size = pixels.shape[2];
+    let model = Vit::load(gpu(), cfg, &read_weights(&dir.join("model")).unwrap(), 0).unwrap();
     let labels: Vec<u32> = exp.ints("labels").unwrap().1.iter().map(|&v| v as u32).collect();
     let batch = ImageBatch { batch: pixels.shape[0], pixels: pixels.data.clone(), labels: Some(labels) };
     let mut acts = model.acts(gpu(), batch.batch).unwrap();
@@ -23,10 +34,10 @@ fn vit_matches_pytorch() {
     model.backward(&mut rc, &acts).unwrap();
     rc.submit().unwrap();
     let e = rel_err(&down(&acts.logits), &exp.tensors["logits"].data);
-    assert!(e < 1e-4, "vit: logits off by {e:.2e}");
+    assert!(e < 1e-4, "{name}: logits off by {e:.2e}");
     let (loss, want) = (down(&acts.loss)[0], exp.tensors["loss"].data[0]);
-    assert!(((loss - want) / want).abs() < 1e-4, "vit: loss {loss} vs {want}");
-    check_grads("vit", &model.params, &exp);
+    assert!(((loss - want) / want).abs() < 1e-4, "{name}: loss {loss} vs {want}");
+    check_grads(name, &model.params, &exp);
 }
 
 #[test]
