@@ -537,6 +537,12 @@ impl Vit {
     /// Record the backward pass of the mean loss, accumulating (+=) into the gradients; dropout
     /// masks of the forward are regenerated from its keys.
     pub fn backward(&self, rec: &mut Recorder, a: &VitActs) -> Result<()> {
+        self.backward_from(rec, a, &a.dlogits, true)
+    }
+
+    /// The backward pass from a given gradient of the logits; `patch_grad = false` leaves the
+    /// patch projection out (a branch whose patch embeddings were detached, as R3F's noised one).
+    pub fn backward_from(&self, rec: &mut Recorder, a: &VitActs, dlogits: &Tensor, patch_grad: bool) -> Result<()> {
         let (p, x, c) = (&self.params, &self.idx, &self.cfg);
         let d = Drop::new(a.train.get(), c.hidden_dropout, c.attention_dropout);
         let g = |i: usize| p.g(i);
@@ -544,7 +550,7 @@ impl Vit {
         if c.kind == VisionKind::Dinov2 {
             let (b, h, s_, nl) = (a.batch, c.hidden_size, c.seq(), c.num_labels());
             let (w, gw) = (p.p(x.head_w), g(x.head_w));
-            colsum(rec, &a.dlogits, b, nl, g(x.head_b), true, 1.0)?;
+            colsum(rec, dlogits, b, nl, g(x.head_b), true, 1.0)?;
             for (half, input, dinput) in [(0, &a.cls, &a.dcls), (h, &a.mean, &a.dmean)] {
                 // dW[:, half..half+h] += dlogits^T input ; dinput = dlogits W[:, half..half+h]
                 let dw = Matmul {
@@ -553,7 +559,7 @@ impl Vit {
                     k: b,
                     batch: 1,
                     batch_inner: 1,
-                    a: MatView::row_major(&a.dlogits, b, nl).t(),
+                    a: MatView::row_major(dlogits, b, nl).t(),
                     b: MatView::row_major(input, b, h),
                     c: MatView { t: gw, off: half, rs: 2 * h, cs: 1, bo: 0, bi: 0 },
                     bias: None,
@@ -569,7 +575,7 @@ impl Vit {
                     k: nl,
                     batch: 1,
                     batch_inner: 1,
-                    a: MatView::row_major(&a.dlogits, b, nl),
+                    a: MatView::row_major(dlogits, b, nl),
                     b: MatView { t: w, off: half, rs: 2 * h, cs: 1, bo: 0, bi: 0 },
                     c: MatView::row_major(dinput, b, h),
                     bias: None,
@@ -598,7 +604,7 @@ impl Vit {
             };
             matmul(rec, &spread)?;
         } else {
-            linear_backward(rec, &a.cls, p.p(x.head_w), &a.dlogits, g(x.head_w), g(x.head_b), Some((&a.dcls, false)))?;
+            linear_backward(rec, &a.cls, p.p(x.head_w), dlogits, g(x.head_w), g(x.head_b), Some((&a.dcls, false)))?;
         }
         embedding_backward(rec, &a.dcls, &a.cls_index, &a.dhidden)?;
         let (mut dx, mut dx2) = (a.dx.clone(), a.dx2.clone());
@@ -646,7 +652,9 @@ impl Vit {
         let gpos = g(x.pos).reshape(&[self.pos_map.cols(), c.hidden_size])?;
         matmul(rec, &Matmul::new(&self.pos_map, true, &a.dpos_full, false, &gpos)?.accumulate(1.0))?;
         let dw = g(x.patch_w).reshape(&[c.hidden_size, g(x.patch_w).len() / c.hidden_size])?;
-        linear_backward(rec, &a.patches, &self.patch_weight()?, &a.dpe, &dw, g(x.patch_b), None)?;
+        if patch_grad {
+            linear_backward(rec, &a.patches, &self.patch_weight()?, &a.dpe, &dw, g(x.patch_b), None)?;
+        }
         Ok(())
     }
 }
@@ -669,10 +677,12 @@ fn layer_scale_backward<'t>(
     Ok(tmp)
 }
 
-/// A ViT with one batch's activations, as the optimizer drives it.
+/// A ViT with one batch's activations, as the optimizer drives it; `aux` (a second activation
+/// set with the same batch) enables R3F.
 pub struct VitTask<'a> {
     pub model: &'a Vit,
     pub acts: &'a VitActs,
+    pub aux: Option<&'a VitActs>,
 }
 
 impl crate::optim::TrainModel for VitTask<'_> {
@@ -693,5 +703,26 @@ impl crate::optim::TrainModel for VitTask<'_> {
     }
     fn dlogits(&self) -> &Tensor {
         &self.acts.dlogits
+    }
+    fn forward_aux(
+        &self,
+        rec: &mut Recorder,
+        params: &ParamSet,
+        train: Option<Train>,
+        noise: Option<Noise>,
+    ) -> Result<()> {
+        match self.aux {
+            Some(aux) => self.model.forward_with(rec, aux, false, train, params, noise),
+            None => shape_err("optim", "R3F needs VitTask::aux (a second activation set with the batch)"),
+        }
+    }
+    fn aux(&self) -> Option<(&Tensor, &Tensor)> {
+        self.aux.map(|a| (&a.logits, &a.dlogits))
+    }
+    fn backward_aux(&self, rec: &mut Recorder) -> Result<()> {
+        match self.aux {
+            Some(aux) => self.model.backward_from(rec, aux, &aux.dlogits, false),
+            None => shape_err("optim", "R3F needs VitTask::aux"),
+        }
     }
 }

@@ -434,13 +434,19 @@ fn one_step_of_every_method_matches_pytorch() {
     }
 }
 
-/// Every method drives the ViT too (its noise goes on the patch embeddings): two steps each
-/// from the ViT fixture, finite losses that fall, parameters moved.
+/// Every method drives ViT and DINOv2 too (noise on the patch embeddings): six steps each
+/// from the fixtures, finite losses that fall, parameters moved.
 #[test]
 fn every_method_runs_on_vit() {
+    for name in ["vit", "dinov2"] {
+        methods_on_vision(name);
+    }
+}
+
+fn methods_on_vision(name: &str) {
     use tramway::io::config::VitConfig;
     use tramway::models::vit::{ImageBatch, Vit, VitTask};
-    let dir = fixture("vit");
+    let dir = fixture(name);
     let exp = read_weights(&dir.join("expected.safetensors")).unwrap();
     let px = &exp.tensors["pixel_values"];
     let labels: Vec<u32> = exp.ints("labels").unwrap().1.iter().map(|&v| v as u32).collect();
@@ -456,28 +462,27 @@ fn every_method_runs_on_vit() {
         Method::TramFisher { gamma: 0.05, eta: 0.1, std: 0.1, uniform: false },
         Method::TrustRegion { lambda: 0.1, ema_decay: 0.0 },
         Method::TrustRegion { lambda: 0.1, ema_decay: 0.999 },
+        Method::R3f { lambda: 0.1, std: 0.1, uniform: false, kl: KlKind::Symmetric },
     ];
     for m in methods {
         let text = std::fs::read_to_string(dir.join("model/config.json")).unwrap();
-        let model = Vit::load(
-            gpu(),
-            VitConfig::parse("config.json", &text).unwrap(),
-            &read_weights(&dir.join("model")).unwrap(),
-            0,
-        )
-        .unwrap();
+        let mut vcfg = VitConfig::parse("config.json", &text).unwrap();
+        vcfg.input_size = px.shape[2];
+        let model = Vit::load(gpu(), vcfg, &read_weights(&dir.join("model")).unwrap(), 0).unwrap();
         let mut acts = model.acts(gpu(), batch.batch).unwrap();
         model.upload(gpu(), &mut acts, &batch).unwrap();
+        let mut aux = model.acts(gpu(), batch.batch).unwrap();
+        model.upload(gpu(), &mut aux, &batch).unwrap();
         let mut opt = Optimizer::new(gpu(), &model.params, OptimConfig { lr: 3e-3, ..cfg(m) }).unwrap();
         let before = down(model.params.p(0));
         let mut losses = Vec::new();
         for _ in 0..6 {
             let mut rc = rec();
-            opt.step(&mut rc, &VitTask { model: &model, acts: &acts }).unwrap();
+            opt.step(&mut rc, &VitTask { model: &model, acts: &acts, aux: Some(&aux) }).unwrap();
             rc.submit().unwrap();
             losses.push(pollster::block_on(opt.metrics(gpu())).unwrap().loss);
         }
-        assert!(losses.iter().all(|l| l.is_finite()) && losses[5] < losses[0], "{m:?}: losses {losses:?}");
+        assert!(losses.iter().all(|l| l.is_finite()) && losses[5] < losses[0], "{name} {m:?}: losses {losses:?}");
         assert_ne!(down(model.params.p(0)), before, "{m:?} must move the CLS token");
     }
 }
