@@ -305,7 +305,7 @@ impl Optimizer {
             Method::TrustRegion { lambda, .. } => {
                 let r = self.reference.as_ref().expect("reference allocated");
                 model.forward(rec, r, None, None)?;
-                let cur = self.logits_buffer(gpu_of(rec), model.logits())?;
+                let cur = self.logits_buffer(rec.gpu(), model.logits())?;
                 rec.copy(model.logits(), &cur)?;
                 model.forward(rec, p, Some(self.train(0)), None)?;
                 rec.copy(model.loss(), &self.loss1)?;
@@ -555,10 +555,6 @@ impl Optimizer {
     pub fn backup(&self) -> Option<&Arena> {
         self.backup.as_ref()
     }
-}
-
-fn gpu_of<'g>(rec: &Recorder<'g>) -> &'g Gpu {
-    rec.gpu()
 }
 
 /// Parameters of the ascent kernels (the optim.wgsl `Params` layout; base-update fields 0).
