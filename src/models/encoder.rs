@@ -653,52 +653,29 @@ impl Encoder {
     }
 }
 
-/// An encoder with one batch's activations, as the optimizer drives it. `aux` is a second
-/// activation set holding the same batch, needed by R3F's second branch.
-pub struct EncoderTask<'a> {
-    pub model: &'a Encoder,
-    pub acts: &'a EncoderActs,
-    pub aux: Option<&'a EncoderActs>,
-}
+/// The encoder as the optimizer drives it (see [`crate::optim::Task`]).
+pub type EncoderTask<'a> = crate::optim::Task<'a, Encoder>;
 
-impl crate::optim::TrainModel for EncoderTask<'_> {
+impl crate::optim::TaskModel for Encoder {
+    type Acts = EncoderActs;
     fn params(&self) -> &ParamSet {
-        &self.model.params
+        &self.params
     }
-    fn forward(&self, rec: &mut Recorder, params: &ParamSet, train: Option<Train>, noise: Option<Noise>) -> Result<()> {
-        self.model.forward_with(rec, self.acts, true, train, params, noise)
-    }
-    fn backward(&self, rec: &mut Recorder) -> Result<()> {
-        self.model.backward(rec, self.acts)
-    }
-    fn logits(&self) -> &Tensor {
-        &self.acts.logits
-    }
-    fn loss(&self) -> &Tensor {
-        &self.acts.loss
-    }
-    fn dlogits(&self) -> &Tensor {
-        &self.acts.dlogits
-    }
-    fn forward_aux(
+    fn forward_acts(
         &self,
         rec: &mut Recorder,
-        params: &ParamSet,
+        acts: &EncoderActs,
+        with_loss: bool,
         train: Option<Train>,
+        params: &ParamSet,
         noise: Option<Noise>,
     ) -> Result<()> {
-        match self.aux {
-            Some(aux) => self.model.forward_with(rec, aux, false, train, params, noise),
-            None => shape_err("optim", "R3F needs EncoderTask::aux (a second activation set with the batch)"),
-        }
+        self.forward_with(rec, acts, with_loss, train, params, noise)
     }
-    fn aux(&self) -> Option<(&Tensor, &Tensor)> {
-        self.aux.map(|a| (&a.logits, &a.dlogits))
+    fn backward_acts(&self, rec: &mut Recorder, acts: &EncoderActs, dlogits: &Tensor, input_grad: bool) -> Result<()> {
+        self.backward_from(rec, acts, dlogits, input_grad)
     }
-    fn backward_aux(&self, rec: &mut Recorder) -> Result<()> {
-        match self.aux {
-            Some(aux) => self.model.backward_from(rec, aux, &aux.dlogits, false),
-            None => shape_err("optim", "R3F needs EncoderTask::aux"),
-        }
+    fn outputs(acts: &EncoderActs) -> (&Tensor, &Tensor, &Tensor) {
+        (&acts.logits, &acts.loss, &acts.dlogits)
     }
 }

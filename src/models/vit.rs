@@ -696,52 +696,29 @@ fn layer_scale_backward<'t>(
     Ok(tmp)
 }
 
-/// A ViT with one batch's activations, as the optimizer drives it; `aux` (a second activation
-/// set with the same batch) enables R3F.
-pub struct VitTask<'a> {
-    pub model: &'a Vit,
-    pub acts: &'a VitActs,
-    pub aux: Option<&'a VitActs>,
-}
+/// The vit as the optimizer drives it (see [`crate::optim::Task`]).
+pub type VitTask<'a> = crate::optim::Task<'a, Vit>;
 
-impl crate::optim::TrainModel for VitTask<'_> {
+impl crate::optim::TaskModel for Vit {
+    type Acts = VitActs;
     fn params(&self) -> &ParamSet {
-        &self.model.params
+        &self.params
     }
-    fn forward(&self, rec: &mut Recorder, params: &ParamSet, train: Option<Train>, noise: Option<Noise>) -> Result<()> {
-        self.model.forward_with(rec, self.acts, true, train, params, noise)
-    }
-    fn backward(&self, rec: &mut Recorder) -> Result<()> {
-        self.model.backward(rec, self.acts)
-    }
-    fn logits(&self) -> &Tensor {
-        &self.acts.logits
-    }
-    fn loss(&self) -> &Tensor {
-        &self.acts.loss
-    }
-    fn dlogits(&self) -> &Tensor {
-        &self.acts.dlogits
-    }
-    fn forward_aux(
+    fn forward_acts(
         &self,
         rec: &mut Recorder,
-        params: &ParamSet,
+        acts: &VitActs,
+        with_loss: bool,
         train: Option<Train>,
+        params: &ParamSet,
         noise: Option<Noise>,
     ) -> Result<()> {
-        match self.aux {
-            Some(aux) => self.model.forward_with(rec, aux, false, train, params, noise),
-            None => shape_err("optim", "R3F needs VitTask::aux (a second activation set with the batch)"),
-        }
+        self.forward_with(rec, acts, with_loss, train, params, noise)
     }
-    fn aux(&self) -> Option<(&Tensor, &Tensor)> {
-        self.aux.map(|a| (&a.logits, &a.dlogits))
+    fn backward_acts(&self, rec: &mut Recorder, acts: &VitActs, dlogits: &Tensor, input_grad: bool) -> Result<()> {
+        self.backward_from(rec, acts, dlogits, input_grad)
     }
-    fn backward_aux(&self, rec: &mut Recorder) -> Result<()> {
-        match self.aux {
-            Some(aux) => self.model.backward_from(rec, aux, &aux.dlogits, false),
-            None => shape_err("optim", "R3F needs VitTask::aux"),
-        }
+    fn outputs(acts: &VitActs) -> (&Tensor, &Tensor, &Tensor) {
+        (&acts.logits, &acts.loss, &acts.dlogits)
     }
 }

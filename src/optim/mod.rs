@@ -182,6 +182,80 @@ pub trait TrainModel {
     }
 }
 
+/// A classifier with per-batch activation sets, as [`Task`] drives it.
+pub trait TaskModel {
+    type Acts;
+    fn params(&self) -> &ParamSet;
+    /// Forward on `acts` with `params` (loss and dlogits when `with_loss`).
+    fn forward_acts(
+        &self,
+        rec: &mut Recorder,
+        acts: &Self::Acts,
+        with_loss: bool,
+        train: Option<Train>,
+        params: &ParamSet,
+        noise: Option<Noise>,
+    ) -> Result<()>;
+    /// Backward from `dlogits`; `input_grad = false` leaves out the table the noise was added
+    /// to (word embeddings, patch projection).
+    fn backward_acts(&self, rec: &mut Recorder, acts: &Self::Acts, dlogits: &Tensor, input_grad: bool) -> Result<()>;
+    /// (logits, `[loss, count]`, dlogits) of an activation set.
+    fn outputs(acts: &Self::Acts) -> (&Tensor, &Tensor, &Tensor);
+}
+
+/// A model with one batch's activations, as the optimizer drives it. `aux` is a second
+/// activation set holding the same batch, needed by R3F's second branch.
+pub struct Task<'a, M: TaskModel> {
+    pub model: &'a M,
+    pub acts: &'a M::Acts,
+    pub aux: Option<&'a M::Acts>,
+}
+
+impl<M: TaskModel> TrainModel for Task<'_, M> {
+    fn params(&self) -> &ParamSet {
+        self.model.params()
+    }
+    fn forward(&self, rec: &mut Recorder, params: &ParamSet, train: Option<Train>, noise: Option<Noise>) -> Result<()> {
+        self.model.forward_acts(rec, self.acts, true, train, params, noise)
+    }
+    fn backward(&self, rec: &mut Recorder) -> Result<()> {
+        self.model.backward_acts(rec, self.acts, M::outputs(self.acts).2, true)
+    }
+    fn logits(&self) -> &Tensor {
+        M::outputs(self.acts).0
+    }
+    fn loss(&self) -> &Tensor {
+        M::outputs(self.acts).1
+    }
+    fn dlogits(&self) -> &Tensor {
+        M::outputs(self.acts).2
+    }
+    fn forward_aux(
+        &self,
+        rec: &mut Recorder,
+        params: &ParamSet,
+        train: Option<Train>,
+        noise: Option<Noise>,
+    ) -> Result<()> {
+        match self.aux {
+            Some(aux) => self.model.forward_acts(rec, aux, false, train, params, noise),
+            None => shape_err("optim", "R3F needs Task::aux (a second activation set with the batch)"),
+        }
+    }
+    fn aux(&self) -> Option<(&Tensor, &Tensor)> {
+        self.aux.map(|a| {
+            let (logits, _, dlogits) = M::outputs(a);
+            (logits, dlogits)
+        })
+    }
+    fn backward_aux(&self, rec: &mut Recorder) -> Result<()> {
+        match self.aux {
+            Some(aux) => self.model.backward_acts(rec, aux, M::outputs(aux).2, false),
+            None => shape_err("optim", "R3F needs Task::aux"),
+        }
+    }
+}
+
 /// Optimizer state on the GPU, laid out like the parameters.
 pub struct Optimizer {
     pub cfg: OptimConfig,
