@@ -9,7 +9,7 @@ mod readback;
 mod recorder;
 mod tensor;
 
-pub use arena::{Arena, ArenaBuilder};
+pub use arena::{Arena, ArenaBuilder, Part};
 pub use kernel::{expand, Def, Kernel, KernelSpec};
 pub use recorder::{grid_1d, Params, Recorder};
 pub use tensor::{DType, Tensor};
@@ -32,6 +32,9 @@ pub struct GpuOptions {
     /// Keep naga's runtime bounds checks in shaders (`TRAMWAY_CHECKED=1`). Off by default: our
     /// kernels are validated by the test-suite and clamp their own indices.
     pub checked_shaders: bool,
+    /// Treat bindings as at most this many bytes (`TRAMWAY_MAX_BINDING`), below the adapter's
+    /// limit: to rehearse a smaller device (WebGPU's default is 128 MiB) or test split tensors.
+    pub max_binding: Option<u64>,
 }
 
 impl GpuOptions {
@@ -49,6 +52,14 @@ impl GpuOptions {
         }
         if let Ok(v) = std::env::var("TRAMWAY_CHECKED") {
             o.checked_shaders = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Ok(v) = std::env::var("TRAMWAY_MAX_BINDING") {
+            let bytes = v.trim().parse::<u64>().ok().filter(|&b| b >= ALIGN);
+            o.max_binding = Some(bytes.ok_or_else(|| Error::BadSetting {
+                name: "TRAMWAY_MAX_BINDING",
+                value: v.clone(),
+                expected: "a byte count of at least 256".into(),
+            })?);
         }
         Ok(o)
     }
@@ -87,6 +98,7 @@ pub struct Gpu {
     limits: wgpu::Limits,
     features: wgpu::Features,
     checked: bool,
+    max_binding: Option<u64>,
     kernels: Mutex<HashMap<KernelSpec, Arc<Kernel>>>,
     /// Uniform buffers for dispatch parameters, reused across submits (queue order makes a
     /// `write_buffer` after a submit safe).
@@ -232,6 +244,7 @@ impl Gpu {
             limits,
             features,
             checked: opts.checked_shaders,
+            max_binding: opts.max_binding,
             kernels: Mutex::default(),
             uniform_pool: Mutex::default(),
             dummy,
@@ -271,7 +284,7 @@ impl Gpu {
     /// Largest byte size one storage binding (hence one tensor) may have on this device.
     pub fn max_binding_bytes(&self) -> u64 {
         let b = self.limits.max_storage_buffer_binding_size;
-        b.min(self.limits.max_buffer_size) / ALIGN * ALIGN
+        b.min(self.limits.max_buffer_size).min(self.max_binding.unwrap_or(u64::MAX)) / ALIGN * ALIGN
     }
 
     /// Errors wgpu reported outside an error scope since the last call (validation of recorded

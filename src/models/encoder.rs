@@ -14,7 +14,7 @@ use crate::nn::{act_backward, linear, linear_backward, site, Drop, Noise, ParamS
 use crate::ops::attention::{attention_backward_with, attention_with, AttnShape, HeadView};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use crate::ops::elementwise::axpby;
-use crate::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
+use crate::ops::embedding::{embedding, embedding_backward, embedding_backward_parts, embedding_parts, EmbeddingIndex};
 use crate::ops::matmul::{matmul, Act, MatView, Matmul};
 use crate::ops::norm::{layernorm, norm_backward, NormGrads};
 
@@ -200,7 +200,7 @@ impl Encoder {
     /// missing). `seed` initialises a missing head.
     pub fn load(gpu: &Gpu, cfg: EncoderConfig, w: &Weights, seed: u64) -> Result<Self> {
         let specs = Self::specs(&cfg);
-        let params = ParamSet::load(gpu, &specs, w, cfg.prefix(), specs.len() - 4, seed)?;
+        let params = ParamSet::load(gpu, &specs, w, cfg.prefix(), specs.len() - 4, &[0], seed)?;
         let mut k = 0;
         let mut next = || {
             k += 1;
@@ -511,7 +511,7 @@ impl Encoder {
         let d = Drop::new(train, c.hidden_dropout, c.attention_dropout);
         let bt = a.batch * a.seq;
         let eps = c.layer_norm_eps;
-        embedding(rec, p.p(x.word), &a.ids, &a.emb_sum)?;
+        embedding_parts(rec, p.parts(x.word), &a.ids, &a.emb_sum)?;
         if let Some(n) = noise {
             n.fill(rec, &a.dres)?;
             axpby(rec, 1.0, &a.dres, 1.0, &a.emb_sum)?;
@@ -645,7 +645,7 @@ impl Encoder {
         let ng = NormGrads { dx: &a.dres, accumulate_dx: false, dgamma: g(x.emb_g), dbeta: Some(g(x.emb_b)) };
         norm_backward(rec, &a.emb_sum, p.p(x.emb_g), dln, Some(&a.emb_mean), &a.emb_rstd, &ng)?;
         if word_grad {
-            embedding_backward(rec, &a.dres, &index[0], g(x.word))?;
+            embedding_backward_parts(rec, &a.dres, &index[0], self.params.grad_parts(x.word))?;
         }
         embedding_backward(rec, &a.dres, &index[1], g(x.pos))?;
         embedding_backward(rec, &a.dres, &index[2], g(x.typ))?;

@@ -239,7 +239,7 @@ impl Vit {
             );
         }
         let specs = Self::specs(&cfg);
-        let params = ParamSet::load(gpu, &specs, w, if dino { "dinov2." } else { "vit." }, specs.len() - 2, seed)?;
+        let params = ParamSet::load(gpu, &specs, w, if dino { "dinov2." } else { "vit." }, specs.len() - 2, &[], seed)?;
         let (g0, g1) = (cfg.pos_grid(), cfg.grid());
         let pos_map = gpu.from_f32(&position_map(g0, g1), &[g1 * g1 + 1, g0 * g0 + 1])?;
         let mut k = 0;

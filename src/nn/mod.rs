@@ -2,7 +2,7 @@
 //! accumulates (+=) into the gradient arena, so gradients of shared parameters add up.
 
 use crate::error::{model_err, Result};
-use crate::gpu::{Arena, ArenaBuilder, Gpu, Recorder, Tensor};
+use crate::gpu::{Arena, ArenaBuilder, Gpu, Part, Recorder, Tensor};
 use crate::io::weights::{HostTensor, Weights};
 use crate::ops::attention::AttnDropout;
 use crate::ops::elementwise::activation_backward;
@@ -23,11 +23,17 @@ pub struct ParamSet {
 }
 
 impl ParamSet {
-    /// Allocate zeroed parameters and gradients for `(name, shape)` in this order.
-    pub fn new(gpu: &Gpu, specs: &[(String, Vec<usize>)]) -> Result<Self> {
+    /// Allocate zeroed parameters and gradients for `(name, shape)` in this order. The tensors
+    /// listed in `split` may be stored as row blocks when they exceed one binding (the model
+    /// reaches them through [`ParamSet::parts`]).
+    pub fn new(gpu: &Gpu, specs: &[(String, Vec<usize>)], split: &[usize]) -> Result<Self> {
         let mut b = ArenaBuilder::new();
-        for (n, s) in specs {
-            b.add(n.clone(), s);
+        for (i, (n, s)) in specs.iter().enumerate() {
+            if split.contains(&i) {
+                b.add_split(n.clone(), s);
+            } else {
+                b.add(n.clone(), s);
+            }
         }
         Ok(ParamSet {
             params: b.build(gpu, "params")?,
@@ -46,15 +52,16 @@ impl ParamSet {
         w: &Weights,
         prefix: &str,
         optional_from: usize,
+        split: &[usize],
         seed: u64,
     ) -> Result<Self> {
-        let mut set = Self::new(gpu, specs)?;
+        let mut set = Self::new(gpu, specs, split)?;
         for (i, (name, shape)) in specs.iter().enumerate() {
             let short = name.strip_prefix(prefix).unwrap_or(name);
             match [name.as_str(), short].into_iter().find(|n| w.tensors.contains_key(*n)) {
                 Some(n) => {
                     let t = w.get(n, shape)?;
-                    gpu.write_f32(set.p(i), &t.data)?;
+                    set.params.write(gpu, i, &t.data)?;
                     set.dtypes[i] = t.dtype;
                 }
                 None if i >= optional_from => {
@@ -64,7 +71,7 @@ impl ParamSet {
                             .into_iter()
                             .map(|v| v as f32)
                             .collect();
-                        gpu.write_f32(set.p(i), &data)?;
+                        set.params.write(gpu, i, &data)?;
                     }
                 }
                 None => {
@@ -82,9 +89,8 @@ impl ParamSet {
     pub async fn state(&self, gpu: &Gpu) -> Result<Vec<(String, HostTensor)>> {
         let mut out = Vec::with_capacity(self.len());
         for (i, name) in self.names().iter().enumerate() {
-            let t = self.p(i);
-            let data = gpu.read_f32(t).await?;
-            out.push((name.clone(), HostTensor { shape: t.shape().to_vec(), data, dtype: self.dtypes[i] }));
+            let data = self.params.read(gpu, i).await?;
+            out.push((name.clone(), HostTensor { shape: self.params.shape(i).to_vec(), data, dtype: self.dtypes[i] }));
         }
         Ok(out)
     }
@@ -96,11 +102,19 @@ impl ParamSet {
     pub fn g(&self, i: usize) -> &Tensor {
         self.grads.get(i)
     }
+    /// Row blocks of parameter `i` (see [`ParamSet::new`]).
+    pub fn parts(&self, i: usize) -> &[Part] {
+        self.params.parts(i)
+    }
+    /// Row blocks of the gradient of parameter `i`.
+    pub fn grad_parts(&self, i: usize) -> &[Part] {
+        self.grads.parts(i)
+    }
     pub fn names(&self) -> &[String] {
         self.params.names()
     }
     pub fn len(&self) -> usize {
-        self.params.tensors().len()
+        self.params.len()
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -111,7 +125,7 @@ impl ParamSet {
     }
     /// Number of scalar parameters.
     pub fn count(&self) -> usize {
-        self.params.tensors().iter().map(|t| t.len()).sum()
+        (0..self.len()).map(|i| self.params.numel(i)).sum()
     }
     /// Set every gradient to zero (a few clears, one per chunk).
     pub fn zero_grads(&self, rec: &mut Recorder) {
@@ -291,11 +305,7 @@ impl ParamSet {
     /// A zeroed arena with exactly the parameters' layout (optimizer state, backups,
     /// reference copies), so chunk `i` of each lines up element by element.
     pub fn like(&self, gpu: &Gpu, label: &str) -> Result<Arena> {
-        let mut b = ArenaBuilder::new();
-        for (n, t) in self.names().iter().zip(self.params.tensors()) {
-            b.add(n.clone(), t.shape());
-        }
-        b.build(gpu, label)
+        self.params.layout().build(gpu, label)
     }
 
     /// Another parameter set with this layout whose values live in `params` (e.g. a

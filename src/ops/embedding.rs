@@ -2,7 +2,7 @@
 
 use super::{expect_len, grid, WG};
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, KernelSpec, Params, Recorder, Tensor};
+use crate::gpu::{Gpu, KernelSpec, Params, Part, Recorder, Tensor};
 
 /// The grouping of a batch's token positions by id that the backward needs, built on the CPU
 /// when the batch is uploaded: distinct ids, where each one's positions start, and positions
@@ -12,6 +12,8 @@ pub struct EmbeddingIndex {
     pub tensor: Tensor,
     pub n: usize,
     pub uniq: usize,
+    /// The distinct ids, ascending (to find the ones inside each block of a split table).
+    pub ids: Vec<u32>,
 }
 
 impl EmbeddingIndex {
@@ -46,7 +48,7 @@ impl EmbeddingIndex {
         }
         let (w, uniq) = Self::words(ids);
         let tensor = gpu.from_u32(&w, &[w.len()])?;
-        Ok(EmbeddingIndex { tensor, n: ids.len(), uniq })
+        Ok(EmbeddingIndex { tensor, n: ids.len(), uniq, ids: w[..uniq].to_vec() })
     }
 }
 
@@ -56,27 +58,53 @@ fn spec(entry: &'static str) -> KernelSpec {
 
 /// `out[r, :] = w[ids[r], :]`; `w` is `[vocab, dim]`, `ids` `[rows]` u32, `out` `[rows, dim]`.
 pub fn embedding(rec: &mut Recorder, w: &Tensor, ids: &Tensor, out: &Tensor) -> Result<()> {
-    let (vocab, dim) = (w.rows(), w.cols());
+    embedding_parts(rec, &[Part { row0: 0, tensor: w.clone() }], ids, out)
+}
+
+/// [`embedding`] from a table stored as row blocks (see [`crate::gpu::ArenaBuilder::add_split`]):
+/// one dispatch per block, each writing the rows whose id it holds.
+pub fn embedding_parts(rec: &mut Recorder, w: &[Part], ids: &Tensor, out: &Tensor) -> Result<()> {
+    let Some(first) = w.first() else { return shape_err("embedding", "empty embedding table") };
+    let dim = first.tensor.cols();
     let rows = ids.len();
     expect_len("embedding", "out", out, rows * dim)?;
-    if vocab == 0 {
-        return shape_err("embedding", "empty embedding table");
-    }
     let gpu = rec.gpu();
     let cg = dim.div_ceil(WG as usize);
     let k = gpu.kernel(&spec("forward"))?;
-    let p = Params::new().n(rows).n(dim).n(vocab).n(cg).u(0).u(0).u(0).u(0);
-    rec.dispatch(&k, p, &[w, ids, out], grid(gpu, rows * cg)?)
+    for part in w {
+        let t = &part.tensor;
+        if t.cols() != dim || t.rows() == 0 {
+            return shape_err("embedding", format!("table block {:?} does not match width {dim}", t.shape()));
+        }
+        let p = Params::new().n(rows).n(dim).n(t.rows()).n(cg).n(part.row0).u(0).u(0).u(0);
+        rec.dispatch(&k, p, &[t, ids, out], grid(gpu, rows * cg)?)?;
+    }
+    Ok(())
 }
 
 /// `dw[id, :] += sum of dout[r, :] over rows r with ids[r] = id`, in a fixed order.
 pub fn embedding_backward(rec: &mut Recorder, dout: &Tensor, index: &EmbeddingIndex, dw: &Tensor) -> Result<()> {
-    let dim = dw.cols();
+    embedding_backward_parts(rec, dout, index, &[Part { row0: 0, tensor: dw.clone() }])
+}
+
+/// [`embedding_backward`] into a gradient stored as row blocks: each block sums the distinct
+/// ids it holds.
+pub fn embedding_backward_parts(rec: &mut Recorder, dout: &Tensor, index: &EmbeddingIndex, dw: &[Part]) -> Result<()> {
+    let Some(first) = dw.first() else { return shape_err("embedding_backward", "empty gradient table") };
+    let dim = first.tensor.cols();
     expect_len("embedding_backward", "dout", dout, index.n * dim)?;
     let gpu = rec.gpu();
     let cg = dim.div_ceil(WG as usize);
     let k = gpu.kernel(&spec("backward"))?;
-    let (u, n) = (index.uniq, index.n);
-    let p = Params::new().n(n).n(dim).n(dw.rows()).n(cg).u(0).n(u).n(2 * u + 1).n(u);
-    rec.dispatch(&k, p, &[dout, &index.tensor, dw], grid(gpu, u * cg)?)
+    for part in dw {
+        let (r0, r1) = (part.row0 as u32, (part.row0 + part.tensor.rows()) as u32);
+        let u0 = index.ids.partition_point(|&id| id < r0);
+        let u1 = index.ids.partition_point(|&id| id < r1);
+        if u1 == u0 {
+            continue;
+        }
+        let p = Params::new().n(index.n).n(dim).n(part.tensor.rows()).n(cg).n(part.row0).n(index.uniq).n(u0).n(u1 - u0);
+        rec.dispatch(&k, p, &[dout, &index.tensor, &part.tensor], grid(gpu, (u1 - u0) * cg)?)?;
+    }
+    Ok(())
 }

@@ -584,19 +584,19 @@ impl Optimizer {
     /// dropout and noise key derives from) it continues the run bitwise.
     pub async fn state(&self, gpu: &Gpu, params: &ParamSet) -> Result<Vec<(String, HostTensor)>> {
         let mut out = Vec::new();
-        let add = |prefix: &str, arena: &Arena| -> Vec<(String, Tensor)> {
-            params.names().iter().zip(arena.tensors()).map(|(n, t)| (format!("{prefix}.{n}"), t.clone())).collect()
-        };
-        let mut list = add("m", &self.m);
+        let mut list = vec![("m", &self.m)];
         if let Some(v) = &self.v {
-            list.extend(add("v", v));
+            list.push(("v", v));
         }
         if let Some(r) = &self.reference {
-            list.extend(add("ref", &r.params));
+            list.push(("ref", &r.params));
         }
-        for (name, t) in list {
-            let data = gpu.read_f32(&t).await?;
-            out.push((name, HostTensor { shape: t.shape().to_vec(), data, dtype: safetensors::Dtype::F32 }));
+        for (prefix, arena) in list {
+            for (i, n) in params.names().iter().enumerate() {
+                let data = arena.read(gpu, i).await?;
+                let shape = arena.shape(i).to_vec();
+                out.push((format!("{prefix}.{n}"), HostTensor { shape, data, dtype: safetensors::Dtype::F32 }));
+            }
         }
         Ok(out)
     }
@@ -604,8 +604,8 @@ impl Optimizer {
     /// Restore what [`Optimizer::state`] saved, and the step count.
     pub fn load_state(&mut self, gpu: &Gpu, params: &ParamSet, w: &Weights, step: u64) -> Result<()> {
         let put = |prefix: &str, arena: &Arena| -> Result<()> {
-            for (n, t) in params.names().iter().zip(arena.tensors()) {
-                gpu.write_f32(t, &w.get(&format!("{prefix}.{n}"), t.shape())?.data)?;
+            for (i, n) in params.names().iter().enumerate() {
+                arena.write(gpu, i, &w.get(&format!("{prefix}.{n}"), arena.shape(i))?.data)?;
             }
             Ok(())
         };

@@ -10,7 +10,7 @@ use tramway::ops::kl::KlKind;
 use tramway::optim::*;
 
 fn tiny(theta: &[f32], g: &[f32]) -> ParamSet {
-    let p = ParamSet::new(gpu(), &[("w".to_string(), vec![theta.len()])]).unwrap();
+    let p = ParamSet::new(gpu(), &[("w".to_string(), vec![theta.len()])], &[]).unwrap();
     gpu().write_f32(p.p(0), theta).unwrap();
     gpu().write_f32(p.g(0), g).unwrap();
     p

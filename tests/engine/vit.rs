@@ -37,7 +37,7 @@ fn vision_matches_pytorch(name: &str) {
     assert!(e < 1e-4, "{name}: logits off by {e:.2e}");
     let (loss, want) = (down(&acts.loss)[0], exp.tensors["loss"].data[0]);
     assert!(((loss - want) / want).abs() < 1e-4, "{name}: loss {loss} vs {want}");
-    check_grads(name, &model.params, &exp);
+    check_grads(gpu(), name, &model.params, &exp);
 }
 
 #[test]
