@@ -73,7 +73,7 @@ impl ArenaBuilder {
         for (name, shape, split) in &self.entries {
             let bytes = shape.iter().product::<usize>() as u64 * 4;
             let cols = *shape.last().unwrap_or(&1) as u64;
-            let rows = if cols == 0 { 0 } else { bytes / 4 / cols };
+            let rows = (bytes / 4).checked_div(cols).unwrap_or(0);
             let blocks: Vec<(usize, usize)> = if bytes <= limit {
                 vec![(0, rows as usize)]
             } else if *split && cols * 4 <= limit && shape.len() >= 2 {
