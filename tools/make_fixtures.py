@@ -169,13 +169,37 @@ SENTENCES = [
 ]
 
 
+# multilingual-e5 expects a "query: " or "passage: " prefix.
+E5_SENTENCES = [
+    "query: how much protein should a female eat",
+    "query: Wie viel Protein sollte eine Frau essen?",
+    "query: ¿Cuánta proteína debe comer una mujer?",
+    "query: Ce livre est vraiment magnifique, je le recommande.",
+    "query: Dit boek is echt prachtig, een aanrader.",
+    "query: 今天天气很好，我们去公园散步吧。",
+    "query: Ｆｕｌｌｗｉｄｔｈ  text   with  spaces",
+]
+
+
 def minilm():
     """Sentence embeddings of the real all-MiniLM-L6-v2 (models/fetch.sh minilm): mean pooling
     over real tokens and L2 normalisation, as sentence-transformers does."""
+    sentence_embeddings("all-MiniLM-L6-v2", SENTENCES, "minilm_embeddings.json")
+
+
+def e5():
+    """The same for multilingual-e5-small as converted by models/fetch.sh e5 (the Q4_0 weights
+    dequantized; the reference is PyTorch on the converted folder, so it checks tramway's engine,
+    tokenizer and split 250k-row embedding table, not the conversion)."""
+    sentence_embeddings("multilingual-e5-small", E5_SENTENCES, "e5_embeddings.json")
+
+
+def sentence_embeddings(name, sentences, fixture):
     from transformers import AutoModel, AutoTokenizer
-    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "all-MiniLM-L6-v2")
+    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", name)
     tok = AutoTokenizer.from_pretrained(d)
-    model = AutoModel.from_pretrained(d).eval()
+    model = AutoModel.from_pretrained(d, add_pooling_layer=False).eval()
+    SENTENCES = sentences
     enc = tok(SENTENCES, padding=True, truncation=True, max_length=128, return_tensors="pt")
     with torch.no_grad():
         h = model(**enc).last_hidden_state
@@ -183,11 +207,11 @@ def minilm():
     emb = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
     out = [{"text": t, "tokens": int(n), "embedding": [round(float(x), 7) for x in e]}
            for t, n, e in zip(SENTENCES, enc["attention_mask"].sum(1), emb)]
-    path = os.path.join(ROOT, "minilm_embeddings.json")
+    path = os.path.join(ROOT, fixture)
     with open(path, "w") as f:
-        json.dump({"model": "all-MiniLM-L6-v2", "max_length": 128, "pooling": "mean", "normalize": True,
+        json.dump({"model": name, "max_length": 128, "pooling": "mean", "normalize": True,
                    "torch": torch.__version__, "transformers": transformers.__version__, "sentences": out}, f)
-    print(f"minilm: {len(out)} sentence embeddings -> {path}")
+    print(f"{name}: {len(out)} sentence embeddings -> {path}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,6 +420,6 @@ def optim_steps():
 
 
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["bert", "roberta", "vit", "dinov2", "minilm", "dinov2_real", "optim_steps"]
+    which = sys.argv[1:] or ["bert", "roberta", "vit", "dinov2", "minilm", "e5", "dinov2_real", "optim_steps"]
     for w in which:
         globals()[w]()
