@@ -23,12 +23,15 @@ enum Cmd {
     Info,
     /// Print one JSON line per input: {"text", "tokens", "embedding"}.
     Embed(EmbedArgs),
-    /// Fine-tune a text classifier (BERT/RoBERTa/XLM-R folder) with TRAM or a baseline.
+    /// Fine-tune a text (BERT/RoBERTa/XLM-R) or image (ViT/DINOv2) classifier with TRAM or a baseline.
     Finetune(Box<FinetuneArgs>),
     /// Accuracy and loss of a fine-tuned classifier on labelled sets.
     Eval(EvalArgs),
-    /// Class probabilities of a fine-tuned classifier for each text (one JSON line each).
+    /// Class probabilities of a fine-tuned classifier for each text or image file (one JSON line each).
     Predict(PredictArgs),
+    /// Run an optimizer comparison (tasks × optimizers × seeds) from a TOML file and write the
+    /// results table and plots.
+    Experiment(ExperimentArgs),
 }
 
 #[derive(clap::Args)]
@@ -36,7 +39,8 @@ struct EvalArgs {
     /// A fine-tuned folder (e.g. runs/NAME/final).
     #[arg(long)]
     model: PathBuf,
-    /// NAME=PATH (repeatable): .csv, .tsv or .jsonl with text and label columns.
+    /// NAME=PATH (repeatable): .csv, .tsv or .jsonl with text and label columns; for an image
+    /// model, a folder per class or an IDX images file.
     #[arg(long = "eval", value_parser = parse_eval, required = true)]
     evals: Vec<(String, PathBuf)>,
     #[arg(long, default_value = "text")]
@@ -61,7 +65,7 @@ struct PredictArgs {
     batch_size: usize,
     #[arg(long, default_value_t = 128)]
     max_len: usize,
-    /// The texts to classify.
+    /// The texts to classify (image files for an image model).
     #[arg(required = true)]
     texts: Vec<String>,
 }
@@ -70,7 +74,7 @@ fn eval_cmd(a: EvalArgs) -> tramway::Result<()> {
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
     let mut c = tramway::train::Classifier::load(&gpu, &a.model, a.max_len)?;
     for (name, path) in &a.evals {
-        let mut rows = tramway::data::table::read_examples(path, &a.text_column, &a.label_column)?;
+        let mut rows = tramway::train::Dataset::read(c.kind(), path, &a.text_column, &a.label_column)?;
         if let Some(m) = a.max_eval {
             rows = c.cut(&rows, m);
         }
@@ -93,7 +97,11 @@ fn predict_cmd(a: PredictArgs) -> tramway::Result<()> {
         let map: serde_json::Map<String, serde_json::Value> =
             c.labels.iter().zip(&p).map(|(l, v)| (l.clone(), serde_json::json!(v))).collect();
         println!(
-            "{{\"text\":{},\"label\":{},\"probabilities\":{}}}",
+            "{{\"{}\":{},\"label\":{},\"probabilities\":{}}}",
+            match c.kind() {
+                tramway::train::TaskKind::TextClassification => "text",
+                tramway::train::TaskKind::ImageClassification => "image",
+            },
             serde_json::json!(text),
             serde_json::json!(c.labels[best]),
             serde_json::Value::Object(map)
@@ -107,10 +115,11 @@ struct FinetuneArgs {
     /// Hugging Face model folder to start from.
     #[arg(long)]
     model: PathBuf,
-    /// The task (text-classification; image-classification is not implemented yet).
-    #[arg(long, default_value = "text-classification")]
-    task: String,
-    /// Training data: .csv, .tsv or .jsonl with text and label columns.
+    /// text-classification or image-classification (default: from the model's config.json).
+    #[arg(long)]
+    task: Option<String>,
+    /// Training data: .csv, .tsv or .jsonl with text and label columns; for images, a folder
+    /// per class or an IDX images file (`*images-idx3-ubyte[.gz]`, labels beside it).
     #[arg(long)]
     train: PathBuf,
     /// An evaluation set, NAME=PATH (repeatable).
@@ -198,9 +207,18 @@ struct FinetuneArgs {
     /// Evaluate on at most N examples per set (class-balanced).
     #[arg(long)]
     max_eval: Option<usize>,
-    /// Output folder: checkpoint-N/ and final/ (Hugging Face folders with optimizer state).
+    /// Batch size for evaluation (default: --batch-size).
+    #[arg(long)]
+    eval_batch_size: Option<usize>,
+    /// Image side a vision model sees (a multiple of its patch size; default: its preprocessor's).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// Output folder: checkpoint-N/ and final/ (Hugging Face folders with optimizer state), plot.png.
     #[arg(long)]
     out: PathBuf,
+    /// Do not write final/ (metrics, plot and summary only).
+    #[arg(long)]
+    no_save: bool,
     /// Continue from a checkpoint folder written by an earlier run.
     #[arg(long)]
     resume: Option<PathBuf>,
@@ -217,16 +235,37 @@ fn parse_eval(s: &str) -> Result<(String, PathBuf), String> {
 }
 
 fn finetune(a: FinetuneArgs) -> tramway::Result<()> {
+    let opts = finetune_options(a)?;
+    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
+    eprintln!("device: {}; optimizer: {:?} on {:?}", gpu.adapter_info().name, opts.optim.method, opts.optim.base);
+    let s = tramway::train::finetune(&gpu, &opts)?;
+    println!("{} steps in {:.0} s, last training loss {:.4}", s.steps, s.seconds, s.final_loss);
+    for e in &s.evals {
+        println!("eval {:<20} accuracy {:.4}  loss {:.4}  ({} examples)", e.name, e.accuracy, e.loss, e.examples);
+    }
+    if opts.save_final {
+        println!("model saved to {}", opts.out.join("final").display());
+    }
+    println!("plot: {}", opts.out.join("plot.png").display());
+    Ok(())
+}
+
+/// The options a `finetune` command line stands for (validated).
+fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::FinetuneOptions> {
     use tramway::ops::kl::KlKind;
     use tramway::optim::{Base, KlNorm, Method, OptimConfig, Schedule, TramRef};
+    use tramway::train::{Dataset, TaskKind};
     let bad = |name: &'static str, value: &str, expected: &str| tramway::Error::BadSetting {
         name,
         value: value.to_string(),
         expected: expected.to_string(),
     };
-    if a.task != "text-classification" {
-        return Err(bad("--task", &a.task, "text-classification (image-classification is not implemented yet)"));
-    }
+    let task = match a.task.as_deref() {
+        None => TaskKind::of_model(a.resume.as_ref().unwrap_or(&a.model))?,
+        Some("text-classification") => TaskKind::TextClassification,
+        Some("image-classification") => TaskKind::ImageClassification,
+        Some(v) => return Err(bad("--task", v, "text-classification or image-classification")),
+    };
     let uniform = match a.noise_type.as_str() {
         "normal" => false,
         "uniform" => true,
@@ -309,7 +348,7 @@ fn finetune(a: FinetuneArgs) -> tramway::Result<()> {
     let total = match a.steps {
         Some(s) => s,
         None => {
-            let n = tramway::data::table::read_examples(&a.train, &a.text_column, &a.label_column)?.len();
+            let n = Dataset::read(task, &a.train, &a.text_column, &a.label_column)?.len();
             ((a.epochs * n as f64) / a.batch_size.max(1) as f64).ceil() as u64
         }
     };
@@ -321,7 +360,8 @@ fn finetune(a: FinetuneArgs) -> tramway::Result<()> {
         clip: (a.clip > 0.0).then_some(a.clip),
         seed: a.seed,
     };
-    let opts = tramway::train::FinetuneOptions {
+    Ok(tramway::train::FinetuneOptions {
+        task,
         model: a.model,
         train: a.train,
         evals: a.evals,
@@ -336,20 +376,14 @@ fn finetune(a: FinetuneArgs) -> tramway::Result<()> {
         save_every: a.save_every,
         log_every: a.log_every,
         max_eval: a.max_eval,
-        out: a.out.clone(),
+        eval_batch_size: a.eval_batch_size,
+        image_size: a.image_size,
+        save_final: !a.no_save,
+        out: a.out,
         resume: a.resume,
         metrics: a.metrics,
         progress: true,
-    };
-    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
-    eprintln!("device: {}; optimizer: {:?} on {:?}", gpu.adapter_info().name, optim.method, optim.base);
-    let s = tramway::train::finetune(&gpu, &opts)?;
-    println!("{} steps in {:.0} s, last training loss {:.4}", s.steps, s.seconds, s.final_loss);
-    for e in &s.evals {
-        println!("eval {:<20} accuracy {:.4}  loss {:.4}  ({} examples)", e.name, e.accuracy, e.loss, e.examples);
-    }
-    println!("model saved to {}", a.out.join("final").display());
-    Ok(())
+    })
 }
 
 #[derive(clap::Args)]
@@ -530,8 +564,29 @@ fn with_config(args: Vec<String>) -> Result<Vec<String>, String> {
     };
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
     let table: toml::Table = text.parse().map_err(|e| format!("{path}: not valid TOML: {e}"))?;
+    let flags = table_flags(&path, &table, &[])?;
+    // program, subcommand, config flags, then the rest of the command line (minus --config).
+    let mut out: Vec<String> = args[..2.min(args.len())].to_vec();
+    out.extend(flags);
+    out.extend(
+        args[2.min(args.len())..]
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j + 2 < i || *j + 2 >= i + skip)
+            .map(|(_, a)| a.clone()),
+    );
+    Ok(out)
+}
+
+/// The flags a TOML table stands for: `key = value` is `--key value`, `true` a bare flag,
+/// `false` nothing, an array one flag per item, a table `--key name=value` per entry (for
+/// `eval = { dev = "dev.csv" }`). Keys in `skip` are left out.
+fn table_flags(path: &str, table: &toml::Table, skip: &[&str]) -> Result<Vec<String>, String> {
     let mut flags = Vec::new();
     for (key, value) in table {
+        if skip.contains(&key.as_str()) {
+            continue;
+        }
         let flag = format!("--{}", key.replace('_', "-"));
         let scalar = |v: &toml::Value| -> Result<String, String> {
             match v {
@@ -541,7 +596,7 @@ fn with_config(args: Vec<String>) -> Result<Vec<String>, String> {
                 other => Err(format!("{path}: {key} = {other:?}: expected a string or a number")),
             }
         };
-        match &value {
+        match value {
             toml::Value::Boolean(true) => flags.push(flag),
             toml::Value::Boolean(false) => {}
             toml::Value::Array(items) => {
@@ -562,17 +617,167 @@ fn with_config(args: Vec<String>) -> Result<Vec<String>, String> {
             }
         }
     }
-    // program, subcommand, config flags, then the rest of the command line (minus --config).
-    let mut out: Vec<String> = args[..2.min(args.len())].to_vec();
-    out.extend(flags);
-    out.extend(
-        args[2.min(args.len())..]
+    Ok(flags)
+}
+
+#[derive(clap::Args)]
+struct ExperimentArgs {
+    /// The experiment file (TOML): `out`, `seeds`, `optimizers`, a `[finetune]` table of flags
+    /// for every run, `[optimizer.NAME]` tables, a `[quick]` table, and `[[task]]` tables
+    /// (`name` plus finetune flags). See experiments/domain-shift.toml.
+    config: PathBuf,
+    /// A few steps of every run with the `[quick]` overrides, into `<out>-quick` (CI's smoke test).
+    #[arg(long)]
+    quick: bool,
+    /// Only this task (repeatable).
+    #[arg(long = "task")]
+    tasks: Vec<String>,
+    /// Only rebuild results.md and the plots from finished runs.
+    #[arg(long)]
+    report: bool,
+    /// Output folder (overrides the file's `out`).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+/// Run every (task, optimizer, seed) of the experiment file that has no `summary.json` yet (so
+/// an interrupted experiment continues where it stopped), then write the report.
+fn experiment(a: ExperimentArgs) -> tramway::Result<()> {
+    use tramway::train::experiment::{load_record, report, run_dir, save_record, RunRecord};
+    let file = a.config.display().to_string();
+    let bad = |m: String| tramway::Error::Model { file: file.clone(), message: m };
+    let text =
+        std::fs::read_to_string(&a.config).map_err(|source| tramway::Error::Io { path: file.clone(), source })?;
+    let t: toml::Table = text.parse().map_err(|e| bad(format!("not valid TOML: {e}")))?;
+    let table = |k: &str| -> tramway::Result<toml::Table> {
+        match t.get(k) {
+            None => Ok(toml::Table::new()),
+            Some(toml::Value::Table(x)) => Ok(x.clone()),
+            Some(v) => Err(bad(format!("{k} must be a table, found {v:?}"))),
+        }
+    };
+    let (finetune_t, optim_t, quick_t) = (table("finetune")?, table("optimizer")?, table("quick")?);
+    let seeds_of = |v: Option<&toml::Value>| -> tramway::Result<Option<Vec<u64>>> {
+        match v {
+            None => Ok(None),
+            Some(toml::Value::Array(xs)) => xs
+                .iter()
+                .map(|x| x.as_integer().filter(|&i| i >= 0).map(|i| i as u64))
+                .collect::<Option<Vec<u64>>>()
+                .map(Some)
+                .ok_or_else(|| bad("seeds must be a list of non-negative integers".into())),
+            Some(v) => Err(bad(format!("seeds must be a list, found {v:?}"))),
+        }
+    };
+    let mut seeds = seeds_of(t.get("seeds"))?.unwrap_or(vec![1, 2, 3]);
+    if a.quick {
+        if let Some(q) = seeds_of(quick_t.get("seeds"))? {
+            seeds = q;
+        }
+    }
+    let optimizers: Vec<String> = match t.get("optimizers") {
+        Some(toml::Value::Array(xs)) if !xs.is_empty() => xs
             .iter()
-            .enumerate()
-            .filter(|(j, _)| *j + 2 < i || *j + 2 >= i + skip)
-            .map(|(_, a)| a.clone()),
+            .map(|x| x.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("optimizers must be a list of names".into()))?,
+        _ => return Err(bad("optimizers = [\"adamw\", \"tram-x\", ...] is missing".into())),
+    };
+    let tasks: Vec<toml::Table> = match t.get("task") {
+        Some(toml::Value::Array(xs)) if !xs.is_empty() => xs
+            .iter()
+            .map(|x| x.as_table().cloned())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("[[task]] entries must be tables".into()))?,
+        _ => return Err(bad("no [[task]] tables".into())),
+    };
+    let mut names = Vec::new();
+    for task in &tasks {
+        match task.get("name").and_then(|n| n.as_str()) {
+            Some(n) if !n.is_empty() && !n.contains(['/', '\\']) => names.push(n.to_string()),
+            _ => return Err(bad("every [[task]] needs a name (no slashes)".into())),
+        }
+    }
+    if let Some(unknown) = a.tasks.iter().find(|n| !names.contains(n)) {
+        return Err(tramway::Error::BadSetting {
+            name: "--task",
+            value: unknown.clone(),
+            expected: format!("one of the file's tasks: {}", names.join(", ")),
+        });
+    }
+    let chosen: Vec<String> = names.iter().filter(|n| a.tasks.is_empty() || a.tasks.contains(n)).cloned().collect();
+    let mut out = match (&a.out, t.get("out").and_then(|o| o.as_str())) {
+        (Some(o), _) => o.clone(),
+        (None, Some(o)) => PathBuf::from(o),
+        (None, None) => PathBuf::from("runs/experiment"),
+    };
+    if a.quick && a.out.is_none() {
+        out = PathBuf::from(format!("{}-quick", out.display()));
+    }
+    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
+    let total = chosen.len() * optimizers.len() * seeds.len();
+    let (mut k, mut ran_secs) = (0, 0.0);
+    if !a.report {
+        for (task, name) in tasks.iter().zip(&names).filter(|(_, n)| chosen.contains(n)) {
+            for o in &optimizers {
+                for &seed in &seeds {
+                    k += 1;
+                    let dir = run_dir(&out, name, o, seed);
+                    if load_record(&dir)?.is_some() {
+                        eprintln!("[{k}/{total}] {name} {o} seed {seed}: done already");
+                        continue;
+                    }
+                    let mut args = vec!["tramway".to_string(), "finetune".to_string()];
+                    let flags = |tb: &toml::Table, skip: &[&str]| table_flags(&file, tb, skip).map_err(bad);
+                    args.extend(flags(&finetune_t, &[])?);
+                    args.extend(flags(task, &["name"])?);
+                    if let Some(v) = optim_t.get(o) {
+                        let tb = v.as_table().ok_or_else(|| bad(format!("optimizer.{o} must be a table")))?;
+                        args.extend(flags(tb, &[])?);
+                    }
+                    if a.quick {
+                        args.extend(flags(&quick_t, &["seeds"])?);
+                    }
+                    let metrics = dir.join("metrics.jsonl");
+                    for (f, v) in [
+                        ("--optimizer", o.clone()),
+                        ("--seed", seed.to_string()),
+                        ("--out", dir.display().to_string()),
+                        ("--metrics", metrics.display().to_string()),
+                    ] {
+                        args.push(f.into());
+                        args.push(v);
+                    }
+                    args.push("--no-save".into());
+                    let cli = Cli::try_parse_from(&args)
+                        .map_err(|e| bad(format!("task {name}, optimizer {o}: {}", e.to_string().trim())))?;
+                    let Cmd::Finetune(fa) = cli.cmd else { unreachable!("parsed as finetune") };
+                    let opts = finetune_options(*fa)?;
+                    eprintln!("[{k}/{total}] {name} {o} seed {seed}");
+                    let s = tramway::train::finetune(&gpu, &opts)?;
+                    ran_secs += s.seconds;
+                    for e in &s.evals {
+                        eprintln!("    {:<20} accuracy {:.4}", e.name, e.accuracy);
+                    }
+                    save_record(&dir, &RunRecord::new(name, o, seed, &s))?;
+                }
+            }
+        }
+    }
+    let header = format!(
+        "Experiment `{}`{} on {} ({:?}); {} seeds; runs in `{}`. This invocation trained for {:.1} min.",
+        file,
+        if a.quick { " (--quick)" } else { "" },
+        gpu.adapter_info().name,
+        gpu.adapter_info().backend,
+        seeds.len(),
+        out.display(),
+        ran_secs / 60.0
     );
-    Ok(out)
+    let md = report(&out, &chosen, &optimizers, &header)?;
+    println!("{md}");
+    println!("written: {}", out.join("results.md").display());
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -590,6 +795,7 @@ fn main() -> ExitCode {
         Cmd::Finetune(a) => finetune(*a),
         Cmd::Eval(a) => eval_cmd(a),
         Cmd::Predict(a) => predict_cmd(a),
+        Cmd::Experiment(a) => experiment(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -84,8 +84,8 @@ fn read_jsonl(path: &Path, text: &str, text_col: &str, label_col: &str) -> Resul
 }
 
 /// The distinct labels, sorted (numerically when every label is an integer), as ids.
-pub fn label_set(rows: &[Example]) -> Vec<String> {
-    let mut v: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
+pub fn label_set<'a>(labels: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut v: Vec<String> = labels.into_iter().map(|l| l.to_string()).collect();
     v.sort();
     v.dedup();
     if v.iter().all(|l| l.parse::<i64>().is_ok()) {

@@ -301,3 +301,20 @@ impl VitConfig {
         self.id2label.len()
     }
 }
+
+/// `raw` (a loaded config.json) with `architectures = [arch]` and `id2label`/`label2id` for
+/// `labels`, as Hugging Face writes them.
+pub fn with_labels(raw: &serde_json::Value, arch: &str, labels: &[String]) -> serde_json::Value {
+    let mut v = raw.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("architectures".into(), serde_json::json!([arch]));
+        let id2label: serde_json::Map<String, serde_json::Value> =
+            labels.iter().enumerate().map(|(i, l)| (i.to_string(), serde_json::json!(l))).collect();
+        let label2id: serde_json::Map<String, serde_json::Value> =
+            labels.iter().enumerate().map(|(i, l)| (l.clone(), serde_json::json!(i))).collect();
+        m.insert("id2label".into(), id2label.into());
+        m.insert("label2id".into(), label2id.into());
+        m.remove("num_labels");
+    }
+    v
+}

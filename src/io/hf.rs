@@ -5,7 +5,7 @@ mod native {
     use crate::error::{Error, Result};
     use crate::gpu::Gpu;
     use crate::io::config::EncoderConfig;
-    use crate::io::weights::{serialize, Weights};
+    use crate::io::weights::{serialize, HostTensor, Weights};
     use crate::models::encoder::Encoder;
     use std::io::Write;
     use std::path::Path;
@@ -40,16 +40,32 @@ mod native {
     /// tensor names and dtypes) and the tokenizer files of `source` (the folder it was loaded
     /// from), if given.
     pub fn save_encoder(gpu: &Gpu, model: &Encoder, dir: &Path, source: Option<&Path>) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let state = pollster::block_on(model.state(gpu))?;
+        save_folder(dir, &state, &model.config_json(), source, &[])
+    }
+
+    /// Write a Hugging Face folder: `config.json`, `model.safetensors` from `state`, the
+    /// [`SIDE_FILES`] present in `source` (unless `written` already provides them), and the
+    /// `written` files themselves (name, contents).
+    pub fn save_folder(
+        dir: &Path,
+        state: &[(String, HostTensor)],
+        config: &serde_json::Value,
+        source: Option<&Path>,
+        written: &[(&str, Vec<u8>)],
+    ) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let st = dir.join("model.safetensors");
-        write_atomic(&st, &serialize(&st.display().to_string(), &state)?)?;
-        let cfg = serde_json::to_string_pretty(&model.config_json()).unwrap_or_default();
+        write_atomic(&st, &serialize(&st.display().to_string(), state)?)?;
+        let cfg = serde_json::to_string_pretty(config).unwrap_or_default();
         write_atomic(&dir.join("config.json"), cfg.as_bytes())?;
+        for (name, bytes) in written {
+            write_atomic(&dir.join(name), bytes)?;
+        }
         if let Some(src) = source {
             for f in SIDE_FILES {
                 let from = src.join(f);
-                if from.is_file() && from != dir.join(f) {
+                if from.is_file() && from != dir.join(f) && !written.iter().any(|(n, _)| n == f) {
                     let bytes = read(&from)?;
                     write_atomic(&dir.join(f), &bytes)?;
                 }

@@ -240,23 +240,13 @@ impl Encoder {
     /// `config.json` for a saved model: the original keys, with this head's architecture
     /// and labels.
     pub fn config_json(&self) -> serde_json::Value {
-        let mut v = self.cfg.raw.clone();
+        let v = &self.cfg.raw;
         let arch = match (self.cfg.kind, self.cfg.model_type.as_str()) {
             (EncoderKind::Bert, _) => "BertForSequenceClassification",
             (EncoderKind::Roberta, "xlm-roberta") => "XLMRobertaForSequenceClassification",
             (EncoderKind::Roberta, _) => "RobertaForSequenceClassification",
         };
-        if let Some(m) = v.as_object_mut() {
-            m.insert("architectures".into(), serde_json::json!([arch]));
-            let id2label: serde_json::Map<String, serde_json::Value> =
-                self.cfg.id2label.iter().enumerate().map(|(i, l)| (i.to_string(), serde_json::json!(l))).collect();
-            let label2id: serde_json::Map<String, serde_json::Value> =
-                self.cfg.id2label.iter().enumerate().map(|(i, l)| (l.clone(), serde_json::json!(i))).collect();
-            m.insert("id2label".into(), id2label.into());
-            m.insert("label2id".into(), label2id.into());
-            m.remove("num_labels");
-        }
-        v
+        crate::io::config::with_labels(&v, arch, &self.cfg.id2label)
     }
 
     /// Plan the activations for batches of `batch` sequences of `seq` tokens.

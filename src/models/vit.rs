@@ -283,6 +283,16 @@ impl Vit {
         self.params.state(gpu).await
     }
 
+    /// `config.json` for saving: the loaded config with the classification architecture and
+    /// this model's labels.
+    pub fn config_json(&self) -> serde_json::Value {
+        let arch = match self.cfg.kind {
+            VisionKind::Vit => "ViTForImageClassification",
+            VisionKind::Dinov2 => "Dinov2ForImageClassification",
+        };
+        crate::io::config::with_labels(&self.cfg.raw, arch, &self.cfg.id2label)
+    }
+
     /// Plan activations for batches of `batch` images.
     pub fn acts(&self, gpu: &Gpu, batch: usize) -> Result<VitActs> {
         let c = &self.cfg;

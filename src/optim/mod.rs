@@ -143,6 +143,29 @@ pub struct OptimConfig {
     pub seed: u64,
 }
 
+impl OptimConfig {
+    /// The command-line name of the method (`adamw`, `sam`, `tram-x`, ...).
+    pub fn name(&self) -> &'static str {
+        match self.method {
+            Method::Plain => match self.base {
+                Base::AdamW { .. } => "adamw",
+                Base::Sgd { .. } => "sgd",
+            },
+            Method::Sam { .. } => "sam",
+            Method::Asam { .. } => "asam",
+            Method::Fsam { .. } => "fsam",
+            Method::Tram { reference: TramRef::Noise { .. }, .. } => "tram-x",
+            Method::Tram { reference: TramRef::Params { ema_decay }, .. } if ema_decay == 0.0 => "tram-prev",
+            Method::Tram { reference: TramRef::Params { ema_decay }, .. } if ema_decay == 1.0 => "tram-init",
+            Method::Tram { .. } => "tram-ema",
+            Method::TramFisher { .. } => "tram-fisher",
+            Method::R3f { .. } => "r3f",
+            Method::TrustRegion { ema_decay, .. } if ema_decay == 0.0 => "trpo",
+            Method::TrustRegion { .. } => "mesa",
+        }
+    }
+}
+
 /// A model as the optimizer drives it: forward passes with a chosen parameter set and optional
 /// input noise, and a backward pass of the last forward's loss. One model + one batch's
 /// activations; the batch is uploaded before the step.

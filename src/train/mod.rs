@@ -1,18 +1,23 @@
-//! Fine-tuning a text classifier end to end (native): data, the step loop, evaluation, metrics,
-//! checkpoints and resume.
+//! Fine-tuning a text or image classifier end to end (native): data, the step loop, evaluation,
+//! metrics, the plot, checkpoints and resume.
 //!
 //! The data order is a function of the seed and the step only (epoch `e` is a seeded
 //! permutation; batch `k` takes examples `k·B .. (k+1)·B` of the concatenated epochs), so a
 //! resumed run needs nothing but the step count to continue bitwise.
 
+pub mod experiment;
+pub mod plot;
+
+use crate::data::image::{ImagePrep, ImageSet};
 use crate::data::table::{label_set, read_examples, Example};
 use crate::data::text::TextTokenizer;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::io::config::EncoderConfig;
-use crate::io::hf::{read_encoder_config, read_weights, save_encoder, write_atomic};
+use crate::io::config::{EncoderConfig, VitConfig};
+use crate::io::hf::{read_encoder_config, read_weights, save_encoder, save_folder, write_atomic};
 use crate::io::weights::{serialize, Weights};
 use crate::models::encoder::{Encoder, EncoderActs, EncoderTask, TextBatch};
+use crate::models::vit::{ImageBatch, Vit, VitActs, VitTask};
 use crate::optim::{Method, OptimConfig, Optimizer};
 use std::collections::HashMap;
 use std::io::Write;
@@ -22,6 +27,7 @@ use std::time::Instant;
 /// Everything `tramway finetune` needs.
 #[derive(Clone, Debug)]
 pub struct FinetuneOptions {
+    pub task: TaskKind,
     pub model: PathBuf,
     pub train: PathBuf,
     pub evals: Vec<(String, PathBuf)>,
@@ -38,6 +44,12 @@ pub struct FinetuneOptions {
     pub log_every: u64,
     /// Evaluate on at most this many examples per set (None: all).
     pub max_eval: Option<usize>,
+    /// Batch size for evaluation (None: `batch_size`).
+    pub eval_batch_size: Option<usize>,
+    /// Side of the images a vision model sees (None: the folder's preprocessor size).
+    pub image_size: Option<usize>,
+    /// Write `out/final` (model + optimizer state) at the end.
+    pub save_final: bool,
     pub out: PathBuf,
     pub resume: Option<PathBuf>,
     pub metrics: Option<PathBuf>,
@@ -95,23 +107,185 @@ pub fn batch_indices(n: usize, batch: usize, seed: u64, step: u64) -> Vec<usize>
     out
 }
 
+/// What is being fine-tuned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskKind {
+    /// BERT/RoBERTa/XLM-R folders; CSV/TSV/JSONL data with text and label columns.
+    TextClassification,
+    /// ViT/DINOv2 folders; a folder per class or IDX arrays.
+    ImageClassification,
+}
+
+impl TaskKind {
+    /// The task a model folder serves, from its config.json `model_type`.
+    pub fn of_model(dir: &Path) -> Result<TaskKind> {
+        let p = dir.join("config.json");
+        let bytes = std::fs::read(&p).map_err(io_err(&p))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::Model { file: p.display().to_string(), message: format!("not valid JSON: {e}") })?;
+        Ok(match v.get("model_type").and_then(|m| m.as_str()) {
+            Some("vit" | "dinov2") => TaskKind::ImageClassification,
+            _ => TaskKind::TextClassification,
+        })
+    }
+}
+
+/// A labelled dataset of either kind.
+#[derive(Clone, Debug)]
+pub enum Dataset {
+    Text(Vec<Example>),
+    Images(ImageSet),
+}
+
+impl Dataset {
+    /// Read `path` for `kind` (the column names matter for text only).
+    pub fn read(kind: TaskKind, path: &Path, text_column: &str, label_column: &str) -> Result<Dataset> {
+        Ok(match kind {
+            TaskKind::TextClassification => Dataset::Text(read_examples(path, text_column, label_column)?),
+            TaskKind::ImageClassification => Dataset::Images(ImageSet::open(path)?),
+        })
+    }
+    pub fn len(&self) -> usize {
+        match self {
+            Dataset::Text(v) => v.len(),
+            Dataset::Images(s) => s.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn label(&self, i: usize) -> &str {
+        match self {
+            Dataset::Text(v) => &v[i].label,
+            Dataset::Images(s) => s.label(i),
+        }
+    }
+    /// The distinct labels, sorted (numerically when they are all integers).
+    pub fn labels(&self) -> Vec<String> {
+        label_set((0..self.len()).map(|i| self.label(i)))
+    }
+    /// The examples at `idx`, in that order.
+    pub fn select(&self, idx: &[usize]) -> Dataset {
+        match self {
+            Dataset::Text(v) => Dataset::Text(idx.iter().map(|&i| v[i].clone()).collect()),
+            Dataset::Images(s) => Dataset::Images(s.select(idx)),
+        }
+    }
+    /// At most `m` examples, taken round-robin by label (in `labels` order) so the classes
+    /// stay balanced.
+    pub fn balanced_cut(&self, labels: &[String], m: usize) -> Dataset {
+        let by: Vec<Vec<usize>> =
+            labels.iter().map(|l| (0..self.len()).filter(|&i| self.label(i) == l).collect()).collect();
+        let mut cut = Vec::new();
+        let mut i = 0;
+        while cut.len() < m && by.iter().any(|v| i < v.len()) {
+            for v in &by {
+                if i < v.len() && cut.len() < m {
+                    cut.push(v[i]);
+                }
+            }
+            i += 1;
+        }
+        self.select(&cut)
+    }
+}
+
+/// The model of a run with what turns examples into its input.
+enum Net {
+    Text { model: Encoder, tok: TextTokenizer },
+    Image { model: Vit, prep: ImagePrep },
+}
+
+/// Activations per batch shape (a second set for R3F's noised branch).
+enum Acts {
+    Text(EncoderActs, Option<EncoderActs>),
+    Image(VitActs, Option<VitActs>),
+}
+
+/// A loaded model: config with labels, weights, and input preparation.
+struct Loaded {
+    net: Net,
+    labels: Vec<String>,
+}
+
+/// Load `dir` as `kind`. `labels` replaces the model's labels (re-initialising the classifier
+/// when they differ); `image_size` overrides the input side of a vision model.
+fn load_net(
+    gpu: &Gpu,
+    kind: TaskKind,
+    dir: &Path,
+    labels: Option<&[String]>,
+    max_len: usize,
+    image_size: Option<usize>,
+    seed: u64,
+) -> Result<Loaded> {
+    let mut weights: Weights = read_weights(dir)?;
+    let mut relabel = |current: &mut Vec<String>| {
+        if let Some(l) = labels {
+            if current.as_slice() != l {
+                // A new task: the classifier is re-initialised for these labels (like Hugging
+                // Face's ignore_mismatched_sizes).
+                *current = l.to_vec();
+                weights.tensors.retain(|k, _| !k.starts_with("classifier."));
+            }
+        }
+    };
+    match kind {
+        TaskKind::TextClassification => {
+            let mut cfg: EncoderConfig = read_encoder_config(dir)?;
+            relabel(&mut cfg.id2label);
+            if max_len > cfg.max_position_embeddings {
+                return Err(Error::BadSetting {
+                    name: "--max-len",
+                    value: max_len.to_string(),
+                    expected: format!("at most the model's max_position_embeddings ({})", cfg.max_position_embeddings),
+                });
+            }
+            let tok = TextTokenizer::from_dir(dir, max_len, cfg.pad_token_id)?;
+            let labels = cfg.id2label.clone();
+            let model = Encoder::load(gpu, cfg, &weights, seed)?;
+            Ok(Loaded { net: Net::Text { model, tok }, labels })
+        }
+        TaskKind::ImageClassification => {
+            let p = dir.join("config.json");
+            let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
+            let mut cfg = VitConfig::parse(&p.display().to_string(), &text)?;
+            relabel(&mut cfg.id2label);
+            let mut prep = ImagePrep::from_dir(dir, cfg.image_size.min(224))?;
+            if let Some(s) = image_size {
+                if s == 0 || !s.is_multiple_of(cfg.patch_size) {
+                    return Err(Error::BadSetting {
+                        name: "--image-size",
+                        value: s.to_string(),
+                        expected: format!("a positive multiple of the patch size {}", cfg.patch_size),
+                    });
+                }
+                prep.size = s;
+                prep.shortest_edge = None;
+            }
+            cfg.input_size = prep.size;
+            let labels = cfg.id2label.clone();
+            let model = Vit::load(gpu, cfg, &weights, seed)?;
+            Ok(Loaded { net: Net::Image { model, prep }, labels })
+        }
+    }
+}
+
 struct Run<'a> {
     gpu: &'a Gpu,
-    model: Encoder,
-    tok: TextTokenizer,
+    net: Net,
     label_ids: HashMap<String, u32>,
-    acts: HashMap<(usize, usize), (EncoderActs, Option<EncoderActs>)>,
+    acts: HashMap<(usize, usize), Acts>,
     needs_aux: bool,
 }
 
 impl Run<'_> {
-    fn batch(&self, rows: &[&Example]) -> Result<TextBatch> {
-        let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-        let mut b = self.tok.encode(&texts)?;
+    fn text_batch(&self, tok: &TextTokenizer, texts: &[&str], labels: Option<Vec<u32>>) -> Result<TextBatch> {
+        let mut b = tok.encode(texts)?;
         // Round the length up to a multiple of 8 so a few activation plans serve every batch.
-        let seq = b.seq.div_ceil(8).saturating_mul(8).min(self.tok.max_len).max(b.seq);
+        let seq = b.seq.div_ceil(8).saturating_mul(8).min(tok.max_len).max(b.seq);
         if seq != b.seq {
-            let (old, pad) = (b.seq, self.tok.pad_id);
+            let (old, pad) = (b.seq, tok.pad_id);
             let widen = |v: &[u32], fill: u32| -> Vec<u32> {
                 v.chunks(old).flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(fill, seq - old))).collect()
             };
@@ -120,116 +294,209 @@ impl Run<'_> {
             b.types = b.types.as_ref().map(|t| widen(t, 0));
             b.seq = seq;
         }
-        let labels = rows.iter().map(|r| self.label_ids.get(&r.label).copied()).collect::<Option<Vec<u32>>>();
         b.labels = labels;
         Ok(b)
     }
 
-    /// The activations planned for this batch's shape (planned once per shape), with the batch
-    /// uploaded.
-    fn acts_for(&mut self, b: &TextBatch) -> Result<(&Encoder, &(EncoderActs, Option<EncoderActs>))> {
-        let key = (b.batch, b.seq);
-        if !self.acts.contains_key(&key) {
-            let main = self.model.acts(self.gpu, b.batch, b.seq)?;
-            let aux = if self.needs_aux { Some(self.model.acts(self.gpu, b.batch, b.seq)?) } else { None };
-            self.acts.insert(key, (main, aux));
+    /// Upload examples `idx` of `data` into the activations planned for their shape (planned
+    /// once per shape); returns that shape's key.
+    fn upload(&mut self, data: &Dataset, idx: &[usize]) -> Result<(usize, usize)> {
+        let labels = idx.iter().map(|&i| self.label_ids.get(data.label(i)).copied()).collect::<Option<Vec<u32>>>();
+        let gpu = self.gpu;
+        match (&self.net, data) {
+            (Net::Text { model, tok }, Dataset::Text(rows)) => {
+                let texts: Vec<&str> = idx.iter().map(|&i| rows[i].text.as_str()).collect();
+                let b = self.text_batch(tok, &texts, labels)?;
+                let key = (b.batch, b.seq);
+                if !self.acts.contains_key(&key) {
+                    let main = model.acts(gpu, b.batch, b.seq)?;
+                    let aux = if self.needs_aux { Some(model.acts(gpu, b.batch, b.seq)?) } else { None };
+                    self.acts.insert(key, Acts::Text(main, aux));
+                }
+                if let Some(Acts::Text(main, aux)) = self.acts.get_mut(&key) {
+                    model.upload(gpu, main, &b)?;
+                    if let Some(a) = aux {
+                        model.upload(gpu, a, &b)?;
+                    }
+                }
+                Ok(key)
+            }
+            (Net::Image { model, prep }, Dataset::Images(set)) => {
+                let mut pixels = Vec::with_capacity(idx.len() * 3 * prep.size * prep.size);
+                for &i in idx {
+                    pixels.extend(set.pixels(i, prep)?);
+                }
+                let b = ImageBatch { batch: idx.len(), pixels, labels };
+                let key = (b.batch, 0);
+                if !self.acts.contains_key(&key) {
+                    let main = model.acts(gpu, b.batch)?;
+                    let aux = if self.needs_aux { Some(model.acts(gpu, b.batch)?) } else { None };
+                    self.acts.insert(key, Acts::Image(main, aux));
+                }
+                if let Some(Acts::Image(main, aux)) = self.acts.get_mut(&key) {
+                    model.upload(gpu, main, &b)?;
+                    if let Some(a) = aux {
+                        model.upload(gpu, a, &b)?;
+                    }
+                }
+                Ok(key)
+            }
+            _ => Err(Error::BadSetting {
+                name: "--task",
+                value: format!("{:?}", self.kind()),
+                expected: "data of the model's kind (text files for text models, images for vision models)".into(),
+            }),
         }
-        let (main, aux) = self.acts.get_mut(&key).unwrap();
-        self.model.upload(self.gpu, main, b)?;
-        if let Some(a) = aux {
-            self.model.upload(self.gpu, a, b)?;
-        }
-        Ok((&self.model, self.acts.get(&key).unwrap()))
     }
 
-    fn evaluate(&mut self, name: &str, rows: &[Example], batch: usize) -> Result<EvalResult> {
+    fn kind(&self) -> TaskKind {
+        match self.net {
+            Net::Text { .. } => TaskKind::TextClassification,
+            Net::Image { .. } => TaskKind::ImageClassification,
+        }
+    }
+
+    /// One optimizer step on the batch uploaded under `key`.
+    fn step(&self, opt: &mut Optimizer, rec: &mut crate::gpu::Recorder, key: (usize, usize)) -> Result<()> {
+        match (&self.net, &self.acts[&key]) {
+            (Net::Text { model, .. }, Acts::Text(acts, aux)) => {
+                opt.step(rec, &EncoderTask { model, acts, aux: aux.as_ref() })
+            }
+            (Net::Image { model, .. }, Acts::Image(acts, aux)) => {
+                opt.step(rec, &VitTask { model, acts, aux: aux.as_ref() })
+            }
+            _ => unreachable!("activations are planned by the same net"),
+        }
+    }
+
+    /// Forward (no dropout) on `key`; returns (logits, loss) tensors.
+    fn forward(
+        &self,
+        rec: &mut crate::gpu::Recorder,
+        key: (usize, usize),
+        with_loss: bool,
+    ) -> Result<(&crate::gpu::Tensor, &crate::gpu::Tensor)> {
+        match (&self.net, &self.acts[&key]) {
+            (Net::Text { model, .. }, Acts::Text(acts, _)) => {
+                model.forward(rec, acts, with_loss, None)?;
+                Ok((&acts.logits, &acts.loss))
+            }
+            (Net::Image { model, .. }, Acts::Image(acts, _)) => {
+                model.forward(rec, acts, with_loss, None)?;
+                Ok((&acts.logits, &acts.loss))
+            }
+            _ => unreachable!("activations are planned by the same net"),
+        }
+    }
+
+    fn num_labels(&self) -> usize {
+        self.label_ids.len()
+    }
+
+    fn params(&self) -> &crate::nn::ParamSet {
+        match &self.net {
+            Net::Text { model, .. } => &model.params,
+            Net::Image { model, .. } => &model.params,
+        }
+    }
+
+    /// Write the model as a Hugging Face folder (tokenizer files copied from `source`; a
+    /// vision model gets the preprocessor_config.json of the size it was trained at).
+    fn save(&self, dir: &Path, source: &Path) -> Result<()> {
+        match &self.net {
+            Net::Text { model, .. } => save_encoder(self.gpu, model, dir, Some(source)),
+            Net::Image { model, prep } => {
+                let state = pollster::block_on(model.state(self.gpu))?;
+                let pre = serde_json::to_string_pretty(&prep.config_json()).unwrap_or_default().into_bytes();
+                save_folder(dir, &state, &model.config_json(), Some(source), &[("preprocessor_config.json", pre)])
+            }
+        }
+    }
+
+    fn evaluate(&mut self, name: &str, data: &Dataset, batch: usize) -> Result<EvalResult> {
         let (mut loss, mut correct, mut n) = (0.0f64, 0usize, 0usize);
-        for chunk in rows.chunks(batch) {
-            let refs: Vec<&Example> = chunk.iter().collect();
-            let b = self.batch(&refs)?;
-            let labels = b.labels.clone().unwrap_or_default();
+        let all: Vec<usize> = (0..data.len()).collect();
+        for chunk in all.chunks(batch) {
+            let key = self.upload(data, chunk)?;
             let gpu = self.gpu;
-            let (model, (acts, _)) = self.acts_for(&b)?;
             let mut rec = gpu.recorder();
-            model.forward(&mut rec, acts, true, None)?;
+            let (logits, l) = self.forward(&mut rec, key, true)?;
             rec.submit()?;
-            let logits = gpu.read_f32_blocking(&acts.logits)?;
-            let l = gpu.read_f32_blocking(&acts.loss)?;
-            let c = model.cfg.num_labels();
-            for (row, &y) in logits.chunks(c).zip(&labels) {
+            let logits = gpu.read_f32_blocking(logits)?;
+            let l = gpu.read_f32_blocking(l)?;
+            let c = self.num_labels();
+            for (row, &i) in logits.chunks(c).zip(chunk) {
                 let arg = row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best });
-                correct += (arg as u32 == y) as usize;
+                correct += (Some(&(arg as u32)) == self.label_ids.get(data.label(i))) as usize;
             }
             loss += l[0] as f64 * chunk.len() as f64;
             n += chunk.len();
         }
         Ok(EvalResult {
             name: name.to_string(),
-            loss: loss / n as f64,
-            accuracy: correct as f64 / n as f64,
+            loss: loss / n.max(1) as f64,
+            accuracy: correct as f64 / n.max(1) as f64,
             examples: n,
         })
     }
 }
 
-/// At most `m` examples, taken round-robin by label so the classes stay balanced.
-fn balanced_cut(rows: &[Example], labels: &[String], m: usize) -> Vec<Example> {
-    let by: Vec<Vec<&Example>> = labels.iter().map(|l| rows.iter().filter(|r| &r.label == l).collect()).collect();
-    let mut cut = Vec::new();
-    let mut i = 0;
-    while cut.len() < m && by.iter().any(|v| i < v.len()) {
-        for v in &by {
-            if i < v.len() && cut.len() < m {
-                cut.push(v[i].clone());
-            }
-        }
-        i += 1;
-    }
-    cut
-}
-
-/// A fine-tuned classifier folder, ready for evaluation and prediction.
+/// A fine-tuned classifier folder (text or image), ready for evaluation and prediction.
 pub struct Classifier<'g> {
     run: Run<'g>,
     pub labels: Vec<String>,
 }
 
 impl<'g> Classifier<'g> {
-    /// Load `dir` (config.json with id2label, model.safetensors, tokenizer.json).
+    /// Load `dir` (config.json with id2label, model.safetensors, tokenizer.json or
+    /// preprocessor_config.json).
     pub fn load(gpu: &'g Gpu, dir: &Path, max_len: usize) -> Result<Self> {
-        let cfg = read_encoder_config(dir)?;
-        let labels = cfg.id2label.clone();
-        let tok = TextTokenizer::from_dir(dir, max_len.min(cfg.max_position_embeddings), cfg.pad_token_id)?;
-        let model = Encoder::load(gpu, cfg, &read_weights(dir)?, 0)?;
+        let kind = TaskKind::of_model(dir)?;
+        let max_len = match kind {
+            TaskKind::TextClassification => max_len.min(read_encoder_config(dir)?.max_position_embeddings),
+            TaskKind::ImageClassification => max_len,
+        };
+        let Loaded { net, labels } = load_net(gpu, kind, dir, None, max_len, None, 0)?;
         let label_ids = labels.iter().enumerate().map(|(i, l)| (l.clone(), i as u32)).collect();
-        Ok(Classifier { run: Run { gpu, model, tok, label_ids, acts: HashMap::new(), needs_aux: false }, labels })
+        Ok(Classifier { run: Run { gpu, net, label_ids, acts: HashMap::new(), needs_aux: false }, labels })
+    }
+
+    /// What the model classifies.
+    pub fn kind(&self) -> TaskKind {
+        self.run.kind()
     }
 
     /// Accuracy and mean loss on labelled examples (labels must be the model's).
-    pub fn evaluate(&mut self, name: &str, file: &Path, rows: &[Example], batch: usize) -> Result<EvalResult> {
-        if let Some(bad) = rows.iter().find(|r| !self.labels.contains(&r.label)) {
+    pub fn evaluate(&mut self, name: &str, file: &Path, data: &Dataset, batch: usize) -> Result<EvalResult> {
+        if let Some(bad) = (0..data.len()).map(|i| data.label(i)).find(|l| !self.labels.iter().any(|m| m == l)) {
             return Err(Error::Model {
                 file: file.display().to_string(),
-                message: format!("label {:?} is not one of the model's labels ({})", bad.label, self.labels.join(", ")),
+                message: format!("label {bad:?} is not one of the model's labels ({})", self.labels.join(", ")),
             });
         }
-        self.run.evaluate(name, rows, batch.max(1))
+        self.run.evaluate(name, data, batch.max(1))
     }
 
-    /// Class probabilities for each text.
-    pub fn predict(&mut self, texts: &[&str], batch: usize) -> Result<Vec<Vec<f32>>> {
+    /// Class probabilities for each input: texts for a text model, image files for a vision
+    /// model.
+    pub fn predict(&mut self, inputs: &[&str], batch: usize) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::new();
-        for chunk in texts.chunks(batch.max(1)) {
-            let rows: Vec<Example> =
-                chunk.iter().map(|t| Example { text: t.to_string(), label: String::new() }).collect();
-            let refs: Vec<&Example> = rows.iter().collect();
-            let b = self.run.batch(&refs)?;
+        for chunk in inputs.chunks(batch.max(1)) {
+            let data = match self.kind() {
+                TaskKind::TextClassification => {
+                    Dataset::Text(chunk.iter().map(|t| Example { text: t.to_string(), label: String::new() }).collect())
+                }
+                TaskKind::ImageClassification => {
+                    Dataset::Images(ImageSet::files(chunk.iter().map(PathBuf::from).collect()))
+                }
+            };
+            let idx: Vec<usize> = (0..chunk.len()).collect();
+            let key = self.run.upload(&data, &idx)?;
             let gpu = self.run.gpu;
-            let (model, (acts, _)) = self.run.acts_for(&TextBatch { labels: None, ..b })?;
             let mut rec = gpu.recorder();
-            model.forward(&mut rec, acts, false, None)?;
+            let (logits, _) = self.run.forward(&mut rec, key, false)?;
             rec.submit()?;
-            let logits = gpu.read_f32_blocking(&acts.logits)?;
+            let logits = gpu.read_f32_blocking(logits)?;
             for row in logits.chunks(self.labels.len()) {
                 let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                 let e: Vec<f64> = row.iter().map(|&v| ((v - m) as f64).exp()).collect();
@@ -240,9 +507,9 @@ impl<'g> Classifier<'g> {
         Ok(out)
     }
 
-    /// At most `m` examples of `rows`, class-balanced.
-    pub fn cut(&self, rows: &[Example], m: usize) -> Vec<Example> {
-        balanced_cut(rows, &self.labels, m)
+    /// At most `m` examples of `data`, class-balanced.
+    pub fn cut(&self, data: &Dataset, m: usize) -> Dataset {
+        data.balanced_cut(&self.labels, m)
     }
 }
 
@@ -252,14 +519,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 
 /// Save a checkpoint atomically: everything goes to a temporary folder that is renamed into
 /// place, so a crash leaves either the previous checkpoint or the new one.
-fn save_checkpoint(gpu: &Gpu, model: &Encoder, opt: &Optimizer, dir: &Path, source: &Path) -> Result<()> {
+fn save_checkpoint(run: &Run, opt: &Optimizer, dir: &Path, source: &Path) -> Result<()> {
+    let gpu = run.gpu;
     let parent = dir.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    save_encoder(gpu, model, &tmp, Some(source))?;
-    let state = pollster::block_on(opt.state(gpu, &model.params))?;
+    run.save(&tmp, source)?;
+    let state = pollster::block_on(opt.state(gpu, run.params()))?;
     let st = tmp.join("optimizer.safetensors");
     write_atomic(&st, &serialize(&st.display().to_string(), &state)?)?;
     let meta = serde_json::json!({ "step": opt.step, "seed": opt.cfg.seed, "optimizer": format!("{:?}", opt.cfg) });
@@ -268,6 +536,52 @@ fn save_checkpoint(gpu: &Gpu, model: &Encoder, opt: &Optimizer, dir: &Path, sour
         std::fs::remove_dir_all(dir).map_err(io_err(dir))?;
     }
     std::fs::rename(&tmp, dir).map_err(io_err(dir))
+}
+
+/// The training-loss and evaluation-accuracy curves of a metrics JSONL file, as plot panels.
+pub fn metrics_panels(lines: &[serde_json::Value]) -> Vec<plot::Panel> {
+    let loss: Vec<(f64, f64)> = lines
+        .iter()
+        .filter(|v| v.get("eval").is_none())
+        .filter_map(|v| Some((v.get("step")?.as_f64()?, v.get("loss")?.as_f64()?)))
+        .collect();
+    let mut names: Vec<String> = Vec::new();
+    for v in lines {
+        if let Some(n) = v.get("eval").and_then(|n| n.as_str()) {
+            if !names.iter().any(|m| m == n) {
+                names.push(n.to_string());
+            }
+        }
+    }
+    let acc: Vec<plot::Series> = names
+        .iter()
+        .map(|n| plot::Series {
+            name: n.clone(),
+            points: lines
+                .iter()
+                .filter(|v| v.get("eval").and_then(|e| e.as_str()) == Some(n))
+                .filter_map(|v| Some((v.get("step")?.as_f64()?, v.get("accuracy")?.as_f64()?)))
+                .collect(),
+            err: None,
+        })
+        .collect();
+    let mut panels = vec![plot::Panel {
+        title: "training loss".into(),
+        x_label: "step".into(),
+        y_label: "loss".into(),
+        series: vec![plot::Series { name: "train".into(), points: loss, err: None }],
+        categories: vec![],
+    }];
+    if !acc.is_empty() {
+        panels.push(plot::Panel {
+            title: "evaluation accuracy".into(),
+            x_label: "step".into(),
+            y_label: "accuracy".into(),
+            series: acc,
+            categories: vec![],
+        });
+    }
+    panels
 }
 
 /// Fine-tune, evaluate and save. Prints progress to stderr when `progress`.
@@ -281,8 +595,17 @@ pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
     if o.batch_size == 0 {
         return Err(bad("--batch-size", "0".into(), "a positive number"));
     }
-    let train = read_examples(&o.train, &o.text_column, &o.label_column)?;
-    let labels = label_set(&train);
+    let kind = o.task;
+    let model_kind = TaskKind::of_model(o.resume.as_ref().unwrap_or(&o.model))?;
+    if model_kind != kind {
+        return Err(bad(
+            "--task",
+            format!("{kind:?}"),
+            &format!("{model_kind:?} for the model in {}", o.resume.as_ref().unwrap_or(&o.model).display()),
+        ));
+    }
+    let train = Dataset::read(kind, &o.train, &o.text_column, &o.label_column)?;
+    let labels = train.labels();
     if labels.len() < 2 {
         return Err(Error::Model {
             file: o.train.display().to_string(),
@@ -291,32 +614,19 @@ pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
     }
     let mut evals = Vec::new();
     for (name, path) in &o.evals {
-        let mut rows = read_examples(path, &o.text_column, &o.label_column)?;
-        if let Some(bad_label) = rows.iter().find(|r| !labels.contains(&r.label)) {
+        let mut rows = Dataset::read(kind, path, &o.text_column, &o.label_column)?;
+        if let Some(bad_label) = (0..rows.len()).map(|i| rows.label(i)).find(|l| !labels.iter().any(|m| m == l)) {
             return Err(Error::Model {
                 file: path.display().to_string(),
                 message: format!(
                     "label {:?} does not occur in the training data (labels: {})",
-                    bad_label.label,
+                    bad_label,
                     labels.join(", ")
                 ),
             });
         }
         if let Some(m) = o.max_eval {
-            // Keep the classes balanced when cutting: take examples round-robin by label.
-            let mut by: Vec<Vec<Example>> =
-                labels.iter().map(|l| rows.iter().filter(|r| &r.label == l).cloned().collect()).collect();
-            let mut cut = Vec::new();
-            let mut i = 0;
-            while cut.len() < m && by.iter().any(|v| i < v.len()) {
-                for v in by.iter_mut() {
-                    if i < v.len() && cut.len() < m {
-                        cut.push(v[i].clone());
-                    }
-                }
-                i += 1;
-            }
-            rows = cut;
+            rows = rows.balanced_cut(&labels, m);
         }
         evals.push((name.clone(), rows));
     }
@@ -334,38 +644,37 @@ pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
         }
         None => (o.model.clone(), 0),
     };
-    let mut cfg: EncoderConfig = read_encoder_config(&model_dir)?;
-    let mut weights: Weights = read_weights(&model_dir)?;
-    if cfg.id2label != labels {
-        if o.resume.is_some() {
+    if o.resume.is_some() {
+        let l = Classifier::load(gpu, &model_dir, 8)?.labels;
+        if l != labels {
             return Err(Error::Model {
                 file: model_dir.display().to_string(),
-                message: format!(
-                    "the checkpoint's labels {:?} differ from the training data's {:?}",
-                    cfg.id2label, labels
-                ),
+                message: format!("the checkpoint's labels {l:?} differ from the training data's {labels:?}"),
             });
         }
-        // A new task: the classifier is re-initialised for these labels (like Hugging Face's
-        // ignore_mismatched_sizes).
-        cfg.id2label = labels.clone();
-        weights.tensors.retain(|k, _| !k.starts_with("classifier."));
     }
-    if o.max_len > cfg.max_position_embeddings {
-        return Err(bad("--max-len", o.max_len.to_string(), "at most the model's max_position_embeddings"));
-    }
-    let tok = TextTokenizer::from_dir(&model_dir, o.max_len, cfg.pad_token_id)?;
-    let model = Encoder::load(gpu, cfg, &weights, o.optim.seed)?;
-    let mut opt = Optimizer::new(gpu, &model.params, o.optim)?;
-    if o.resume.is_some() {
-        let st = read_weights(&model_dir.join("optimizer.safetensors"))?;
-        opt.load_state(gpu, &model.params, &st, start_step)?;
-    }
-    let total = o.steps.unwrap_or(((o.epochs * train.len() as f64) / o.batch_size as f64).ceil() as u64).max(1);
+    let Loaded { net, .. } = load_net(gpu, kind, &model_dir, Some(&labels), o.max_len, o.image_size, o.optim.seed)?;
     let label_ids: HashMap<String, u32> = labels.iter().enumerate().map(|(i, l)| (l.clone(), i as u32)).collect();
     let needs_aux = matches!(o.optim.method, Method::R3f { .. });
-    let mut run = Run { gpu, model, tok, label_ids, acts: HashMap::new(), needs_aux };
+    let mut run = Run { gpu, net, label_ids, acts: HashMap::new(), needs_aux };
+    let mut opt = Optimizer::new(gpu, run.params(), o.optim)?;
+    if o.resume.is_some() {
+        let st = read_weights(&model_dir.join("optimizer.safetensors"))?;
+        opt.load_state(gpu, run.params(), &st, start_step)?;
+    }
+    let total = o.steps.unwrap_or(((o.epochs * train.len() as f64) / o.batch_size as f64).ceil() as u64).max(1);
     std::fs::create_dir_all(&o.out).map_err(io_err(&o.out))?;
+    // Every metrics line of the run (those before a resume included), for the plot.
+    let mut history: Vec<serde_json::Value> = Vec::new();
+    if let (Some(p), Some(_)) = (&o.metrics, &o.resume) {
+        if let Ok(text) = std::fs::read_to_string(p) {
+            history.extend(
+                text.lines()
+                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                    .filter(|v| v.get("step").and_then(|s| s.as_u64()).map(|s| s <= start_step).unwrap_or(false)),
+            );
+        }
+    }
     let mut metrics = match &o.metrics {
         Some(p) => Some(
             std::fs::OpenOptions::new()
@@ -382,6 +691,7 @@ pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
         if let (Some(f), Some(p)) = (metrics.as_mut(), &o.metrics) {
             writeln!(f, "{v}").map_err(io_err(p))?;
         }
+        history.push(v);
         Ok(())
     };
     let bar = if o.progress {
@@ -405,7 +715,7 @@ pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
      -> Result<Vec<EvalResult>> {
         let mut out = Vec::new();
         for (name, rows) in &evals {
-            let r = run.evaluate(name, rows, o.batch_size)?;
+            let r = run.evaluate(name, rows, o.eval_batch_size.unwrap_or(o.batch_size).max(1))?;
             log(
                 serde_json::json!({"step": step, "eval": r.name, "loss": r.loss, "accuracy": r.accuracy, "examples": r.examples}),
             )?;
@@ -415,12 +725,10 @@ pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
     };
     for step in start_step..total {
         let idx = batch_indices(train.len(), o.batch_size, o.optim.seed, step);
-        let rows: Vec<&Example> = idx.iter().map(|&i| &train[i]).collect();
-        let b = run.batch(&rows)?;
         let lr = opt.lr();
-        let (model, (acts, aux)) = run.acts_for(&b)?;
+        let key = run.upload(&train, &idx)?;
         let mut rec = gpu.recorder();
-        opt.step(&mut rec, &EncoderTask { model, acts, aux: aux.as_ref() })?;
+        run.step(&mut opt, &mut rec, key)?;
         rec.submit()?;
         let done = step + 1;
         if done % o.log_every.max(1) == 0 || done == total {
@@ -444,13 +752,17 @@ pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
             eval_results = do_eval(&mut run, done, &mut log)?;
         }
         if o.save_every > 0 && done % o.save_every == 0 && done != total {
-            save_checkpoint(gpu, &run.model, &opt, &o.out.join(format!("checkpoint-{done}")), &model_dir)?;
+            save_checkpoint(&run, &opt, &o.out.join(format!("checkpoint-{done}")), &model_dir)?;
         }
     }
     if let Some(bar) = &bar {
         bar.finish();
     }
     eval_results = if evals.is_empty() { eval_results } else { do_eval(&mut run, total, &mut log)? };
-    save_checkpoint(gpu, &run.model, &opt, &o.out.join("final"), &model_dir)?;
+    if o.save_final {
+        save_checkpoint(&run, &opt, &o.out.join("final"), &model_dir)?;
+    }
+    let title = format!("{} — {}", o.model.display(), o.optim.name());
+    plot::write_png(&o.out.join("plot.png"), &title, &metrics_panels(&history))?;
     Ok(Summary { steps: total, final_loss, evals: eval_results, seconds: started.elapsed().as_secs_f64() })
 }

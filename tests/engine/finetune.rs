@@ -6,7 +6,7 @@ use super::*;
 use std::path::Path;
 use tramway::ops::kl::KlKind;
 use tramway::optim::{Base, KlNorm, Method, OptimConfig, Schedule, TramRef};
-use tramway::train::{batch_indices, epoch_order, finetune, FinetuneOptions};
+use tramway::train::{batch_indices, epoch_order, finetune, Classifier, Dataset, FinetuneOptions, TaskKind};
 
 fn options(model: &Path, data: &Path, out: &Path, steps: u64) -> FinetuneOptions {
     let method = Method::Tram {
@@ -17,6 +17,7 @@ fn options(model: &Path, data: &Path, out: &Path, steps: u64) -> FinetuneOptions
         tr_scale: 1.0,
     };
     FinetuneOptions {
+        task: TaskKind::TextClassification,
         model: model.to_path_buf(),
         train: data.join("train.csv"),
         evals: vec![("dev".into(), data.join("dev.jsonl"))],
@@ -38,6 +39,9 @@ fn options(model: &Path, data: &Path, out: &Path, steps: u64) -> FinetuneOptions
         save_every: 2,
         log_every: 1,
         max_eval: None,
+        eval_batch_size: None,
+        image_size: None,
+        save_final: true,
         out: out.to_path_buf(),
         resume: None,
         metrics: Some(out.join("metrics.jsonl")),
@@ -82,7 +86,7 @@ fn resume_continues_bitwise() {
     assert_eq!(cfg.id2label, vec!["neg".to_string(), "pos".to_string()]);
     // The saved classifier evaluates to what the run reported, and predicts probabilities.
     let mut c = tramway::train::Classifier::load(gpu(), &straight.join("final"), 16).unwrap();
-    let dev = tramway::data::table::read_examples(&data.join("dev.jsonl"), "text", "label").unwrap();
+    let dev = Dataset::Text(tramway::data::table::read_examples(&data.join("dev.jsonl"), "text", "label").unwrap());
     let r = c.evaluate("dev", &data.join("dev.jsonl"), &dev, 2).unwrap();
     assert_eq!((r.accuracy, r.examples), (s.evals[0].accuracy, s.evals[0].examples));
     let p = c.predict(&["great fun", "terrible", "meh"], 2).unwrap();
@@ -116,7 +120,11 @@ fn data_files_give_clear_errors() {
     let e = read_examples(&csv, "text", "label").unwrap_err().to_string();
     assert!(e.contains("a.csv") && e.contains("no column \"text\"") && e.contains("sentence, y"), "{e}");
     let rows = read_examples(&csv, "sentence", "y").unwrap();
-    assert_eq!(label_set(&rows), vec!["0", "1", "10"], "integer labels sort numerically");
+    assert_eq!(
+        label_set(rows.iter().map(|r| r.label.as_str())),
+        vec!["0", "1", "10"],
+        "integer labels sort numerically"
+    );
     let tsv = dir.join("b.tsv");
     std::fs::write(&tsv, "text\tlabel\nfine\tpos\nempty label\t\n").unwrap();
     let e = read_examples(&tsv, "text", "label").unwrap_err().to_string();
@@ -127,5 +135,105 @@ fn data_files_give_clear_errors() {
     assert!(e.contains("c.jsonl") && e.contains("line 2") && e.contains("\"label\""), "{e}");
     let e = read_examples(&dir.join("d.parquet"), "text", "label").unwrap_err().to_string();
     assert!(e.contains("d.parquet"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Write an IDX pair: `n` grey `side`×`side` images, class 0 dark with a bright top half, class 1
+/// bright with a dark top half (learnable from pixels), gzipped when `gz`.
+fn write_idx(dir: &Path, prefix: &str, n: usize, side: usize, gz: bool) -> std::path::PathBuf {
+    let mut rng = Rng::new(n as u64);
+    let mut img = vec![0u8, 0, 8, 3, 0, 0, 0, n as u8, 0, 0, 0, side as u8, 0, 0, 0, side as u8];
+    let mut lab = vec![0u8, 0, 8, 1, 0, 0, 0, n as u8];
+    for i in 0..n {
+        let y = (i % 2) as u8;
+        lab.push(y);
+        for r in 0..side {
+            for _ in 0..side {
+                let top = r < side / 2;
+                let base: f32 = if top != (y == 1) { 200.0 } else { 40.0 };
+                img.push((base + 40.0 * rng.vec(1)[0]).clamp(0.0, 255.0) as u8);
+            }
+        }
+    }
+    let write = |name: &str, bytes: &[u8]| {
+        let path = dir.join(if gz { format!("{name}.gz") } else { name.to_string() });
+        if gz {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(bytes).unwrap();
+            std::fs::write(&path, e.finish().unwrap()).unwrap();
+        } else {
+            std::fs::write(&path, bytes).unwrap();
+        }
+        path
+    };
+    write(&format!("{prefix}-labels-idx1-ubyte"), &lab);
+    write(&format!("{prefix}-images-idx3-ubyte"), &img)
+}
+
+/// Image classification end to end on the tiny ViT fixture: IDX training data (gzipped, with
+/// class names), a class-per-folder PNG evaluation set, the loss going down, the plot, the
+/// saved folder (with the preprocessor of the trained size) evaluating to what the run
+/// reported, and prediction from image files.
+#[test]
+fn image_classification_end_to_end() {
+    let dir = std::env::temp_dir().join(format!("tramway-img-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("eval/dark-top")).unwrap();
+    std::fs::create_dir_all(dir.join("eval/bright-top")).unwrap();
+    let train = write_idx(&dir, "train", 32, 8, true);
+    std::fs::write(dir.join("classes.txt"), "bright-top\ndark-top\n").unwrap();
+    // The evaluation folder: the same two classes as PNG files.
+    let test = write_idx(&dir, "test", 8, 8, false);
+    let set = tramway::data::image::ImageSet::open(&test).unwrap();
+    assert_eq!(set.len(), 8);
+    let bytes = std::fs::read(&test).unwrap();
+    for i in 0..8 {
+        let px = &bytes[16 + i * 64..16 + (i + 1) * 64];
+        let img = image::GrayImage::from_raw(8, 8, px.to_vec()).unwrap();
+        let class = if i % 2 == 0 { "bright-top" } else { "dark-top" };
+        img.save(dir.join(format!("eval/{class}/{i}.png"))).unwrap();
+    }
+    let model = super::encoder::fixture("vit/model");
+    let mut o = options(&model, &dir, &dir.join("out"), 12);
+    o.task = TaskKind::ImageClassification;
+    o.train = train;
+    o.evals = vec![("pngs".into(), dir.join("eval"))];
+    o.optim.method = Method::Plain;
+    o.optim.lr = 3e-3;
+    o.optim.schedule = Schedule::Constant;
+    o.batch_size = 8;
+    o.save_every = 0;
+    o.image_size = Some(12);
+    let s = finetune(gpu(), &o).unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(dir.join("out/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let losses: Vec<f64> =
+        lines.iter().filter(|v| v.get("eval").is_none()).map(|v| v["loss"].as_f64().unwrap()).collect();
+    assert!(losses[losses.len() - 1] < losses[0] * 0.7, "the loss must fall: {losses:?}");
+    assert_eq!(s.evals[0].examples, 8);
+    let png = std::fs::read(dir.join("out/plot.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "plot.png is a PNG");
+    let saved = dir.join("out/final");
+    let pre: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(saved.join("preprocessor_config.json")).unwrap()).unwrap();
+    assert_eq!(pre["crop_size"]["height"], 12);
+    let mut c = Classifier::load(gpu(), &saved, 16).unwrap();
+    assert_eq!(c.labels, ["bright-top", "dark-top"]);
+    let eval = Dataset::read(TaskKind::ImageClassification, &dir.join("eval"), "", "").unwrap();
+    let r = c.evaluate("pngs", &dir.join("eval"), &eval, 3).unwrap();
+    assert_eq!((r.accuracy, r.examples), (s.evals[0].accuracy, 8));
+    let file = dir.join("eval/dark-top/1.png");
+    let p = c.predict(&[file.to_str().unwrap()], 1).unwrap();
+    assert!(p.len() == 1 && (p[0].iter().sum::<f32>() - 1.0).abs() < 1e-5);
+    // A text file is not an image set; a model of the other kind is refused.
+    let e = Dataset::read(TaskKind::ImageClassification, &dir.join("classes.txt"), "", "").unwrap_err().to_string();
+    assert!(e.contains("classes.txt") && e.contains("IDX"), "{e}");
+    o.task = TaskKind::TextClassification;
+    let e = finetune(gpu(), &o).unwrap_err().to_string();
+    assert!(e.contains("--task") && e.contains("ImageClassification"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }

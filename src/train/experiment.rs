@@ -1,0 +1,199 @@
+//! The comparison experiment's bookkeeping: one `summary.json` per (task, optimizer, seed) run,
+//! and the report built from them — a markdown table (mean ± sample std over seeds, per
+//! evaluation set) and a PNG per task. `tramway experiment` drives the runs.
+
+use super::plot::{write_png, Panel, Series};
+use super::Summary;
+use crate::error::{Error, Result};
+use crate::io::hf::write_atomic;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// What one run left behind (`<out>/<task>/<optimizer>/seed-<seed>/summary.json`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunRecord {
+    pub task: String,
+    pub optimizer: String,
+    pub seed: u64,
+    pub steps: u64,
+    pub seconds: f64,
+    pub final_loss: f64,
+    /// (eval set, accuracy, loss, examples)
+    pub evals: Vec<(String, f64, f64, usize)>,
+}
+
+impl RunRecord {
+    pub fn new(task: &str, optimizer: &str, seed: u64, s: &Summary) -> Self {
+        RunRecord {
+            task: task.into(),
+            optimizer: optimizer.into(),
+            seed,
+            steps: s.steps,
+            seconds: s.seconds,
+            final_loss: s.final_loss as f64,
+            evals: s.evals.iter().map(|e| (e.name.clone(), e.accuracy, e.loss, e.examples)).collect(),
+        }
+    }
+}
+
+/// The folder of one run.
+pub fn run_dir(out: &Path, task: &str, optimizer: &str, seed: u64) -> PathBuf {
+    out.join(task).join(optimizer).join(format!("seed-{seed}"))
+}
+
+/// Write a run's record atomically.
+pub fn save_record(dir: &Path, r: &RunRecord) -> Result<()> {
+    let text = serde_json::to_string_pretty(r).unwrap_or_default();
+    write_atomic(&dir.join("summary.json"), text.as_bytes())
+}
+
+/// The record of a finished run, if there is one.
+pub fn load_record(dir: &Path) -> Result<Option<RunRecord>> {
+    let p = dir.join("summary.json");
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let bytes = std::fs::read(&p).map_err(|source| Error::Io { path: p.display().to_string(), source })?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::Model { file: p.display().to_string(), message: format!("not a run summary: {e}") })
+}
+
+/// Mean and sample standard deviation (0 for one value).
+pub fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 { v.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (m, var.sqrt())
+}
+
+/// The markdown table of one task: a row per optimizer, a column per evaluation set (accuracy,
+/// mean ± std over seeds), then seeds and mean wall time per run.
+pub fn task_table(task: &str, optimizers: &[String], records: &[RunRecord]) -> String {
+    let rs: Vec<&RunRecord> = records.iter().filter(|r| r.task == task).collect();
+    let mut sets: Vec<String> = Vec::new();
+    for r in &rs {
+        for e in &r.evals {
+            if !sets.contains(&e.0) {
+                sets.push(e.0.clone());
+            }
+        }
+    }
+    let mut s = format!("| optimizer | {} | seeds | steps | s / run |\n", sets.join(" | "));
+    s += &format!("|---|{}---|---|---|\n", "---|".repeat(sets.len()));
+    for o in optimizers {
+        let runs: Vec<&&RunRecord> = rs.iter().filter(|r| &r.optimizer == o).collect();
+        if runs.is_empty() {
+            continue;
+        }
+        let cells: Vec<String> = sets
+            .iter()
+            .map(|set| {
+                let acc: Vec<f64> =
+                    runs.iter().filter_map(|r| r.evals.iter().find(|e| &e.0 == set).map(|e| e.1)).collect();
+                let (m, sd) = mean_std(&acc);
+                format!("{m:.3} ± {sd:.3}")
+            })
+            .collect();
+        let (secs, _) = mean_std(&runs.iter().map(|r| r.seconds).collect::<Vec<_>>());
+        let steps = runs[0].steps;
+        s += &format!("| {o} | {} | {} | {steps} | {secs:.0} |\n", cells.join(" | "), runs.len());
+    }
+    s
+}
+
+/// Mean training loss over seeds at each logged step of `metrics.jsonl` files.
+fn mean_loss_curve(dirs: &[PathBuf]) -> Vec<(f64, f64)> {
+    let mut sums: std::collections::BTreeMap<u64, (f64, usize)> = Default::default();
+    for d in dirs {
+        let Ok(text) = std::fs::read_to_string(d.join("metrics.jsonl")) else { continue };
+        for v in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+            if v.get("eval").is_some() {
+                continue;
+            }
+            if let (Some(step), Some(loss)) = (v["step"].as_u64(), v["loss"].as_f64()) {
+                let e = sums.entry(step).or_default();
+                e.0 += loss;
+                e.1 += 1;
+            }
+        }
+    }
+    sums.into_iter().map(|(s, (sum, n))| (s as f64, sum / n as f64)).collect()
+}
+
+/// Write `<out>/<task>.png` (mean training loss per optimizer; accuracy per set, mean ± std)
+/// and `<out>/results.md` (every task's table under `header`); returns the markdown.
+pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str) -> Result<String> {
+    let mut records = Vec::new();
+    for t in tasks {
+        for o in optimizers {
+            let odir = out.join(t).join(o);
+            let Ok(entries) = std::fs::read_dir(&odir) else { continue };
+            let mut dirs: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+            dirs.sort();
+            for d in dirs {
+                if let Some(r) = load_record(&d)? {
+                    records.push(r);
+                }
+            }
+        }
+    }
+    let mut md = format!("{header}\n");
+    for t in tasks {
+        if !records.iter().any(|r| &r.task == t) {
+            continue;
+        }
+        md += &format!("\n### {t}\n\nAccuracy (mean ± std over seeds):\n\n{}", task_table(t, optimizers, &records));
+        let mut loss = Vec::new();
+        let mut sets: Vec<String> = Vec::new();
+        for r in records.iter().filter(|r| &r.task == t) {
+            for e in &r.evals {
+                if !sets.contains(&e.0) {
+                    sets.push(e.0.clone());
+                }
+            }
+        }
+        let mut acc = Vec::new();
+        for o in optimizers {
+            let runs: Vec<&RunRecord> = records.iter().filter(|r| &r.task == t && &r.optimizer == o).collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let dirs: Vec<PathBuf> = runs.iter().map(|r| run_dir(out, t, o, r.seed)).collect();
+            loss.push(Series { name: o.clone(), points: mean_loss_curve(&dirs), err: None });
+            let (mut points, mut err) = (Vec::new(), Vec::new());
+            for (k, set) in sets.iter().enumerate() {
+                let a: Vec<f64> =
+                    runs.iter().filter_map(|r| r.evals.iter().find(|e| &e.0 == set).map(|e| e.1)).collect();
+                let (m, sd) = mean_std(&a);
+                points.push((k as f64, m));
+                err.push(sd);
+            }
+            acc.push(Series { name: o.clone(), points, err: Some(err) });
+        }
+        let panels = [
+            Panel {
+                title: "training loss (mean over seeds)".into(),
+                x_label: "step".into(),
+                y_label: "loss".into(),
+                series: loss,
+                categories: vec![],
+            },
+            Panel {
+                title: "accuracy (mean ± std over seeds)".into(),
+                x_label: "evaluation set".into(),
+                y_label: "accuracy".into(),
+                series: acc,
+                categories: sets,
+            },
+        ];
+        let png = out.join(format!("{t}.png"));
+        write_png(&png, t, &panels)?;
+        md += &format!("\n![{t}]({t}.png)\n");
+    }
+    write_atomic(&out.join("results.md"), md.as_bytes())?;
+    Ok(md)
+}
