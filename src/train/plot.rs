@@ -104,8 +104,8 @@ fn draw_panel(area: &Area<'_>, p: &Panel) -> std::result::Result<(), Box<dyn std
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, ("sans-serif", 16))
         .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(52)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
         .build_cartesian_2d(x0..x1, y0..y1)?;
     let cats = p.categories.clone();
     let mut mesh = chart.configure_mesh();
@@ -115,7 +115,7 @@ fn draw_panel(area: &Area<'_>, p: &Panel) -> std::result::Result<(), Box<dyn std
         if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < cats.len() {
             cats[i as usize].clone()
         } else if cats.is_empty() {
-            format!("{x}")
+            short_number(*x)
         } else {
             String::new()
         }
@@ -123,18 +123,20 @@ fn draw_panel(area: &Area<'_>, p: &Panel) -> std::result::Result<(), Box<dyn std
     if cat {
         mesh.x_labels(p.categories.len() * 2 + 1);
     }
-    mesh.x_label_formatter(&fmt).draw()?;
+    let yfmt = |y: &f64| short_number(*y);
+    mesh.x_label_formatter(&fmt).y_label_formatter(&yfmt).draw()?;
     let n = p.series.len().max(1) as f64;
     for (k, s) in p.series.iter().enumerate() {
         let color = COLORS[k % COLORS.len()];
         // Categorical panels: each series is offset a little so error bars do not overlap.
         let dx = if cat { (k as f64 - (n - 1.0) / 2.0) * 0.6 / n } else { 0.0 };
         let points: Vec<(f64, f64)> = s.points.iter().map(|&(x, y)| (x + dx, y)).collect();
-        let anno = if cat {
-            chart.draw_series(points.iter().map(|&(x, y)| Circle::new((x, y), 4, color.filled())))?
-        } else {
-            chart.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-        };
+        // Few points (short runs, categories) are drawn as dots as well, so a single one shows.
+        if cat || points.len() <= 20 {
+            chart.draw_series(points.iter().map(|&(x, y)| Circle::new((x, y), 3, color.filled())))?;
+        }
+        let anno =
+            chart.draw_series(LineSeries::new(if cat { vec![] } else { points.clone() }, color.stroke_width(2)))?;
         anno.label(s.name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3)));
         if let Some(err) = &s.err {
@@ -154,4 +156,18 @@ fn draw_panel(area: &Area<'_>, p: &Panel) -> std::result::Result<(), Box<dyn std
         .position(SeriesLabelPosition::UpperRight)
         .draw()?;
     Ok(())
+}
+
+/// An axis number without float noise: integers as such, others with up to 4 significant digits.
+fn short_number(x: f64) -> String {
+    if (x - x.round()).abs() < 1e-9 && x.abs() < 1e9 {
+        return format!("{}", x.round() as i64);
+    }
+    let s = format!("{:.4}", x);
+    let t = s.trim_end_matches('0').trim_end_matches('.');
+    if t == "0" || t == "-0" {
+        format!("{x:.1e}")
+    } else {
+        t.to_string()
+    }
 }
