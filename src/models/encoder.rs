@@ -246,7 +246,7 @@ impl Encoder {
             (EncoderKind::Roberta, "xlm-roberta") => "XLMRobertaForSequenceClassification",
             (EncoderKind::Roberta, _) => "RobertaForSequenceClassification",
         };
-        crate::io::config::with_labels(&v, arch, &self.cfg.id2label)
+        crate::io::config::with_labels(v, arch, &self.cfg.id2label)
     }
 
     /// Plan the activations for batches of `batch` sequences of `seq` tokens.

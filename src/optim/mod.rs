@@ -155,12 +155,12 @@ impl OptimConfig {
             Method::Asam { .. } => "asam",
             Method::Fsam { .. } => "fsam",
             Method::Tram { reference: TramRef::Noise { .. }, .. } => "tram-x",
-            Method::Tram { reference: TramRef::Params { ema_decay }, .. } if ema_decay == 0.0 => "tram-prev",
-            Method::Tram { reference: TramRef::Params { ema_decay }, .. } if ema_decay == 1.0 => "tram-init",
+            Method::Tram { reference: TramRef::Params { ema_decay: 0.0 }, .. } => "tram-prev",
+            Method::Tram { reference: TramRef::Params { ema_decay: 1.0 }, .. } => "tram-init",
             Method::Tram { .. } => "tram-ema",
             Method::TramFisher { .. } => "tram-fisher",
             Method::R3f { .. } => "r3f",
-            Method::TrustRegion { ema_decay, .. } if ema_decay == 0.0 => "trpo",
+            Method::TrustRegion { ema_decay: 0.0, .. } => "trpo",
             Method::TrustRegion { .. } => "mesa",
         }
     }
