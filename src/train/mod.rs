@@ -190,13 +190,16 @@ impl Dataset {
     }
 }
 
-/// The model of a run with what turns examples into its input.
+/// The model of a run with what turns examples into its input. (One per run: the variants'
+/// size difference does not matter.)
+#[allow(clippy::large_enum_variant)]
 enum Net {
     Text { model: Encoder, tok: TextTokenizer },
     Image { model: Vit, prep: ImagePrep },
 }
 
-/// Activations per batch shape (a second set for R3F's noised branch).
+/// Activations per batch shape (a second set for R3F's noised branch); a few per run.
+#[allow(clippy::large_enum_variant)]
 enum Acts {
     Text(EncoderActs, Option<EncoderActs>),
     Image(VitActs, Option<VitActs>),
