@@ -84,6 +84,26 @@ def bert():
     save("bert", model, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}, labels)
 
 
+def gpt2():
+    """GPT2LMHeadModel (Conv1D weights, learned positions, pre-LayerNorm, GELU-tanh, causal
+    attention, LM head tied to wte) on a right-padded batch; labels are the inputs with -100 on
+    padding, which Hugging Face shifts inside the loss."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(3)
+    # vocab 150 x n_embd 32: wte (19.2 kB) is larger than the logits of the 3 x 9 batch (16.2 kB),
+    # so a 16 KiB binding limit splits wte while every other tensor fits (the split-head test).
+    cfg = GPT2Config(vocab_size=150, n_positions=24, n_embd=32, n_layer=2, n_head=4, n_inner=None,
+                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
+                     activation_function="gelu_new", bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ids, mask, _ = text_batch(150, 0, batch=3, seq=9, seed=7)
+    labels = ids.masked_fill(mask == 0, -100)
+    save("gpt2", model, {"input_ids": ids, "attention_mask": mask}, labels)
+
+
 def roberta():
     torch.manual_seed(2)
     cfg = RobertaConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -420,6 +440,6 @@ def optim_steps():
 
 
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["bert", "roberta", "vit", "dinov2", "minilm", "e5", "dinov2_real", "optim_steps"]
+    which = sys.argv[1:] or ["bert", "roberta", "gpt2", "vit", "dinov2", "minilm", "e5", "dinov2_real", "optim_steps"]
     for w in which:
         globals()[w]()

@@ -318,3 +318,103 @@ pub fn with_labels(raw: &serde_json::Value, arch: &str, labels: &[String]) -> se
     }
     v
 }
+
+/// A GPT-2 `config.json` (GPT2LMHeadModel), validated.
+#[derive(Clone, Debug)]
+pub struct Gpt2Config {
+    pub vocab_size: usize,
+    pub n_positions: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub inner_size: usize,
+    pub layer_norm_eps: f32,
+    pub act: Act,
+    pub resid_dropout: f32,
+    pub embd_dropout: f32,
+    pub attn_dropout: f32,
+    /// The LM head is `wte` (GPT-2 always ties it; an untied checkpoint is refused).
+    pub tie_word_embeddings: bool,
+    pub eos_token_id: Option<u32>,
+    pub raw: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct RawGpt2 {
+    model_type: Option<String>,
+    vocab_size: Option<usize>,
+    n_positions: Option<usize>,
+    n_embd: Option<usize>,
+    n_layer: Option<usize>,
+    n_head: Option<usize>,
+    n_inner: Option<usize>,
+    layer_norm_epsilon: Option<f64>,
+    activation_function: Option<String>,
+    resid_pdrop: Option<f32>,
+    embd_pdrop: Option<f32>,
+    attn_pdrop: Option<f32>,
+    scale_attn_weights: Option<bool>,
+    scale_attn_by_inverse_layer_idx: Option<bool>,
+    reorder_and_upcast_attn: Option<bool>,
+    tie_word_embeddings: Option<bool>,
+    eos_token_id: Option<u32>,
+}
+
+impl Gpt2Config {
+    /// Parse and validate a GPT-2 `config.json`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self> {
+        let raw: serde_json::Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return model_err(file, format!("not valid JSON: {e}")),
+        };
+        let r: RawGpt2 = match serde_json::from_value(raw.clone()) {
+            Ok(r) => r,
+            Err(e) => return model_err(file, format!("unexpected value: {e}")),
+        };
+        match r.model_type.as_deref() {
+            Some("gpt2") => {}
+            Some(other) => return model_err(file, format!("model_type {other:?} is not GPT-2 (expected \"gpt2\")")),
+            None => return model_err(file, "model_type is missing (expected \"gpt2\")"),
+        }
+        let unsupported = [
+            (r.scale_attn_weights == Some(false), "scale_attn_weights = false"),
+            (r.scale_attn_by_inverse_layer_idx == Some(true), "scale_attn_by_inverse_layer_idx = true"),
+            (r.tie_word_embeddings == Some(false), "tie_word_embeddings = false"),
+        ];
+        if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
+            return model_err(file, format!("{what} is not supported"));
+        }
+        // reorder_and_upcast_attn only changes the precision of PyTorch's fp16 path: f32 here.
+        let _ = r.reorder_and_upcast_attn;
+        let (hidden_size, num_heads) = heads(file, r.n_embd, r.n_head)?;
+        let act = match r.activation_function.as_deref().unwrap_or("gelu_new") {
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Act::GeluTanh,
+            "gelu" => Act::GeluErf,
+            other => {
+                return model_err(
+                    file,
+                    format!("activation_function {other:?} is not supported (expected \"gelu_new\" or \"gelu\")"),
+                )
+            }
+        };
+        Ok(Gpt2Config {
+            vocab_size: need(file, r.vocab_size, "vocab_size")?,
+            n_positions: need(file, r.n_positions, "n_positions")?,
+            hidden_size,
+            num_layers: need(file, r.n_layer, "n_layer")?,
+            num_heads,
+            inner_size: r.n_inner.unwrap_or(4 * hidden_size),
+            layer_norm_eps: r.layer_norm_epsilon.unwrap_or(1e-5) as f32,
+            act,
+            resid_dropout: r.resid_pdrop.unwrap_or(0.1),
+            embd_dropout: r.embd_pdrop.unwrap_or(0.1),
+            attn_dropout: r.attn_pdrop.unwrap_or(0.1),
+            tie_word_embeddings: true,
+            eos_token_id: r.eos_token_id,
+            raw,
+        })
+    }
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_heads
+    }
+}

@@ -1,4 +1,5 @@
 //! Models with explicit forward and backward, built from [`crate::nn`] and [`crate::ops`].
 
 pub mod encoder;
+pub mod gpt2;
 pub mod vit;

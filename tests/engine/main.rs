@@ -13,6 +13,7 @@ mod elementwise;
 mod embedding;
 mod encoder;
 mod finetune;
+mod gpt2;
 mod gpu;
 mod kl;
 mod loss;

@@ -1,0 +1,79 @@
+//! GPT-2 against PyTorch's GPT2LMHeadModel (tools/make_fixtures.py gpt2): logits of every
+//! position, the next-token loss on a right-padded batch, and every parameter gradient.
+
+use super::encoder::{check_grads, fixture, rel_err};
+use super::*;
+use tramway::io::config::Gpt2Config;
+use tramway::io::hf::read_weights;
+use tramway::io::weights::Weights;
+use tramway::models::gpt2::{Gpt2, LmBatch};
+
+fn ints(w: &Weights, name: &str) -> Vec<u32> {
+    w.ints(name).unwrap().1.iter().map(|&v| v as u32).collect()
+}
+
+/// Tolerances as for the encoders: logits and loss 1e-4 relative, gradients 1e-3 of scale.
+fn check_on(gpu: &Gpu, split: bool) {
+    let dir = fixture("gpt2");
+    let text = std::fs::read_to_string(dir.join("model/config.json")).unwrap();
+    let cfg = Gpt2Config::parse("config.json", &text).unwrap();
+    let model = Gpt2::load(gpu, cfg, &read_weights(&dir.join("model")).unwrap(), 0).unwrap();
+    assert_eq!(model.params.parts(0).len() > 1, split, "wte split into row blocks");
+    let expected = read_weights(&dir.join("expected.safetensors")).unwrap();
+    let (shape, _) = expected.ints("input_ids").unwrap();
+    let (b, t) = (shape[0], shape[1]);
+    let batch =
+        LmBatch { batch: b, seq: t, ids: ints(&expected, "input_ids"), mask: ints(&expected, "attention_mask") };
+    let mut acts = model.acts(gpu, b, t).unwrap();
+    model.upload(gpu, &mut acts, &batch).unwrap();
+    let mut rc = gpu.recorder();
+    model.params.zero_grads(&mut rc);
+    model.forward(&mut rc, &acts, true, None).unwrap();
+    model.backward(&mut rc, &acts).unwrap();
+    rc.submit().unwrap();
+    let logits = gpu.read_f32_blocking(&acts.logits).unwrap();
+    let want = &expected.tensors["logits"].data;
+    let e = rel_err(&logits, want);
+    assert!(e < 1e-4, "gpt2 logits off by {e:.2e} relative");
+    let loss = gpu.read_f32_blocking(&acts.loss).unwrap();
+    let want_loss = expected.tensors["loss"].data[0];
+    assert!(((loss[0] - want_loss) / want_loss).abs() < 1e-4, "loss {} vs {want_loss}", loss[0]);
+    // Tokens counted: every position whose next token is real.
+    let real: usize = batch.mask.iter().map(|&m| m as usize).sum();
+    assert_eq!(loss[1] as usize, real - b, "every sequence's last real token predicts nothing");
+    check_grads(gpu, "gpt2", &model.params, &expected);
+}
+
+#[test]
+fn gpt2_matches_pytorch() {
+    check_on(gpu(), false);
+}
+
+/// The same with a 16 KiB binding limit: wte (150 x 32, 19.2 kB) is stored as two row blocks,
+/// so the embedding gather, the tied head and both their backward passes run per block.
+#[test]
+fn gpt2_with_split_wte_matches_pytorch() {
+    let small = Gpu::new_blocking(GpuOptions { max_binding: Some(16384), ..GpuOptions::from_env().unwrap() }).unwrap();
+    check_on(&small, true);
+}
+
+#[test]
+fn next_token_targets_skip_padding_and_the_last_position() {
+    let b = LmBatch { batch: 2, seq: 3, ids: vec![5, 6, 7, 8, 9, 0], mask: vec![1, 1, 1, 1, 1, 0] };
+    let ig = tramway::ops::cross_entropy::IGNORE_INDEX;
+    assert_eq!(b.targets(), vec![6, 7, ig, 9, ig, ig]);
+}
+
+#[test]
+fn gpt2_configs_give_clear_errors() {
+    let base = std::fs::read_to_string(fixture("gpt2/model/config.json")).unwrap();
+    let with = |k: &str, v: &str| {
+        let mut j: serde_json::Value = serde_json::from_str(&base).unwrap();
+        j[k] = serde_json::from_str(v).unwrap();
+        Gpt2Config::parse("config.json", &j.to_string()).err().map(|e| e.to_string()).unwrap_or_default()
+    };
+    assert!(with("model_type", "\"llama\"").contains("not GPT-2"));
+    assert!(with("n_head", "5").contains("not a multiple"));
+    assert!(with("tie_word_embeddings", "false").contains("not supported"));
+    assert!(with("activation_function", "\"relu\"").contains("activation_function"));
+}
