@@ -95,6 +95,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("patch", include_str!("../../shaders/patch.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("kl", include_str!("../../shaders/kl.wgsl")),
+    ("decoder", include_str!("../../shaders/decoder.wgsl")),
 ];
 
 fn shader_source(name: &str) -> Option<&'static str> {

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod cross_entropy;
+pub mod decoder;
 pub mod elementwise;
 pub mod embedding;
 pub mod kl;

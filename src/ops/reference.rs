@@ -404,3 +404,49 @@ pub fn assemble(pe: &[f32], cls: &[f32], pos: &[f32], batch: usize, seq: usize) 
     }
     x
 }
+
+/// RoPE (rotate_half layout) of `x` `[rows, heads, 2 half]`, position = row % seq; `sign` -1
+/// rotates back.
+pub fn rope(x: &[f32], heads: usize, half: usize, seq: usize, theta: f64, sign: f64) -> Vec<f64> {
+    let mut out = vec![0f64; x.len()];
+    for (rh, chunk) in x.chunks(2 * half).enumerate() {
+        let pos = (rh / heads) % seq;
+        for j in 0..half {
+            let a = pos as f64 / theta.powf((2 * j) as f64 / (2 * half) as f64);
+            let (c, s) = (a.cos(), a.sin() * sign);
+            let (x1, x2) = (chunk[j] as f64, chunk[j + half] as f64);
+            out[rh * 2 * half + j] = x1 * c - x2 * s;
+            out[rh * 2 * half + j + half] = x2 * c + x1 * s;
+        }
+    }
+    out
+}
+
+/// `x` `[rows, kv, dim]` repeated to `[rows, heads, dim]` (head h reads kv head h / (heads/kv)).
+pub fn repeat_heads(x: &[f32], heads: usize, kv: usize, dim: usize) -> Vec<f64> {
+    let rows = x.len() / (kv * dim);
+    let g = heads / kv;
+    let mut out = Vec::with_capacity(rows * heads * dim);
+    for r in 0..rows {
+        for h in 0..heads {
+            out.extend(x[(r * kv + h / g) * dim..(r * kv + h / g + 1) * dim].iter().map(|&v| v as f64));
+        }
+    }
+    out
+}
+
+/// silu(g) * u, and its gradients (dg, du) for `dy`.
+pub fn swiglu(g: &[f32], u: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let mut y = Vec::new();
+    let mut dg = Vec::new();
+    let mut du = Vec::new();
+    for i in 0..g.len() {
+        let (gi, ui, d) = (g[i] as f64, u[i] as f64, dy[i] as f64);
+        let s = sig(gi);
+        y.push(gi * s * ui);
+        dg.push(d * ui * (s + gi * s * (1.0 - s)));
+        du.push(d * gi * s);
+    }
+    (y, dg, du)
+}

@@ -8,6 +8,7 @@
 //! Tolerances are stated where they are used.
 
 mod attention;
+mod decoder;
 mod dropout;
 mod elementwise;
 mod embedding;
