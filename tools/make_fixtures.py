@@ -104,6 +104,26 @@ def gpt2():
     save("gpt2", model, {"input_ids": ids, "attention_mask": mask}, labels)
 
 
+def llama():
+    """LlamaForCausalLM with grouped-query attention (4 query heads sharing 2 K/V heads), RoPE
+    with a non-default base, SwiGLU, RMSNorm and an untied head; then the same with a tied head
+    (llama_tied). Same right-padded batch and shifted-label loss as gpt2."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    for name, tied, seed in (("llama", False, 4), ("llama_tied", True, 5)):
+        torch.manual_seed(seed)
+        cfg = LlamaConfig(vocab_size=150, hidden_size=32, intermediate_size=56, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+                          rms_norm_eps=1e-5, rope_theta=500.0, tie_word_embeddings=tied,
+                          bos_token_id=1, eos_token_id=2, pad_token_id=0)
+        model = LlamaForCausalLM(cfg)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        ids, mask, _ = text_batch(150, 0, batch=3, seq=9, seed=seed)
+        labels = ids.masked_fill(mask == 0, -100)
+        save(name, model, {"input_ids": ids, "attention_mask": mask}, labels)
+
+
 def roberta():
     torch.manual_seed(2)
     cfg = RobertaConfig(vocab_size=97, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -440,6 +460,6 @@ def optim_steps():
 
 
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["bert", "roberta", "gpt2", "vit", "dinov2", "minilm", "e5", "dinov2_real", "optim_steps"]
+    which = sys.argv[1:] or ["bert", "roberta", "gpt2", "llama", "vit", "dinov2", "minilm", "e5", "dinov2_real", "optim_steps"]
     for w in which:
         globals()[w]()

@@ -418,3 +418,118 @@ impl Gpt2Config {
         self.hidden_size / self.num_heads
     }
 }
+
+/// A LLaMA-family `config.json` (LlamaForCausalLM: RMSNorm, RoPE, SwiGLU, grouped-query
+/// attention), validated.
+#[derive(Clone, Debug)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub max_position_embeddings: usize,
+    pub rms_norm_eps: f32,
+    pub rope_theta: f64,
+    pub tie_word_embeddings: bool,
+    pub attention_dropout: f32,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+    pub raw: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct RawLlama {
+    model_type: Option<String>,
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    max_position_embeddings: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<serde_json::Value>,
+    tie_word_embeddings: Option<bool>,
+    hidden_act: Option<String>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    attention_dropout: Option<f32>,
+    bos_token_id: Option<u32>,
+    eos_token_id: Option<serde_json::Value>,
+}
+
+impl LlamaConfig {
+    /// Parse and validate a LLaMA `config.json`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self> {
+        let raw: serde_json::Value = match serde_json::from_str(text) {
+            Ok(v) => v,
+            Err(e) => return model_err(file, format!("not valid JSON: {e}")),
+        };
+        let r: RawLlama = match serde_json::from_value(raw.clone()) {
+            Ok(r) => r,
+            Err(e) => return model_err(file, format!("unexpected value: {e}")),
+        };
+        match r.model_type.as_deref() {
+            Some("llama") => {}
+            Some(other) => return model_err(file, format!("model_type {other:?} is not LLaMA (expected \"llama\")")),
+            None => return model_err(file, "model_type is missing (expected \"llama\")"),
+        }
+        if let Some(s) = r.rope_scaling.as_ref().filter(|s| !s.is_null()) {
+            return model_err(file, format!("rope_scaling {s} is not supported (plain RoPE only)"));
+        }
+        if r.attention_bias == Some(true) || r.mlp_bias == Some(true) {
+            return model_err(file, "attention_bias / mlp_bias = true is not supported");
+        }
+        match r.hidden_act.as_deref().unwrap_or("silu") {
+            "silu" | "swish" => {}
+            other => return model_err(file, format!("hidden_act {other:?} is not supported (expected \"silu\")")),
+        }
+        let (hidden_size, num_heads) = match (r.hidden_size, r.num_attention_heads) {
+            (Some(h), Some(n)) if h > 0 && n > 0 => (h, n),
+            _ => return model_err(file, "hidden_size and num_attention_heads must be positive"),
+        };
+        let head_dim = r.head_dim.unwrap_or(hidden_size / num_heads);
+        if head_dim == 0 || head_dim % 2 != 0 || (r.head_dim.is_none() && hidden_size % num_heads != 0) {
+            return model_err(
+                file,
+                format!(
+                    "head_dim {head_dim} must be even and positive (hidden_size {hidden_size} / {num_heads} heads)"
+                ),
+            );
+        }
+        let num_kv_heads = r.num_key_value_heads.unwrap_or(num_heads);
+        if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+            return model_err(
+                file,
+                format!("num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}"),
+            );
+        }
+        let eos_token_id = match &r.eos_token_id {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| v as u32),
+            Some(serde_json::Value::Array(a)) => a.first().and_then(|v| v.as_u64()).map(|v| v as u32),
+            _ => None,
+        };
+        Ok(LlamaConfig {
+            vocab_size: need(file, r.vocab_size, "vocab_size")?,
+            hidden_size,
+            intermediate_size: need(file, r.intermediate_size, "intermediate_size")?,
+            num_layers: need(file, r.num_hidden_layers, "num_hidden_layers")?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            max_position_embeddings: r.max_position_embeddings.unwrap_or(2048),
+            rms_norm_eps: r.rms_norm_eps.unwrap_or(1e-6) as f32,
+            rope_theta: r.rope_theta.unwrap_or(10000.0),
+            tie_word_embeddings: r.tie_word_embeddings.unwrap_or(false),
+            attention_dropout: r.attention_dropout.unwrap_or(0.0),
+            bos_token_id: r.bos_token_id,
+            eos_token_id,
+            raw,
+        })
+    }
+}

@@ -130,11 +130,11 @@ pub struct Gpt2Acts {
 }
 
 /// A plain (batch 1) matmul of strided views: `C (+)= A . B + bias`.
-fn mm<'a>(m: usize, n: usize, k: usize, a: MatView<'a>, b: MatView<'a>, c: MatView<'a>) -> Matmul<'a> {
+pub(crate) fn mm<'a>(m: usize, n: usize, k: usize, a: MatView<'a>, b: MatView<'a>, c: MatView<'a>) -> Matmul<'a> {
     Matmul { m, n, k, batch: 1, batch_inner: 1, a, b, c, bias: None, act: Act::None, pre: None, alpha: 1.0, beta: None }
 }
 
-fn view(t: &Tensor, off: usize, rs: usize, cs: usize) -> MatView<'_> {
+pub(crate) fn view(t: &Tensor, off: usize, rs: usize, cs: usize) -> MatView<'_> {
     MatView { t, off, rs, cs, bo: 0, bi: 0 }
 }
 

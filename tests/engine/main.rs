@@ -17,6 +17,7 @@ mod finetune;
 mod gpt2;
 mod gpu;
 mod kl;
+mod llama;
 mod loss;
 mod matmul;
 mod norm;
