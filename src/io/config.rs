@@ -494,7 +494,10 @@ impl LlamaConfig {
             _ => return model_err(file, "hidden_size and num_attention_heads must be positive"),
         };
         let head_dim = r.head_dim.unwrap_or(hidden_size / num_heads);
-        if head_dim == 0 || head_dim % 2 != 0 || (r.head_dim.is_none() && hidden_size % num_heads != 0) {
+        if head_dim == 0
+            || !head_dim.is_multiple_of(2)
+            || (r.head_dim.is_none() && !hidden_size.is_multiple_of(num_heads))
+        {
             return model_err(
                 file,
                 format!(
@@ -503,7 +506,7 @@ impl LlamaConfig {
             );
         }
         let num_kv_heads = r.num_key_value_heads.unwrap_or(num_heads);
-        if num_kv_heads == 0 || num_heads % num_kv_heads != 0 {
+        if num_kv_heads == 0 || !num_heads.is_multiple_of(num_kv_heads) {
             return model_err(
                 file,
                 format!("num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}"),

@@ -40,8 +40,8 @@ pub fn rope(
     if heads == 0
         || half == 0
         || seq == 0
-        || x.len() % (2 * half * heads) != 0
-        || (x.len() / (2 * half * heads)) % seq != 0
+        || !x.len().is_multiple_of(2 * half * heads)
+        || !(x.len() / (2 * half * heads)).is_multiple_of(seq)
     {
         return shape_err("rope", format!("{:?} is not [batch x {seq}, {heads} heads, {}]", x.shape(), 2 * half));
     }
@@ -62,7 +62,7 @@ fn check_repeat(
     kv_heads: usize,
     dim: usize,
 ) -> Result<usize> {
-    if kv_heads == 0 || heads % kv_heads != 0 || dim == 0 || full.len() % (heads * dim) != 0 {
+    if kv_heads == 0 || !heads.is_multiple_of(kv_heads) || dim == 0 || !full.len().is_multiple_of(heads * dim) {
         return shape_err(
             op,
             format!("{heads} heads cannot share {kv_heads} K/V heads of {dim} (tensor {:?})", full.shape()),
