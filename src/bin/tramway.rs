@@ -32,6 +32,10 @@ enum Cmd {
     /// Run an optimizer comparison (tasks × optimizers × seeds) from a TOML file and write the
     /// results table and plots.
     Experiment(ExperimentArgs),
+    /// Perplexity of a causal LM (GPT-2, LLaMA) on a text file.
+    Perplexity(PerplexityArgs),
+    /// Greedy continuation of a prompt by a causal LM (a sanity tool; no sampling, no KV cache).
+    Generate(GenerateArgs),
 }
 
 #[derive(clap::Args)]
@@ -578,6 +582,70 @@ fn with_config(args: Vec<String>) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+#[derive(clap::Args)]
+struct PerplexityArgs {
+    /// A GPT-2 or LLaMA folder (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// The text to score (UTF-8).
+    #[arg(long)]
+    text_file: PathBuf,
+    /// Tokens per independent block (each block's first token is not scored).
+    #[arg(long, default_value_t = 256)]
+    block: usize,
+    /// Blocks per forward pass.
+    #[arg(long, default_value_t = 4)]
+    batch_size: usize,
+}
+
+fn perplexity_cmd(a: PerplexityArgs) -> tramway::Result<()> {
+    use tramway::train::lm::{lm_tokenizer, perplexity, CausalLm};
+    let text = std::fs::read_to_string(&a.text_file)
+        .map_err(|source| tramway::Error::Io { path: a.text_file.display().to_string(), source })?;
+    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
+    let model = CausalLm::load(&gpu, &a.model, 0)?;
+    let ids = lm_tokenizer(&a.model, &model)?.ids(&text, false)?;
+    let p = perplexity(&gpu, &model, &ids, a.block.min(model.max_positions()), a.batch_size)?;
+    println!("perplexity: {:.4}", p.perplexity);
+    println!("tokens: {} ({} predicted, blocks of {})", p.tokens, p.predicted, a.block.min(model.max_positions()));
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct GenerateArgs {
+    /// A GPT-2 or LLaMA folder (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    prompt: String,
+    #[arg(long, default_value_t = 32)]
+    max_new_tokens: usize,
+    /// Wrap the prompt in the ChatML turns instruction-tuned models such as SmolLM2-Instruct
+    /// expect (a system line, the user turn, then the assistant's).
+    #[arg(long)]
+    chat: bool,
+}
+
+fn generate_cmd(a: GenerateArgs) -> tramway::Result<()> {
+    use tramway::train::lm::{generate_greedy, lm_tokenizer, CausalLm};
+    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
+    let model = CausalLm::load(&gpu, &a.model, 0)?;
+    let tok = lm_tokenizer(&a.model, &model)?;
+    let prompt = if a.chat {
+        format!(
+            "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n",
+            a.prompt
+        )
+    } else {
+        a.prompt.clone()
+    };
+    let ids = tok.ids(&prompt, false)?;
+    let stop: Vec<u32> = model.eos().into_iter().collect();
+    let new = generate_greedy(&gpu, &model, &ids, a.max_new_tokens, &stop)?;
+    println!("{}", tok.decode(&new, true)?);
+    Ok(())
+}
+
 /// The flags a TOML table stands for: `key = value` is `--key value`, `true` a bare flag,
 /// `false` nothing, an array one flag per item, a table `--key name=value` per entry (for
 /// `eval = { dev = "dev.csv" }`). Keys in `skip` are left out.
@@ -796,6 +864,8 @@ fn main() -> ExitCode {
         Cmd::Eval(a) => eval_cmd(a),
         Cmd::Predict(a) => predict_cmd(a),
         Cmd::Experiment(a) => experiment(a),
+        Cmd::Perplexity(a) => perplexity_cmd(a),
+        Cmd::Generate(a) => generate_cmd(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

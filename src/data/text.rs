@@ -4,7 +4,7 @@
 //! tokens (special tokens included) and pad each batch to its longest sequence, with the pad id
 //! the tokenizer declares (or the model config's `pad_token_id`).
 
-use crate::error::{model_err, Result};
+use crate::error::{model_err, Error, Result};
 use crate::models::encoder::TextBatch;
 use std::path::Path;
 use tokenizers::{
@@ -15,6 +15,8 @@ use tokenizers::{
 /// A tokenizer with tramway's padding and truncation.
 pub struct TextTokenizer {
     tok: Tokenizer,
+    /// The file's tokenizer without our padding and truncation (long texts, decoding).
+    raw: Tokenizer,
     pub max_len: usize,
     pub pad_id: u32,
 }
@@ -34,6 +36,7 @@ impl TextTokenizer {
         if max_len < 2 {
             return model_err(&file, format!("max length {max_len} is too short (at least 2 for the special tokens)"));
         }
+        let raw = tok.clone();
         let pad_id = tok.get_padding().map(|p| p.pad_id).unwrap_or(pad_id);
         let pad_token = tok.id_to_token(pad_id).unwrap_or_else(|| "[PAD]".to_string());
         tok.with_padding(Some(PaddingParams {
@@ -52,7 +55,27 @@ impl TextTokenizer {
         })) {
             return model_err(&file, format!("cannot set truncation to {max_len}: {e}"));
         }
-        Ok(TextTokenizer { tok, max_len, pad_id })
+        Ok(TextTokenizer { tok, raw, max_len, pad_id })
+    }
+
+    /// The token ids of one text, whole (no truncation or padding; special tokens as the file's
+    /// post-processor adds them when `special`).
+    pub fn ids(&self, text: &str, special: bool) -> Result<Vec<u32>> {
+        let mut raw = self.raw.clone();
+        raw.with_truncation(None)
+            .map_err(|e| Error::Model { file: "tokenizer.json".into(), message: e.to_string() })?;
+        raw.with_padding(None);
+        match raw.encode(text, special) {
+            Ok(e) => Ok(e.get_ids().to_vec()),
+            Err(e) => model_err("tokenizer.json", format!("tokenization failed: {e}")),
+        }
+    }
+
+    /// Text of token ids (special tokens skipped when `skip_special`).
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.raw
+            .decode(ids, skip_special)
+            .map_err(|e| Error::Model { file: "tokenizer.json".into(), message: format!("decoding failed: {e}") })
     }
 
     /// Tokenize `texts` into one padded batch (labels unset).

@@ -6,6 +6,7 @@
 //! resumed run needs nothing but the step count to continue bitwise.
 
 pub mod experiment;
+pub mod lm;
 pub mod plot;
 
 use crate::data::image::{ImagePrep, ImageSet};

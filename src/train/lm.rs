@@ -1,0 +1,189 @@
+//! Causal language models at the data edge (native): loading a GPT-2 or LLaMA folder,
+//! perplexity of a text, and greedy generation.
+
+use crate::data::text::TextTokenizer;
+use crate::error::{Error, Result};
+use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::io::config::{Gpt2Config, LlamaConfig};
+use crate::io::hf::read_weights;
+use crate::models::gpt2::{Gpt2, Gpt2Acts, LmBatch};
+use crate::models::llama::{Llama, LlamaActs};
+use std::path::Path;
+
+/// A causal LM of either family.
+#[allow(clippy::large_enum_variant)]
+pub enum CausalLm {
+    Gpt2(Gpt2),
+    Llama(Llama),
+}
+
+/// Activations of a [`CausalLm`].
+#[allow(clippy::large_enum_variant)]
+pub enum LmActs {
+    Gpt2(Gpt2Acts),
+    Llama(LlamaActs),
+}
+
+impl CausalLm {
+    /// Load `dir` (config.json with model_type gpt2 or llama, model.safetensors).
+    pub fn load(gpu: &Gpu, dir: &Path, seed: u64) -> Result<Self> {
+        let p = dir.join("config.json");
+        let file = p.display().to_string();
+        let text = std::fs::read_to_string(&p).map_err(|source| Error::Io { path: file.clone(), source })?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Model { file: file.clone(), message: format!("not valid JSON: {e}") })?;
+        let w = read_weights(dir)?;
+        match v.get("model_type").and_then(|m| m.as_str()) {
+            Some("gpt2") => Ok(CausalLm::Gpt2(Gpt2::load(gpu, Gpt2Config::parse(&file, &text)?, &w, seed)?)),
+            Some("llama") => Ok(CausalLm::Llama(Llama::load(gpu, LlamaConfig::parse(&file, &text)?, &w, seed)?)),
+            other => Err(Error::Model {
+                file,
+                message: format!("model_type {other:?} is not a supported causal LM (expected \"gpt2\" or \"llama\")"),
+            }),
+        }
+    }
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            CausalLm::Gpt2(m) => m.cfg.vocab_size,
+            CausalLm::Llama(m) => m.cfg.vocab_size,
+        }
+    }
+    /// Longest sequence the model takes.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            CausalLm::Gpt2(m) => m.cfg.n_positions,
+            CausalLm::Llama(m) => m.cfg.max_position_embeddings,
+        }
+    }
+    /// The end-of-text token, if the config names one.
+    pub fn eos(&self) -> Option<u32> {
+        match self {
+            CausalLm::Gpt2(m) => m.cfg.eos_token_id,
+            CausalLm::Llama(m) => m.cfg.eos_token_id,
+        }
+    }
+    pub fn pad_id(&self) -> u32 {
+        self.eos().unwrap_or(0)
+    }
+    pub fn acts(&self, gpu: &Gpu, batch: usize, seq: usize) -> Result<LmActs> {
+        Ok(match self {
+            CausalLm::Gpt2(m) => LmActs::Gpt2(m.acts(gpu, batch, seq)?),
+            CausalLm::Llama(m) => LmActs::Llama(m.acts(gpu, batch, seq)?),
+        })
+    }
+    pub fn upload(&self, gpu: &Gpu, a: &mut LmActs, b: &LmBatch) -> Result<()> {
+        match (self, a) {
+            (CausalLm::Gpt2(m), LmActs::Gpt2(a)) => m.upload(gpu, a, b),
+            (CausalLm::Llama(m), LmActs::Llama(a)) => m.upload(gpu, a, b),
+            _ => unreachable!("activations planned by the same model"),
+        }
+    }
+    /// Forward in evaluation mode; returns (logits `[batch*seq, vocab]`, `[loss, count]`).
+    pub fn forward<'a>(&self, rec: &mut Recorder, a: &'a LmActs, with_loss: bool) -> Result<(&'a Tensor, &'a Tensor)> {
+        match (self, a) {
+            (CausalLm::Gpt2(m), LmActs::Gpt2(a)) => {
+                m.forward(rec, a, with_loss, None)?;
+                Ok((&a.logits, &a.loss))
+            }
+            (CausalLm::Llama(m), LmActs::Llama(a)) => {
+                m.forward(rec, a, with_loss, None)?;
+                Ok((&a.logits, &a.loss))
+            }
+            _ => unreachable!("activations planned by the same model"),
+        }
+    }
+}
+
+/// Perplexity of a text and what it was computed over.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Perplexity {
+    pub perplexity: f64,
+    /// Tokens of the text.
+    pub tokens: usize,
+    /// Tokens predicted (each block's first token has no context and is not scored).
+    pub predicted: usize,
+}
+
+/// Perplexity of `ids` cut into independent blocks of `block` tokens (the last one shorter),
+/// `batch` blocks per forward: exp of the mean next-token negative log-likelihood.
+pub fn perplexity(gpu: &Gpu, model: &CausalLm, ids: &[u32], block: usize, batch: usize) -> Result<Perplexity> {
+    if block < 2 || block > model.max_positions() {
+        return Err(Error::BadSetting {
+            name: "--block",
+            value: block.to_string(),
+            expected: format!("between 2 and the model's {} positions", model.max_positions()),
+        });
+    }
+    let blocks: Vec<&[u32]> = ids.chunks(block).filter(|b| b.len() >= 2).collect();
+    if blocks.is_empty() {
+        return Err(Error::BadSetting {
+            name: "TEXT",
+            value: format!("{} tokens", ids.len()),
+            expected: "at least 2 tokens".into(),
+        });
+    }
+    let batch = batch.max(1);
+    let (mut nll, mut count) = (0f64, 0usize);
+    let mut acts: Option<(usize, LmActs)> = None;
+    for group in blocks.chunks(batch) {
+        if acts.as_ref().map(|a| a.0) != Some(group.len()) {
+            acts = Some((group.len(), model.acts(gpu, group.len(), block)?));
+        }
+        let a = &mut acts.as_mut().unwrap().1;
+        let mut b = LmBatch { batch: group.len(), seq: block, ids: Vec::new(), mask: Vec::new() };
+        for blk in group {
+            b.ids.extend_from_slice(blk);
+            b.ids.extend(std::iter::repeat_n(model.pad_id(), block - blk.len()));
+            b.mask.extend(std::iter::repeat_n(1, blk.len()));
+            b.mask.extend(std::iter::repeat_n(0, block - blk.len()));
+        }
+        model.upload(gpu, a, &b)?;
+        let mut rec = gpu.recorder();
+        let (_, loss) = model.forward(&mut rec, a, true)?;
+        rec.submit()?;
+        let l = gpu.read_f32_blocking(loss)?;
+        nll += l[0] as f64 * l[1] as f64;
+        count += l[1] as usize;
+    }
+    Ok(Perplexity { perplexity: (nll / count as f64).exp(), tokens: ids.len(), predicted: count })
+}
+
+/// Greedy continuation of `prompt` ids: up to `max_new` tokens, stopping at `stop`. One
+/// activation plan of the final length serves every step (right padding does not change the
+/// causal model's earlier positions); no KV cache, so each step runs the whole sequence.
+pub fn generate_greedy(gpu: &Gpu, model: &CausalLm, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<Vec<u32>> {
+    let total = (prompt.len() + max_new).min(model.max_positions());
+    if prompt.is_empty() || prompt.len() >= total {
+        return Err(Error::BadSetting {
+            name: "--prompt",
+            value: format!("{} tokens", prompt.len()),
+            expected: format!("at least one token and fewer than the model's {} positions", model.max_positions()),
+        });
+    }
+    let mut a = model.acts(gpu, 1, total)?;
+    let mut ids = prompt.to_vec();
+    let nv = model.vocab_size();
+    while ids.len() < total {
+        let n = ids.len();
+        let mut b = LmBatch { batch: 1, seq: total, ids: ids.clone(), mask: vec![1; n] };
+        b.ids.resize(total, model.pad_id());
+        b.mask.resize(total, 0);
+        model.upload(gpu, &mut a, &b)?;
+        let mut rec = gpu.recorder();
+        let (logits, _) = model.forward(&mut rec, &a, false)?;
+        rec.submit()?;
+        let all = gpu.read_f32_blocking(logits)?;
+        let row = &all[(n - 1) * nv..n * nv];
+        let next = row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best }) as u32;
+        ids.push(next);
+        if stop.contains(&next) {
+            break;
+        }
+    }
+    Ok(ids[prompt.len()..].to_vec())
+}
+
+/// The tokenizer of an LM folder (no length limit beyond the model's).
+pub fn lm_tokenizer(dir: &Path, model: &CausalLm) -> Result<TextTokenizer> {
+    TextTokenizer::from_dir(dir, model.max_positions().max(2), model.pad_id())
+}
