@@ -104,7 +104,7 @@ fn predict_cmd(a: PredictArgs) -> tramway::Result<()> {
             "{{\"{}\":{},\"label\":{},\"probabilities\":{}}}",
             match c.kind() {
                 tramway::train::TaskKind::TextClassification => "text",
-                tramway::train::TaskKind::ImageClassification => "image",
+                tramway::train::TaskKind::ImageClassification | tramway::train::TaskKind::CausalLm => "image",
             },
             serde_json::json!(text),
             serde_json::json!(c.labels[best]),
@@ -119,7 +119,8 @@ struct FinetuneArgs {
     /// Hugging Face model folder to start from.
     #[arg(long)]
     model: PathBuf,
-    /// text-classification or image-classification (default: from the model's config.json).
+    /// text-classification, image-classification or causal-lm (default: from the model's
+    /// config.json).
     #[arg(long)]
     task: Option<String>,
     /// Training data: .csv, .tsv or .jsonl with text and label columns; for images, a folder
@@ -245,7 +246,11 @@ fn finetune(a: FinetuneArgs) -> tramway::Result<()> {
     let s = tramway::train::finetune(&gpu, &opts)?;
     println!("{} steps in {:.0} s, last training loss {:.4}", s.steps, s.seconds, s.final_loss);
     for e in &s.evals {
-        println!("eval {:<20} accuracy {:.4}  loss {:.4}  ({} examples)", e.name, e.accuracy, e.loss, e.examples);
+        if e.accuracy.is_nan() {
+            println!("eval {:<20} perplexity {:.4}  loss {:.4}  ({} tokens)", e.name, e.loss.exp(), e.loss, e.examples);
+        } else {
+            println!("eval {:<20} accuracy {:.4}  loss {:.4}  ({} examples)", e.name, e.accuracy, e.loss, e.examples);
+        }
     }
     if opts.save_final {
         println!("model saved to {}", opts.out.join("final").display());
@@ -268,7 +273,8 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
         None => TaskKind::of_model(a.resume.as_ref().unwrap_or(&a.model))?,
         Some("text-classification") => TaskKind::TextClassification,
         Some("image-classification") => TaskKind::ImageClassification,
-        Some(v) => return Err(bad("--task", v, "text-classification or image-classification")),
+        Some("causal-lm") => TaskKind::CausalLm,
+        Some(v) => return Err(bad("--task", v, "text-classification, image-classification or causal-lm")),
     };
     let uniform = match a.noise_type.as_str() {
         "normal" => false,
@@ -352,7 +358,16 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
     let total = match a.steps {
         Some(s) => s,
         None => {
-            let n = Dataset::read(task, &a.train, &a.text_column, &a.label_column)?.len();
+            let n = if task == TaskKind::CausalLm {
+                tramway::train::count_lm_blocks(
+                    a.resume.as_ref().unwrap_or(&a.model),
+                    &a.train,
+                    &a.text_column,
+                    a.max_len,
+                )?
+            } else {
+                Dataset::read(task, &a.train, &a.text_column, &a.label_column)?.len()
+            };
             ((a.epochs * n as f64) / a.batch_size.max(1) as f64).ceil() as u64
         }
     };

@@ -18,8 +18,11 @@ use crate::io::config::{EncoderConfig, VitConfig};
 use crate::io::hf::{read_encoder_config, read_weights, save_encoder, save_folder, write_atomic};
 use crate::io::weights::{serialize, Weights};
 use crate::models::encoder::{Encoder, EncoderActs, EncoderTask, TextBatch};
+use crate::models::gpt2::{Gpt2Task, LmBatch};
+use crate::models::llama::LlamaTask;
 use crate::models::vit::{ImageBatch, Vit, VitActs, VitTask};
 use crate::optim::{Method, OptimConfig, Optimizer};
+use lm::{CausalLm, LmActs};
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -115,6 +118,9 @@ pub enum TaskKind {
     TextClassification,
     /// ViT/DINOv2 folders; a folder per class or IDX arrays.
     ImageClassification,
+    /// GPT-2/LLaMA folders; plain text (.txt) or a text column (.jsonl, .csv, .tsv), tokenized
+    /// and packed into blocks of `--max-len` tokens; evaluated as perplexity.
+    CausalLm,
 }
 
 impl TaskKind {
@@ -126,6 +132,7 @@ impl TaskKind {
             .map_err(|e| Error::Model { file: p.display().to_string(), message: format!("not valid JSON: {e}") })?;
         Ok(match v.get("model_type").and_then(|m| m.as_str()) {
             Some("vit" | "dinov2") => TaskKind::ImageClassification,
+            Some("gpt2" | "llama") => TaskKind::CausalLm,
             _ => TaskKind::TextClassification,
         })
     }
@@ -136,6 +143,94 @@ impl TaskKind {
 pub enum Dataset {
     Text(Vec<Example>),
     Images(ImageSet),
+    /// Raw documents for a language model (before tokenization).
+    Documents(Vec<String>),
+    /// Token blocks of a language model.
+    Blocks(Vec<Vec<u32>>),
+}
+
+/// Documents for a language model: a `.txt` file is one document; `.jsonl`/`.csv`/`.tsv` give
+/// one per row from `text_column`.
+pub fn read_documents(path: &Path, text_column: &str) -> Result<Vec<String>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if ext == "txt" || ext == "text" || ext.is_empty() {
+        let t = std::fs::read_to_string(path).map_err(io_err(path))?;
+        if t.trim().is_empty() {
+            return Err(Error::Model { file: path.display().to_string(), message: "no text".into() });
+        }
+        return Ok(vec![t]);
+    }
+    let bytes = std::fs::read(path).map_err(io_err(path))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| Error::Model { file: path.display().to_string(), message: format!("not UTF-8 text: {e}") })?;
+    let docs: Vec<String> = if ext == "jsonl" || ext == "json" {
+        let mut v = Vec::new();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let j: serde_json::Value = serde_json::from_str(line).map_err(|e| Error::Model {
+                file: path.display().to_string(),
+                message: format!("line {}: not JSON: {e}", i + 1),
+            })?;
+            match j.get(text_column).and_then(|t| t.as_str()) {
+                Some(t) => v.push(t.to_string()),
+                None => {
+                    return Err(Error::Model {
+                        file: path.display().to_string(),
+                        message: format!("line {}: no string field {text_column:?}", i + 1),
+                    })
+                }
+            }
+        }
+        v
+    } else {
+        read_column(path, text_column)?
+    };
+    if docs.is_empty() {
+        return Err(Error::Model { file: path.display().to_string(), message: "no documents".into() });
+    }
+    Ok(docs)
+}
+
+fn read_column(path: &Path, text_column: &str) -> Result<Vec<String>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let delim = if ext == "csv" { b',' } else { b'\t' };
+    let bad = |m: String| Error::Model { file: path.display().to_string(), message: m };
+    let mut r =
+        csv::ReaderBuilder::new().delimiter(delim).from_path(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let headers = r.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let Some(col) = headers.iter().position(|h| h == text_column) else {
+        return Err(bad(format!(
+            "no column {text_column:?} (columns: {})",
+            headers.iter().collect::<Vec<_>>().join(", ")
+        )));
+    };
+    let mut out = Vec::new();
+    for rec in r.records() {
+        let rec = rec.map_err(|e| bad(e.to_string()))?;
+        out.push(rec.get(col).unwrap_or("").to_string());
+    }
+    Ok(out)
+}
+
+/// How many blocks of `block` tokens the documents of `path` make for the LM in `dir` (the
+/// run length of `--epochs`, before any GPU work).
+pub fn count_lm_blocks(dir: &Path, path: &Path, text_column: &str, block: usize) -> Result<usize> {
+    let p = dir.join("config.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).map_err(io_err(&p))?)
+        .map_err(|e| Error::Model { file: p.display().to_string(), message: format!("not valid JSON: {e}") })?;
+    let eos = v.get("eos_token_id").and_then(|e| e.as_u64()).map(|e| e as u32);
+    let tok = TextTokenizer::from_dir(dir, block.max(2), eos.unwrap_or(0))?;
+    Ok(pack_documents(&tok, &read_documents(path, text_column)?, block, eos)?.len())
+}
+
+/// Tokenize documents and pack them (each followed by `sep`, when given) into blocks of
+/// `block` tokens; the remainder becomes a last, shorter block (padded in its batch).
+pub fn pack_documents(tok: &TextTokenizer, docs: &[String], block: usize, sep: Option<u32>) -> Result<Vec<Vec<u32>>> {
+    let mut all = Vec::new();
+    for d in docs {
+        all.extend(tok.ids(d, false)?);
+        all.extend(sep);
+    }
+    Ok(all.chunks(block.max(2)).filter(|c| c.len() >= 2).map(|c| c.to_vec()).collect())
 }
 
 impl Dataset {
@@ -144,12 +239,15 @@ impl Dataset {
         Ok(match kind {
             TaskKind::TextClassification => Dataset::Text(read_examples(path, text_column, label_column)?),
             TaskKind::ImageClassification => Dataset::Images(ImageSet::open(path)?),
+            TaskKind::CausalLm => Dataset::Documents(read_documents(path, text_column)?),
         })
     }
     pub fn len(&self) -> usize {
         match self {
             Dataset::Text(v) => v.len(),
             Dataset::Images(s) => s.len(),
+            Dataset::Documents(v) => v.len(),
+            Dataset::Blocks(v) => v.len(),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -159,22 +257,31 @@ impl Dataset {
         match self {
             Dataset::Text(v) => &v[i].label,
             Dataset::Images(s) => s.label(i),
+            Dataset::Documents(_) | Dataset::Blocks(_) => "",
         }
     }
     /// The distinct labels, sorted (numerically when they are all integers).
     pub fn labels(&self) -> Vec<String> {
-        label_set((0..self.len()).map(|i| self.label(i)))
+        match self {
+            Dataset::Documents(_) | Dataset::Blocks(_) => Vec::new(),
+            _ => label_set((0..self.len()).map(|i| self.label(i))),
+        }
     }
     /// The examples at `idx`, in that order.
     pub fn select(&self, idx: &[usize]) -> Dataset {
         match self {
             Dataset::Text(v) => Dataset::Text(idx.iter().map(|&i| v[i].clone()).collect()),
             Dataset::Images(s) => Dataset::Images(s.select(idx)),
+            Dataset::Documents(v) => Dataset::Documents(idx.iter().map(|&i| v[i].clone()).collect()),
+            Dataset::Blocks(v) => Dataset::Blocks(idx.iter().map(|&i| v[i].clone()).collect()),
         }
     }
     /// At most `m` examples, taken round-robin by label (in `labels` order) so the classes
     /// stay balanced.
     pub fn balanced_cut(&self, labels: &[String], m: usize) -> Dataset {
+        if labels.is_empty() {
+            return self.select(&(0..m.min(self.len())).collect::<Vec<_>>());
+        }
         let by: Vec<Vec<usize>> =
             labels.iter().map(|l| (0..self.len()).filter(|&i| self.label(i) == l).collect()).collect();
         let mut cut = Vec::new();
@@ -197,6 +304,7 @@ impl Dataset {
 enum Net {
     Text { model: Encoder, tok: TextTokenizer },
     Image { model: Vit, prep: ImagePrep },
+    Lm { model: CausalLm, tok: TextTokenizer },
 }
 
 /// Activations per batch shape (a second set for R3F's noised branch); a few per run.
@@ -204,6 +312,7 @@ enum Net {
 enum Acts {
     Text(EncoderActs, Option<EncoderActs>),
     Image(VitActs, Option<VitActs>),
+    Lm(LmActs, Option<LmActs>),
 }
 
 /// A loaded model: config with labels, weights, and input preparation.
@@ -271,6 +380,19 @@ fn load_net(
             let labels = cfg.id2label.clone();
             let model = Vit::load(gpu, cfg, &weights, seed)?;
             Ok(Loaded { net: Net::Image { model, prep }, labels })
+        }
+        TaskKind::CausalLm => {
+            drop(weights);
+            let model = CausalLm::load(gpu, dir, seed)?;
+            if max_len < 2 || max_len > model.max_positions() {
+                return Err(Error::BadSetting {
+                    name: "--max-len",
+                    value: max_len.to_string(),
+                    expected: format!("a block length between 2 and the model's {} positions", model.max_positions()),
+                });
+            }
+            let tok = TextTokenizer::from_dir(dir, model.max_positions(), model.pad_id())?;
+            Ok(Loaded { net: Net::Lm { model, tok }, labels: Vec::new() })
         }
     }
 }
@@ -345,6 +467,30 @@ impl Run<'_> {
                 }
                 Ok(key)
             }
+            (Net::Lm { model, .. }, Dataset::Blocks(blocks)) => {
+                let seq = idx.iter().map(|&i| blocks[i].len()).max().unwrap_or(2);
+                let mut b = LmBatch { batch: idx.len(), seq, ids: Vec::new(), mask: Vec::new() };
+                for &i in idx {
+                    let blk = &blocks[i];
+                    b.ids.extend_from_slice(blk);
+                    b.ids.extend(std::iter::repeat_n(model.pad_id(), seq - blk.len()));
+                    b.mask.extend(std::iter::repeat_n(1, blk.len()));
+                    b.mask.extend(std::iter::repeat_n(0, seq - blk.len()));
+                }
+                let key = (b.batch, b.seq);
+                if !self.acts.contains_key(&key) {
+                    let main = model.acts(gpu, b.batch, b.seq)?;
+                    let aux = if self.needs_aux { Some(model.acts(gpu, b.batch, b.seq)?) } else { None };
+                    self.acts.insert(key, Acts::Lm(main, aux));
+                }
+                if let Some(Acts::Lm(main, aux)) = self.acts.get_mut(&key) {
+                    model.upload(gpu, main, &b)?;
+                    if let Some(a) = aux {
+                        model.upload(gpu, a, &b)?;
+                    }
+                }
+                Ok(key)
+            }
             _ => Err(Error::BadSetting {
                 name: "--task",
                 value: format!("{:?}", self.kind()),
@@ -357,6 +503,7 @@ impl Run<'_> {
         match self.net {
             Net::Text { .. } => TaskKind::TextClassification,
             Net::Image { .. } => TaskKind::ImageClassification,
+            Net::Lm { .. } => TaskKind::CausalLm,
         }
     }
 
@@ -368,6 +515,20 @@ impl Run<'_> {
             }
             (Net::Image { model, .. }, Acts::Image(acts, aux)) => {
                 opt.step(rec, &VitTask { model, acts, aux: aux.as_ref() })
+            }
+            (Net::Lm { model: CausalLm::Gpt2(model), .. }, Acts::Lm(LmActs::Gpt2(acts), aux)) => {
+                let aux = match aux {
+                    Some(LmActs::Gpt2(a)) => Some(a),
+                    _ => None,
+                };
+                opt.step(rec, &Gpt2Task { model, acts, aux })
+            }
+            (Net::Lm { model: CausalLm::Llama(model), .. }, Acts::Lm(LmActs::Llama(acts), aux)) => {
+                let aux = match aux {
+                    Some(LmActs::Llama(a)) => Some(a),
+                    _ => None,
+                };
+                opt.step(rec, &LlamaTask { model, acts, aux })
             }
             _ => unreachable!("activations are planned by the same net"),
         }
@@ -389,6 +550,7 @@ impl Run<'_> {
                 model.forward(rec, acts, with_loss, None)?;
                 Ok((&acts.logits, &acts.loss))
             }
+            (Net::Lm { model, .. }, Acts::Lm(acts, _)) => model.forward(rec, acts, with_loss),
             _ => unreachable!("activations are planned by the same net"),
         }
     }
@@ -401,6 +563,8 @@ impl Run<'_> {
         match &self.net {
             Net::Text { model, .. } => &model.params,
             Net::Image { model, .. } => &model.params,
+            Net::Lm { model: CausalLm::Gpt2(m), .. } => &m.params,
+            Net::Lm { model: CausalLm::Llama(m), .. } => &m.params,
         }
     }
 
@@ -414,10 +578,34 @@ impl Run<'_> {
                 let pre = serde_json::to_string_pretty(&prep.config_json()).unwrap_or_default().into_bytes();
                 save_folder(dir, &state, &model.config_json(), Some(source), &[("preprocessor_config.json", pre)])
             }
+            Net::Lm { model, .. } => {
+                let (state, cfg) = match model {
+                    CausalLm::Gpt2(m) => (pollster::block_on(m.state(self.gpu))?, m.config_json()),
+                    CausalLm::Llama(m) => (pollster::block_on(m.state(self.gpu))?, m.config_json()),
+                };
+                save_folder(dir, &state, &cfg, Some(source), &[])
+            }
         }
     }
 
     fn evaluate(&mut self, name: &str, data: &Dataset, batch: usize) -> Result<EvalResult> {
+        if self.kind() == TaskKind::CausalLm {
+            // Perplexity: the token-weighted mean next-token loss over every block.
+            let (mut nll, mut count) = (0f64, 0f64);
+            let all: Vec<usize> = (0..data.len()).collect();
+            for chunk in all.chunks(batch) {
+                let key = self.upload(data, chunk)?;
+                let gpu = self.gpu;
+                let mut rec = gpu.recorder();
+                let (_, l) = self.forward(&mut rec, key, true)?;
+                rec.submit()?;
+                let l = gpu.read_f32_blocking(l)?;
+                nll += l[0] as f64 * l[1] as f64;
+                count += l[1] as f64;
+            }
+            let loss = nll / count.max(1.0);
+            return Ok(EvalResult { name: name.to_string(), loss, accuracy: f64::NAN, examples: count as usize });
+        }
         let (mut loss, mut correct, mut n) = (0.0f64, 0usize, 0usize);
         let all: Vec<usize> = (0..data.len()).collect();
         for chunk in all.chunks(batch) {
@@ -456,9 +644,15 @@ impl<'g> Classifier<'g> {
     /// preprocessor_config.json).
     pub fn load(gpu: &'g Gpu, dir: &Path, max_len: usize) -> Result<Self> {
         let kind = TaskKind::of_model(dir)?;
+        if kind == TaskKind::CausalLm {
+            return Err(Error::Model {
+                file: dir.display().to_string(),
+                message: "a language model: use `tramway perplexity` or `tramway generate`".into(),
+            });
+        }
         let max_len = match kind {
             TaskKind::TextClassification => max_len.min(read_encoder_config(dir)?.max_position_embeddings),
-            TaskKind::ImageClassification => max_len,
+            TaskKind::ImageClassification | TaskKind::CausalLm => max_len,
         };
         let Loaded { net, labels } = load_net(gpu, kind, dir, None, max_len, None, 0)?;
         let label_ids = labels.iter().enumerate().map(|(i, l)| (l.clone(), i as u32)).collect();
@@ -490,7 +684,7 @@ impl<'g> Classifier<'g> {
                 TaskKind::TextClassification => {
                     Dataset::Text(chunk.iter().map(|t| Example { text: t.to_string(), label: String::new() }).collect())
                 }
-                TaskKind::ImageClassification => {
+                TaskKind::ImageClassification | TaskKind::CausalLm => {
                     Dataset::Images(ImageSet::files(chunk.iter().map(PathBuf::from).collect()))
                 }
             };
@@ -608,9 +802,10 @@ pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
             &format!("{model_kind:?} for the model in {}", o.resume.as_ref().unwrap_or(&o.model).display()),
         ));
     }
-    let train = Dataset::read(kind, &o.train, &o.text_column, &o.label_column)?;
+    let lm = kind == TaskKind::CausalLm;
+    let mut train = Dataset::read(kind, &o.train, &o.text_column, &o.label_column)?;
     let labels = train.labels();
-    if labels.len() < 2 {
+    if labels.len() < 2 && !lm {
         return Err(Error::Model {
             file: o.train.display().to_string(),
             message: format!("only one label ({:?}): a classifier needs at least two", labels),
@@ -619,7 +814,8 @@ pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
     let mut evals = Vec::new();
     for (name, path) in &o.evals {
         let mut rows = Dataset::read(kind, path, &o.text_column, &o.label_column)?;
-        if let Some(bad_label) = (0..rows.len()).map(|i| rows.label(i)).find(|l| !labels.iter().any(|m| m == l)) {
+        if let Some(bad_label) = (0..rows.len()).map(|i| rows.label(i)).find(|l| !lm && !labels.iter().any(|m| m == l))
+        {
             return Err(Error::Model {
                 file: path.display().to_string(),
                 message: format!(
@@ -629,7 +825,7 @@ pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
                 ),
             });
         }
-        if let Some(m) = o.max_eval {
+        if let Some(m) = o.max_eval.filter(|_| !lm) {
             rows = rows.balanced_cut(&labels, m);
         }
         evals.push((name.clone(), rows));
@@ -648,7 +844,7 @@ pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
         }
         None => (o.model.clone(), 0),
     };
-    if o.resume.is_some() {
+    if o.resume.is_some() && !lm {
         let l = Classifier::load(gpu, &model_dir, 8)?.labels;
         if l != labels {
             return Err(Error::Model {
@@ -658,6 +854,26 @@ pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
         }
     }
     let Loaded { net, .. } = load_net(gpu, kind, &model_dir, Some(&labels), o.max_len, o.image_size, o.optim.seed)?;
+    // A language model's documents become token blocks of --max-len, each document followed
+    // by the end-of-text token.
+    if let Net::Lm { model, tok } = &net {
+        let pack = |d: &Dataset| -> Result<Dataset> {
+            match d {
+                Dataset::Documents(docs) => Ok(Dataset::Blocks(pack_documents(tok, docs, o.max_len, model.eos())?)),
+                other => Ok(other.clone()),
+            }
+        };
+        train = pack(&train)?;
+        for (_, rows) in evals.iter_mut() {
+            *rows = pack(rows)?;
+            if let Some(m) = o.max_eval {
+                *rows = rows.balanced_cut(&[], m);
+            }
+        }
+        if train.is_empty() {
+            return Err(Error::Model { file: o.train.display().to_string(), message: "fewer than 2 tokens".into() });
+        }
+    }
     let label_ids: HashMap<String, u32> = labels.iter().enumerate().map(|(i, l)| (l.clone(), i as u32)).collect();
     let needs_aux = matches!(o.optim.method, Method::R3f { .. });
     let mut run = Run { gpu, net, label_ids, acts: HashMap::new(), needs_aux };
@@ -720,9 +936,12 @@ pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
         let mut out = Vec::new();
         for (name, rows) in &evals {
             let r = run.evaluate(name, rows, o.eval_batch_size.unwrap_or(o.batch_size).max(1))?;
-            log(
-                serde_json::json!({"step": step, "eval": r.name, "loss": r.loss, "accuracy": r.accuracy, "examples": r.examples}),
-            )?;
+            let line = if r.accuracy.is_nan() {
+                serde_json::json!({"step": step, "eval": r.name, "loss": r.loss, "perplexity": r.loss.exp(), "tokens": r.examples})
+            } else {
+                serde_json::json!({"step": step, "eval": r.name, "loss": r.loss, "accuracy": r.accuracy, "examples": r.examples})
+            };
+            log(line)?;
             out.push(r);
         }
         Ok(out)
