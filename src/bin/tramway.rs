@@ -840,7 +840,11 @@ fn experiment(a: ExperimentArgs) -> tramway::Result<()> {
                     let s = tramway::train::finetune(&gpu, &opts)?;
                     ran_secs += s.seconds;
                     for e in &s.evals {
-                        eprintln!("    {:<20} accuracy {:.4}", e.name, e.accuracy);
+                        if e.accuracy.is_nan() {
+                            eprintln!("    {:<20} perplexity {:.3}", e.name, e.loss.exp());
+                        } else {
+                            eprintln!("    {:<20} accuracy {:.4}", e.name, e.accuracy);
+                        }
                     }
                     save_record(&dir, &RunRecord::new(name, o, seed, &s))?;
                 }
