@@ -8,7 +8,7 @@
 //! bytes is 154 MB); it is a split tensor, and the LM head and its backward run per row block.
 
 use crate::error::{shape_err, Result};
-use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::gpu::{Gpu, Part, Recorder, Tensor};
 use crate::io::config::Gpt2Config;
 use crate::io::weights::{HostTensor, Weights};
 use crate::nn::{site, Drop, Noise, ParamSet, Train};
@@ -136,6 +136,43 @@ pub(crate) fn mm<'a>(m: usize, n: usize, k: usize, a: MatView<'a>, b: MatView<'a
 
 pub(crate) fn view(t: &Tensor, off: usize, rs: usize, cs: usize) -> MatView<'_> {
     MatView { t, off, rs, cs, bo: 0, bi: 0 }
+}
+
+/// The LM head on a `[vocab, h]` table stored as row blocks: `logits[:, r0..r0+n] = x . block^T`
+/// for each block (`x` `[rows, h]`, `logits` `[rows, vocab]`).
+pub(crate) fn lm_head(rec: &mut Recorder, w: &[Part], x: &Tensor, logits: &Tensor) -> Result<()> {
+    let (rows, nv) = (logits.rows(), logits.cols());
+    let h = x.cols();
+    for part in w {
+        let n = part.tensor.rows();
+        matmul(rec, &mm(rows, n, h, view(x, 0, h, 1), view(&part.tensor, 0, 1, h), view(logits, part.row0, nv, 1)))?;
+    }
+    Ok(())
+}
+
+/// Backward of [`lm_head`]: `dx = dlogits . W` (written) and `dW += dlogits^T . x`, per block.
+pub(crate) fn lm_head_backward(
+    rec: &mut Recorder,
+    w: &[Part],
+    dw: &[Part],
+    x: &Tensor,
+    dlogits: &Tensor,
+    dx: &Tensor,
+) -> Result<()> {
+    let (rows, nv) = (dlogits.rows(), dlogits.cols());
+    let h = x.cols();
+    for (part, gpart) in w.iter().zip(dw) {
+        let n = part.tensor.rows();
+        let mut gx = mm(rows, h, n, view(dlogits, part.row0, nv, 1), view(&part.tensor, 0, h, 1), view(dx, 0, h, 1));
+        if part.row0 > 0 {
+            gx.beta = Some(1.0);
+        }
+        matmul(rec, &gx)?;
+        let mut gw = mm(n, h, rows, view(dlogits, part.row0, 1, nv), view(x, 0, h, 1), view(&gpart.tensor, 0, h, 1));
+        gw.beta = Some(1.0);
+        matmul(rec, &gw)?;
+    }
+    Ok(())
 }
 
 /// `y (+)= act(x W[:, c0..c0+n] + b[c0..c0+n])` for a Conv1D weight `W` `[in, out]`.
@@ -430,13 +467,7 @@ impl Gpt2 {
         let last = &a.xs[c.num_layers];
         layernorm(rec, last, p.p(x.lnf_g), p.p(x.lnf_b), &a.lnf, &a.lnf_mean, &a.lnf_rstd, eps)?;
         // The tied head, one row block of wte at a time: logits[:, r0..r0+n] = lnf . block^T.
-        let (bt, nv) = (a.batch * a.seq, c.vocab_size);
-        for part in p.parts(x.wte) {
-            let n = part.tensor.rows();
-            let op =
-                mm(bt, n, h, view(&a.lnf, 0, h, 1), view(&part.tensor, 0, 1, h), view(&a.logits, part.row0, nv, 1));
-            matmul(rec, &op)?;
-        }
+        lm_head(rec, p.parts(x.wte), &a.lnf, &a.logits)?;
         if with_loss {
             cross_entropy(rec, &a.logits, &a.targets, &a.loss, Some(&a.dlogits), IGNORE_INDEX, 1.0)?;
         }
@@ -466,21 +497,8 @@ impl Gpt2 {
         let de = Drop::new(a.train.get(), c.embd_dropout, 0.0);
         let g = |i: usize| p.g(i);
         let (h, i) = (c.hidden_size, c.inner_size);
-        let (bt, nv) = (a.batch * a.seq, c.vocab_size);
         // Head: d lnf = dlogits . wte; d wte += dlogits^T . lnf (per row block).
-        for (part, gpart) in p.parts(x.wte).iter().zip(p.grad_parts(x.wte)) {
-            let n = part.tensor.rows();
-            let mut gx =
-                mm(bt, h, n, view(dlogits, part.row0, nv, 1), view(&part.tensor, 0, h, 1), view(&a.dh, 0, h, 1));
-            if part.row0 > 0 {
-                gx.beta = Some(1.0);
-            }
-            matmul(rec, &gx)?;
-            let mut gw =
-                mm(n, h, bt, view(dlogits, part.row0, 1, nv), view(&a.lnf, 0, h, 1), view(&gpart.tensor, 0, h, 1));
-            gw.beta = Some(1.0);
-            matmul(rec, &gw)?;
-        }
+        lm_head_backward(rec, p.parts(x.wte), p.grad_parts(x.wte), &a.lnf, dlogits, &a.dh)?;
         let ng = NormGrads { dx: &a.dx, accumulate_dx: false, dgamma: g(x.lnf_g), dbeta: Some(g(x.lnf_b)) };
         norm_backward(rec, &a.xs[c.num_layers], p.p(x.lnf_g), &a.dh, Some(&a.lnf_mean), &a.lnf_rstd, &ng)?;
         let s = self.shape(a);

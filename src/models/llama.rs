@@ -6,7 +6,7 @@
 //! `repeat_kv`) and sums their gradients back. The token table and an untied head may exceed
 //! one binding: both are split tensors and the head runs per row block.
 
-use super::gpt2::{mm, view, LmBatch};
+use super::gpt2::{lm_head, lm_head_backward, LmBatch};
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::io::config::LlamaConfig;
@@ -379,13 +379,7 @@ impl Llama {
             proj(rec, &la.act, p.p(li.down), &a.xs[l + 1], true)?;
         }
         rmsnorm(rec, &a.xs[c.num_layers], p.p(x.norm), &a.lnf, &a.rstdf, eps)?;
-        let (bt, h, nv) = (a.batch * a.seq, c.hidden_size, c.vocab_size);
-        for part in p.parts(x.head) {
-            let n = part.tensor.rows();
-            let op =
-                mm(bt, n, h, view(&a.lnf, 0, h, 1), view(&part.tensor, 0, 1, h), view(&a.logits, part.row0, nv, 1));
-            matmul(rec, &op)?;
-        }
+        lm_head(rec, p.parts(x.head), &a.lnf, &a.logits)?;
         if with_loss {
             cross_entropy(rec, &a.logits, &a.targets, &a.loss, Some(&a.dlogits), IGNORE_INDEX, 1.0)?;
         }
@@ -407,20 +401,7 @@ impl Llama {
         let d = Drop::new(a.train.get(), 0.0, c.attention_dropout);
         let g = |i: usize| p.g(i);
         let (half, nh, nkv, hd) = (c.head_dim / 2, c.num_heads, c.num_kv_heads, c.head_dim);
-        let (bt, h, nv) = (a.batch * a.seq, c.hidden_size, c.vocab_size);
-        for (part, gpart) in p.parts(x.head).iter().zip(p.grad_parts(x.head)) {
-            let n = part.tensor.rows();
-            let mut gx =
-                mm(bt, h, n, view(dlogits, part.row0, nv, 1), view(&part.tensor, 0, h, 1), view(&a.dh, 0, h, 1));
-            if part.row0 > 0 {
-                gx.beta = Some(1.0);
-            }
-            matmul(rec, &gx)?;
-            let mut gw =
-                mm(n, h, bt, view(dlogits, part.row0, 1, nv), view(&a.lnf, 0, h, 1), view(&gpart.tensor, 0, h, 1));
-            gw.beta = Some(1.0);
-            matmul(rec, &gw)?;
-        }
+        lm_head_backward(rec, p.parts(x.head), p.grad_parts(x.head), &a.lnf, dlogits, &a.dh)?;
         let ng = NormGrads { dx: &a.dx, accumulate_dx: false, dgamma: g(x.norm), dbeta: None };
         norm_backward(rec, &a.xs[c.num_layers], p.p(x.norm), &a.dh, None, &a.rstdf, &ng)?;
         let s = self.shape(a);
