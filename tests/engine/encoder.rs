@@ -9,7 +9,7 @@ pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
-fn ints(w: &Weights, name: &str) -> Vec<u32> {
+pub fn ints(w: &Weights, name: &str) -> Vec<u32> {
     w.ints(name).unwrap().1.iter().map(|&v| v as u32).collect()
 }
 

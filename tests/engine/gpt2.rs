@@ -1,16 +1,11 @@
 //! GPT-2 against PyTorch's GPT2LMHeadModel (tools/make_fixtures.py gpt2): logits of every
 //! position, the next-token loss on a right-padded batch, and every parameter gradient.
 
-use super::encoder::{check_grads, fixture, rel_err};
+use super::encoder::{check_grads, fixture, ints, rel_err};
 use super::*;
 use tramway::io::config::Gpt2Config;
 use tramway::io::hf::read_weights;
-use tramway::io::weights::Weights;
 use tramway::models::gpt2::{Gpt2, LmBatch};
-
-fn ints(w: &Weights, name: &str) -> Vec<u32> {
-    w.ints(name).unwrap().1.iter().map(|&v| v as u32).collect()
-}
 
 /// Tolerances as for the encoders: logits and loss 1e-4 relative, gradients 1e-3 of scale.
 fn check_on(gpu: &Gpu, split: bool) {

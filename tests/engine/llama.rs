@@ -2,17 +2,12 @@
 //! attention (4 query heads, 2 K/V heads), RoPE with base 500, SwiGLU, RMSNorm; untied and tied
 //! heads. Logits, the next-token loss on a right-padded batch, every parameter gradient.
 
-use super::encoder::{check_grads, fixture, rel_err};
+use super::encoder::{check_grads, fixture, ints, rel_err};
 use super::*;
 use tramway::io::config::LlamaConfig;
 use tramway::io::hf::read_weights;
-use tramway::io::weights::Weights;
 use tramway::models::gpt2::LmBatch;
 use tramway::models::llama::Llama;
-
-fn ints(w: &Weights, name: &str) -> Vec<u32> {
-    w.ints(name).unwrap().1.iter().map(|&v| v as u32).collect()
-}
 
 /// Tolerances as for the encoders: logits and loss 1e-4 relative, gradients 1e-3 of scale.
 fn check_on(gpu: &Gpu, name: &str, split: bool) {
