@@ -184,7 +184,7 @@ struct FinetuneArgs {
     batch_size: usize,
     #[arg(long, default_value_t = 1.0)]
     epochs: f64,
-    /// Total steps (overrides --epochs).
+    /// Total steps (overrides --epochs); 0 evaluates the starting model without training.
     #[arg(long)]
     steps: Option<u64>,
     /// Linear warmup steps.
@@ -244,7 +244,11 @@ fn finetune(a: FinetuneArgs) -> tramway::Result<()> {
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
     eprintln!("device: {}; optimizer: {:?} on {:?}", gpu.adapter_info().name, opts.optim.method, opts.optim.base);
     let s = tramway::train::finetune(&gpu, &opts)?;
-    println!("{} steps in {:.0} s, last training loss {:.4}", s.steps, s.seconds, s.final_loss);
+    if s.steps == 0 {
+        println!("no training steps (--steps 0): the starting model evaluated in {:.0} s", s.seconds);
+    } else {
+        println!("{} steps in {:.0} s, last training loss {:.4}", s.steps, s.seconds, s.final_loss);
+    }
     for e in &s.evals {
         if e.accuracy.is_nan() {
             println!("eval {:<20} perplexity {:.4}  loss {:.4}  ({} tokens)", e.name, e.loss.exp(), e.loss, e.examples);
@@ -368,7 +372,7 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
             } else {
                 Dataset::read(task, &a.train, &a.text_column, &a.label_column)?.len()
             };
-            ((a.epochs * n as f64) / a.batch_size.max(1) as f64).ceil() as u64
+            ((a.epochs * n as f64) / a.batch_size.max(1) as f64).ceil().max(1.0) as u64
         }
     };
     let optim = OptimConfig {
@@ -797,13 +801,25 @@ fn experiment(a: ExperimentArgs) -> tramway::Result<()> {
     if a.quick && a.out.is_none() {
         out = PathBuf::from(format!("{}-quick", out.display()));
     }
+    // `baseline = true`: one more row per task, the starting model evaluated without training
+    // (`--steps 0`, first seed) — the reference a language model's perplexities need.
+    let baseline = match t.get("baseline") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(v) => return Err(bad(format!("baseline must be true or false, found {v:?}"))),
+    };
+    let mut rows: Vec<(String, Vec<u64>)> = Vec::new();
+    if baseline {
+        rows.push(("pretrained".into(), seeds.iter().take(1).copied().collect()));
+    }
+    rows.extend(optimizers.iter().map(|o| (o.clone(), seeds.clone())));
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
-    let total = chosen.len() * optimizers.len() * seeds.len();
+    let total = chosen.len() * rows.iter().map(|(_, s)| s.len()).sum::<usize>();
     let (mut k, mut ran_secs) = (0, 0.0);
     if !a.report {
         for (task, name) in tasks.iter().zip(&names).filter(|(_, n)| chosen.contains(n)) {
-            for o in &optimizers {
-                for &seed in &seeds {
+            for (o, row_seeds) in &rows {
+                for &seed in row_seeds {
                     k += 1;
                     let dir = run_dir(&out, name, o, seed);
                     if load_record(&dir)?.is_some() {
@@ -822,14 +838,18 @@ fn experiment(a: ExperimentArgs) -> tramway::Result<()> {
                         args.extend(flags(&quick_t, &["seeds"])?);
                     }
                     let metrics = dir.join("metrics.jsonl");
+                    let optimizer = if o == "pretrained" { "adamw".to_string() } else { o.clone() };
                     for (f, v) in [
-                        ("--optimizer", o.clone()),
+                        ("--optimizer", optimizer),
                         ("--seed", seed.to_string()),
                         ("--out", dir.display().to_string()),
                         ("--metrics", metrics.display().to_string()),
                     ] {
                         args.push(f.into());
                         args.push(v);
+                    }
+                    if o == "pretrained" {
+                        args.extend(["--steps".into(), "0".into()]);
                     }
                     args.push("--no-save".into());
                     let cli = Cli::try_parse_from(&args)
@@ -861,7 +881,8 @@ fn experiment(a: ExperimentArgs) -> tramway::Result<()> {
         out.display(),
         ran_secs / 60.0
     );
-    let md = report(&out, &chosen, &optimizers, &header)?;
+    let names: Vec<String> = rows.into_iter().map(|(o, _)| o).collect();
+    let md = report(&out, &chosen, &names, &header)?;
     println!("{md}");
     println!("written: {}", out.join("results.md").display());
     Ok(())

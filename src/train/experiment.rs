@@ -17,7 +17,9 @@ pub struct RunRecord {
     pub seed: u64,
     pub steps: u64,
     pub seconds: f64,
-    pub final_loss: f64,
+    /// The last logged training loss (none for a run of zero steps).
+    #[serde(default)]
+    pub final_loss: Option<f64>,
     /// (eval set, accuracy (None for a language model), mean loss, examples or scored tokens)
     pub evals: Vec<(String, Option<f64>, f64, usize)>,
 }
@@ -30,7 +32,7 @@ impl RunRecord {
             seed,
             steps: s.steps,
             seconds: s.seconds,
-            final_loss: s.final_loss as f64,
+            final_loss: Some(s.final_loss as f64).filter(|l| l.is_finite()),
             evals: s
                 .evals
                 .iter()
@@ -183,7 +185,10 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
                 continue;
             }
             let dirs: Vec<PathBuf> = runs.iter().map(|r| run_dir(out, t, o, r.seed)).collect();
-            loss.push(Series { name: o.clone(), points: mean_loss_curve(&dirs), err: None });
+            let curve = mean_loss_curve(&dirs);
+            if !curve.is_empty() {
+                loss.push(Series { name: o.clone(), points: curve, err: None });
+            }
             let (mut points, mut err) = (Vec::new(), Vec::new());
             for (k, set) in sets.iter().enumerate() {
                 let a: Vec<f64> = runs.iter().filter_map(|r| r.evals.iter().find(|e| &e.0 == set).map(score)).collect();

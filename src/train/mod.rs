@@ -887,7 +887,8 @@ pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
         let st = read_weights(&model_dir.join("optimizer.safetensors"))?;
         opt.load_state(gpu, run.params(), &st, start_step)?;
     }
-    let total = o.steps.unwrap_or(((o.epochs * train.len() as f64) / o.batch_size as f64).ceil() as u64).max(1);
+    // `steps: Some(0)` trains nothing: the starting model is evaluated (an experiment's baseline).
+    let total = o.steps.unwrap_or((((o.epochs * train.len() as f64) / o.batch_size as f64).ceil() as u64).max(1));
     std::fs::create_dir_all(&o.out).map_err(io_err(&o.out))?;
     // Every metrics line of the run (those before a resume included), for the plot.
     let mut history: Vec<serde_json::Value> = Vec::new();

@@ -301,6 +301,25 @@ fn causal_lm_finetune_end_to_end() {
         let ids = tok.ids(&text(11, 40), false).unwrap();
         let p = perplexity(gpu(), &lm, &ids, 16, 2).unwrap();
         assert!(p.perplexity.is_finite() && p.perplexity < 150.0 && p.predicted == 40 - 3, "{p:?}");
+        // Zero steps evaluate the starting model (an experiment's baseline row): no training
+        // line, the same scored tokens, and the untrained model's (higher) dev perplexity.
+        let mut z = o.clone();
+        z.steps = Some(0);
+        z.out = dir.join("zero");
+        z.metrics = Some(dir.join("zero.jsonl"));
+        z.save_final = false;
+        let s0 = finetune(gpu(), &z).unwrap();
+        assert_eq!((s0.steps, s0.evals[0].examples), (0, s.evals[0].examples), "{name}");
+        assert!(s0.final_loss.is_nan(), "{name}: no training loss without steps");
+        let zl = std::fs::read_to_string(dir.join("zero.jsonl")).unwrap();
+        assert_eq!(zl.lines().count(), 1, "{name}: one evaluation line only: {zl}");
+        assert!(
+            s0.evals[0].loss > s.evals[0].loss + 0.5,
+            "{name}: {} vs trained {}",
+            s0.evals[0].loss,
+            s.evals[0].loss
+        );
+        assert!(dir.join("zero/plot.png").is_file());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
