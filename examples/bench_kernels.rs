@@ -265,7 +265,7 @@ fn main() -> Result<()> {
         (
             "KL mean (forward)",
             format!("{rows}x{classes}"),
-            Box::new(|r| kl_mean(r, &logits, &logits2, &out, 2, KlKind::Forward, 1.0)),
+            Box::new(|r| kl_mean(r, &logits, &logits2, &out, 2, KlKind::Forward, 1.0, None)),
         ),
         ("embedding gather", format!("{rows} ids, {vocab}x{hid}"), Box::new(|r| embedding(r, &wte, &idt, &y))),
         (

@@ -5,6 +5,9 @@
 //   MODE 2 symmetric forward + reverse
 // rows: ROWKL[r] = the divergence of row r (the mean over rows is a reduce.wgsl pass).
 // backward: DQ (and DP when HAS_DP) (=|+=) coef * d(row KL)/d(logits), ACC selects +=.
+// WEIGHTED: per-row weights w (a language model's real tokens, normalised to sum 1): `rows`
+// writes w[r] * KL_r reading w from the DP binding (unused there), `backward` differentiates
+// coef * sum_r w[r] KL_r reading w from the ROWKL binding (unused there).
 
 struct Params { rows: u32, cols: u32, _a: u32, _b: u32, coef: f32, _c: u32, _d: u32, _e: u32 }
 @group(0) @binding(0) var<uniform> p: Params;
@@ -59,6 +62,7 @@ fn rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (lid == 0u) {
         var v = kl.x;
         if (MODE == 1u) { v = kl.y; } else if (MODE == 2u) { v = kl.x + kl.y; }
+        if (WEIGHTED) { v *= DP[row]; }
         ROWKL[row] = v;
     }
 }
@@ -70,6 +74,8 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
     let base = row * p.cols;
     let l = lses(lid, base);
     let kl = both(lid, base, l);
+    var coef = p.coef;
+    if (WEIGHTED) { coef *= ROWKL[row]; }
     for (var j = lid; j < p.cols; j += WG) {
         let lp = P[base + j] - l.x;
         let lq = Q[base + j] - l.y;
@@ -85,8 +91,8 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
             dq += qq * (lq - lp - kl.y);
             dp += pp - qq;
         }
-        dq *= p.coef;
-        dp *= p.coef;
+        dq *= coef;
+        dp *= coef;
         if (ACC) { dq += DQ[base + j]; }
         DQ[base + j] = dq;
         if (HAS_DP) {

@@ -75,6 +75,14 @@ impl LmBatch {
             })
             .collect()
     }
+
+    /// The KL terms' row weights: 1 / (scored tokens) on each row with a target, 0 elsewhere
+    /// (padding and each sequence's last position), so that they sum to 1.
+    pub fn row_weights(&self) -> Vec<f32> {
+        let t = self.targets();
+        let n = t.iter().filter(|&&x| x != IGNORE_INDEX).count().max(1) as f32;
+        t.iter().map(|&x| if x != IGNORE_INDEX { 1.0 / n } else { 0.0 }).collect()
+    }
 }
 
 struct LayerActs {
@@ -104,6 +112,7 @@ pub struct Gpt2Acts {
     pos: Tensor,
     mask: Tensor,
     targets: Tensor,
+    row_w: Tensor,
     ones: Tensor,
     index: Option<[EmbeddingIndex; 2]>,
     emb: Tensor,
@@ -345,6 +354,7 @@ impl Gpt2 {
             pos: gpu.zeros_u32(&[bt])?,
             mask: gpu.zeros_u32(&[bt])?,
             targets: gpu.zeros_u32(&[bt])?,
+            row_w: f(&[bt])?,
             ones: gpu.from_f32(&vec![1.0; bt], &[bt])?,
             index: None,
             emb: f(&[bt, h])?,
@@ -393,6 +403,7 @@ impl Gpt2 {
         gpu.write_u32(&acts.pos, &pos)?;
         gpu.write_u32(&acts.mask, &b.mask)?;
         gpu.write_u32(&acts.targets, &b.targets())?;
+        gpu.write_f32(&acts.row_w, &b.row_weights())?;
         acts.index = Some([
             EmbeddingIndex::upload(gpu, &b.ids, c.vocab_size)?,
             EmbeddingIndex::upload(gpu, &pos, c.n_positions)?,
@@ -595,5 +606,8 @@ impl crate::optim::TaskModel for Gpt2 {
     }
     fn outputs(acts: &Gpt2Acts) -> (&Tensor, &Tensor, &Tensor) {
         (&acts.logits, &acts.loss, &acts.dlogits)
+    }
+    fn row_weights(acts: &Gpt2Acts) -> Option<&Tensor> {
+        Some(&acts.row_w)
     }
 }

@@ -77,6 +77,7 @@ pub struct LlamaActs {
     ids: Tensor,
     mask: Tensor,
     targets: Tensor,
+    row_w: Tensor,
     table: Tensor,
     index: Option<EmbeddingIndex>,
     xs: Vec<Tensor>,
@@ -254,6 +255,7 @@ impl Llama {
             ids: gpu.zeros_u32(&[bt])?,
             mask: gpu.zeros_u32(&[bt])?,
             targets: gpu.zeros_u32(&[bt])?,
+            row_w: f(&[bt])?,
             table: gpu.from_f32(&rope_table(seq, c.head_dim / 2, c.rope_theta), &[2 * seq * c.head_dim / 2])?,
             index: None,
             xs: (0..=c.num_layers).map(|_| f(&[bt, h])).collect::<Result<_>>()?,
@@ -302,6 +304,7 @@ impl Llama {
         gpu.write_u32(&acts.ids, &b.ids)?;
         gpu.write_u32(&acts.mask, &b.mask)?;
         gpu.write_u32(&acts.targets, &b.targets())?;
+        gpu.write_f32(&acts.row_w, &b.row_weights())?;
         acts.index = Some(EmbeddingIndex::upload(gpu, &b.ids, self.cfg.vocab_size)?);
         Ok(())
     }
@@ -485,5 +488,8 @@ impl crate::optim::TaskModel for Llama {
     }
     fn outputs(acts: &LlamaActs) -> (&Tensor, &Tensor, &Tensor) {
         (&acts.logits, &acts.loss, &acts.dlogits)
+    }
+    fn row_weights(acts: &LlamaActs) -> Option<&Tensor> {
+        Some(&acts.row_w)
     }
 }

@@ -27,8 +27,20 @@ impl KlKind {
     }
 }
 
-fn spec(entry: &'static str, kind: KlKind, acc: bool, has_dp: bool) -> KernelSpec {
-    KernelSpec::new("kl", entry, 5).u("WG", WG).u("MODE", kind.code()).b("ACC", acc).b("HAS_DP", has_dp)
+fn spec(entry: &'static str, kind: KlKind, acc: bool, has_dp: bool, weighted: bool) -> KernelSpec {
+    KernelSpec::new("kl", entry, 5)
+        .u("WG", WG)
+        .u("MODE", kind.code())
+        .b("ACC", acc)
+        .b("HAS_DP", has_dp)
+        .b("WEIGHTED", weighted)
+}
+
+fn check_weights(op: &'static str, p: &Tensor, weights: Option<&Tensor>) -> Result<()> {
+    match weights {
+        Some(w) => expect_len(op, "row weights", w, p.rows()),
+        None => Ok(()),
+    }
 }
 
 fn check(p: &Tensor, q: &Tensor) -> Result<()> {
@@ -41,18 +53,28 @@ fn check(p: &Tensor, q: &Tensor) -> Result<()> {
     Ok(())
 }
 
-/// `out[r]` = divergence of row r.
-pub fn kl_rows(rec: &mut Recorder, p: &Tensor, q: &Tensor, out: &Tensor, kind: KlKind) -> Result<()> {
+/// `out[r]` = divergence of row r, times `weights[r]` when given.
+pub fn kl_rows(
+    rec: &mut Recorder,
+    p: &Tensor,
+    q: &Tensor,
+    out: &Tensor,
+    kind: KlKind,
+    weights: Option<&Tensor>,
+) -> Result<()> {
     check(p, q)?;
     expect_len("kl_rows", "out", out, p.rows())?;
+    check_weights("kl_rows", p, weights)?;
     let gpu = rec.gpu();
     let d = gpu.dummy_tensor();
-    let k = gpu.kernel(&spec("rows", kind, false, false))?;
+    let k = gpu.kernel(&spec("rows", kind, false, false, weights.is_some()))?;
     let prm = Params::new().n(p.rows()).n(p.cols()).u(0).u(0).f(1.0).u(0).u(0).u(0);
-    rec.dispatch(&k, prm, &[p, q, out, &d, &d], grid(gpu, p.rows())?)
+    rec.dispatch(&k, prm, &[p, q, out, &d, weights.unwrap_or(&d)], grid(gpu, p.rows())?)
 }
 
-/// `out[out_off]` = scale * mean over rows of the divergence.
+/// `out[out_off]` = scale * the mean over rows of the divergence, or, with row `weights`
+/// (summing to 1, e.g. a language model's real tokens), scale * sum_r weights[r] * KL_r.
+#[allow(clippy::too_many_arguments)]
 pub fn kl_mean(
     rec: &mut Recorder,
     p: &Tensor,
@@ -61,16 +83,20 @@ pub fn kl_mean(
     out_off: usize,
     kind: KlKind,
     scale: f32,
+    weights: Option<&Tensor>,
 ) -> Result<()> {
     check(p, q)?;
     expect_min("kl_mean", "out", out, out_off + 1)?;
     let rows = rec.gpu().scratch(slot::KL_ROWS, p.rows())?;
-    kl_rows(rec, p, q, &rows, kind)?;
-    reduce(rec, &[&rows], Reduction::Sum, scale / p.rows() as f32, out, out_off, false)
+    kl_rows(rec, p, q, &rows, kind, weights)?;
+    let s = if weights.is_some() { scale } else { scale / p.rows() as f32 };
+    reduce(rec, &[&rows], Reduction::Sum, s, out, out_off, false)
 }
 
-/// Gradient of `coef * sum over rows of KL_row` with respect to the current logits Q (into
-/// `dq`) and, when `dp` is given, the reference logits P. Written, or added when `accumulate`.
+/// Gradient of `coef * sum over rows of KL_row` (each row times `weights[r]` when given) with
+/// respect to the current logits Q (into `dq`) and, when `dp` is given, the reference logits P.
+/// Written, or added when `accumulate`.
+#[allow(clippy::too_many_arguments)]
 pub fn kl_backward(
     rec: &mut Recorder,
     p: &Tensor,
@@ -80,15 +106,17 @@ pub fn kl_backward(
     kind: KlKind,
     coef: f32,
     accumulate: bool,
+    weights: Option<&Tensor>,
 ) -> Result<()> {
     check(p, q)?;
     expect_len("kl_backward", "dq", dq, q.len())?;
     if let Some(t) = dp {
         expect_len("kl_backward", "dp", t, p.len())?;
     }
+    check_weights("kl_backward", p, weights)?;
     let gpu = rec.gpu();
     let d = gpu.dummy_tensor();
-    let k = gpu.kernel(&spec("backward", kind, accumulate, dp.is_some()))?;
+    let k = gpu.kernel(&spec("backward", kind, accumulate, dp.is_some(), weights.is_some()))?;
     let prm = Params::new().n(p.rows()).n(p.cols()).u(0).u(0).f(coef).u(0).u(0).u(0);
-    rec.dispatch(&k, prm, &[p, q, &d, dq, dp.unwrap_or(&d)], grid(gpu, p.rows())?)
+    rec.dispatch(&k, prm, &[p, q, weights.unwrap_or(&d), dq, dp.unwrap_or(&d)], grid(gpu, p.rows())?)
 }

@@ -183,6 +183,11 @@ pub trait TrainModel {
     /// The gradient of the loss w.r.t. the logits, written by the last forward (regularisers
     /// add theirs into it before [`TrainModel::backward`]).
     fn dlogits(&self) -> &Tensor;
+    /// Per-row weights of the logits for the KL terms (TRAM's d, R3F, TRPO/MESA), summing to 1:
+    /// a language model's real tokens (padding excluded). `None`: every row counts the same.
+    fn row_weights(&self) -> Option<&Tensor> {
+        None
+    }
     /// R3F's second branch: a forward on a separate activation set that stays alive for
     /// [`TrainModel::backward_aux`]. Models without one refuse R3F.
     fn forward_aux(
@@ -224,6 +229,10 @@ pub trait TaskModel {
     fn backward_acts(&self, rec: &mut Recorder, acts: &Self::Acts, dlogits: &Tensor, input_grad: bool) -> Result<()>;
     /// (logits, `[loss, count]`, dlogits) of an activation set.
     fn outputs(acts: &Self::Acts) -> (&Tensor, &Tensor, &Tensor);
+    /// See [`TrainModel::row_weights`].
+    fn row_weights(_acts: &Self::Acts) -> Option<&Tensor> {
+        None
+    }
 }
 
 /// A model with one batch's activations, as the optimizer drives it. `aux` is a second
@@ -252,6 +261,9 @@ impl<M: TaskModel> TrainModel for Task<'_, M> {
     }
     fn dlogits(&self) -> &Tensor {
         M::outputs(self.acts).2
+    }
+    fn row_weights(&self) -> Option<&Tensor> {
+        M::row_weights(self.acts)
     }
     fn forward_aux(
         &self,
@@ -382,20 +394,13 @@ impl Optimizer {
                 model.forward(rec, p, Some(self.train(0)), None)?;
                 rec.copy(model.loss(), &self.loss1)?;
                 model.forward_aux(rec, p, Some(self.train(1)), Some(Noise { std, uniform, key: self.noise_key() }))?;
-                let rows = model.logits().rows() as f32;
+                // λ times the mean row KL (weighted by real tokens for a language model).
+                let w = model.row_weights();
+                let coef = if w.is_some() { lambda } else { lambda / model.logits().rows() as f32 };
                 // The clean branch adds the KL gradient to its CE gradient; the noised branch
                 // gets the KL gradient alone.
                 rec.zero(aux_dlogits);
-                kl_backward(
-                    rec,
-                    aux_logits,
-                    model.logits(),
-                    model.dlogits(),
-                    Some(aux_dlogits),
-                    kl,
-                    lambda / rows,
-                    true,
-                )?;
+                kl_backward(rec, aux_logits, model.logits(), model.dlogits(), Some(aux_dlogits), kl, coef, true, w)?;
                 model.backward(rec)?;
                 model.backward_aux(rec)?;
             }
@@ -406,8 +411,9 @@ impl Optimizer {
                 rec.copy(model.logits(), &cur)?;
                 model.forward(rec, p, Some(self.train(0)), None)?;
                 rec.copy(model.loss(), &self.loss1)?;
-                let rows = model.logits().rows() as f32;
-                kl_backward(rec, &cur, model.logits(), model.dlogits(), None, KlKind::Forward, lambda / rows, true)?;
+                let w = model.row_weights();
+                let coef = if w.is_some() { lambda } else { lambda / model.logits().rows() as f32 };
+                kl_backward(rec, &cur, model.logits(), model.dlogits(), None, KlKind::Forward, coef, true, w)?;
                 model.backward(rec)?;
                 self.update_reference(rec, p)?;
             }
@@ -454,7 +460,8 @@ impl Optimizer {
                 KlNorm::ReferenceCode => tr_scale / logits.cols() as f32,
             };
             // d = D(reference ‖ current) with the reference as the first (target) argument.
-            kl_mean(rec, model.logits(), &cur, &self.scal, slot::D, kl, scale)?;
+            // The mean over rows (over a language model's real tokens).
+            kl_mean(rec, model.logits(), &cur, &self.scal, slot::D, kl, scale, model.row_weights())?;
         }
         self.ascend(rec, p, mode, eta, radius, tram)?;
         p.zero_grads(rec);

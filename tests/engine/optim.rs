@@ -543,3 +543,74 @@ fn every_method_runs_on_causal_lms() {
         }
     }
 }
+
+/// A language model's KL terms (TRAM's d, TRPO's and R3F's penalties) count only the scored
+/// tokens: two batches that differ only in what their padding positions hold give the same d
+/// and the same parameters after a step (right padding under causal attention leaves the real
+/// positions untouched, so anything that differs must come from padding rows).
+#[test]
+fn lm_kl_terms_ignore_padding() {
+    use tramway::models::gpt2::{Gpt2Task, LmBatch};
+    use tramway::models::llama::LlamaTask;
+    use tramway::train::lm::{CausalLm, LmActs};
+    let methods = [
+        tram(TramRef::Noise { std: 0.1, uniform: false }),
+        Method::TrustRegion { lambda: 1.0, ema_decay: 0.5 },
+        Method::R3f { lambda: 1.0, std: 0.1, uniform: false, kl: KlKind::Symmetric },
+    ];
+    for name in ["gpt2", "llama"] {
+        let dir = fixture(name);
+        let exp = read_weights(&dir.join("expected.safetensors")).unwrap();
+        let ints = |k: &str| exp.ints(k).unwrap().1.iter().map(|&v| v as u32).collect::<Vec<u32>>();
+        let shape = exp.ints("input_ids").unwrap().0.clone();
+        let a = LmBatch { batch: shape[0], seq: shape[1], ids: ints("input_ids"), mask: ints("attention_mask") };
+        assert!(a.mask.contains(&0), "{name}: the fixture batch must be padded");
+        let mut b = a.clone();
+        for (id, &m) in b.ids.iter_mut().zip(&b.mask) {
+            if m == 0 {
+                *id = (*id + 5) % 16;
+            }
+        }
+        assert_ne!(a.ids, b.ids);
+        for m in methods {
+            let run = |batch: &LmBatch| -> (f32, Vec<Vec<f32>>) {
+                let model = CausalLm::load(gpu(), &dir.join("model"), 0).unwrap();
+                let mut acts = model.acts(gpu(), batch.batch, batch.seq).unwrap();
+                let mut aux = model.acts(gpu(), batch.batch, batch.seq).unwrap();
+                model.upload(gpu(), &mut acts, batch).unwrap();
+                model.upload(gpu(), &mut aux, batch).unwrap();
+                let params = match &model {
+                    CausalLm::Gpt2(g) => &g.params,
+                    CausalLm::Llama(l) => &l.params,
+                };
+                let mut opt = Optimizer::new(gpu(), params, OptimConfig { lr: 1e-2, ..cfg(m) }).unwrap();
+                let mut d = 0.0;
+                for _ in 0..2 {
+                    let mut rc = rec();
+                    match (&model, &acts, &aux) {
+                        (CausalLm::Gpt2(g), LmActs::Gpt2(a), LmActs::Gpt2(x)) => {
+                            opt.step(&mut rc, &Gpt2Task { model: g, acts: a, aux: Some(x) }).unwrap()
+                        }
+                        (CausalLm::Llama(l), LmActs::Llama(a), LmActs::Llama(x)) => {
+                            opt.step(&mut rc, &LlamaTask { model: l, acts: a, aux: Some(x) }).unwrap()
+                        }
+                        _ => unreachable!(),
+                    }
+                    rc.submit().unwrap();
+                    d = pollster::block_on(opt.metrics(gpu())).unwrap().d;
+                }
+                let values = (0..params.len()).map(|i| params.params.read_blocking(gpu(), i).unwrap()).collect();
+                (d, values)
+            };
+            let ((da, pa), (db, pb)) = (run(&a), run(&b));
+            if matches!(m, Method::Tram { .. }) {
+                assert!(da > 0.0, "{name}: d must be positive");
+            }
+            assert!((da - db).abs() <= 1e-6 * da.abs(), "{name} {m:?}: d {da} vs {db} with other padding");
+            for (i, (x, y)) in pa.iter().zip(&pb).enumerate() {
+                let worst = x.iter().zip(y).map(|(u, v)| (u - v).abs()).fold(0.0f32, f32::max);
+                assert!(worst <= 1e-6, "{name} {m:?}: parameter {i} differs by {worst} with other padding");
+            }
+        }
+    }
+}
