@@ -487,13 +487,68 @@ fn methods_on_vision(name: &str) {
     }
 }
 
+/// A causal-LM fixture (GPT-2 or LLaMA) with a batch uploaded into its activation set and a
+/// second one (R3F's noised branch), stepped by an optimizer.
+struct LmFixture {
+    model: tramway::train::lm::CausalLm,
+    acts: tramway::train::lm::LmActs,
+    aux: tramway::train::lm::LmActs,
+}
+
+impl LmFixture {
+    /// The fixture's own (right-padded) batch.
+    fn batch(name: &str) -> tramway::models::gpt2::LmBatch {
+        let exp = read_weights(&fixture(name).join("expected.safetensors")).unwrap();
+        let ints = |k: &str| exp.ints(k).unwrap().1.iter().map(|&v| v as u32).collect::<Vec<u32>>();
+        let shape = exp.ints("input_ids").unwrap().0.clone();
+        tramway::models::gpt2::LmBatch {
+            batch: shape[0],
+            seq: shape[1],
+            ids: ints("input_ids"),
+            mask: ints("attention_mask"),
+        }
+    }
+
+    fn new(name: &str, batch: &tramway::models::gpt2::LmBatch) -> Self {
+        let model = tramway::train::lm::CausalLm::load(gpu(), &fixture(name).join("model"), 0).unwrap();
+        let mut acts = model.acts(gpu(), batch.batch, batch.seq).unwrap();
+        let mut aux = model.acts(gpu(), batch.batch, batch.seq).unwrap();
+        model.upload(gpu(), &mut acts, batch).unwrap();
+        model.upload(gpu(), &mut aux, batch).unwrap();
+        LmFixture { model, acts, aux }
+    }
+
+    fn params(&self) -> &ParamSet {
+        match &self.model {
+            tramway::train::lm::CausalLm::Gpt2(g) => &g.params,
+            tramway::train::lm::CausalLm::Llama(l) => &l.params,
+        }
+    }
+
+    /// One optimizer step; returns its metrics.
+    fn step(&self, opt: &mut Optimizer) -> Metrics {
+        use tramway::models::gpt2::Gpt2Task;
+        use tramway::models::llama::LlamaTask;
+        use tramway::train::lm::{CausalLm, LmActs};
+        let mut rc = rec();
+        match (&self.model, &self.acts, &self.aux) {
+            (CausalLm::Gpt2(g), LmActs::Gpt2(a), LmActs::Gpt2(x)) => {
+                opt.step(&mut rc, &Gpt2Task { model: g, acts: a, aux: Some(x) }).unwrap()
+            }
+            (CausalLm::Llama(l), LmActs::Llama(a), LmActs::Llama(x)) => {
+                opt.step(&mut rc, &LlamaTask { model: l, acts: a, aux: Some(x) }).unwrap()
+            }
+            _ => unreachable!(),
+        }
+        rc.submit().unwrap();
+        pollster::block_on(opt.metrics(gpu())).unwrap()
+    }
+}
+
 /// Causal-LM fine-tuning with every method on the GPT-2 and LLaMA fixtures: TRAM's KL is taken
 /// per token over the LM logits (tram.md §1.3); the loss must fall over six steps.
 #[test]
 fn every_method_runs_on_causal_lms() {
-    use tramway::models::gpt2::{Gpt2Task, LmBatch};
-    use tramway::models::llama::LlamaTask;
-    use tramway::train::lm::{CausalLm, LmActs};
     let methods = [
         Method::Plain,
         Method::Sam { rho: 0.05 },
@@ -508,37 +563,11 @@ fn every_method_runs_on_causal_lms() {
         Method::R3f { lambda: 0.1, std: 0.1, uniform: false, kl: KlKind::Symmetric },
     ];
     for name in ["gpt2", "llama"] {
-        let dir = fixture(name);
-        let exp = read_weights(&dir.join("expected.safetensors")).unwrap();
-        let ints = |k: &str| exp.ints(k).unwrap().1.iter().map(|&v| v as u32).collect::<Vec<u32>>();
-        let shape = exp.ints("input_ids").unwrap().0.clone();
-        let batch = LmBatch { batch: shape[0], seq: shape[1], ids: ints("input_ids"), mask: ints("attention_mask") };
+        let batch = LmFixture::batch(name);
         for m in methods {
-            let model = CausalLm::load(gpu(), &dir.join("model"), 0).unwrap();
-            let mut acts = model.acts(gpu(), batch.batch, batch.seq).unwrap();
-            let mut aux = model.acts(gpu(), batch.batch, batch.seq).unwrap();
-            model.upload(gpu(), &mut acts, &batch).unwrap();
-            model.upload(gpu(), &mut aux, &batch).unwrap();
-            let params = match &model {
-                CausalLm::Gpt2(g) => &g.params,
-                CausalLm::Llama(l) => &l.params,
-            };
-            let mut opt = Optimizer::new(gpu(), params, OptimConfig { lr: 3e-3, ..cfg(m) }).unwrap();
-            let mut losses = Vec::new();
-            for _ in 0..6 {
-                let mut rc = rec();
-                match (&model, &acts, &aux) {
-                    (CausalLm::Gpt2(g), LmActs::Gpt2(a), LmActs::Gpt2(x)) => {
-                        opt.step(&mut rc, &Gpt2Task { model: g, acts: a, aux: Some(x) }).unwrap()
-                    }
-                    (CausalLm::Llama(l), LmActs::Llama(a), LmActs::Llama(x)) => {
-                        opt.step(&mut rc, &LlamaTask { model: l, acts: a, aux: Some(x) }).unwrap()
-                    }
-                    _ => unreachable!(),
-                }
-                rc.submit().unwrap();
-                losses.push(pollster::block_on(opt.metrics(gpu())).unwrap().loss);
-            }
+            let lm = LmFixture::new(name, &batch);
+            let mut opt = Optimizer::new(gpu(), lm.params(), OptimConfig { lr: 3e-3, ..cfg(m) }).unwrap();
+            let losses: Vec<f32> = (0..6).map(|_| lm.step(&mut opt).loss).collect();
             assert!(losses.iter().all(|l| l.is_finite()) && losses[5] < losses[0], "{name} {m:?}: losses {losses:?}");
         }
     }
@@ -550,20 +579,13 @@ fn every_method_runs_on_causal_lms() {
 /// positions untouched, so anything that differs must come from padding rows).
 #[test]
 fn lm_kl_terms_ignore_padding() {
-    use tramway::models::gpt2::{Gpt2Task, LmBatch};
-    use tramway::models::llama::LlamaTask;
-    use tramway::train::lm::{CausalLm, LmActs};
     let methods = [
         tram(TramRef::Noise { std: 0.1, uniform: false }),
         Method::TrustRegion { lambda: 1.0, ema_decay: 0.5 },
         Method::R3f { lambda: 1.0, std: 0.1, uniform: false, kl: KlKind::Symmetric },
     ];
     for name in ["gpt2", "llama"] {
-        let dir = fixture(name);
-        let exp = read_weights(&dir.join("expected.safetensors")).unwrap();
-        let ints = |k: &str| exp.ints(k).unwrap().1.iter().map(|&v| v as u32).collect::<Vec<u32>>();
-        let shape = exp.ints("input_ids").unwrap().0.clone();
-        let a = LmBatch { batch: shape[0], seq: shape[1], ids: ints("input_ids"), mask: ints("attention_mask") };
+        let a = LmFixture::batch(name);
         assert!(a.mask.contains(&0), "{name}: the fixture batch must be padded");
         let mut b = a.clone();
         for (id, &m) in b.ids.iter_mut().zip(&b.mask) {
@@ -573,34 +595,12 @@ fn lm_kl_terms_ignore_padding() {
         }
         assert_ne!(a.ids, b.ids);
         for m in methods {
-            let run = |batch: &LmBatch| -> (f32, Vec<Vec<f32>>) {
-                let model = CausalLm::load(gpu(), &dir.join("model"), 0).unwrap();
-                let mut acts = model.acts(gpu(), batch.batch, batch.seq).unwrap();
-                let mut aux = model.acts(gpu(), batch.batch, batch.seq).unwrap();
-                model.upload(gpu(), &mut acts, batch).unwrap();
-                model.upload(gpu(), &mut aux, batch).unwrap();
-                let params = match &model {
-                    CausalLm::Gpt2(g) => &g.params,
-                    CausalLm::Llama(l) => &l.params,
-                };
-                let mut opt = Optimizer::new(gpu(), params, OptimConfig { lr: 1e-2, ..cfg(m) }).unwrap();
-                let mut d = 0.0;
-                for _ in 0..2 {
-                    let mut rc = rec();
-                    match (&model, &acts, &aux) {
-                        (CausalLm::Gpt2(g), LmActs::Gpt2(a), LmActs::Gpt2(x)) => {
-                            opt.step(&mut rc, &Gpt2Task { model: g, acts: a, aux: Some(x) }).unwrap()
-                        }
-                        (CausalLm::Llama(l), LmActs::Llama(a), LmActs::Llama(x)) => {
-                            opt.step(&mut rc, &LlamaTask { model: l, acts: a, aux: Some(x) }).unwrap()
-                        }
-                        _ => unreachable!(),
-                    }
-                    rc.submit().unwrap();
-                    d = pollster::block_on(opt.metrics(gpu())).unwrap().d;
-                }
-                let values = (0..params.len()).map(|i| params.params.read_blocking(gpu(), i).unwrap()).collect();
-                (d, values)
+            let run = |batch: &tramway::models::gpt2::LmBatch| -> (f32, Vec<Vec<f32>>) {
+                let lm = LmFixture::new(name, batch);
+                let mut opt = Optimizer::new(gpu(), lm.params(), OptimConfig { lr: 1e-2, ..cfg(m) }).unwrap();
+                let d = (0..2).map(|_| lm.step(&mut opt).d).last().unwrap();
+                let p = lm.params();
+                (d, (0..p.len()).map(|i| p.params.read_blocking(gpu(), i).unwrap()).collect())
             };
             let ((da, pa), (db, pb)) = (run(&a), run(&b));
             if matches!(m, Method::Tram { .. }) {
