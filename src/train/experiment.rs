@@ -87,7 +87,8 @@ fn is_lm(records: &[&RunRecord]) -> bool {
 }
 
 /// The markdown table of one task: a row per optimizer, a column per evaluation set (accuracy,
-/// or perplexity for a language model; mean ± std over seeds), then seeds and mean wall time.
+/// or perplexity for a language model; mean ± std over seeds, the value alone for one run),
+/// then seeds and mean wall time.
 pub fn task_table(task: &str, optimizers: &[String], records: &[RunRecord]) -> String {
     let rs: Vec<&RunRecord> = records.iter().filter(|r| r.task == task).collect();
     let mut sets: Vec<String> = Vec::new();
@@ -111,10 +112,12 @@ pub fn task_table(task: &str, optimizers: &[String], records: &[RunRecord]) -> S
                 let acc: Vec<f64> =
                     runs.iter().filter_map(|r| r.evals.iter().find(|e| &e.0 == set).map(score)).collect();
                 let (m, sd) = mean_std(&acc);
-                if m >= 10.0 {
-                    format!("{m:.2} ± {sd:.2}")
-                } else {
-                    format!("{m:.3} ± {sd:.3}")
+                // One run (a baseline row) has no spread to show.
+                match (m >= 10.0, acc.len() > 1) {
+                    (true, true) => format!("{m:.2} ± {sd:.2}"),
+                    (true, false) => format!("{m:.2}"),
+                    (false, true) => format!("{m:.3} ± {sd:.3}"),
+                    (false, false) => format!("{m:.3}"),
                 }
             })
             .collect();

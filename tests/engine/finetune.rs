@@ -323,3 +323,37 @@ fn causal_lm_finetune_end_to_end() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// The experiment table: mean ± sample std over seeds per set, perplexity for language models,
+/// a one-run row (the `baseline` row) without a spread, rows in the given optimizer order.
+#[test]
+fn experiment_table_rows() {
+    use tramway::train::experiment::{task_table, RunRecord};
+    let rec = |o: &str, seed: u64, steps: u64, evals: Vec<(&str, Option<f64>, f64)>| RunRecord {
+        task: "t".into(),
+        optimizer: o.into(),
+        seed,
+        steps,
+        seconds: 10.0 * seed as f64,
+        final_loss: (steps > 0).then_some(0.5),
+        evals: evals.into_iter().map(|(n, a, l)| (n.to_string(), a, l, 32)).collect(),
+    };
+    let rs = vec![
+        rec("adamw", 1, 5, vec![("in", Some(0.5), 0.7), ("out", Some(0.25), 0.9)]),
+        rec("adamw", 2, 5, vec![("in", Some(0.75), 0.6), ("out", Some(0.5), 0.8)]),
+        rec("pretrained", 1, 0, vec![("in", Some(0.5), 0.69), ("out", Some(0.5), 0.69)]),
+    ];
+    let t = task_table("t", &["pretrained".into(), "adamw".into(), "sam".into()], &rs);
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0], "| optimizer | in | out | seeds | steps | s / run |");
+    assert_eq!(lines[2], "| pretrained | 0.500 | 0.500 | 1 | 0 | 10 |");
+    // std of (0.5, 0.75) = 0.1768 (sample); no row for an optimizer without runs.
+    assert_eq!(lines[3], "| adamw | 0.625 ± 0.177 | 0.375 ± 0.177 | 2 | 5 | 15 |");
+    assert_eq!(lines.len(), 4, "{t}");
+    // A language model's sets are scored by perplexity, exp(mean loss).
+    let lm = vec![rec("sam", 1, 2, vec![("news", None, 4.0)]), rec("sam", 2, 2, vec![("news", None, 4.2)])];
+    let t = task_table("t", &["sam".into()], &lm);
+    let (a, b) = (4.0f64.exp(), 4.2f64.exp());
+    let sd = (a - b).abs() / 2f64.sqrt();
+    assert!(t.contains(&format!("| sam | {:.2} ± {sd:.2} | 2 | 2 | 15 |", (a + b) / 2.0)), "{t}");
+}
