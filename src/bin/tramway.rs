@@ -147,29 +147,29 @@ struct FinetuneArgs {
     #[arg(long)]
     eta: Option<f32>,
     /// FSAM / TRAM-Fisher γ (0.1).
-    #[arg(long, default_value_t = 0.1)]
-    gamma: f32,
+    #[arg(long)]
+    gamma: Option<f32>,
     /// TRAM-x / TRAM-Fisher / R3F noise σ (0.1).
-    #[arg(long, default_value_t = 0.1)]
-    noise_std: f32,
-    /// normal or uniform.
-    #[arg(long, default_value = "normal")]
-    noise_type: String,
+    #[arg(long)]
+    noise_std: Option<f32>,
+    /// TRAM-x / TRAM-Fisher / R3F noise: normal (default) or uniform.
+    #[arg(long)]
+    noise_type: Option<String>,
     /// forward, reverse or symmetric (TRAM default forward, R3F symmetric).
     #[arg(long)]
     kl_type: Option<String>,
-    /// mean (the paper) or reference-code (divided by the number of classes).
-    #[arg(long, default_value = "mean")]
-    kl_norm: String,
-    /// TRAM's multiplier of d.
-    #[arg(long, default_value_t = 1.0)]
-    tr_scale: f32,
+    /// TRAM's KL: mean (the paper, default) or reference-code (divided by the number of classes).
+    #[arg(long)]
+    kl_norm: Option<String>,
+    /// TRAM's multiplier of d (1).
+    #[arg(long)]
+    tr_scale: Option<f32>,
     /// EMA decay of the reference (tram-ema; MESA default 0.999).
     #[arg(long)]
     ema_decay: Option<f32>,
     /// R3F / TRPO / MESA regulariser weight λ (0.1).
-    #[arg(long, default_value_t = 0.1)]
-    lambda: f32,
+    #[arg(long)]
+    lambda: Option<f32>,
     /// TRAM without the |θ| scaling (SAM-style ascent).
     #[arg(long)]
     no_adaptive: bool,
@@ -280,7 +280,32 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
         Some("causal-lm") => TaskKind::CausalLm,
         Some(v) => return Err(bad("--task", v, "text-classification, image-classification or causal-lm")),
     };
-    let uniform = match a.noise_type.as_str() {
+    // A method option must belong to the chosen optimizer: one given to another (a misplaced
+    // key in a config or experiment file) would otherwise be ignored without a word.
+    let users: [(&'static str, bool, &[&str]); 11] = [
+        ("--rho", a.rho.is_some(), &["sam", "asam"]),
+        ("--eta", a.eta.is_some(), &["asam", "fsam", "tram-fisher"]),
+        ("--gamma", a.gamma.is_some(), &["fsam", "tram-fisher"]),
+        ("--noise-std", a.noise_std.is_some(), &["tram-x", "tram-fisher", "r3f"]),
+        ("--noise-type", a.noise_type.is_some(), &["tram-x", "tram-fisher", "r3f"]),
+        ("--kl-type", a.kl_type.is_some(), &["tram-x", "tram-prev", "tram-init", "tram-ema", "r3f"]),
+        ("--kl-norm", a.kl_norm.is_some(), &["tram-x", "tram-prev", "tram-init", "tram-ema"]),
+        ("--tr-scale", a.tr_scale.is_some(), &["tram-x", "tram-prev", "tram-init", "tram-ema"]),
+        ("--no-adaptive", a.no_adaptive, &["tram-x", "tram-prev", "tram-init", "tram-ema"]),
+        ("--ema-decay", a.ema_decay.is_some(), &["tram-ema", "mesa"]),
+        ("--lambda", a.lambda.is_some(), &["r3f", "trpo", "mesa"]),
+    ];
+    for (name, given, by) in users {
+        if given && !by.contains(&a.optimizer.as_str()) {
+            return Err(bad(
+                "--optimizer",
+                &a.optimizer,
+                &format!("an optimizer that uses {name} ({}), or no {name}: it would have no effect", by.join(", ")),
+            ));
+        }
+    }
+    let (gamma, noise_std, lambda) = (a.gamma.unwrap_or(0.1), a.noise_std.unwrap_or(0.1), a.lambda.unwrap_or(0.1));
+    let uniform = match a.noise_type.as_deref().unwrap_or("normal") {
         "normal" => false,
         "uniform" => true,
         v => return Err(bad("--noise-type", v, "normal or uniform")),
@@ -294,7 +319,7 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
             Some(v) => return Err(bad("--kl-type", v, "forward, reverse or symmetric")),
         })
     };
-    let kl_norm = match a.kl_norm.as_str() {
+    let kl_norm = match a.kl_norm.as_deref().unwrap_or("mean") {
         "mean" => KlNorm::Mean,
         "reference-code" | "reference_code" => KlNorm::ReferenceCode,
         v => return Err(bad("--kl-norm", v, "mean or reference-code")),
@@ -305,7 +330,7 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
             adaptive: !a.no_adaptive,
             kl: kl(KlKind::Forward)?,
             kl_norm,
-            tr_scale: a.tr_scale,
+            tr_scale: a.tr_scale.unwrap_or(1.0),
         })
     };
     let sgd = Base::Sgd { momentum: a.momentum, nesterov: false, weight_decay: a.weight_decay };
@@ -315,37 +340,36 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
         "sgd" => sgd,
         v => return Err(bad("--base", v, "adamw or sgd")),
     };
-    let method = match a.optimizer.as_str() {
-        "adamw" => {
-            base = adamw;
-            Method::Plain
-        }
-        "sgd" => {
-            base = sgd;
-            Method::Plain
-        }
-        "sam" => Method::Sam { rho: a.rho.unwrap_or(0.05) },
-        "asam" => Method::Asam { rho: a.rho.unwrap_or(0.5), eta: a.eta.unwrap_or(0.0) },
-        "fsam" => Method::Fsam { gamma: a.gamma, eta: a.eta.unwrap_or(0.1) },
-        "tram-x" => tram(TramRef::Noise { std: a.noise_std, uniform })?,
-        "tram-prev" => tram(TramRef::Params { ema_decay: 0.0 })?,
-        "tram-init" => tram(TramRef::Params { ema_decay: 1.0 })?,
-        "tram-ema" => match a.ema_decay {
-            Some(d) if (0.0..=1.0).contains(&d) => tram(TramRef::Params { ema_decay: d })?,
-            _ => return Err(bad("--ema-decay", &format!("{:?}", a.ema_decay), "a value in [0, 1] for tram-ema")),
-        },
-        "tram-fisher" => Method::TramFisher { gamma: a.gamma, eta: a.eta.unwrap_or(0.1), std: a.noise_std, uniform },
-        "r3f" => Method::R3f { lambda: a.lambda, std: a.noise_std, uniform, kl: kl(KlKind::Symmetric)? },
-        "trpo" => Method::TrustRegion { lambda: a.lambda, ema_decay: 0.0 },
-        "mesa" => Method::TrustRegion { lambda: a.lambda, ema_decay: a.ema_decay.unwrap_or(0.999) },
-        v => {
-            return Err(bad(
+    let method =
+        match a.optimizer.as_str() {
+            "adamw" => {
+                base = adamw;
+                Method::Plain
+            }
+            "sgd" => {
+                base = sgd;
+                Method::Plain
+            }
+            "sam" => Method::Sam { rho: a.rho.unwrap_or(0.05) },
+            "asam" => Method::Asam { rho: a.rho.unwrap_or(0.5), eta: a.eta.unwrap_or(0.0) },
+            "fsam" => Method::Fsam { gamma, eta: a.eta.unwrap_or(0.1) },
+            "tram-x" => tram(TramRef::Noise { std: noise_std, uniform })?,
+            "tram-prev" => tram(TramRef::Params { ema_decay: 0.0 })?,
+            "tram-init" => tram(TramRef::Params { ema_decay: 1.0 })?,
+            "tram-ema" => match a.ema_decay {
+                Some(d) if (0.0..=1.0).contains(&d) => tram(TramRef::Params { ema_decay: d })?,
+                _ => return Err(bad("--ema-decay", &format!("{:?}", a.ema_decay), "a value in [0, 1] for tram-ema")),
+            },
+            "tram-fisher" => Method::TramFisher { gamma, eta: a.eta.unwrap_or(0.1), std: noise_std, uniform },
+            "r3f" => Method::R3f { lambda, std: noise_std, uniform, kl: kl(KlKind::Symmetric)? },
+            "trpo" => Method::TrustRegion { lambda, ema_decay: 0.0 },
+            "mesa" => Method::TrustRegion { lambda, ema_decay: a.ema_decay.unwrap_or(0.999) },
+            v => return Err(bad(
                 "--optimizer",
                 v,
                 "adamw, sgd, sam, asam, fsam, tram-x, tram-prev, tram-init, tram-ema, tram-fisher, r3f, trpo or mesa",
-            ))
-        }
-    };
+            )),
+        };
     let schedule = |total: u64| -> tramway::Result<Schedule> {
         Ok(match a.schedule.as_str() {
             "constant" => Schedule::Constant,
@@ -813,62 +837,68 @@ fn experiment(a: ExperimentArgs) -> tramway::Result<()> {
         rows.push(("pretrained".into(), seeds.iter().take(1).copied().collect()));
     }
     rows.extend(optimizers.iter().map(|o| (o.clone(), seeds.clone())));
+    // Every run's options are built and checked before the first run starts, so a bad key in
+    // the file fails at once rather than hours in.
+    let mut plan = Vec::new();
+    for (task, name) in tasks.iter().zip(&names).filter(|(_, n)| chosen.contains(n)) {
+        for (o, row_seeds) in &rows {
+            for &seed in row_seeds {
+                let dir = run_dir(&out, name, o, seed);
+                let mut args = vec!["tramway".to_string(), "finetune".to_string()];
+                let flags = |tb: &toml::Table, skip: &[&str]| table_flags(&file, tb, skip).map_err(bad);
+                args.extend(flags(&finetune_t, &[])?);
+                args.extend(flags(task, &["name"])?);
+                if let Some(v) = optim_t.get(o) {
+                    let tb = v.as_table().ok_or_else(|| bad(format!("optimizer.{o} must be a table")))?;
+                    args.extend(flags(tb, &[])?);
+                }
+                if a.quick {
+                    args.extend(flags(&quick_t, &["seeds"])?);
+                }
+                let metrics = dir.join("metrics.jsonl");
+                let optimizer = if o == "pretrained" { "adamw".to_string() } else { o.clone() };
+                for (f, v) in [
+                    ("--optimizer", optimizer),
+                    ("--seed", seed.to_string()),
+                    ("--out", dir.display().to_string()),
+                    ("--metrics", metrics.display().to_string()),
+                ] {
+                    args.push(f.into());
+                    args.push(v);
+                }
+                if o == "pretrained" {
+                    args.extend(["--steps".into(), "0".into()]);
+                }
+                args.push("--no-save".into());
+                let context = |e: String| bad(format!("task {name}, optimizer {o}: {e}"));
+                let cli = Cli::try_parse_from(&args).map_err(|e| context(e.to_string().trim().to_string()))?;
+                let Cmd::Finetune(fa) = cli.cmd else { unreachable!("parsed as finetune") };
+                let opts = finetune_options(*fa).map_err(|e| context(e.to_string()))?;
+                plan.push((name.clone(), o.clone(), seed, dir, opts));
+            }
+        }
+    }
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
-    let total = chosen.len() * rows.iter().map(|(_, s)| s.len()).sum::<usize>();
-    let (mut k, mut ran_secs) = (0, 0.0);
+    let total = plan.len();
+    let mut ran_secs = 0.0;
     if !a.report {
-        for (task, name) in tasks.iter().zip(&names).filter(|(_, n)| chosen.contains(n)) {
-            for (o, row_seeds) in &rows {
-                for &seed in row_seeds {
-                    k += 1;
-                    let dir = run_dir(&out, name, o, seed);
-                    if load_record(&dir)?.is_some() {
-                        eprintln!("[{k}/{total}] {name} {o} seed {seed}: done already");
-                        continue;
-                    }
-                    let mut args = vec!["tramway".to_string(), "finetune".to_string()];
-                    let flags = |tb: &toml::Table, skip: &[&str]| table_flags(&file, tb, skip).map_err(bad);
-                    args.extend(flags(&finetune_t, &[])?);
-                    args.extend(flags(task, &["name"])?);
-                    if let Some(v) = optim_t.get(o) {
-                        let tb = v.as_table().ok_or_else(|| bad(format!("optimizer.{o} must be a table")))?;
-                        args.extend(flags(tb, &[])?);
-                    }
-                    if a.quick {
-                        args.extend(flags(&quick_t, &["seeds"])?);
-                    }
-                    let metrics = dir.join("metrics.jsonl");
-                    let optimizer = if o == "pretrained" { "adamw".to_string() } else { o.clone() };
-                    for (f, v) in [
-                        ("--optimizer", optimizer),
-                        ("--seed", seed.to_string()),
-                        ("--out", dir.display().to_string()),
-                        ("--metrics", metrics.display().to_string()),
-                    ] {
-                        args.push(f.into());
-                        args.push(v);
-                    }
-                    if o == "pretrained" {
-                        args.extend(["--steps".into(), "0".into()]);
-                    }
-                    args.push("--no-save".into());
-                    let cli = Cli::try_parse_from(&args)
-                        .map_err(|e| bad(format!("task {name}, optimizer {o}: {}", e.to_string().trim())))?;
-                    let Cmd::Finetune(fa) = cli.cmd else { unreachable!("parsed as finetune") };
-                    let opts = finetune_options(*fa)?;
-                    eprintln!("[{k}/{total}] {name} {o} seed {seed}");
-                    let s = tramway::train::finetune(&gpu, &opts)?;
-                    ran_secs += s.seconds;
-                    for e in &s.evals {
-                        if e.accuracy.is_nan() {
-                            eprintln!("    {:<20} perplexity {:.3}", e.name, e.loss.exp());
-                        } else {
-                            eprintln!("    {:<20} accuracy {:.4}", e.name, e.accuracy);
-                        }
-                    }
-                    save_record(&dir, &RunRecord::new(name, o, seed, &s))?;
+        for (k, (name, o, seed, dir, opts)) in plan.iter().enumerate() {
+            let k = k + 1;
+            if load_record(dir)?.is_some() {
+                eprintln!("[{k}/{total}] {name} {o} seed {seed}: done already");
+                continue;
+            }
+            eprintln!("[{k}/{total}] {name} {o} seed {seed}");
+            let s = tramway::train::finetune(&gpu, opts)?;
+            ran_secs += s.seconds;
+            for e in &s.evals {
+                if e.accuracy.is_nan() {
+                    eprintln!("    {:<20} perplexity {:.3}", e.name, e.loss.exp());
+                } else {
+                    eprintln!("    {:<20} accuracy {:.4}", e.name, e.accuracy);
                 }
             }
+            save_record(dir, &RunRecord::new(name, o, *seed, &s))?;
         }
     }
     let header = format!(
