@@ -902,18 +902,20 @@ fn experiment(a: ExperimentArgs) -> tramway::Result<()> {
         }
     }
     let header = format!(
-        "Experiment `{}`{} on {} ({:?}); {} seeds; runs in `{}`. This invocation trained for {:.1} min.",
+        "Experiment `{}`{} on {} ({:?}); {} seeds; runs in `{}`.",
         file,
         if a.quick { " (--quick)" } else { "" },
         gpu.adapter_info().name,
         gpu.adapter_info().backend,
         seeds.len(),
         out.display(),
-        ran_secs / 60.0
     );
     let names: Vec<String> = rows.into_iter().map(|(o, _)| o).collect();
     let md = report(&out, &chosen, &names, &header)?;
     println!("{md}");
+    if !a.report {
+        println!("this invocation ran for {:.1} min", ran_secs / 60.0);
+    }
     println!("written: {}", out.join("results.md").display());
     Ok(())
 }

@@ -164,7 +164,13 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
             }
         }
     }
-    let mut md = format!("{header}\n");
+    let ran: Vec<&RunRecord> = records.iter().filter(|r| tasks.contains(&r.task)).collect();
+    let minutes = ran.iter().map(|r| r.seconds).sum::<f64>() / 60.0;
+    let mut md = format!(
+        "{header} {} finished runs, {minutes:.0} minutes of training and evaluation in all (the sum of \
+         the runs' wall times).\n",
+        ran.len()
+    );
     for t in tasks {
         if !records.iter().any(|r| &r.task == t) {
             continue;
