@@ -194,10 +194,9 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
                 continue;
             }
             let dirs: Vec<PathBuf> = runs.iter().map(|r| run_dir(out, t, o, r.seed)).collect();
-            let curve = mean_loss_curve(&dirs);
-            if !curve.is_empty() {
-                loss.push(Series { name: o.clone(), points: curve, err: None });
-            }
+            // A baseline row has no loss curve; its empty series keeps the colours of the two
+            // panels in step (empty series are not drawn).
+            loss.push(Series { name: o.clone(), points: mean_loss_curve(&dirs), err: None });
             let (mut points, mut err) = (Vec::new(), Vec::new());
             for (k, set) in sets.iter().enumerate() {
                 let a: Vec<f64> = runs.iter().filter_map(|r| r.evals.iter().find(|e| &e.0 == set).map(score)).collect();

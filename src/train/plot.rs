@@ -126,7 +126,8 @@ fn draw_panel(area: &Area<'_>, p: &Panel) -> std::result::Result<(), Box<dyn std
     let yfmt = |y: &f64| short_number(*y);
     mesh.x_label_formatter(&fmt).y_label_formatter(&yfmt).draw()?;
     let n = p.series.len().max(1) as f64;
-    for (k, s) in p.series.iter().enumerate() {
+    // The k-th series has the k-th colour in every panel; an empty one is skipped (no legend).
+    for (k, s) in p.series.iter().enumerate().filter(|(_, s)| !s.points.is_empty()) {
         let color = COLORS[k % COLORS.len()];
         // Categorical panels: each series is offset a little so error bars do not overlap.
         let dx = if cat { (k as f64 - (n - 1.0) / 2.0) * 0.6 / n } else { 0.0 };
