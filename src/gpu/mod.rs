@@ -309,6 +309,21 @@ impl Gpu {
             .map_err(|e| Error::Gpu { context: "waiting for the queue".into(), message: e.to_string() })
     }
 
+    /// Release what the device keeps between submits for speed: the cached bind groups (which
+    /// hold on to every buffer they bind, so a dropped model's memory stays allocated until
+    /// the cache overflows) and the scratch tensors. Call it after dropping a model — the
+    /// fine-tuning loop does at the end of each run — or whenever memory matters more than
+    /// the next few submits' bind-group creation.
+    pub fn trim(&self) {
+        self.bind_cache.clear();
+        self.scratch.lock().unwrap().clear();
+    }
+
+    /// How many bind groups are cached (see [`Gpu::trim`]).
+    pub fn cached_bind_groups(&self) -> usize {
+        self.bind_cache.len()
+    }
+
     /// Start recording a batch of dispatches that is submitted as one command buffer.
     pub fn recorder(&self) -> Recorder<'_> {
         Recorder::new(self)

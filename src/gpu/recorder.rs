@@ -78,6 +78,15 @@ struct BindKey {
 /// Bind groups survive across submits; bounded so dropped tensors are eventually released.
 #[derive(Default)]
 pub(crate) struct BindCache(Mutex<HashMap<BindKey, wgpu::BindGroup>>);
+
+impl BindCache {
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap().clear();
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
 const BIND_CACHE_MAX: usize = 8192;
 
 impl<'g> Recorder<'g> {

@@ -787,8 +787,18 @@ pub fn metrics_panels(lines: &[serde_json::Value]) -> Vec<plot::Panel> {
     panels
 }
 
-/// Fine-tune, evaluate and save. Prints progress to stderr when `progress`.
+/// Fine-tune, evaluate and save. Prints progress to stderr when `progress`. The run's GPU
+/// memory is released when it returns, with or without an error (so that one process can run
+/// many: `tramway experiment`).
 pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
+    let r = finetune_run(gpu, o);
+    // The model, optimizer and activations are dropped by now; the cached bind groups still
+    // hold their buffers.
+    gpu.trim();
+    r
+}
+
+fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
     let started = Instant::now();
     let bad = |name: &'static str, value: String, expected: &str| Error::BadSetting {
         name,

@@ -320,6 +320,15 @@ fn causal_lm_finetune_end_to_end() {
             s.evals[0].loss
         );
         assert!(dir.join("zero/plot.png").is_file());
+        // A finished run leaves no bind group (and so no buffer of its model) behind, on a
+        // device of its own (the shared one is busy with other tests); perplexity, which does
+        // not trim, shows that the cache does fill.
+        let own = tramway::gpu::Gpu::new_blocking(tramway::gpu::GpuOptions::from_env().unwrap()).unwrap();
+        finetune(&own, &z).unwrap();
+        assert_eq!(own.cached_bind_groups(), 0, "{name}: the run's bind groups must be released");
+        let lm = CausalLm::load(&own, &dir.join("out/final"), 0).unwrap();
+        perplexity(&own, &lm, &ids, 16, 2).unwrap();
+        assert!(own.cached_bind_groups() > 0, "{name}: a forward caches its bind groups");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
