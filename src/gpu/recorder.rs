@@ -75,7 +75,8 @@ struct BindKey {
     bufs: Vec<(wgpu::Buffer, u64, u64)>,
 }
 
-/// Bind groups survive across submits; bounded so dropped tensors are eventually released.
+/// Bind groups survive across submits; bounded so dropped tensors are eventually released, and
+/// emptied by [`super::Gpu::trim`] (which `finetune` calls when a run ends).
 #[derive(Default)]
 pub(crate) struct BindCache(Mutex<HashMap<BindKey, wgpu::BindGroup>>);
 

@@ -75,14 +75,13 @@ impl LmBatch {
             })
             .collect()
     }
+}
 
-    /// The KL terms' row weights: 1 / (scored tokens) on each row with a target, 0 elsewhere
-    /// (padding and each sequence's last position), so that they sum to 1.
-    pub fn row_weights(&self) -> Vec<f32> {
-        let t = self.targets();
-        let n = t.iter().filter(|&&x| x != IGNORE_INDEX).count().max(1) as f32;
-        t.iter().map(|&x| if x != IGNORE_INDEX { 1.0 / n } else { 0.0 }).collect()
-    }
+/// The KL terms' row weights for a batch's `targets`: 1 / (scored tokens) on each row with a
+/// target, 0 elsewhere (padding and each sequence's last position), so that they sum to 1.
+pub fn row_weights(targets: &[u32]) -> Vec<f32> {
+    let n = targets.iter().filter(|&&x| x != IGNORE_INDEX).count().max(1) as f32;
+    targets.iter().map(|&x| if x != IGNORE_INDEX { 1.0 / n } else { 0.0 }).collect()
 }
 
 struct LayerActs {
@@ -402,8 +401,9 @@ impl Gpt2 {
         gpu.write_u32(&acts.ids, &b.ids)?;
         gpu.write_u32(&acts.pos, &pos)?;
         gpu.write_u32(&acts.mask, &b.mask)?;
-        gpu.write_u32(&acts.targets, &b.targets())?;
-        gpu.write_f32(&acts.row_w, &b.row_weights())?;
+        let targets = b.targets();
+        gpu.write_u32(&acts.targets, &targets)?;
+        gpu.write_f32(&acts.row_w, &row_weights(&targets))?;
         acts.index = Some([
             EmbeddingIndex::upload(gpu, &b.ids, c.vocab_size)?,
             EmbeddingIndex::upload(gpu, &pos, c.n_positions)?,

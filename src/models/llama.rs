@@ -303,8 +303,9 @@ impl Llama {
         }
         gpu.write_u32(&acts.ids, &b.ids)?;
         gpu.write_u32(&acts.mask, &b.mask)?;
-        gpu.write_u32(&acts.targets, &b.targets())?;
-        gpu.write_f32(&acts.row_w, &b.row_weights())?;
+        let targets = b.targets();
+        gpu.write_u32(&acts.targets, &targets)?;
+        gpu.write_f32(&acts.row_w, &super::gpt2::row_weights(&targets))?;
         acts.index = Some(EmbeddingIndex::upload(gpu, &b.ids, self.cfg.vocab_size)?);
         Ok(())
     }
