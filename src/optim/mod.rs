@@ -291,6 +291,15 @@ impl<M: TaskModel> TrainModel for Task<'_, M> {
     }
 }
 
+/// `kl_backward`'s coefficient and row weights for λ times the mean row KL: over the scored
+/// tokens of a language model (weights summing to 1), or over all rows.
+fn mean_kl_coef(model: &dyn TrainModel, lambda: f32) -> (f32, Option<&Tensor>) {
+    match model.row_weights() {
+        Some(w) => (lambda, Some(w)),
+        None => (lambda / model.logits().rows() as f32, None),
+    }
+}
+
 /// Optimizer state on the GPU, laid out like the parameters.
 pub struct Optimizer {
     pub cfg: OptimConfig,
@@ -394,9 +403,7 @@ impl Optimizer {
                 model.forward(rec, p, Some(self.train(0)), None)?;
                 rec.copy(model.loss(), &self.loss1)?;
                 model.forward_aux(rec, p, Some(self.train(1)), Some(Noise { std, uniform, key: self.noise_key() }))?;
-                // λ times the mean row KL (weighted by real tokens for a language model).
-                let w = model.row_weights();
-                let coef = if w.is_some() { lambda } else { lambda / model.logits().rows() as f32 };
+                let (coef, w) = mean_kl_coef(model, lambda);
                 // The clean branch adds the KL gradient to its CE gradient; the noised branch
                 // gets the KL gradient alone.
                 rec.zero(aux_dlogits);
@@ -411,8 +418,7 @@ impl Optimizer {
                 rec.copy(model.logits(), &cur)?;
                 model.forward(rec, p, Some(self.train(0)), None)?;
                 rec.copy(model.loss(), &self.loss1)?;
-                let w = model.row_weights();
-                let coef = if w.is_some() { lambda } else { lambda / model.logits().rows() as f32 };
+                let (coef, w) = mean_kl_coef(model, lambda);
                 kl_backward(rec, &cur, model.logits(), model.dlogits(), None, KlKind::Forward, coef, true, w)?;
                 model.backward(rec)?;
                 self.update_reference(rec, p)?;
