@@ -51,6 +51,19 @@ impl Tensor {
         }
         Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
     }
+    /// The elements `start..start + len(shape)` of this tensor as a tensor of `shape` (same
+    /// memory). A view that a kernel binds must start on the adapter's storage-offset alignment
+    /// (256 bytes on most; `start = 0` always does); copies only need 4-byte alignment.
+    pub fn narrow(&self, start: usize, shape: &[usize]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if start.checked_add(n).is_none_or(|end| end > self.len()) {
+            return Err(Error::Shape {
+                op: "narrow",
+                message: format!("elements {start}..{} of {:?} ({} elements)", start + n, self.shape, self.len()),
+            });
+        }
+        Ok(Tensor { offset: self.offset + start as u64 * 4, shape: shape.to_vec(), ..self.clone() })
+    }
     /// Size of the last dimension (1 for a scalar).
     pub fn cols(&self) -> usize {
         *self.shape.last().unwrap_or(&1)

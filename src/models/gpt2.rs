@@ -12,7 +12,9 @@ use crate::gpu::{Gpu, Part, Recorder, Tensor};
 use crate::io::config::Gpt2Config;
 use crate::io::weights::{HostTensor, Weights};
 use crate::nn::{site, Drop, Noise, ParamSet, Train};
-use crate::ops::attention::{attention_backward_with, attention_with, AttnShape, HeadView};
+use crate::ops::attention::{
+    attention_backward_with, attention_cached, attention_with, AttnShape, CachedShape, HeadView,
+};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use crate::ops::elementwise::{activation_backward, axpby};
 use crate::ops::embedding::{embedding, embedding_backward, embedding_backward_parts, embedding_parts, EmbeddingIndex};
@@ -149,13 +151,78 @@ pub(crate) fn view(t: &Tensor, off: usize, rs: usize, cs: usize) -> MatView<'_> 
 /// The LM head on a `[vocab, h]` table stored as row blocks: `logits[:, r0..r0+n] = x . block^T`
 /// for each block (`x` `[rows, h]`, `logits` `[rows, vocab]`).
 pub(crate) fn lm_head(rec: &mut Recorder, w: &[Part], x: &Tensor, logits: &Tensor) -> Result<()> {
+    lm_head_from(rec, w, x, 0, logits)
+}
+
+/// [`lm_head`] on the rows of `x` from `row0` on (as many as `logits` has).
+pub(crate) fn lm_head_from(rec: &mut Recorder, w: &[Part], x: &Tensor, row0: usize, logits: &Tensor) -> Result<()> {
     let (rows, nv) = (logits.rows(), logits.cols());
     let h = x.cols();
     for part in w {
         let n = part.tensor.rows();
-        matmul(rec, &mm(rows, n, h, view(x, 0, h, 1), view(&part.tensor, 0, 1, h), view(logits, part.row0, nv, 1)))?;
+        let (xv, wv, lv) = (view(x, row0 * h, h, 1), view(&part.tensor, 0, 1, h), view(logits, part.row0, nv, 1));
+        matmul(rec, &mm(rows, n, h, xv, wv, lv))?;
     }
     Ok(())
+}
+
+/// The K/V cache of incremental decoding (batch 1): per layer, keys and values `[capacity,
+/// width]` of every position fed so far (keys after any position encoding).
+pub(crate) struct KvCache {
+    k: Vec<Tensor>,
+    v: Vec<Tensor>,
+    width: usize,
+    capacity: usize,
+    chunk: usize,
+    len: usize,
+}
+
+impl KvCache {
+    pub(crate) fn new(gpu: &Gpu, layers: usize, capacity: usize, chunk: usize, width: usize) -> Result<Self> {
+        if capacity == 0 || chunk == 0 {
+            return shape_err("decoder", format!("capacity {capacity} and chunk {chunk} must be positive"));
+        }
+        let plane = || (0..layers).map(|_| gpu.zeros(&[capacity, width])).collect::<Result<Vec<_>>>();
+        Ok(KvCache { k: plane()?, v: plane()?, width, capacity, chunk: chunk.min(capacity), len: 0 })
+    }
+    /// Check that `ids` fit (1..=chunk of them, within the capacity and the vocabulary);
+    /// returns the position of the first.
+    pub(crate) fn begin(&self, ids: &[u32], vocab: usize) -> Result<usize> {
+        if ids.is_empty() || ids.len() > self.chunk {
+            return shape_err("decoder", format!("{} tokens fed at once; expected 1 to {}", ids.len(), self.chunk));
+        }
+        if self.len + ids.len() > self.capacity {
+            return shape_err(
+                "decoder",
+                format!("{} + {} tokens exceed the cache's {} positions", self.len, ids.len(), self.capacity),
+            );
+        }
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return shape_err("decoder", format!("token id {bad} is not below the vocabulary size {vocab}"));
+        }
+        Ok(self.len)
+    }
+    /// Record the copy of `t` new rows of keys and values into layer `l` at `past`.
+    pub(crate) fn store(&self, rec: &mut Recorder, l: usize, k: &Tensor, v: &Tensor, past: usize) -> Result<()> {
+        let n = k.len();
+        rec.copy(k, &self.k[l].narrow(past * self.width, &[n])?)?;
+        rec.copy(v, &self.v[l].narrow(past * self.width, &[n])?)
+    }
+    pub(crate) fn planes(&self, l: usize) -> (&Tensor, &Tensor) {
+        (&self.k[l], &self.v[l])
+    }
+    pub(crate) fn advance(&mut self, t: usize) {
+        self.len += t;
+    }
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+    pub(crate) fn chunk(&self) -> usize {
+        self.chunk
+    }
 }
 
 /// Backward of [`lm_head`]: `dx = dlogits . W` (written) and `dW += dlogits^T . x`, per block.
@@ -578,6 +645,115 @@ impl Gpt2 {
             embedding_backward_parts(rec, demb, &index[0], p.grad_parts(x.wte))?;
         }
         embedding_backward(rec, demb, &index[1], g(x.wpe))?;
+        Ok(())
+    }
+}
+
+/// Incremental decoding state of a [`Gpt2`] (batch 1, see [`Gpt2::decode`]): the K/V cache and
+/// the buffers of one chunk of new tokens.
+pub struct Gpt2Decoder {
+    cache: KvCache,
+    ids: Tensor,
+    pos: Tensor,
+    x: Tensor,
+    tmp: Tensor,
+    ln: Tensor,
+    mean: Tensor,
+    rstd: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    ctx: Tensor,
+    inter: Tensor,
+    /// `[1, vocab]`: the logits after the last token fed.
+    pub logits: Tensor,
+}
+
+impl Gpt2Decoder {
+    /// Most tokens one decode call takes.
+    pub fn chunk(&self) -> usize {
+        self.cache.chunk()
+    }
+    /// Positions fed so far.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.cache.len() == 0
+    }
+    /// Positions the cache holds.
+    pub fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+}
+
+impl Gpt2 {
+    /// Plan incremental decoding of up to `capacity` positions, fed `chunk` tokens at a time at
+    /// most (a prompt in chunks, then one token per step).
+    pub fn decoder(&self, gpu: &Gpu, capacity: usize, chunk: usize) -> Result<Gpt2Decoder> {
+        let c = &self.cfg;
+        if capacity > c.n_positions {
+            return shape_err("gpt2", format!("{capacity} positions exceed n_positions = {}", c.n_positions));
+        }
+        let cache = KvCache::new(gpu, c.num_layers, capacity, chunk, c.hidden_size)?;
+        let (t, h) = (cache.chunk(), c.hidden_size);
+        let f = |s: &[usize]| gpu.zeros(s);
+        Ok(Gpt2Decoder {
+            ids: gpu.zeros_u32(&[t])?,
+            pos: gpu.zeros_u32(&[t])?,
+            x: f(&[t, h])?,
+            tmp: f(&[t, h])?,
+            ln: f(&[t, h])?,
+            mean: f(&[t])?,
+            rstd: f(&[t])?,
+            q: f(&[t, h])?,
+            k: f(&[t, h])?,
+            v: f(&[t, h])?,
+            ctx: f(&[t, h])?,
+            inter: f(&[t, c.inner_size])?,
+            logits: f(&[1, c.vocab_size])?,
+            cache,
+        })
+    }
+
+    /// Feed the next `ids` (1 to `chunk` tokens) through the model with the K/V cache: each
+    /// attends to every position fed before it. Records and submits; the logits after the last
+    /// one are in `d.logits`. The same values as [`Gpt2::forward`] on the whole sequence.
+    pub fn decode(&self, gpu: &Gpu, d: &mut Gpt2Decoder, ids: &[u32]) -> Result<()> {
+        let (p, x, c) = (&self.params, &self.idx, &self.cfg);
+        let past = d.cache.begin(ids, c.vocab_size)?;
+        let (t, h, i, eps) = (ids.len(), c.hidden_size, c.inner_size, c.layer_norm_eps);
+        let rows = |a: &Tensor, w: usize| a.narrow(0, &[t, w]);
+        let (idt, post) = (d.ids.narrow(0, &[t])?, d.pos.narrow(0, &[t])?);
+        gpu.write_u32(&idt, ids)?;
+        gpu.write_u32(&post, &(past as u32..(past + t) as u32).collect::<Vec<_>>())?;
+        let (xs, tmp, ln, ctx) = (rows(&d.x, h)?, rows(&d.tmp, h)?, rows(&d.ln, h)?, rows(&d.ctx, h)?);
+        let (q, k, v, inter) = (rows(&d.q, h)?, rows(&d.k, h)?, rows(&d.v, h)?, rows(&d.inter, i)?);
+        let (mean, rstd) = (d.mean.narrow(0, &[t])?, d.rstd.narrow(0, &[t])?);
+        let s = CachedShape { heads: c.num_heads, kv_heads: c.num_heads, head_dim: c.head_dim(), past, t };
+        let scale = 1.0 / (c.head_dim() as f32).sqrt();
+        let mut rec = gpu.recorder();
+        let rc = &mut rec;
+        embedding_parts(rc, p.parts(x.wte), &idt, &xs)?;
+        embedding(rc, p.p(x.wpe), &post, &tmp)?;
+        axpby(rc, 1.0, &tmp, 1.0, &xs)?;
+        for (l, li) in x.layers.iter().enumerate() {
+            layernorm(rc, &xs, p.p(li.ln1_g), p.p(li.ln1_b), &ln, &mean, &rstd, eps)?;
+            for (j, out) in [&q, &k, &v].into_iter().enumerate() {
+                conv1d(rc, &ln, p.p(li.attn_w), p.p(li.attn_b), j * h, h, out, Act::None, None, false)?;
+            }
+            d.cache.store(rc, l, &k, &v, past)?;
+            let (kc, vc) = d.cache.planes(l);
+            attention_cached(rc, &s, &q, kc, vc, &ctx, scale)?;
+            conv1d(rc, &ctx, p.p(li.proj_w), p.p(li.proj_b), 0, h, &xs, Act::None, None, true)?;
+            layernorm(rc, &xs, p.p(li.ln2_g), p.p(li.ln2_b), &ln, &mean, &rstd, eps)?;
+            conv1d(rc, &ln, p.p(li.fc_w), p.p(li.fc_b), 0, i, &inter, c.act, None, false)?;
+            conv1d(rc, &inter, p.p(li.out_w), p.p(li.out_b), 0, h, &xs, Act::None, None, true)?;
+        }
+        layernorm(rc, &xs, p.p(x.lnf_g), p.p(x.lnf_b), &ln, &mean, &rstd, eps)?;
+        lm_head_from(rc, p.parts(x.wte), &ln, t - 1, &d.logits)?;
+        rec.submit()?;
+        d.cache.advance(t);
         Ok(())
     }
 }

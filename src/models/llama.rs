@@ -6,15 +6,19 @@
 //! `repeat_kv`) and sums their gradients back. The token table and an untied head may exceed
 //! one binding: both are split tensors and the head runs per row block.
 
-use super::gpt2::{lm_head, lm_head_backward, LmBatch};
+use super::gpt2::{lm_head, lm_head_backward, lm_head_from, KvCache, LmBatch};
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::io::config::LlamaConfig;
 use crate::io::weights::{HostTensor, Weights};
 use crate::nn::{site, Drop, Noise, ParamSet, Train};
-use crate::ops::attention::{attention_backward_with, attention_with, AttnShape, HeadView};
+use crate::ops::attention::{
+    attention_backward_with, attention_cached, attention_with, AttnShape, CachedShape, HeadView,
+};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
-use crate::ops::decoder::{repeat_heads, repeat_heads_backward, rope, rope_table, swiglu, swiglu_backward};
+use crate::ops::decoder::{
+    repeat_heads, repeat_heads_backward, rope, rope_table, rope_table_from, swiglu, swiglu_backward,
+};
 use crate::ops::elementwise::axpby;
 use crate::ops::embedding::{embedding_backward_parts, embedding_parts, EmbeddingIndex};
 use crate::ops::matmul::{matmul, Matmul};
@@ -461,6 +465,128 @@ impl Llama {
         if input_grad {
             embedding_backward_parts(rec, &a.dx, index, p.grad_parts(x.embed))?;
         }
+        Ok(())
+    }
+}
+
+/// Incremental decoding state of a [`Llama`] (batch 1, see [`Llama::decode`]): the K/V cache
+/// (keys after RoPE, one entry per K/V head) and the buffers of one chunk of new tokens.
+pub struct LlamaDecoder {
+    cache: KvCache,
+    ids: Tensor,
+    table: Tensor,
+    x: Tensor,
+    ln: Tensor,
+    rstd: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    qr: Tensor,
+    kr: Tensor,
+    ctx: Tensor,
+    gate: Tensor,
+    up: Tensor,
+    act: Tensor,
+    /// `[1, vocab]`: the logits after the last token fed.
+    pub logits: Tensor,
+}
+
+impl LlamaDecoder {
+    /// Most tokens one decode call takes.
+    pub fn chunk(&self) -> usize {
+        self.cache.chunk()
+    }
+    /// Positions fed so far.
+    pub fn len(&self) -> usize {
+        self.cache.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.cache.len() == 0
+    }
+    /// Positions the cache holds.
+    pub fn capacity(&self) -> usize {
+        self.cache.capacity()
+    }
+}
+
+impl Llama {
+    /// Plan incremental decoding of up to `capacity` positions, fed `chunk` tokens at a time at
+    /// most (a prompt in chunks, then one token per step).
+    pub fn decoder(&self, gpu: &Gpu, capacity: usize, chunk: usize) -> Result<LlamaDecoder> {
+        let c = &self.cfg;
+        if capacity > c.max_position_embeddings {
+            return shape_err(
+                "llama",
+                format!("{capacity} positions exceed max_position_embeddings = {}", c.max_position_embeddings),
+            );
+        }
+        let (qd, kd) = (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim);
+        let cache = KvCache::new(gpu, c.num_layers, capacity, chunk, kd)?;
+        let (t, h, i) = (cache.chunk(), c.hidden_size, c.intermediate_size);
+        let f = |s: &[usize]| gpu.zeros(s);
+        Ok(LlamaDecoder {
+            ids: gpu.zeros_u32(&[t])?,
+            table: f(&[2 * t * (c.head_dim / 2)])?,
+            x: f(&[t, h])?,
+            ln: f(&[t, h])?,
+            rstd: f(&[t])?,
+            q: f(&[t, qd])?,
+            k: f(&[t, kd])?,
+            v: f(&[t, kd])?,
+            qr: f(&[t, qd])?,
+            kr: f(&[t, kd])?,
+            ctx: f(&[t, qd])?,
+            gate: f(&[t, i])?,
+            up: f(&[t, i])?,
+            act: f(&[t, i])?,
+            logits: f(&[1, c.vocab_size])?,
+            cache,
+        })
+    }
+
+    /// Feed the next `ids` (1 to `chunk` tokens) through the model with the K/V cache: each
+    /// attends to every position fed before it. Records and submits; the logits after the last
+    /// one are in `d.logits`. The same values as [`Llama::forward`] on the whole sequence.
+    pub fn decode(&self, gpu: &Gpu, d: &mut LlamaDecoder, ids: &[u32]) -> Result<()> {
+        let (p, x, c) = (&self.params, &self.idx, &self.cfg);
+        let past = d.cache.begin(ids, c.vocab_size)?;
+        let (t, h, i, eps) = (ids.len(), c.hidden_size, c.intermediate_size, c.rms_norm_eps);
+        let (half, nh, nkv, hd) = (c.head_dim / 2, c.num_heads, c.num_kv_heads, c.head_dim);
+        let (qd, kd) = (nh * hd, nkv * hd);
+        let rows = |a: &Tensor, w: usize| a.narrow(0, &[t, w]);
+        let idt = d.ids.narrow(0, &[t])?;
+        gpu.write_u32(&idt, ids)?;
+        let table = d.table.narrow(0, &[2 * t * half])?;
+        gpu.write_f32(&table, &rope_table_from(past, t, half, c.rope_theta))?;
+        let (xs, ln, rstd) = (rows(&d.x, h)?, rows(&d.ln, h)?, d.rstd.narrow(0, &[t])?);
+        let (q, k, v, qr, kr) = (rows(&d.q, qd)?, rows(&d.k, kd)?, rows(&d.v, kd)?, rows(&d.qr, qd)?, rows(&d.kr, kd)?);
+        let (ctx, gate, up, act) = (rows(&d.ctx, qd)?, rows(&d.gate, i)?, rows(&d.up, i)?, rows(&d.act, i)?);
+        let s = CachedShape { heads: nh, kv_heads: nkv, head_dim: hd, past, t };
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut rec = gpu.recorder();
+        let rc = &mut rec;
+        embedding_parts(rc, p.parts(x.embed), &idt, &xs)?;
+        for (l, li) in x.layers.iter().enumerate() {
+            rmsnorm(rc, &xs, p.p(li.ln1), &ln, &rstd, eps)?;
+            proj(rc, &ln, p.p(li.q), &q, false)?;
+            proj(rc, &ln, p.p(li.k), &k, false)?;
+            proj(rc, &ln, p.p(li.v), &v, false)?;
+            rope(rc, &q, &table, &qr, nh, half, t, false)?;
+            rope(rc, &k, &table, &kr, nkv, half, t, false)?;
+            d.cache.store(rc, l, &kr, &v, past)?;
+            let (kc, vc) = d.cache.planes(l);
+            attention_cached(rc, &s, &qr, kc, vc, &ctx, scale)?;
+            proj(rc, &ctx, p.p(li.o), &xs, true)?;
+            rmsnorm(rc, &xs, p.p(li.ln2), &ln, &rstd, eps)?;
+            proj(rc, &ln, p.p(li.gate), &gate, false)?;
+            proj(rc, &ln, p.p(li.up), &up, false)?;
+            swiglu(rc, &gate, &up, &act)?;
+            proj(rc, &act, p.p(li.down), &xs, true)?;
+        }
+        rmsnorm(rc, &xs, p.p(x.norm), &ln, &rstd, eps)?;
+        lm_head_from(rc, p.parts(x.head), &ln, t - 1, &d.logits)?;
+        rec.submit()?;
+        d.cache.advance(t);
         Ok(())
     }
 }

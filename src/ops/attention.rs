@@ -210,3 +210,72 @@ pub fn attention_backward_with(
     matmul(rec, &mm(s, t, d, t, scores_view(&ds, s), k.mat(s), dq.mat(s), beta))?;
     matmul(rec, &mm(s, t, d, t, scores_view(&ds, s).t(), q.mat(s), dk.mat(s), beta))
 }
+
+/// Sizes of one [`attention_cached`] call: `t` new queries at positions `past..past + t` over a
+/// cache of keys and values at positions `0..past + t`; `heads / kv_heads` query heads share each
+/// K/V head (grouped-query attention, as Hugging Face's `repeat_kv`).
+#[derive(Clone, Copy, Debug)]
+pub struct CachedShape {
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub past: usize,
+    pub t: usize,
+}
+
+/// Causal attention of new queries over a K/V cache (generation): `out[i] = softmax(scale q_i
+/// K^T, keys j <= past + i) V`. `q` and `out` are `[t, heads * head_dim]` (or longer), `k` and
+/// `v` `[capacity, kv_heads * head_dim]` holding the first `past + t` positions; later cache rows
+/// are not read. Query heads read their shared K/V head through strides (no repeated copy); the
+/// scores and probabilities live in scratch.
+pub fn attention_cached(
+    rec: &mut Recorder,
+    s: &CachedShape,
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    scale: f32,
+) -> Result<()> {
+    let CachedShape { heads, kv_heads, head_dim: d, past, t } = *s;
+    if heads == 0 || kv_heads == 0 || d == 0 || t == 0 || !heads.is_multiple_of(kv_heads) {
+        return shape_err("attention_cached", format!("{s:?}: heads must be a positive multiple of kv_heads"));
+    }
+    let (qd, kd, l, g) = (heads * d, kv_heads * d, past + t, heads / kv_heads);
+    for (name, x, need) in [("q", q, t * qd), ("out", out, t * qd), ("k cache", k, l * kd), ("v cache", v, l * kd)] {
+        if x.len() < need {
+            return shape_err(
+                "attention_cached",
+                format!("{name} {:?} holds fewer than the {need} elements {s:?} reads", x.shape()),
+            );
+        }
+    }
+    let gpu = rec.gpu();
+    let n = heads * t * l;
+    let scores = gpu.scratch(slot::ATT_DS, n)?.reshape(&[heads * t, l])?;
+    let probs = gpu.scratch(slot::ATT_DP, n)?.reshape(&[heads * t, l])?;
+    // Batch z = head = (kv head z / g, member z % g).
+    let per_head = |t| MatView { t, off: 0, rs: qd, cs: 1, bo: g * d, bi: d };
+    let sv = MatView { t: &scores, off: 0, rs: l, cs: 1, bo: g * t * l, bi: t * l };
+    let mm = |m, n, k, a, b, c| Matmul {
+        m,
+        n,
+        k,
+        batch: heads,
+        batch_inner: g,
+        a,
+        b,
+        c,
+        bias: None,
+        act: Act::None,
+        pre: None,
+        alpha: 1.0,
+        beta: None,
+    };
+    // scores = Q K^T: K^T of kv head o is element (x, j) at j * kd + o * d + x.
+    let kt = MatView { t: k, off: 0, rs: 1, cs: kd, bo: d, bi: 0 };
+    matmul(rec, &mm(t, l, d, per_head(q), kt, sv))?;
+    softmax(rec, &scores, &probs, scale, &SoftmaxMask { mask: None, causal: true, tq: t, heads })?;
+    let vv = MatView { t: v, off: 0, rs: kd, cs: 1, bo: d, bi: 0 };
+    matmul(rec, &mm(t, d, l, MatView { t: &probs, ..sv }, vv, per_head(out)))
+}

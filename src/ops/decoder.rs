@@ -12,13 +12,19 @@ fn spec(entry: &'static str, bindings: u32) -> KernelSpec {
 /// The cos/sin table of RoPE for positions `0..seq`: `[seq, half]` cosines then `[seq, half]`
 /// sines of `pos * theta^(-2j / (2 half))`, computed in f64 (Hugging Face's inv_freq layout).
 pub fn rope_table(seq: usize, half: usize, theta: f64) -> Vec<f32> {
+    rope_table_from(0, seq, half, theta)
+}
+
+/// [`rope_table`] for the `seq` positions `start..start + seq` (row `r` holds position
+/// `start + r`): the table of a chunk fed to a K/V-cached decoder.
+pub fn rope_table_from(start: usize, seq: usize, half: usize, theta: f64) -> Vec<f32> {
     let mut out = vec![0f32; 2 * seq * half];
-    for pos in 0..seq {
+    for r in 0..seq {
         for j in 0..half {
             let inv = 1.0 / theta.powf((2 * j) as f64 / (2 * half) as f64);
-            let a = pos as f64 * inv;
-            out[pos * half + j] = a.cos() as f32;
-            out[(seq + pos) * half + j] = a.sin() as f32;
+            let a = (start + r) as f64 * inv;
+            out[r * half + j] = a.cos() as f32;
+            out[(seq + r) * half + j] = a.sin() as f32;
         }
     }
     out

@@ -6,8 +6,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::io::config::{Gpt2Config, LlamaConfig};
 use crate::io::hf::read_weights;
-use crate::models::gpt2::{Gpt2, Gpt2Acts, LmBatch};
-use crate::models::llama::{Llama, LlamaActs};
+use crate::models::gpt2::{Gpt2, Gpt2Acts, Gpt2Decoder, LmBatch};
+use crate::models::llama::{Llama, LlamaActs, LlamaDecoder};
 use std::path::Path;
 
 /// A causal LM of either family.
@@ -94,6 +94,59 @@ impl CausalLm {
     }
 }
 
+/// Incremental decoding state of a [`CausalLm`] (its K/V cache), from [`CausalLm::decoder`].
+pub enum LmDecoder {
+    Gpt2(Gpt2Decoder),
+    Llama(LlamaDecoder),
+}
+
+impl LmDecoder {
+    /// Positions fed so far.
+    pub fn len(&self) -> usize {
+        match self {
+            LmDecoder::Gpt2(d) => d.len(),
+            LmDecoder::Llama(d) => d.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Tokens fed per step while a prompt is read into the cache: bounds the scores of one step
+/// (heads x chunk x capacity floats).
+pub const PREFILL_CHUNK: usize = 64;
+
+impl CausalLm {
+    /// Plan K/V-cached decoding of up to `capacity` positions, `chunk` tokens per step at most.
+    pub fn decoder(&self, gpu: &Gpu, capacity: usize, chunk: usize) -> Result<LmDecoder> {
+        Ok(match self {
+            CausalLm::Gpt2(m) => LmDecoder::Gpt2(m.decoder(gpu, capacity, chunk)?),
+            CausalLm::Llama(m) => LmDecoder::Llama(m.decoder(gpu, capacity, chunk)?),
+        })
+    }
+    /// Feed `ids` at the next positions (in chunks when longer than the decoder's) and return
+    /// the logits after the last one.
+    pub fn decode(&self, gpu: &Gpu, d: &mut LmDecoder, ids: &[u32]) -> Result<Vec<f32>> {
+        let logits = match (self, d) {
+            (CausalLm::Gpt2(m), LmDecoder::Gpt2(d)) => {
+                for c in ids.chunks(d.chunk()) {
+                    m.decode(gpu, d, c)?;
+                }
+                &d.logits
+            }
+            (CausalLm::Llama(m), LmDecoder::Llama(d)) => {
+                for c in ids.chunks(d.chunk()) {
+                    m.decode(gpu, d, c)?;
+                }
+                &d.logits
+            }
+            _ => unreachable!("decoder planned by the same model"),
+        };
+        gpu.read_f32_blocking(logits)
+    }
+}
+
 /// Perplexity of a text and what it was computed over.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Perplexity {
@@ -148,9 +201,9 @@ pub fn perplexity(gpu: &Gpu, model: &CausalLm, ids: &[u32], block: usize, batch:
     Ok(Perplexity { perplexity: (nll / count as f64).exp(), tokens: ids.len(), predicted: count })
 }
 
-/// Greedy continuation of `prompt` ids: up to `max_new` tokens, stopping at `stop`. One
-/// activation plan of the final length serves every step (right padding does not change the
-/// causal model's earlier positions); no KV cache, so each step runs the whole sequence.
+/// Greedy continuation of `prompt` ids: up to `max_new` tokens (within the model's positions),
+/// stopping after a token of `stop`. The prompt is read into a K/V cache in chunks, then each
+/// step feeds one token.
 pub fn generate_greedy(gpu: &Gpu, model: &CausalLm, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<Vec<u32>> {
     let total = (prompt.len() + max_new).min(model.max_positions());
     if prompt.is_empty() || prompt.len() >= total {
@@ -160,27 +213,23 @@ pub fn generate_greedy(gpu: &Gpu, model: &CausalLm, prompt: &[u32], max_new: usi
             expected: format!("at least one token and fewer than the model's {} positions", model.max_positions()),
         });
     }
-    let mut a = model.acts(gpu, 1, total)?;
-    let mut ids = prompt.to_vec();
-    let nv = model.vocab_size();
-    while ids.len() < total {
-        let n = ids.len();
-        let mut b = LmBatch { batch: 1, seq: total, ids: ids.clone(), mask: vec![1; n] };
-        b.ids.resize(total, model.pad_id());
-        b.mask.resize(total, 0);
-        model.upload(gpu, &mut a, &b)?;
-        let mut rec = gpu.recorder();
-        let (logits, _) = model.forward(&mut rec, &a, false)?;
-        rec.submit()?;
-        let all = gpu.read_f32_blocking(logits)?;
-        let row = &all[(n - 1) * nv..n * nv];
-        let next = row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best }) as u32;
-        ids.push(next);
-        if stop.contains(&next) {
+    let mut d = model.decoder(gpu, total, PREFILL_CHUNK.min(prompt.len()))?;
+    let mut logits = model.decode(gpu, &mut d, prompt)?;
+    let mut out = Vec::new();
+    loop {
+        let next = argmax(&logits) as u32;
+        out.push(next);
+        if stop.contains(&next) || prompt.len() + out.len() >= total {
             break;
         }
+        logits = model.decode(gpu, &mut d, &[next])?;
     }
-    Ok(ids[prompt.len()..].to_vec())
+    Ok(out)
+}
+
+/// Index of the largest value (the first of equals).
+fn argmax(v: &[f32]) -> usize {
+    v.iter().enumerate().fold(0, |best, (i, &x)| if x > v[best] { i } else { best })
 }
 
 /// The tokenizer of an LM folder (no length limit beyond the model's).

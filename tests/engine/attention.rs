@@ -88,3 +88,43 @@ fn attention_fused_qkv_mask_causal_forward_backward() {
         fd_check("attention dv reference", &v, &wdv, 10, |x| f(&q, &k, x));
     }
 }
+
+/// Attention of `t` new queries over a K/V cache against the reference causal attention over
+/// the whole sequence (its last `t` rows), with grouped-query heads (K/V repeated on the CPU),
+/// cache rows past the sequence filled with garbage (they must not be read), t = 1 and
+/// t > 1 at past = 0 (a prompt) and later. Two f32 matmuls around a softmax, as above: 1e-5.
+#[test]
+fn attention_over_a_kv_cache_matches_the_full_causal_attention() {
+    for (ci, &(heads, kv, d, past, t)) in
+        [(1, 1, 1, 0, 1), (4, 2, 3, 5, 1), (3, 3, 4, 0, 7), (6, 2, 8, 9, 4), (2, 1, 5, 30, 33)].iter().enumerate()
+    {
+        let (l, cap) = (past + t, past + t + 3);
+        let mut rng = Rng::new(100 + ci as u64);
+        let q = rng.vec(l * heads * d);
+        let kc = rng.vec(cap * kv * d);
+        let vc = rng.vec(cap * kv * d);
+        let scale = 1.0 / (d as f64).sqrt();
+        let rep = |x: &[f32]| -> Vec<f32> {
+            r::repeat_heads(&x[..l * kv * d], heads, kv, d).iter().map(|&v| v as f32).collect()
+        };
+        let (want, _) = r::attention(&q, &rep(&kc), &rep(&vc), 1, l, heads, d, None, true, scale);
+        let out = gpu().zeros(&[t, heads * d]).unwrap();
+        let s = CachedShape { heads, kv_heads: kv, head_dim: d, past, t };
+        let mut rc = rec();
+        attention_cached(&mut rc, &s, &up(&q[past * heads * d..]), &up(&kc), &up(&vc), &out, scale as f32).unwrap();
+        rc.submit().unwrap();
+        close(&format!("cached attention {s:?}"), &down(&out), &want[past * heads * d..], 1e-5, 1e-5);
+    }
+    let e = attention_cached(
+        &mut rec(),
+        &CachedShape { heads: 2, kv_heads: 1, head_dim: 2, past: 3, t: 2 },
+        &up(&[0.0; 8]),
+        &up(&[0.0; 8]),
+        &up(&[0.0; 10]),
+        &up(&[0.0; 8]),
+        1.0,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("k cache") && e.contains("holds fewer than the 10 elements"), "{e}");
+}

@@ -72,3 +72,64 @@ fn gpt2_configs_give_clear_errors() {
     assert!(with("tie_word_embeddings", "false").contains("not supported"));
     assert!(with("activation_function", "\"relu\"").contains("activation_function"));
 }
+
+/// K/V-cached decoding (`CausalLm::decoder`/`decode`) against the full forward of the same
+/// sequence: the prompt fed in chunks (one call longer than the decoder's chunk, which splits
+/// it), then single tokens; after each call the logits of the last token fed must equal the full
+/// forward's at that position. Same f32 kernels, different shapes and summation order:
+/// 1e-4 of the logits' scale, as against PyTorch. Plus the errors of a full cache and a bad id.
+fn decode_matches_forward_on(gpu: &Gpu, name: &str) {
+    use tramway::train::lm::{generate_greedy, CausalLm, LmActs};
+    let model = CausalLm::load(gpu, &fixture(name).join("model"), 0).unwrap();
+    let (n, nv) = (13, model.vocab_size());
+    let mut rng = Rng::new(name.len() as u64);
+    let ids: Vec<u32> = (0..n).map(|_| rng.below(nv) as u32).collect();
+    let full = |ids: &[u32]| -> Vec<f32> {
+        let t = ids.len();
+        let mut acts: LmActs = model.acts(gpu, 1, t).unwrap();
+        model.upload(gpu, &mut acts, &LmBatch { batch: 1, seq: t, ids: ids.to_vec(), mask: vec![1; t] }).unwrap();
+        let mut rc = gpu.recorder();
+        let (logits, _) = model.forward(&mut rc, &acts, false).unwrap();
+        rc.submit().unwrap();
+        gpu.read_f32_blocking(logits).unwrap()
+    };
+    let want = full(&ids);
+    let mut d = model.decoder(gpu, n + 2, 4).unwrap();
+    for (a, b) in [(0, 4), (4, 7), (7, 8), (8, 13)] {
+        let got = model.decode(gpu, &mut d, &ids[a..b]).unwrap();
+        let e = rel_err(&got, &want[(b - 1) * nv..b * nv]);
+        assert!(e < 1e-4, "{name}: logits after positions {a}..{b} off by {e:.2e} relative");
+        assert_eq!(d.len(), b);
+    }
+    let err = model.decode(gpu, &mut d, &[1, 2, 3]).unwrap_err().to_string();
+    assert!(err.contains("13 + 3 tokens exceed the cache's 15 positions"), "{err}");
+    let err = model.decode(gpu, &mut d, &[nv as u32]).unwrap_err().to_string();
+    assert!(err.contains(&format!("token id {nv} is not below the vocabulary size {nv}")), "{err}");
+    assert_eq!(d.len(), 13, "a refused call feeds nothing");
+    // Greedy generation with the cache = argmax of the full forward, step by step.
+    let prompt = &ids[..5];
+    let got = generate_greedy(gpu, &model, prompt, 6, &[]).unwrap();
+    let mut seq = prompt.to_vec();
+    for _ in 0..6 {
+        let l = full(&seq);
+        let row = &l[(seq.len() - 1) * nv..];
+        seq.push(row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b }) as u32);
+    }
+    assert_eq!(got, seq[5..], "{name}: greedy tokens");
+    // Stopping at a stop token: the stop token is the last one returned.
+    let stop = got[2];
+    let first = got.iter().position(|&t| t == stop).unwrap();
+    assert_eq!(generate_greedy(gpu, &model, prompt, 6, &[stop]).unwrap(), got[..=first]);
+}
+
+#[test]
+fn gpt2_and_llama_decode_with_kv_cache_as_the_full_forward() {
+    for name in ["gpt2", "llama", "llama_tied"] {
+        decode_matches_forward_on(gpu(), name);
+    }
+    // Token tables (and the untied head) split into row blocks.
+    let small = Gpu::new_blocking(GpuOptions { max_binding: Some(16384), ..GpuOptions::from_env().unwrap() }).unwrap();
+    for name in ["gpt2", "llama"] {
+        decode_matches_forward_on(&small, name);
+    }
+}

@@ -33,7 +33,20 @@ fn check_2d_path(m: usize, n: usize, k: usize, ta: bool, tb: bool, seed: u64, pa
 
 #[test]
 fn matmul_all_transposes_awkward_sizes() {
-    let sizes = [(1, 1, 1), (1, 7, 3), (5, 1, 9), (7, 13, 5), (64, 32, 16), (65, 33, 17), (130, 70, 257), (3, 200, 64)];
+    // m < 8 runs the few-rows tile (one row per workgroup row); n = 300 and 260 span several of
+    // its 256-column workgroups.
+    let sizes = [
+        (1, 1, 1),
+        (1, 7, 3),
+        (5, 1, 9),
+        (7, 13, 5),
+        (64, 32, 16),
+        (65, 33, 17),
+        (130, 70, 257),
+        (3, 200, 64),
+        (1, 300, 64),
+        (7, 260, 12),
+    ];
     for (i, &(m, n, k)) in sizes.iter().enumerate() {
         for ta in [false, true] {
             for tb in [false, true] {
