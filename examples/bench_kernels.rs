@@ -4,6 +4,7 @@
 //!
 //!   cargo run --release --example bench_kernels            # full (a few minutes on lavapipe)
 //!   cargo run --release --example bench_kernels -- --quick # small shapes (CI smoke)
+//!   cargo run --release --example bench_kernels -- --decode # only the one-row (decoding) table
 //!
 //! Each GPU figure is the median of several single-submit runs after a warm-up call (which pays
 //! the driver's JIT); upload and readback are excluded. Results are checked against the CPU.
@@ -88,6 +89,45 @@ fn cpu_sgemm(m: usize, n: usize, k: usize, a: &[f32], ta: bool, b: &[f32], tb: b
     }
 }
 
+/// Decoding one token (K/V-cached generation): a single row through SmolLM2-sized weights, 32
+/// calls per submit as in a decoding step.
+fn bench_decode(gpu: &Gpu, quick: bool, reps: usize) -> Result<()> {
+    let (dh, di, dv) = if quick { (128, 512, 4096) } else { (576, 1536, 49152) };
+    println!("\n| one-row matmul (decoding) | m x n x k | GPU GFLOP/s | CPU sgemm GFLOP/s (1 thread) | GPU / CPU | GPU ms per call |");
+    println!("|---|---|---|---|---|---|");
+    bench_row(gpu, "x.W^T up/gate projection", di, dh, 32, reps)?;
+    bench_row(gpu, "x.W^T down projection", dh, di, 32, reps)?;
+    bench_row(gpu, "x.E^T LM head", dv, dh, 1, reps)
+}
+
+/// One row times `W^T` (`W` `[n, k]`), `calls` matmuls (distinct weights) per submit.
+fn bench_row(gpu: &Gpu, name: &str, n: usize, k: usize, calls: usize, reps: usize) -> Result<()> {
+    let a = data(k, 1);
+    let b = data(k * n, 2);
+    let at = gpu.from_f32(&a, &[1, k])?;
+    let bts = (0..calls).map(|_| gpu.from_f32(&b, &[n, k])).collect::<Result<Vec<_>>>()?;
+    let ct = gpu.zeros(&[1, n])?;
+    let secs = time_gpu(gpu, reps, &|r| {
+        bts.iter().try_for_each(|bt| matmul_with(r, &Matmul::new(&at, false, bt, true, &ct)?, MatmulPath::auto(gpu)))
+    })? / calls as f64;
+    let mut c = vec![0f32; n];
+    let cpu_reps = 20;
+    let t0 = Instant::now();
+    for _ in 0..cpu_reps {
+        cpu_sgemm(1, n, k, &a, false, &b, true, &mut c);
+    }
+    let cpu = t0.elapsed().as_secs_f64() / cpu_reps as f64;
+    let flop = 2.0 * (n * k) as f64;
+    println!(
+        "| {name} | 1x{n}x{k} | {:.2} | {:.2} | {:.2} | {:.3} |",
+        flop / secs / 1e9,
+        flop / cpu / 1e9,
+        cpu / secs,
+        secs * 1e3
+    );
+    Ok(())
+}
+
 fn bench_matmul(
     gpu: &Gpu,
     name: &str,
@@ -128,15 +168,20 @@ fn bench_matmul(
 
 fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--decode`: only the one-row (decoding) table, at full size.
+    let decode_only = std::env::args().any(|a| a == "--decode");
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
     let info = gpu.adapter_info();
     let tile = tramway::ops::matmul::tile(&gpu);
     println!("adapter: {} ({:?}, {}), matmul tile {:?}", info.name, info.backend, info.driver_info, tile);
+    let reps = if quick { 2 } else { 3 };
+    if decode_only {
+        return bench_decode(&gpu, false, reps);
+    }
     println!("\n| matmul | kernel | m x n x k | GPU GFLOP/s | CPU sgemm GFLOP/s (1 thread) | GPU / CPU | GPU ms | max abs err |");
     println!("|---|---|---|---|---|---|---|---|");
     let auto = MatmulPath::auto(&gpu);
     let other = if auto == MatmulPath::Register { MatmulPath::Tiled } else { MatmulPath::Register };
-    let reps = if quick { 2 } else { 3 };
     let sq: &[usize] = if quick { &[128, 256] } else { &[256, 512, 1024] };
     for &s in sq {
         bench_matmul(&gpu, "NN square", s, s, s, false, false, auto, reps)?;
@@ -148,6 +193,7 @@ fn main() -> Result<()> {
     bench_matmul(&gpu, "TN dW = x^T.dy", h, f, t, true, false, auto, reps)?;
     // The other kernel family at one shape, for comparison.
     bench_matmul(&gpu, "NT x.W^T (HF layout)", t, f, h, false, true, other, reps)?;
+    bench_decode(&gpu, quick, reps)?;
 
     // Other kernels at one BERT-small-like batch: 16 sequences of 128 tokens, hidden 384,
     // 12 heads, vocabulary 30522.

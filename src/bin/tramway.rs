@@ -34,7 +34,7 @@ enum Cmd {
     Experiment(ExperimentArgs),
     /// Perplexity of a causal LM (GPT-2, LLaMA) on a text file.
     Perplexity(PerplexityArgs),
-    /// Greedy continuation of a prompt by a causal LM (a sanity tool; no sampling, no KV cache).
+    /// Greedy continuation of a prompt by a causal LM with a K/V cache (no sampling yet).
     Generate(GenerateArgs),
 }
 
@@ -684,8 +684,16 @@ fn generate_cmd(a: GenerateArgs) -> tramway::Result<()> {
     };
     let ids = tok.ids(&prompt, false)?;
     let stop: Vec<u32> = model.eos().into_iter().collect();
+    let t0 = std::time::Instant::now();
     let new = generate_greedy(&gpu, &model, &ids, a.max_new_tokens, &stop)?;
+    let secs = t0.elapsed().as_secs_f64();
     println!("{}", tok.decode(&new, true)?);
+    eprintln!(
+        "{} prompt + {} new tokens in {secs:.1} s ({:.2} new tokens/s, prompt included)",
+        ids.len(),
+        new.len(),
+        new.len() as f64 / secs
+    );
     Ok(())
 }
 

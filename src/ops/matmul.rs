@@ -246,7 +246,7 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
     let (tm, tn, wgx, wgy) = match path {
         // A few rows (decoding one token, a short chunk): one row per workgroup row, so that the
         // 64-row block of the general tile does not compute the same clamped row 64 times.
-        MatmulPath::Register if m < 8 && std::env::var("TRAMWAY_MATMUL_TILE").is_err() => (1, 8, 32, 1),
+        MatmulPath::Register if m < 8 && std::env::var("TRAMWAY_MATMUL_TILE").is_err() => (1, 8, 8, 1),
         MatmulPath::Register => tile(gpu),
         MatmulPath::Tiled => (4, 4, 16, 16),
     };

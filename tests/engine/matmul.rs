@@ -34,7 +34,7 @@ fn check_2d_path(m: usize, n: usize, k: usize, ta: bool, tb: bool, seed: u64, pa
 #[test]
 fn matmul_all_transposes_awkward_sizes() {
     // m < 8 runs the few-rows tile (one row per workgroup row); n = 300 and 260 span several of
-    // its 256-column workgroups.
+    // its 64-column workgroups.
     let sizes = [
         (1, 1, 1),
         (1, 7, 3),
