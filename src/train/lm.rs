@@ -111,6 +111,13 @@ impl LmDecoder {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Positions the cache holds.
+    pub fn capacity(&self) -> usize {
+        match self {
+            LmDecoder::Gpt2(d) => d.capacity(),
+            LmDecoder::Llama(d) => d.capacity(),
+        }
+    }
 }
 
 /// Tokens fed per step while a prompt is read into the cache: bounds the scores of one step
@@ -126,8 +133,15 @@ impl CausalLm {
         })
     }
     /// Feed `ids` at the next positions (in chunks when longer than the decoder's) and return
-    /// the logits after the last one.
+    /// the logits after the last one. Ids that do not all fit are refused before any is fed.
     pub fn decode(&self, gpu: &Gpu, d: &mut LmDecoder, ids: &[u32]) -> Result<Vec<f32>> {
+        let capacity = d.capacity();
+        if ids.is_empty() || d.len() + ids.len() > capacity {
+            return Err(Error::Shape {
+                op: "decoder",
+                message: format!("{} + {} tokens; expected 1 to {} more", d.len(), ids.len(), capacity - d.len()),
+            });
+        }
         let logits = match (self, d) {
             (CausalLm::Gpt2(m), LmDecoder::Gpt2(d)) => {
                 for c in ids.chunks(d.chunk()) {
