@@ -133,13 +133,21 @@ impl CausalLm {
         })
     }
     /// Feed `ids` at the next positions (in chunks when longer than the decoder's) and return
-    /// the logits after the last one. Ids that do not all fit are refused before any is fed.
+    /// the logits after the last one. Too many ids, or an id outside the vocabulary, is refused
+    /// before any is fed.
     pub fn decode(&self, gpu: &Gpu, d: &mut LmDecoder, ids: &[u32]) -> Result<Vec<f32>> {
         let capacity = d.capacity();
         if ids.is_empty() || d.len() + ids.len() > capacity {
             return Err(Error::Shape {
                 op: "decoder",
                 message: format!("{} + {} tokens; expected 1 to {} more", d.len(), ids.len(), capacity - d.len()),
+            });
+        }
+        let nv = self.vocab_size();
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= nv) {
+            return Err(Error::Shape {
+                op: "decoder",
+                message: format!("token id {bad} is not below the vocabulary size {nv}"),
             });
         }
         let logits = match (self, d) {

@@ -105,7 +105,7 @@ fn decode_matches_forward_on(gpu: &Gpu, name: &str) {
     assert!(err.contains("13 + 3 tokens; expected 1 to 2 more"), "{err}");
     let err = model.decode(gpu, &mut d, &[]).unwrap_err().to_string();
     assert!(err.contains("13 + 0 tokens; expected 1 to 2 more"), "{err}");
-    let err = model.decode(gpu, &mut d, &[nv as u32]).unwrap_err().to_string();
+    let err = model.decode(gpu, &mut d, &[0, nv as u32]).unwrap_err().to_string();
     assert!(err.contains(&format!("token id {nv} is not below the vocabulary size {nv}")), "{err}");
     assert_eq!(d.len(), 13, "a refused call feeds nothing");
     // Greedy generation with the cache = argmax of the full forward, step by step.
