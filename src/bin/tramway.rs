@@ -34,7 +34,7 @@ enum Cmd {
     Experiment(ExperimentArgs),
     /// Perplexity of a causal LM (GPT-2, LLaMA) on a text file.
     Perplexity(PerplexityArgs),
-    /// Greedy continuation of a prompt by a causal LM with a K/V cache (no sampling yet).
+    /// Continuation of a prompt by a causal LM with a K/V cache: greedy, or sampled (temperature, top-k, top-p).
     Generate(GenerateArgs),
 }
 
@@ -667,10 +667,24 @@ struct GenerateArgs {
     /// expect (a system line, the user turn, then the assistant's).
     #[arg(long)]
     chat: bool,
+    /// 0 picks the most likely token (greedy); above 0, sample with the logits divided by it.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// Sample among the K most likely tokens only (0 = all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample among the most likely tokens whose probability reaches P (1 = all).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Seed of the sampling draws (the same seed gives the same text).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 fn generate_cmd(a: GenerateArgs) -> tramway::Result<()> {
-    use tramway::train::lm::{generate_greedy, lm_tokenizer, CausalLm};
+    use tramway::train::lm::{generate, lm_tokenizer, CausalLm, Sampling};
+    let sampling = Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
+    sampling.check()?;
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
     let model = CausalLm::load(&gpu, &a.model, 0)?;
     let tok = lm_tokenizer(&a.model, &model)?;
@@ -685,7 +699,7 @@ fn generate_cmd(a: GenerateArgs) -> tramway::Result<()> {
     let ids = tok.ids(&prompt, false)?;
     let stop: Vec<u32> = model.eos().into_iter().collect();
     let t0 = std::time::Instant::now();
-    let new = generate_greedy(&gpu, &model, &ids, a.max_new_tokens, &stop)?;
+    let new = generate(&gpu, &model, &ids, a.max_new_tokens, &stop, &sampling)?;
     let secs = t0.elapsed().as_secs_f64();
     println!("{}", tok.decode(&new, true)?);
     eprintln!(

@@ -223,10 +223,110 @@ pub fn perplexity(gpu: &Gpu, model: &CausalLm, ids: &[u32], block: usize, batch:
     Ok(Perplexity { perplexity: (nll / count as f64).exp(), tokens: ids.len(), predicted: count })
 }
 
-/// Greedy continuation of `prompt` ids: up to `max_new` tokens (within the model's positions),
-/// stopping after a token of `stop`. The prompt is read into a K/V cache in chunks, then each
-/// step feeds one token.
-pub fn generate_greedy(gpu: &Gpu, model: &CausalLm, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<Vec<u32>> {
+/// How [`generate`] picks each next token.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    /// 0 = greedy (the most likely token); otherwise the logits are divided by it.
+    pub temperature: f32,
+    /// Keep only the `top_k` most likely tokens (0 = all).
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose probability reaches `top_p` (1 = all).
+    pub top_p: f32,
+    /// Seed of the draws: the same seed, prompt and model give the same tokens.
+    pub seed: u64,
+}
+
+impl Sampling {
+    /// Always the most likely token.
+    pub fn greedy() -> Self {
+        Sampling { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
+    }
+    /// Refuse settings outside their ranges, naming the flag.
+    pub fn check(&self) -> Result<()> {
+        let bad = |name, value: String, expected: &str| {
+            Err(Error::BadSetting { name, value, expected: expected.to_string() })
+        };
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad("--temperature", self.temperature.to_string(), "a finite number >= 0 (0 = greedy)");
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("--top-p", self.top_p.to_string(), "a probability in (0, 1]");
+        }
+        Ok(())
+    }
+    fn is_greedy(&self) -> bool {
+        self.temperature == 0.0 || self.top_k == 1
+    }
+}
+
+/// The token `u` (a uniform draw in [0, 1)) selects under `s`: the logits divided by the
+/// temperature, cut to the top-k and then the top-p most likely tokens, softmax in f64, and the
+/// first token whose cumulative probability exceeds `u` (tokens in order of decreasing logit,
+/// ties by index). Greedy settings return the argmax whatever `u`.
+pub fn sample_token(logits: &[f32], s: &Sampling, u: f64) -> usize {
+    if s.is_greedy() || logits.len() < 2 {
+        return argmax(logits);
+    }
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    let by_logit = |a: &usize, b: &usize| logits[*b].total_cmp(&logits[*a]).then(a.cmp(b));
+    if s.top_k > 0 && s.top_k < order.len() {
+        order.select_nth_unstable_by(s.top_k - 1, by_logit);
+        order.truncate(s.top_k);
+    }
+    order.sort_unstable_by(by_logit);
+    let t = s.temperature as f64;
+    let top = logits[order[0]] as f64;
+    let w: Vec<f64> = order.iter().map(|&i| ((logits[i] as f64 - top) / t).exp()).collect();
+    let z: f64 = w.iter().sum();
+    // Top-p: the shortest prefix whose probability reaches top_p (at least one token).
+    let mut keep = w.len();
+    if s.top_p < 1.0 {
+        let mut acc = 0.0;
+        for (i, wi) in w.iter().enumerate() {
+            acc += wi / z;
+            if acc >= s.top_p as f64 {
+                keep = i + 1;
+                break;
+            }
+        }
+    }
+    let zk: f64 = w[..keep].iter().sum();
+    let target = u * zk;
+    let mut acc = 0.0;
+    for i in 0..keep {
+        acc += w[i];
+        if target < acc {
+            return order[i];
+        }
+    }
+    order[keep - 1]
+}
+
+/// SplitMix64 draws in [0, 1) (53 bits) for [`generate`].
+struct Draws(u64);
+
+impl Draws {
+    fn next(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Continuation of `prompt` ids: up to `max_new` tokens (within the model's positions), each
+/// picked by `sampling` ([`sample_token`]), stopping after a token of `stop`. The prompt is read
+/// into a K/V cache in chunks, then each step feeds one token.
+pub fn generate(
+    gpu: &Gpu,
+    model: &CausalLm,
+    prompt: &[u32],
+    max_new: usize,
+    stop: &[u32],
+    sampling: &Sampling,
+) -> Result<Vec<u32>> {
+    sampling.check()?;
     let total = (prompt.len() + max_new).min(model.max_positions());
     if prompt.is_empty() || prompt.len() >= total {
         return Err(Error::BadSetting {
@@ -237,9 +337,10 @@ pub fn generate_greedy(gpu: &Gpu, model: &CausalLm, prompt: &[u32], max_new: usi
     }
     let mut d = model.decoder(gpu, total, PREFILL_CHUNK.min(prompt.len()))?;
     let mut logits = model.decode(gpu, &mut d, prompt)?;
+    let mut draws = Draws(sampling.seed);
     let mut out = Vec::new();
     loop {
-        let next = argmax(&logits) as u32;
+        let next = sample_token(&logits, sampling, draws.next()) as u32;
         out.push(next);
         if stop.contains(&next) || prompt.len() + out.len() >= total {
             break;
@@ -247,6 +348,11 @@ pub fn generate_greedy(gpu: &Gpu, model: &CausalLm, prompt: &[u32], max_new: usi
         logits = model.decode(gpu, &mut d, &[next])?;
     }
     Ok(out)
+}
+
+/// [`generate`] with greedy picks.
+pub fn generate_greedy(gpu: &Gpu, model: &CausalLm, prompt: &[u32], max_new: usize, stop: &[u32]) -> Result<Vec<u32>> {
+    generate(gpu, model, prompt, max_new, stop, &Sampling::greedy())
 }
 
 /// Index of the largest value (the first of equals).

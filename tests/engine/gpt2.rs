@@ -135,3 +135,75 @@ fn gpt2_and_llama_decode_with_kv_cache_as_the_full_forward() {
         decode_matches_forward_on(&small, name);
     }
 }
+
+/// The sampling rule on fixed logits, exactly: sweeping the uniform draw over a fine grid, each
+/// token's share of the grid is its probability under temperature / top-k / top-p (f64 softmax;
+/// a grid of N points is exact to 1/N per token). Greedy settings give the argmax (the first of
+/// equal maxima); out-of-range settings are refused naming the flag.
+#[test]
+fn sampling_picks_tokens_with_their_probabilities() {
+    use tramway::train::lm::{sample_token, Sampling};
+    let logits = [1.0f32, 3.0, 2.0, 0.5, 3.0];
+    let shares = |s: &Sampling| {
+        let n = 100_000;
+        let mut c = [0usize; 5];
+        for i in 0..n {
+            c[sample_token(&logits, s, (i as f64 + 0.5) / n as f64)] += 1;
+        }
+        c.map(|x| x as f64 / n as f64)
+    };
+    let softmax = |idx: &[usize], t: f64| {
+        let z: f64 = idx.iter().map(|&i| (logits[i] as f64 / t).exp()).sum();
+        let mut p = [0.0; 5];
+        for &i in idx {
+            p[i] = (logits[i] as f64 / t).exp() / z;
+        }
+        p
+    };
+    let s = Sampling { temperature: 0.7, top_k: 0, top_p: 1.0, seed: 0 };
+    let cases = [
+        (s, softmax(&[0, 1, 2, 3, 4], 0.7)),
+        // Top-2: the two logits of 3.0.
+        (Sampling { top_k: 2, ..s }, softmax(&[1, 4], 0.7)),
+        // Top-p 0.8 at temperature 1: sorted probabilities 0.387, 0.387, 0.142, ... reach 0.8
+        // with the third token (0.916), so tokens 1, 4 and 2 are kept and renormalised.
+        (Sampling { temperature: 1.0, top_p: 0.8, ..s }, softmax(&[1, 4, 2], 1.0)),
+        // Top-k 3, then top-p 0.7 of those three (0.422, 0.422, ...): the first two reach it.
+        (Sampling { temperature: 1.0, top_k: 3, top_p: 0.7, ..s }, softmax(&[1, 4], 1.0)),
+    ];
+    for (s, want) in cases {
+        let got = shares(&s);
+        for i in 0..5 {
+            assert!((got[i] - want[i]).abs() < 2e-5, "{s:?}: token {i} drawn {} vs probability {}", got[i], want[i]);
+        }
+    }
+    for s in [Sampling::greedy(), Sampling { top_k: 1, ..s }] {
+        assert!((0..10).all(|i| sample_token(&logits, &s, i as f64 / 10.0) == 1), "{s:?}");
+    }
+    for (bad, flag) in [
+        (Sampling { temperature: -1.0, ..s }, "--temperature"),
+        (Sampling { temperature: f32::NAN, ..s }, "--temperature"),
+        (Sampling { top_p: 0.0, ..s }, "--top-p"),
+        (Sampling { top_p: 1.5, ..s }, "--top-p"),
+    ] {
+        let e = bad.check().unwrap_err().to_string();
+        assert!(e.contains(flag), "{e}");
+    }
+}
+
+/// Sampled generation on the GPT-2 fixture: the same seed gives the same tokens, top-k 1 is
+/// greedy, and bad settings are refused before anything runs.
+#[test]
+fn sampled_generation_is_reproducible() {
+    use tramway::train::lm::{generate, generate_greedy, CausalLm, Sampling};
+    let model = CausalLm::load(gpu(), &fixture("gpt2").join("model"), 0).unwrap();
+    let prompt = [5, 17, 42];
+    let s = Sampling { temperature: 1.5, top_k: 0, top_p: 0.95, seed: 7 };
+    let a = generate(gpu(), &model, &prompt, 8, &[], &s).unwrap();
+    assert_eq!(a.len(), 8);
+    assert_eq!(a, generate(gpu(), &model, &prompt, 8, &[], &s).unwrap(), "same seed, same tokens");
+    let greedy = generate_greedy(gpu(), &model, &prompt, 8, &[]).unwrap();
+    assert_eq!(generate(gpu(), &model, &prompt, 8, &[], &Sampling { top_k: 1, ..s }).unwrap(), greedy);
+    let e = generate(gpu(), &model, &prompt, 8, &[], &Sampling { top_p: 0.0, ..s }).unwrap_err().to_string();
+    assert!(e.contains("--top-p"), "{e}");
+}
