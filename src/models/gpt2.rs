@@ -168,7 +168,7 @@ pub(crate) fn lm_head_from(rec: &mut Recorder, w: &[Part], x: &Tensor, row0: usi
 
 /// The K/V cache of incremental decoding (batch 1): per layer, keys and values `[capacity,
 /// width]` of every position fed so far (keys after any position encoding).
-pub(crate) struct KvCache {
+pub struct KvCache {
     k: Vec<Tensor>,
     v: Vec<Tensor>,
     width: usize,
@@ -214,13 +214,19 @@ impl KvCache {
     pub(crate) fn advance(&mut self, t: usize) {
         self.len += t;
     }
-    pub(crate) fn len(&self) -> usize {
+    /// Positions fed so far.
+    pub fn len(&self) -> usize {
         self.len
     }
-    pub(crate) fn capacity(&self) -> usize {
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Positions it holds.
+    pub fn capacity(&self) -> usize {
         self.capacity
     }
-    pub(crate) fn chunk(&self) -> usize {
+    /// Most tokens one decode call takes.
+    pub fn chunk(&self) -> usize {
         self.chunk
     }
 }
@@ -670,20 +676,9 @@ pub struct Gpt2Decoder {
 }
 
 impl Gpt2Decoder {
-    /// Most tokens one decode call takes.
-    pub fn chunk(&self) -> usize {
-        self.cache.chunk()
-    }
-    /// Positions fed so far.
-    pub fn len(&self) -> usize {
-        self.cache.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.cache.len() == 0
-    }
-    /// Positions the cache holds.
-    pub fn capacity(&self) -> usize {
-        self.cache.capacity()
+    /// The K/V cache: positions fed so far, capacity, tokens per call.
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
     }
 }
 

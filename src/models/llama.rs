@@ -492,20 +492,9 @@ pub struct LlamaDecoder {
 }
 
 impl LlamaDecoder {
-    /// Most tokens one decode call takes.
-    pub fn chunk(&self) -> usize {
-        self.cache.chunk()
-    }
-    /// Positions fed so far.
-    pub fn len(&self) -> usize {
-        self.cache.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.cache.len() == 0
-    }
-    /// Positions the cache holds.
-    pub fn capacity(&self) -> usize {
-        self.cache.capacity()
+    /// The K/V cache: positions fed so far, capacity, tokens per call.
+    pub fn cache(&self) -> &KvCache {
+        &self.cache
     }
 }
 

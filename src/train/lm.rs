@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::io::config::{Gpt2Config, LlamaConfig};
 use crate::io::hf::read_weights;
-use crate::models::gpt2::{Gpt2, Gpt2Acts, Gpt2Decoder, LmBatch};
+use crate::models::gpt2::{Gpt2, Gpt2Acts, Gpt2Decoder, KvCache, LmBatch};
 use crate::models::llama::{Llama, LlamaActs, LlamaDecoder};
 use std::path::Path;
 
@@ -101,22 +101,19 @@ pub enum LmDecoder {
 }
 
 impl LmDecoder {
+    /// The K/V cache: positions fed so far, capacity, tokens per call.
+    pub fn cache(&self) -> &KvCache {
+        match self {
+            LmDecoder::Gpt2(d) => d.cache(),
+            LmDecoder::Llama(d) => d.cache(),
+        }
+    }
     /// Positions fed so far.
     pub fn len(&self) -> usize {
-        match self {
-            LmDecoder::Gpt2(d) => d.len(),
-            LmDecoder::Llama(d) => d.len(),
-        }
+        self.cache().len()
     }
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Positions the cache holds.
-    pub fn capacity(&self) -> usize {
-        match self {
-            LmDecoder::Gpt2(d) => d.capacity(),
-            LmDecoder::Llama(d) => d.capacity(),
-        }
+        self.cache().is_empty()
     }
 }
 
@@ -136,7 +133,7 @@ impl CausalLm {
     /// the logits after the last one. Too many ids, or an id outside the vocabulary, is refused
     /// before any is fed.
     pub fn decode(&self, gpu: &Gpu, d: &mut LmDecoder, ids: &[u32]) -> Result<Vec<f32>> {
-        let capacity = d.capacity();
+        let capacity = d.cache().capacity();
         if ids.is_empty() || d.len() + ids.len() > capacity {
             return Err(Error::Shape {
                 op: "decoder",
@@ -152,13 +149,13 @@ impl CausalLm {
         }
         let logits = match (self, d) {
             (CausalLm::Gpt2(m), LmDecoder::Gpt2(d)) => {
-                for c in ids.chunks(d.chunk()) {
+                for c in ids.chunks(d.cache().chunk()) {
                     m.decode(gpu, d, c)?;
                 }
                 &d.logits
             }
             (CausalLm::Llama(m), LmDecoder::Llama(d)) => {
-                for c in ids.chunks(d.chunk()) {
+                for c in ids.chunks(d.cache().chunk()) {
                     m.decode(gpu, d, c)?;
                 }
                 &d.logits
