@@ -41,6 +41,13 @@ pub enum Error {
     #[error("{file}: {message}")]
     Model { file: String, message: String },
 
+    /// Training produced a NaN or an infinity. The run stopped there; nothing was written over
+    /// the checkpoints saved before it.
+    #[error(
+        "training stopped at step {step}: the {what} became NaN or infinite. Nothing was saved after that; {resume}"
+    )]
+    NonFinite { step: u64, what: String, resume: String },
+
     /// An I/O error, with the path it concerns.
     #[error("{path}: {source}")]
     Io {

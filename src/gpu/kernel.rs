@@ -96,6 +96,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("optim", include_str!("../../shaders/optim.wgsl")),
     ("kl", include_str!("../../shaders/kl.wgsl")),
     ("decoder", include_str!("../../shaders/decoder.wgsl")),
+    ("guard", include_str!("../../shaders/guard.wgsl")),
 ];
 
 fn shader_source(name: &str) -> Option<&'static str> {

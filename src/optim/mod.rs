@@ -7,7 +7,7 @@
 //! submit. Scalars the step needs (‖g‖, ‖T g‖, d) stay in a small GPU buffer; they come back
 //! only when [`Optimizer::metrics`] is called.
 
-use crate::error::{shape_err, Result};
+use crate::error::{shape_err, Error, Result};
 use crate::gpu::{Arena, Gpu, KernelSpec, Params, Recorder, Tensor};
 use crate::io::weights::{HostTensor, Weights};
 use crate::nn::{Noise, ParamSet, Train};
@@ -24,8 +24,29 @@ pub mod slot {
     pub const ASCENT: usize = 1;
     /// The trust-region distance d (TRAM), after `tr_scale` and the normalisation.
     pub const D: usize = 2;
+    /// L2 norm of the parameters after the step's update.
+    pub const PARAM_NORM: usize = 3;
+    /// The step's loss (copied by the finite guard, so one readback has every scalar).
+    pub const LOSS: usize = 4;
+    /// The first step (1-based) at which a guarded quantity was not finite; 0 while all were.
+    pub const BAD_STEP: usize = 5;
+    /// Which quantities were not finite at [`BAD_STEP`]: bit `s` for slot `s` (0..[`LOSS`]),
+    /// bit 7 for the loss.
+    pub const BAD_WHAT: usize = 6;
     /// Number of slots.
-    pub const LEN: usize = 4;
+    pub const LEN: usize = 8;
+
+    /// The names of the quantities flagged in a [`BAD_WHAT`] bit mask, in slot order.
+    pub fn names(mask: u32) -> Vec<&'static str> {
+        let all = [
+            (7, "loss"),
+            (GRAD_NORM, "gradient norm"),
+            (ASCENT, "ascent denominator (the SAM/ASAM/TRAM radius)"),
+            (D, "TRAM trust-region distance d"),
+            (PARAM_NORM, "updated parameters (their norm)"),
+        ];
+        all.iter().filter(|(bit, _)| mask & (1 << bit) != 0).map(|(_, n)| *n).collect()
+    }
 }
 
 /// The base update applied with the final gradient.
@@ -144,6 +165,72 @@ pub struct OptimConfig {
 }
 
 impl OptimConfig {
+    /// Refuse settings that cannot make a sensible run (NaN or infinite numbers, negative
+    /// rates, probabilities outside their range), naming the command-line flag of each.
+    pub fn validate(&self) -> Result<()> {
+        fn check(name: &'static str, v: f32, ok: bool, expected: &str) -> Result<()> {
+            if v.is_finite() && ok {
+                Ok(())
+            } else {
+                Err(Error::BadSetting { name, value: v.to_string(), expected: expected.to_string() })
+            }
+        }
+        check("--lr", self.lr, self.lr >= 0.0, "a finite learning rate >= 0")?;
+        if let Some(c) = self.clip {
+            check("--clip", c, c > 0.0, "a finite gradient-norm bound > 0 (0 turns clipping off)")?;
+        }
+        match self.base {
+            Base::AdamW { beta1, beta2, eps, weight_decay } => {
+                check("beta1", beta1, (0.0..1.0).contains(&beta1), "a value in [0, 1)")?;
+                check("beta2", beta2, (0.0..1.0).contains(&beta2), "a value in [0, 1)")?;
+                check("eps", eps, eps > 0.0, "a finite value > 0")?;
+                check("--weight-decay", weight_decay, weight_decay >= 0.0, "a finite value >= 0")?;
+            }
+            Base::Sgd { momentum, weight_decay, .. } => {
+                check("--momentum", momentum, (0.0..1.0).contains(&momentum), "a value in [0, 1)")?;
+                check("--weight-decay", weight_decay, weight_decay >= 0.0, "a finite value >= 0")?;
+            }
+        }
+        let positive = "a finite value > 0";
+        let non_negative = "a finite value >= 0";
+        let noise = |std: f32| check("--noise-std", std, std > 0.0, positive);
+        match self.method {
+            Method::Plain => {}
+            Method::Sam { rho } => check("--rho", rho, rho > 0.0, positive)?,
+            Method::Asam { rho, eta } => {
+                check("--rho", rho, rho > 0.0, positive)?;
+                check("--eta", eta, eta >= 0.0, non_negative)?;
+            }
+            Method::Fsam { gamma, eta } => {
+                check("--gamma", gamma, gamma > 0.0, positive)?;
+                check("--eta", eta, eta >= 0.0, non_negative)?;
+            }
+            Method::Tram { reference, tr_scale, .. } => {
+                check("--tr-scale", tr_scale, tr_scale > 0.0, positive)?;
+                match reference {
+                    TramRef::Noise { std, .. } => noise(std)?,
+                    TramRef::Params { ema_decay } => {
+                        check("--ema-decay", ema_decay, (0.0..=1.0).contains(&ema_decay), "a value in [0, 1]")?
+                    }
+                }
+            }
+            Method::TramFisher { gamma, eta, std, .. } => {
+                check("--gamma", gamma, gamma > 0.0, positive)?;
+                check("--eta", eta, eta >= 0.0, non_negative)?;
+                noise(std)?;
+            }
+            Method::R3f { lambda, std, .. } => {
+                check("--lambda", lambda, lambda >= 0.0, non_negative)?;
+                noise(std)?;
+            }
+            Method::TrustRegion { lambda, ema_decay } => {
+                check("--lambda", lambda, lambda >= 0.0, non_negative)?;
+                check("--ema-decay", ema_decay, (0.0..=1.0).contains(&ema_decay), "a value in [0, 1]")?;
+            }
+        }
+        Ok(())
+    }
+
     /// The command-line name of the method (`adamw`, `sam`, `tram-x`, ...).
     pub fn name(&self) -> &'static str {
         match self.method {
@@ -317,12 +404,16 @@ pub struct Optimizer {
 }
 
 /// What a step reports when asked (one small readback).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Metrics {
     pub loss: f32,
     pub grad_norm: f32,
     /// TRAM's trust-region distance (0 for other methods).
     pub d: f32,
+    /// L2 norm of the parameters after the last update.
+    pub param_norm: f32,
+    /// The first step at which a guarded quantity was NaN or infinite, and which ones.
+    pub nonfinite: Option<(u64, Vec<&'static str>)>,
 }
 
 fn optim_spec(entry: &'static str, mode: u32, use_d: bool) -> KernelSpec {
@@ -425,8 +516,20 @@ impl Optimizer {
             }
         }
         self.base_update(rec, p)?;
+        self.guard(rec, p)?;
         self.step += 1;
         Ok(())
+    }
+
+    /// The finite guard (shaders/guard.wgsl), last in the step's submit: the updated
+    /// parameters' norm, then a check of every scalar of the step; the first non-finite one is
+    /// recorded with its step on the GPU and read with the next [`Optimizer::metrics`].
+    fn guard(&self, rec: &mut Recorder, p: &ParamSet) -> Result<()> {
+        let w: Vec<&Tensor> = p.params.chunks().iter().collect();
+        reduce(rec, &w, Reduction::L2Norm, 1.0, &self.scal, slot::PARAM_NORM, false)?;
+        let k = rec.gpu().kernel(&KernelSpec::new("guard", "finite_guard", 2))?;
+        let prm = Params::new().n(self.step as usize + 1).n(slot::LOSS).n(slot::BAD_STEP).n(slot::BAD_WHAT);
+        rec.dispatch(&k, prm, &[&self.loss1, &self.scal], [1, 1, 1])
     }
 
     /// Pass 1 at θ; (TRAM) the reference pass and d; ascent to θ + ε; pass at θ + ε; restore.
@@ -607,12 +710,20 @@ impl Optimizer {
         Ok(())
     }
 
-    /// Read the loss of pass 1 and the step's scalars back (one small readback each).
+    /// Read the last step's scalars back (one small readback): its loss at θ, the gradient
+    /// norm, d, the parameters' norm, and the finite guard's record of the whole run.
     pub async fn metrics(&self, gpu: &Gpu) -> Result<Metrics> {
         let s = gpu.read_f32(&self.scal).await?;
-        let loss = gpu.read_f32(&self.loss1).await?;
         let d = if matches!(self.cfg.method, Method::Tram { .. }) { s[slot::D] } else { 0.0 };
-        Ok(Metrics { loss: loss[0], grad_norm: s[slot::GRAD_NORM], d })
+        let nonfinite =
+            (s[slot::BAD_STEP] != 0.0).then(|| (s[slot::BAD_STEP] as u64, slot::names(s[slot::BAD_WHAT] as u32)));
+        Ok(Metrics {
+            loss: s[slot::LOSS],
+            grad_norm: s[slot::GRAD_NORM],
+            d,
+            param_norm: s[slot::PARAM_NORM],
+            nonfinite,
+        })
     }
 
     /// The state a resumed run needs, as named tensors (`m.<param>`, `v.<param>`,
