@@ -24,6 +24,7 @@ enum Cmd {
     /// Print one JSON line per input: {"text", "tokens", "embedding"}.
     Embed(EmbedArgs),
     /// Fine-tune a text (BERT/RoBERTa/XLM-R) or image (ViT/DINOv2) classifier with TRAM or a baseline.
+    #[command(allow_negative_numbers = true)]
     Finetune(Box<FinetuneArgs>),
     /// Accuracy and loss of a fine-tuned classifier on labelled sets.
     Eval(EvalArgs),
@@ -35,6 +36,7 @@ enum Cmd {
     /// Perplexity of a causal LM (GPT-2, LLaMA) on a text file.
     Perplexity(PerplexityArgs),
     /// Continuation of a prompt by a causal LM with a K/V cache: greedy, or sampled (temperature, top-k, top-p).
+    #[command(allow_negative_numbers = true)]
     Generate(GenerateArgs),
 }
 
@@ -74,7 +76,20 @@ struct PredictArgs {
     texts: Vec<String>,
 }
 
+/// A count flag that must be at least 1.
+fn positive(name: &'static str, v: usize) -> tramway::Result<()> {
+    if v == 0 {
+        return Err(tramway::Error::BadSetting { name, value: "0".into(), expected: "a positive number".into() });
+    }
+    Ok(())
+}
+
 fn eval_cmd(a: EvalArgs) -> tramway::Result<()> {
+    positive("--batch-size", a.batch_size)?;
+    positive("--max-len", a.max_len)?;
+    if let Some(m) = a.max_eval {
+        positive("--max-eval", m)?;
+    }
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
     let mut c = tramway::train::Classifier::load(&gpu, &a.model, a.max_len)?;
     for (name, path) in &a.evals {
@@ -92,6 +107,8 @@ fn eval_cmd(a: EvalArgs) -> tramway::Result<()> {
 }
 
 fn predict_cmd(a: PredictArgs) -> tramway::Result<()> {
+    positive("--batch-size", a.batch_size)?;
+    positive("--max-len", a.max_len)?;
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
     let mut c = tramway::train::Classifier::load(&gpu, &a.model, a.max_len)?;
     let refs: Vec<&str> = a.texts.iter().map(|s| s.as_str()).collect();
@@ -241,6 +258,7 @@ fn parse_eval(s: &str) -> Result<(String, PathBuf), String> {
 
 fn finetune(a: FinetuneArgs) -> tramway::Result<()> {
     let opts = finetune_options(a)?;
+    opts.validate()?;
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
     eprintln!("device: {}; optimizer: {:?} on {:?}", gpu.adapter_info().name, opts.optim.method, opts.optim.base);
     let s = tramway::train::finetune(&gpu, &opts)?;
@@ -358,7 +376,8 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
             "tram-init" => tram(TramRef::Params { ema_decay: 1.0 })?,
             "tram-ema" => match a.ema_decay {
                 Some(d) if (0.0..=1.0).contains(&d) => tram(TramRef::Params { ema_decay: d })?,
-                _ => return Err(bad("--ema-decay", &format!("{:?}", a.ema_decay), "a value in [0, 1] for tram-ema")),
+                Some(d) => return Err(bad("--ema-decay", &d.to_string(), "a value in [0, 1]")),
+                None => return Err(bad("--ema-decay", "", "a value in [0, 1]: tram-ema needs one")),
             },
             "tram-fisher" => Method::TramFisher { gamma, eta: a.eta.unwrap_or(0.1), std: noise_std, uniform },
             "r3f" => Method::R3f { lambda, std: noise_std, uniform, kl: kl(KlKind::Symmetric)? },
@@ -380,7 +399,13 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
         })
     };
     if !(a.lr.is_finite() && a.lr >= 0.0) {
-        return Err(bad("--lr", &a.lr.to_string(), "a non-negative number"));
+        return Err(bad("--lr", &a.lr.to_string(), "a finite learning rate >= 0"));
+    }
+    if a.batch_size == 0 {
+        return Err(bad("--batch-size", "0", "a positive number of examples per step"));
+    }
+    if a.steps.is_none() && !(a.epochs.is_finite() && a.epochs > 0.0) {
+        return Err(bad("--epochs", &a.epochs.to_string(), "a finite number of epochs > 0 (or --steps)"));
     }
     // The schedule needs the run length: from --steps, or from the data size and --epochs.
     let total = match a.steps {
@@ -404,7 +429,8 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
         method,
         lr: a.lr,
         schedule: schedule(total.max(1))?,
-        clip: (a.clip > 0.0).then_some(a.clip),
+        // 0 turns clipping off; anything else (NaN and negatives too) is checked by validate.
+        clip: (a.clip != 0.0).then_some(a.clip),
         seed: a.seed,
     };
     Ok(tramway::train::FinetuneOptions {
@@ -643,6 +669,14 @@ struct PerplexityArgs {
 
 fn perplexity_cmd(a: PerplexityArgs) -> tramway::Result<()> {
     use tramway::train::lm::{lm_tokenizer, perplexity, CausalLm};
+    positive("--batch-size", a.batch_size)?;
+    if a.block < 2 {
+        return Err(tramway::Error::BadSetting {
+            name: "--block",
+            value: a.block.to_string(),
+            expected: "at least 2 tokens".into(),
+        });
+    }
     let text = std::fs::read_to_string(&a.text_file)
         .map_err(|source| tramway::Error::Io { path: a.text_file.display().to_string(), source })?;
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
@@ -942,7 +976,23 @@ fn experiment(a: ExperimentArgs) -> tramway::Result<()> {
     Ok(())
 }
 
+/// Without a display server (no Wayland, no X), Mesa's Vulkan device-select layer tries to
+/// connect to one and prints `error: XDG_RUNTIME_DIR is invalid or not set` twice per
+/// instance: noise that reads as a failure. wgpu chooses among the adapters itself, so the
+/// layer is switched off there (through its own documented variable, unless the user set it).
+/// Done first thing in `main`, while the process has one thread.
+fn quiet_headless_vulkan() {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("WAYLAND_DISPLAY").is_none()
+        && std::env::var_os("DISPLAY").is_none()
+        && std::env::var_os("NODEVICE_SELECT").is_none()
+    {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_headless_vulkan();
     let args = match with_config(std::env::args().collect()) {
         Ok(a) => a,
         Err(e) => {

@@ -34,8 +34,16 @@ impl CausalLm {
             .map_err(|e| Error::Model { file: file.clone(), message: format!("not valid JSON: {e}") })?;
         let w = read_weights(dir)?;
         match v.get("model_type").and_then(|m| m.as_str()) {
-            Some("gpt2") => Ok(CausalLm::Gpt2(Gpt2::load(gpu, Gpt2Config::parse(&file, &text)?, &w, seed)?)),
-            Some("llama") => Ok(CausalLm::Llama(Llama::load(gpu, LlamaConfig::parse(&file, &text)?, &w, seed)?)),
+            Some("gpt2") => {
+                let cfg = Gpt2Config::parse(&file, &text)?;
+                super::check_layers(&w, cfg.num_layers, "n_layer")?;
+                Ok(CausalLm::Gpt2(Gpt2::load(gpu, cfg, &w, seed)?))
+            }
+            Some("llama") => {
+                let cfg = LlamaConfig::parse(&file, &text)?;
+                super::check_layers(&w, cfg.num_layers, "num_hidden_layers")?;
+                Ok(CausalLm::Llama(Llama::load(gpu, cfg, &w, seed)?))
+            }
             other => Err(Error::Model {
                 file,
                 message: format!("model_type {other:?} is not a supported causal LM (expected \"gpt2\" or \"llama\")"),

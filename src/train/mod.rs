@@ -5,7 +5,9 @@
 //! permutation; batch `k` takes examples `k·B .. (k+1)·B` of the concatenated epochs), so a
 //! resumed run needs nothing but the step count to continue bitwise.
 
+pub mod checkpoint;
 pub mod experiment;
+mod finetune;
 pub mod lm;
 pub mod plot;
 
@@ -15,18 +17,17 @@ use crate::data::text::TextTokenizer;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::config::{EncoderConfig, VitConfig};
-use crate::io::hf::{read_encoder_config, read_weights, save_encoder, save_folder, write_atomic};
-use crate::io::weights::{serialize, Weights};
+use crate::io::hf::{read_encoder_config, read_weights, save_encoder, save_folder};
+use crate::io::weights::Weights;
 use crate::models::encoder::{Encoder, EncoderActs, EncoderTask, TextBatch};
 use crate::models::gpt2::{Gpt2Task, LmBatch};
 use crate::models::llama::LlamaTask;
 use crate::models::vit::{ImageBatch, Vit, VitActs, VitTask};
-use crate::optim::{Method, OptimConfig, Optimizer};
+use crate::optim::{OptimConfig, Optimizer};
+pub use finetune::finetune;
 use lm::{CausalLm, LmActs};
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// Everything `tramway finetune` needs.
 #[derive(Clone, Debug)]
@@ -58,6 +59,54 @@ pub struct FinetuneOptions {
     pub resume: Option<PathBuf>,
     pub metrics: Option<PathBuf>,
     pub progress: bool,
+}
+
+impl FinetuneOptions {
+    /// Refuse every option that cannot make a sensible run, naming the flag and the range
+    /// (the optimizer's settings included), before anything is read or computed.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |name: &'static str, value: String, expected: &str| {
+            Err(Error::BadSetting { name, value, expected: expected.to_string() })
+        };
+        if self.batch_size == 0 {
+            return bad("--batch-size", "0".into(), "a positive number of examples per step");
+        }
+        if self.steps.is_none() && !(self.epochs.is_finite() && self.epochs > 0.0) {
+            return bad("--epochs", self.epochs.to_string(), "a finite number of epochs > 0 (or --steps)");
+        }
+        let min_len = if self.task == TaskKind::CausalLm { 2 } else { 1 };
+        if self.max_len < min_len {
+            return bad("--max-len", self.max_len.to_string(), &format!("at least {min_len} tokens"));
+        }
+        if self.log_every == 0 {
+            return bad("--log-every", "0".into(), "a positive number of steps");
+        }
+        if self.max_eval == Some(0) {
+            return bad("--max-eval", "0".into(), "a positive number of examples (omit it to use every example)");
+        }
+        if self.eval_batch_size == Some(0) {
+            return bad("--eval-batch-size", "0".into(), "a positive number of examples");
+        }
+        if self.image_size == Some(0) {
+            return bad("--image-size", "0".into(), "a positive multiple of the model's patch size");
+        }
+        if self.evals.is_empty() {
+            let given = [
+                ("--eval-every", (self.eval_every > 0).then_some(self.eval_every as usize)),
+                ("--max-eval", self.max_eval),
+                ("--eval-batch-size", self.eval_batch_size),
+            ];
+            if let Some((flag, Some(v))) = given.into_iter().find(|(_, v)| v.is_some()) {
+                return bad(flag, v.to_string(), "no value without an --eval NAME=PATH set: it would have no effect");
+            }
+        }
+        let mut names: Vec<&str> = self.evals.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return bad("--eval", w[0].to_string(), "a different NAME for each evaluation set");
+        }
+        self.optim.validate()
+    }
 }
 
 /// One evaluation result.
@@ -315,38 +364,149 @@ enum Acts {
     Lm(LmActs, Option<LmActs>),
 }
 
+/// How a dataset's labels name a classifier's classes, with Hugging Face's semantics: labels
+/// that are the head's `id2label` names map through `label2id`; otherwise integer labels
+/// `0..num_labels-1` are class indices.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabelMap {
+    /// The head's class names (`id2label`), by id.
+    pub names: Vec<String>,
+    /// Labels are class indices rather than names.
+    pub by_index: bool,
+}
+
+impl LabelMap {
+    /// How `labels` meet a head with classes `names`: by name when every label is one of the
+    /// names, else by index when every label is an integer below their count, else `None`.
+    pub fn fit(names: &[String], labels: &[String]) -> Option<LabelMap> {
+        if labels.iter().all(|l| names.contains(l)) {
+            return Some(LabelMap { names: names.to_vec(), by_index: false });
+        }
+        if labels.iter().all(|l| l.parse::<usize>().map(|i| i < names.len()).unwrap_or(false)) {
+            return Some(LabelMap { names: names.to_vec(), by_index: true });
+        }
+        None
+    }
+    /// The class id of `label`.
+    pub fn id(&self, label: &str) -> Option<u32> {
+        if self.by_index {
+            label.parse::<usize>().ok().filter(|&i| i < self.names.len()).map(|i| i as u32)
+        } else {
+            self.names.iter().position(|n| n == label).map(|i| i as u32)
+        }
+    }
+    /// Check that every label of `data` maps to a class; the error names the file.
+    pub fn check(&self, file: &Path, data: &Dataset) -> Result<()> {
+        if let Some(bad) = (0..data.len()).map(|i| data.label(i)).find(|l| self.id(l).is_none()) {
+            let how = if self.by_index {
+                format!("a class index below {} (the data's labels are indices of the head)", self.names.len())
+            } else {
+                format!("one of the model's labels ({})", self.names.join(", "))
+            };
+            return Err(Error::Model {
+                file: file.display().to_string(),
+                message: format!("label {bad:?} is not {how}"),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// A loaded model: config with labels, weights, and input preparation.
 struct Loaded {
     net: Net,
-    labels: Vec<String>,
+    labels: LabelMap,
 }
 
-/// Load `dir` as `kind`. `labels` replaces the model's labels (re-initialising the classifier
-/// when they differ); `image_size` overrides the input side of a vision model.
+/// What to do with a classifier's head when loading it for training.
+#[derive(Clone, Copy)]
+enum Head<'a> {
+    /// Keep it as it is (evaluation, prediction).
+    Keep,
+    /// Train on these labels: keep the head when they fit it ([`LabelMap::fit`]), else
+    /// re-initialise it for them (refused when `resume`: a checkpoint's head is never dropped).
+    Train { labels: &'a [String], resume: bool },
+}
+
+/// Refuse a checkpoint with tensors of layers the configuration does not have (they would be
+/// dropped without a word): names like `…layer.N.…`, `…layers.N.…` or `…h.N.…` with N at or
+/// above `num_layers`.
+pub(crate) fn check_layers(w: &Weights, num_layers: usize, key: &str) -> Result<()> {
+    let mut names: Vec<&String> = w.tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let parts: Vec<&str> = name.split('.').collect();
+        for pair in parts.windows(2) {
+            if matches!(pair[0], "layer" | "layers" | "h" | "blocks") {
+                if let Ok(n) = pair[1].parse::<usize>() {
+                    if n >= num_layers {
+                        return Err(Error::Model {
+                            file: w.file.clone(),
+                            message: format!(
+                                "tensor {name} belongs to layer {n}, but config.json has {key} = {num_layers}: \
+                                 the checkpoint has more layers than its configuration (tramway does not drop weights)"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fit a classifier's `id2label` to the training labels (see [`Head`]); a re-initialised head
+/// drops the checkpoint's `classifier.*` tensors and says so in one line.
+fn fit_head(id2label: &mut Vec<String>, weights: &mut Weights, head: Head) -> Result<LabelMap> {
+    let Head::Train { labels, resume } = head else {
+        return Ok(LabelMap { names: id2label.clone(), by_index: false });
+    };
+    let has_head = weights.tensors.keys().any(|k| k.starts_with("classifier."));
+    if has_head {
+        if let Some(map) = LabelMap::fit(id2label, labels) {
+            return Ok(map);
+        }
+        if resume {
+            return Err(Error::Model {
+                file: weights.file.clone(),
+                message: format!(
+                    "the checkpoint's labels ({}) do not fit the training data's ({}): a resumed run keeps its head",
+                    id2label.join(", "),
+                    labels.join(", ")
+                ),
+            });
+        }
+        eprintln!(
+            "note: the model's labels ({}) are neither the data's labels ({}) nor class indices 0..{}: \
+             the classification head is re-initialised for the data's labels",
+            id2label.join(", "),
+            labels.join(", "),
+            id2label.len().saturating_sub(1)
+        );
+        weights.tensors.retain(|k, _| !k.starts_with("classifier."));
+    }
+    // No head (a base checkpoint) or a new one: the data's labels name the classes.
+    *id2label = labels.to_vec();
+    Ok(LabelMap { names: id2label.clone(), by_index: false })
+}
+
+/// Load `dir` as `kind`, its classifier head fitted to `head`; `image_size` overrides the
+/// input side of a vision model.
 fn load_net(
     gpu: &Gpu,
     kind: TaskKind,
     dir: &Path,
-    labels: Option<&[String]>,
+    head: Head,
     max_len: usize,
     image_size: Option<usize>,
     seed: u64,
 ) -> Result<Loaded> {
-    let mut weights: Weights = read_weights(dir)?;
-    let mut relabel = |current: &mut Vec<String>| {
-        if let Some(l) = labels {
-            if current.as_slice() != l {
-                // A new task: the classifier is re-initialised for these labels (like Hugging
-                // Face's ignore_mismatched_sizes).
-                *current = l.to_vec();
-                weights.tensors.retain(|k, _| !k.starts_with("classifier."));
-            }
-        }
-    };
+    let mut weights: Weights = if kind == TaskKind::CausalLm { Weights::default() } else { read_weights(dir)? };
     match kind {
         TaskKind::TextClassification => {
             let mut cfg: EncoderConfig = read_encoder_config(dir)?;
-            relabel(&mut cfg.id2label);
+            check_layers(&weights, cfg.num_layers, "num_hidden_layers")?;
+            let labels = fit_head(&mut cfg.id2label, &mut weights, head)?;
             if max_len > cfg.max_position_embeddings {
                 return Err(Error::BadSetting {
                     name: "--max-len",
@@ -355,7 +515,6 @@ fn load_net(
                 });
             }
             let tok = TextTokenizer::from_dir(dir, max_len, cfg.pad_token_id)?;
-            let labels = cfg.id2label.clone();
             let model = Encoder::load(gpu, cfg, &weights, seed)?;
             Ok(Loaded { net: Net::Text { model, tok }, labels })
         }
@@ -363,7 +522,8 @@ fn load_net(
             let p = dir.join("config.json");
             let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
             let mut cfg = VitConfig::parse(&p.display().to_string(), &text)?;
-            relabel(&mut cfg.id2label);
+            check_layers(&weights, cfg.num_layers, "num_hidden_layers")?;
+            let labels = fit_head(&mut cfg.id2label, &mut weights, head)?;
             let mut prep = ImagePrep::from_dir(dir, cfg.image_size.min(224))?;
             if let Some(s) = image_size {
                 if s == 0 || !s.is_multiple_of(cfg.patch_size) {
@@ -377,12 +537,10 @@ fn load_net(
                 prep.shortest_edge = None;
             }
             cfg.input_size = prep.size;
-            let labels = cfg.id2label.clone();
             let model = Vit::load(gpu, cfg, &weights, seed)?;
             Ok(Loaded { net: Net::Image { model, prep }, labels })
         }
         TaskKind::CausalLm => {
-            drop(weights);
             let model = CausalLm::load(gpu, dir, seed)?;
             if max_len < 2 || max_len > model.max_positions() {
                 return Err(Error::BadSetting {
@@ -392,7 +550,7 @@ fn load_net(
                 });
             }
             let tok = TextTokenizer::from_dir(dir, model.max_positions(), model.pad_id())?;
-            Ok(Loaded { net: Net::Lm { model, tok }, labels: Vec::new() })
+            Ok(Loaded { net: Net::Lm { model, tok }, labels: LabelMap { names: Vec::new(), by_index: false } })
         }
     }
 }
@@ -400,7 +558,7 @@ fn load_net(
 struct Run<'a> {
     gpu: &'a Gpu,
     net: Net,
-    label_ids: HashMap<String, u32>,
+    labels: LabelMap,
     acts: HashMap<(usize, usize), Acts>,
     needs_aux: bool,
 }
@@ -427,7 +585,7 @@ impl Run<'_> {
     /// Upload examples `idx` of `data` into the activations planned for their shape (planned
     /// once per shape); returns that shape's key.
     fn upload(&mut self, data: &Dataset, idx: &[usize]) -> Result<(usize, usize)> {
-        let labels = idx.iter().map(|&i| self.label_ids.get(data.label(i)).copied()).collect::<Option<Vec<u32>>>();
+        let labels = idx.iter().map(|&i| self.labels.id(data.label(i))).collect::<Option<Vec<u32>>>();
         let gpu = self.gpu;
         match (&self.net, data) {
             (Net::Text { model, tok }, Dataset::Text(rows)) => {
@@ -556,7 +714,7 @@ impl Run<'_> {
     }
 
     fn num_labels(&self) -> usize {
-        self.label_ids.len()
+        self.labels.names.len()
     }
 
     fn params(&self) -> &crate::nn::ParamSet {
@@ -604,6 +762,7 @@ impl Run<'_> {
                 count += l[1] as f64;
             }
             let loss = nll / count.max(1.0);
+            finite_eval(name, loss)?;
             return Ok(EvalResult { name: name.to_string(), loss, accuracy: f64::NAN, examples: count as usize });
         }
         let (mut loss, mut correct, mut n) = (0.0f64, 0usize, 0usize);
@@ -616,10 +775,14 @@ impl Run<'_> {
             rec.submit()?;
             let logits = gpu.read_f32_blocking(logits)?;
             let l = gpu.read_f32_blocking(l)?;
+            finite_eval(name, l[0] as f64)?;
+            if logits.iter().any(|v| !v.is_finite()) {
+                finite_eval(name, f64::NAN)?;
+            }
             let c = self.num_labels();
             for (row, &i) in logits.chunks(c).zip(chunk) {
                 let arg = row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best });
-                correct += (Some(&(arg as u32)) == self.label_ids.get(data.label(i))) as usize;
+                correct += (Some(arg as u32) == self.labels.id(data.label(i))) as usize;
             }
             loss += l[0] as f64 * chunk.len() as f64;
             n += chunk.len();
@@ -631,6 +794,17 @@ impl Run<'_> {
             examples: n,
         })
     }
+}
+
+/// An evaluation whose loss or outputs are NaN or infinite is an error, never a number to report.
+fn finite_eval(name: &str, loss: f64) -> Result<()> {
+    if loss.is_finite() {
+        return Ok(());
+    }
+    Err(Error::Gpu {
+        context: format!("evaluation of {name}"),
+        message: "the model's outputs or loss are NaN or infinite (its weights or configuration are not usable)".into(),
+    })
 }
 
 /// A fine-tuned classifier folder (text or image), ready for evaluation and prediction.
@@ -654,9 +828,11 @@ impl<'g> Classifier<'g> {
             TaskKind::TextClassification => max_len.min(read_encoder_config(dir)?.max_position_embeddings),
             TaskKind::ImageClassification | TaskKind::CausalLm => max_len,
         };
-        let Loaded { net, labels } = load_net(gpu, kind, dir, None, max_len, None, 0)?;
-        let label_ids = labels.iter().enumerate().map(|(i, l)| (l.clone(), i as u32)).collect();
-        Ok(Classifier { run: Run { gpu, net, label_ids, acts: HashMap::new(), needs_aux: false }, labels })
+        let Loaded { net, labels } = load_net(gpu, kind, dir, Head::Keep, max_len, None, 0)?;
+        Ok(Classifier {
+            labels: labels.names.clone(),
+            run: Run { gpu, net, labels, acts: HashMap::new(), needs_aux: false },
+        })
     }
 
     /// What the model classifies.
@@ -664,14 +840,18 @@ impl<'g> Classifier<'g> {
         self.run.kind()
     }
 
-    /// Accuracy and mean loss on labelled examples (labels must be the model's).
+    /// How the labels of `data` name the model's classes (see [`LabelMap`]).
+    pub fn label_map(&self, file: &Path, data: &Dataset) -> Result<LabelMap> {
+        let map = LabelMap::fit(&self.labels, &data.labels())
+            .unwrap_or(LabelMap { names: self.labels.clone(), by_index: false });
+        map.check(file, data)?;
+        Ok(map)
+    }
+
+    /// Accuracy and mean loss on labelled examples: labels are the model's label names or,
+    /// as in Hugging Face, class indices.
     pub fn evaluate(&mut self, name: &str, file: &Path, data: &Dataset, batch: usize) -> Result<EvalResult> {
-        if let Some(bad) = (0..data.len()).map(|i| data.label(i)).find(|l| !self.labels.iter().any(|m| m == l)) {
-            return Err(Error::Model {
-                file: file.display().to_string(),
-                message: format!("label {bad:?} is not one of the model's labels ({})", self.labels.join(", ")),
-            });
-        }
+        self.run.labels = self.label_map(file, data)?;
         self.run.evaluate(name, data, batch.max(1))
     }
 
@@ -695,6 +875,9 @@ impl<'g> Classifier<'g> {
             let (logits, _) = self.run.forward(&mut rec, key, false)?;
             rec.submit()?;
             let logits = gpu.read_f32_blocking(logits)?;
+            if logits.iter().any(|v| !v.is_finite()) {
+                finite_eval("prediction", f64::NAN)?;
+            }
             for row in logits.chunks(self.labels.len()) {
                 let m = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
                 let e: Vec<f64> = row.iter().map(|&v| ((v - m) as f64).exp()).collect();
@@ -713,27 +896,6 @@ impl<'g> Classifier<'g> {
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.display().to_string(), source }
-}
-
-/// Save a checkpoint atomically: everything goes to a temporary folder that is renamed into
-/// place, so a crash leaves either the previous checkpoint or the new one.
-fn save_checkpoint(run: &Run, opt: &Optimizer, dir: &Path, source: &Path) -> Result<()> {
-    let gpu = run.gpu;
-    let parent = dir.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    run.save(&tmp, source)?;
-    let state = pollster::block_on(opt.state(gpu, run.params()))?;
-    let st = tmp.join("optimizer.safetensors");
-    write_atomic(&st, &serialize(&st.display().to_string(), &state)?)?;
-    let meta = serde_json::json!({ "step": opt.step, "seed": opt.cfg.seed, "optimizer": format!("{:?}", opt.cfg) });
-    write_atomic(&tmp.join("trainer_state.json"), serde_json::to_string_pretty(&meta).unwrap_or_default().as_bytes())?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(io_err(dir))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(io_err(dir))
 }
 
 /// The training-loss and evaluation-accuracy curves of a metrics JSONL file, as plot panels.
@@ -785,223 +947,4 @@ pub fn metrics_panels(lines: &[serde_json::Value]) -> Vec<plot::Panel> {
         });
     }
     panels
-}
-
-/// Fine-tune, evaluate and save. Prints progress to stderr when `progress`. The run's GPU
-/// memory is released when it returns, with or without an error (so that one process can run
-/// many: `tramway experiment`).
-pub fn finetune(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
-    let r = finetune_run(gpu, o);
-    // The model, optimizer and activations are dropped by now; the cached bind groups still
-    // hold their buffers.
-    gpu.trim();
-    r
-}
-
-fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
-    let started = Instant::now();
-    let bad = |name: &'static str, value: String, expected: &str| Error::BadSetting {
-        name,
-        value,
-        expected: expected.to_string(),
-    };
-    if o.batch_size == 0 {
-        return Err(bad("--batch-size", "0".into(), "a positive number"));
-    }
-    let kind = o.task;
-    let model_kind = TaskKind::of_model(o.resume.as_ref().unwrap_or(&o.model))?;
-    if model_kind != kind {
-        return Err(bad(
-            "--task",
-            format!("{kind:?}"),
-            &format!("{model_kind:?} for the model in {}", o.resume.as_ref().unwrap_or(&o.model).display()),
-        ));
-    }
-    let lm = kind == TaskKind::CausalLm;
-    let mut train = Dataset::read(kind, &o.train, &o.text_column, &o.label_column)?;
-    let labels = train.labels();
-    if labels.len() < 2 && !lm {
-        return Err(Error::Model {
-            file: o.train.display().to_string(),
-            message: format!("only one label ({:?}): a classifier needs at least two", labels),
-        });
-    }
-    let mut evals = Vec::new();
-    for (name, path) in &o.evals {
-        let mut rows = Dataset::read(kind, path, &o.text_column, &o.label_column)?;
-        if let Some(bad_label) = (0..rows.len()).map(|i| rows.label(i)).find(|l| !lm && !labels.iter().any(|m| m == l))
-        {
-            return Err(Error::Model {
-                file: path.display().to_string(),
-                message: format!(
-                    "label {:?} does not occur in the training data (labels: {})",
-                    bad_label,
-                    labels.join(", ")
-                ),
-            });
-        }
-        if let Some(m) = o.max_eval.filter(|_| !lm) {
-            rows = rows.balanced_cut(&labels, m);
-        }
-        evals.push((name.clone(), rows));
-    }
-    // The model: a checkpoint to resume, or the pre-trained folder with a head for our labels.
-    let (model_dir, start_step) = match &o.resume {
-        Some(dir) => {
-            let state: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(dir.join("trainer_state.json")).map_err(io_err(dir))?,
-            )
-            .map_err(|e| Error::Model {
-                file: dir.join("trainer_state.json").display().to_string(),
-                message: e.to_string(),
-            })?;
-            (dir.clone(), state["step"].as_u64().unwrap_or(0))
-        }
-        None => (o.model.clone(), 0),
-    };
-    if o.resume.is_some() && !lm {
-        let l = Classifier::load(gpu, &model_dir, 8)?.labels;
-        if l != labels {
-            return Err(Error::Model {
-                file: model_dir.display().to_string(),
-                message: format!("the checkpoint's labels {l:?} differ from the training data's {labels:?}"),
-            });
-        }
-    }
-    let Loaded { net, .. } = load_net(gpu, kind, &model_dir, Some(&labels), o.max_len, o.image_size, o.optim.seed)?;
-    // A language model's documents become token blocks of --max-len, each document followed
-    // by the end-of-text token.
-    if let Net::Lm { model, tok } = &net {
-        let pack = |d: &Dataset| -> Result<Dataset> {
-            match d {
-                Dataset::Documents(docs) => Ok(Dataset::Blocks(pack_documents(tok, docs, o.max_len, model.eos())?)),
-                other => Ok(other.clone()),
-            }
-        };
-        train = pack(&train)?;
-        for (_, rows) in evals.iter_mut() {
-            *rows = pack(rows)?;
-            if let Some(m) = o.max_eval {
-                *rows = rows.balanced_cut(&[], m);
-            }
-        }
-        if train.is_empty() {
-            return Err(Error::Model { file: o.train.display().to_string(), message: "fewer than 2 tokens".into() });
-        }
-    }
-    let label_ids: HashMap<String, u32> = labels.iter().enumerate().map(|(i, l)| (l.clone(), i as u32)).collect();
-    let needs_aux = matches!(o.optim.method, Method::R3f { .. });
-    let mut run = Run { gpu, net, label_ids, acts: HashMap::new(), needs_aux };
-    let mut opt = Optimizer::new(gpu, run.params(), o.optim)?;
-    if o.resume.is_some() {
-        let st = read_weights(&model_dir.join("optimizer.safetensors"))?;
-        opt.load_state(gpu, run.params(), &st, start_step)?;
-    }
-    // `steps: Some(0)` trains nothing: the starting model is evaluated (an experiment's baseline).
-    let total = o.steps.unwrap_or((((o.epochs * train.len() as f64) / o.batch_size as f64).ceil() as u64).max(1));
-    std::fs::create_dir_all(&o.out).map_err(io_err(&o.out))?;
-    // Every metrics line of the run (those before a resume included), for the plot.
-    let mut history: Vec<serde_json::Value> = Vec::new();
-    if let (Some(p), Some(_)) = (&o.metrics, &o.resume) {
-        if let Ok(text) = std::fs::read_to_string(p) {
-            history.extend(
-                text.lines()
-                    .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                    .filter(|v| v.get("step").and_then(|s| s.as_u64()).map(|s| s <= start_step).unwrap_or(false)),
-            );
-        }
-    }
-    let mut metrics = match &o.metrics {
-        Some(p) => Some(
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(o.resume.is_some())
-                .write(true)
-                .truncate(o.resume.is_none())
-                .open(p)
-                .map_err(io_err(p))?,
-        ),
-        None => None,
-    };
-    let mut log = |v: serde_json::Value| -> Result<()> {
-        if let (Some(f), Some(p)) = (metrics.as_mut(), &o.metrics) {
-            writeln!(f, "{v}").map_err(io_err(p))?;
-        }
-        history.push(v);
-        Ok(())
-    };
-    let bar = if o.progress {
-        let b = indicatif::ProgressBar::new(total);
-        b.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:30} {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}, {per_sec}]",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        b.set_position(start_step);
-        Some(b)
-    } else {
-        None
-    };
-    let mut final_loss = f32::NAN;
-    let mut eval_results = Vec::new();
-    let do_eval = |run: &mut Run,
-                   step: u64,
-                   log: &mut dyn FnMut(serde_json::Value) -> Result<()>|
-     -> Result<Vec<EvalResult>> {
-        let mut out = Vec::new();
-        for (name, rows) in &evals {
-            let r = run.evaluate(name, rows, o.eval_batch_size.unwrap_or(o.batch_size).max(1))?;
-            let line = if r.accuracy.is_nan() {
-                serde_json::json!({"step": step, "eval": r.name, "loss": r.loss, "perplexity": r.loss.exp(), "tokens": r.examples})
-            } else {
-                serde_json::json!({"step": step, "eval": r.name, "loss": r.loss, "accuracy": r.accuracy, "examples": r.examples})
-            };
-            log(line)?;
-            out.push(r);
-        }
-        Ok(out)
-    };
-    for step in start_step..total {
-        let idx = batch_indices(train.len(), o.batch_size, o.optim.seed, step);
-        let lr = opt.lr();
-        let key = run.upload(&train, &idx)?;
-        let mut rec = gpu.recorder();
-        run.step(&mut opt, &mut rec, key)?;
-        rec.submit()?;
-        let done = step + 1;
-        if done % o.log_every.max(1) == 0 || done == total {
-            let m = pollster::block_on(opt.metrics(gpu))?;
-            final_loss = m.loss;
-            log(serde_json::json!({"step": done, "loss": m.loss, "lr": lr, "d": m.d, "grad_norm": m.grad_norm}))?;
-            if let Some(bar) = &bar {
-                bar.set_message(format!("loss {:.4} lr {:.2e} d {:.3e}", m.loss, lr, m.d));
-            }
-            if !m.loss.is_finite() {
-                return Err(Error::Gpu {
-                    context: format!("step {done}"),
-                    message: "the loss is not finite; lower --lr or enable --clip".into(),
-                });
-            }
-        }
-        if let Some(bar) = &bar {
-            bar.set_position(done);
-        }
-        if o.eval_every > 0 && done % o.eval_every == 0 && done != total {
-            eval_results = do_eval(&mut run, done, &mut log)?;
-        }
-        if o.save_every > 0 && done % o.save_every == 0 && done != total {
-            save_checkpoint(&run, &opt, &o.out.join(format!("checkpoint-{done}")), &model_dir)?;
-        }
-    }
-    if let Some(bar) = &bar {
-        bar.finish();
-    }
-    eval_results = if evals.is_empty() { eval_results } else { do_eval(&mut run, total, &mut log)? };
-    if o.save_final {
-        save_checkpoint(&run, &opt, &o.out.join("final"), &model_dir)?;
-    }
-    let title = format!("{} — {}", o.model.display(), o.optim.name());
-    plot::write_png(&o.out.join("plot.png"), &title, &metrics_panels(&history))?;
-    Ok(Summary { steps: total, final_loss, evals: eval_results, seconds: started.elapsed().as_secs_f64() })
 }
