@@ -16,6 +16,13 @@ pub fn ints(w: &Weights, name: &str) -> Vec<u32> {
 /// Largest |got - want| relative to the largest |want| of the tensor: elementwise relative
 /// error is meaningless for entries near zero, the tensor's scale is what a bug would disturb.
 pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
+    // A length mismatch or a NaN/Inf anywhere is a failure, never a small error: `f64::max`
+    // would skip a NaN and `zip` would stop at the shorter slice.
+    assert_eq!(got.len(), want.len(), "rel_err: {} values against {} expected", got.len(), want.len());
+    if let Some(i) = got.iter().chain(want).position(|v| !v.is_finite()) {
+        let (which, i) = if i < got.len() { ("got", i) } else { ("expected", i - got.len()) };
+        panic!("rel_err: {which}[{i}] is not finite");
+    }
     let scale = want.iter().fold(0f64, |m, &v| m.max(v.abs() as f64));
     let diff = got.iter().zip(want).fold(0f64, |m, (&a, &b)| m.max((a as f64 - b as f64).abs()));
     diff / scale.max(1e-30)

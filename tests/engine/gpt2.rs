@@ -203,6 +203,10 @@ fn sampled_generation_is_reproducible() {
     assert_eq!(a.len(), 8);
     assert_eq!(a, generate(gpu(), &model, &prompt, 8, &[], &s).unwrap(), "same seed, same tokens");
     let greedy = generate_greedy(gpu(), &model, &prompt, 8, &[]).unwrap();
+    // Sampling must matter: at temperature 1.5 over the fixture's 150 tokens the draws leave
+    // the greedy path, and another seed draws other tokens (both fail if sampling were ignored).
+    assert_ne!(a, greedy, "sampled tokens must not be the greedy ones");
+    assert_ne!(a, generate(gpu(), &model, &prompt, 8, &[], &Sampling { seed: 8, ..s }).unwrap(), "another seed");
     assert_eq!(generate(gpu(), &model, &prompt, 8, &[], &Sampling { top_k: 1, ..s }).unwrap(), greedy);
     let e = generate(gpu(), &model, &prompt, 8, &[], &Sampling { top_p: 0.0, ..s }).unwrap_err().to_string();
     assert!(e.contains("--top-p"), "{e}");
