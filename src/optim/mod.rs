@@ -417,7 +417,9 @@ pub struct Metrics {
 }
 
 fn optim_spec(entry: &'static str, mode: u32, use_d: bool) -> KernelSpec {
-    KernelSpec::new("optim", entry, 5).u("WG", WG_REDUCE).u("SPAN", SPAN).u("MODE", mode).b("USE_D", use_d)
+    // The base updates also write per-workgroup partial sums (binding 6).
+    let storage = if matches!(entry, "adamw" | "sgd") { 6 } else { 5 };
+    KernelSpec::new("optim", entry, storage).u("WG", WG_REDUCE).u("SPAN", SPAN).u("MODE", mode).b("USE_D", use_d)
 }
 
 impl Optimizer {
@@ -521,12 +523,13 @@ impl Optimizer {
         Ok(())
     }
 
-    /// The finite guard (shaders/guard.wgsl), last in the step's submit: the updated
-    /// parameters' norm, then a check of every scalar of the step; the first non-finite one is
-    /// recorded with its step on the GPU and read with the next [`Optimizer::metrics`].
+    /// The finite guard (shaders/guard.wgsl), last in the step's submit: the parameters' norm
+    /// from the base update's partial sums, then a check of every scalar of the step; the first
+    /// non-finite one is recorded with its step on the GPU and read with the next
+    /// [`Optimizer::metrics`].
     fn guard(&self, rec: &mut Recorder, p: &ParamSet) -> Result<()> {
-        let w: Vec<&Tensor> = p.params.chunks().iter().collect();
-        reduce(rec, &w, Reduction::L2Norm, 1.0, &self.scal, slot::PARAM_NORM, false)?;
+        let groups: usize = p.params.chunks().iter().map(|c| c.len().div_ceil(SPAN as usize)).sum();
+        reduce_prefix(rec, &self.parts, groups, &self.scal, slot::PARAM_NORM, true)?;
         let k = rec.gpu().kernel(&KernelSpec::new("guard", "finite_guard", 2))?;
         let prm = Params::new().n(self.step as usize + 1).n(slot::LOSS).n(slot::BAD_STEP).n(slot::BAD_WHAT);
         rec.dispatch(&k, prm, &[&self.loss1, &self.scal], [1, 1, 1])
@@ -642,7 +645,7 @@ impl Optimizer {
             rec.dispatch(&k1, prm, &[w, g, &dummy, &self.parts, &self.scal], grid(gpu, groups)?)?;
             at += groups;
         }
-        reduce_prefix(rec, &self.parts, at, &self.scal, slot::ASCENT)?;
+        reduce_prefix(rec, &self.parts, at, &self.scal, slot::ASCENT, false)?;
         let k2 = gpu.kernel(&optim_spec("ascent", mode, use_d))?;
         for ((w, g), b) in p.params.chunks().iter().zip(p.grads.chunks()).zip(backup.chunks()) {
             let prm = ascent_params(w.len(), mode, slot::ASCENT, slot::D, eta, radius);
@@ -659,9 +662,12 @@ impl Optimizer {
         let lr = self.lr();
         let clip = self.cfg.clip.unwrap_or(0.0);
         let t = (self.step + 1) as i32;
+        // Each chunk's partial sums of w^2 go to `parts` from offset `at` (for the guard).
+        let mut at = 0;
         for (i, (w, g)) in p.params.chunks().iter().zip(p.grads.chunks()).enumerate() {
             let m = &self.m.chunks()[i];
-            let groups = grid(gpu, w.len().div_ceil(WG_REDUCE as usize))?;
+            let spans = w.len().div_ceil(SPAN as usize);
+            let groups = grid(gpu, spans)?;
             match self.cfg.base {
                 Base::AdamW { beta1, beta2, eps, weight_decay } => {
                     let v = &self.v.as_ref().expect("adam state").chunks()[i];
@@ -669,7 +675,7 @@ impl Optimizer {
                         .n(w.len())
                         .u(0)
                         .n(slot::GRAD_NORM)
-                        .u(0)
+                        .n(at)
                         .f(lr)
                         .f(beta1)
                         .f(beta2)
@@ -682,14 +688,15 @@ impl Optimizer {
                         .f(0.0)
                         .f(0.0)
                         .u(0);
-                    rec.dispatch(&gpu.kernel(&optim_spec("adamw", 0, false))?, prm, &[w, g, m, v, &self.scal], groups)?;
+                    let k = gpu.kernel(&optim_spec("adamw", 0, false))?;
+                    rec.dispatch(&k, prm, &[w, g, m, v, &self.scal, &self.parts], groups)?;
                 }
                 Base::Sgd { momentum, nesterov, weight_decay } => {
                     let prm = Params::new()
                         .n(w.len())
                         .u(if self.step == 0 { 1 } else { 0 })
                         .n(slot::GRAD_NORM)
-                        .u(0)
+                        .n(at)
                         .f(lr)
                         .f(0.0)
                         .f(0.0)
@@ -703,9 +710,11 @@ impl Optimizer {
                         .f(momentum)
                         .u(nesterov as u32);
                     let d = gpu.dummy_tensor();
-                    rec.dispatch(&gpu.kernel(&optim_spec("sgd", 0, false))?, prm, &[w, g, m, &d, &self.scal], groups)?;
+                    let k = gpu.kernel(&optim_spec("sgd", 0, false))?;
+                    rec.dispatch(&k, prm, &[w, g, m, &d, &self.scal, &self.parts], groups)?;
                 }
             }
+            at += spans;
         }
         Ok(())
     }
@@ -787,8 +796,8 @@ fn ascent_params(n: usize, mode: u32, s_in: usize, s_out: usize, eta: f32, radiu
     p.f(eta).f(radius).f(0.0).u(0)
 }
 
-/// `out[slot] = sum of the first n values of parts`.
-fn reduce_prefix(rec: &mut Recorder, parts: &Tensor, n: usize, out: &Tensor, slot: usize) -> Result<()> {
+/// `out[slot] = sum of the first n values of parts` (its square root when `sqrt`).
+fn reduce_prefix(rec: &mut Recorder, parts: &Tensor, n: usize, out: &Tensor, slot: usize, sqrt: bool) -> Result<()> {
     let gpu = rec.gpu();
     let k = gpu.kernel(
         &KernelSpec::new("reduce", "finish", 2)
@@ -796,7 +805,7 @@ fn reduce_prefix(rec: &mut Recorder, parts: &Tensor, n: usize, out: &Tensor, slo
             .u("SPAN", SPAN)
             .u("RB", crate::ops::RB)
             .b("SQUARE", false)
-            .b("SQRT", false)
+            .b("SQRT", sqrt)
             .b("ACC", false),
     )?;
     rec.dispatch(&k, Params::new().n(n).u(0).n(slot).u(0).f(1.0).u(0).u(0).u(0), &[parts, out], [1, 1, 1])
