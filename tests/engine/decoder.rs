@@ -45,10 +45,12 @@ fn repeat_heads_and_its_backward() {
         repeat_heads_backward(&mut rc, &up(&dy), &dx, heads, kv, dim).unwrap();
         rc.submit().unwrap();
         close("repeat", &down(&out), &r::repeat_heads(&x, heads, kv, dim), 0.0, 0.0);
-        // The backward is the adjoint of the repeat: check against finite differences of <dy, repeat(x)>.
+        // The backward is the adjoint of the repeat: check against finite differences of <dy, repeat(x)>,
+        // on every coordinate (this is the only check of the GPU backward; 12 samples of 1344 missed
+        // a wrong last dimension with probability (63/64)^12 = 83 %).
         let dxv = down(&dx);
         let grad: Vec<f64> = dxv.iter().map(|&v| v as f64).collect();
-        fd_check("repeat backward", &x, &grad, 12, |xs| dot(&dy, &r::repeat_heads(xs, heads, kv, dim)));
+        fd_check("repeat backward", &x, &grad, x.len(), |xs| dot(&dy, &r::repeat_heads(xs, heads, kv, dim)));
     }
     assert!(repeat_heads(&mut rec(), &up(&[0.0; 4]), &up(&[0.0; 12]), 3, 2, 2).is_err(), "3 heads cannot share 2");
 }

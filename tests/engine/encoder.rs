@@ -28,9 +28,16 @@ pub fn rel_err(got: &[f32], want: &[f32]) -> f64 {
     diff / scale.max(1e-30)
 }
 
-/// The model's logits, loss and every parameter gradient against PyTorch.
-/// Tolerances (from the issue): logits and loss 1e-4 relative, gradients 1e-3 relative; f32
-/// on both sides, differing only in summation order, gives ~1e-6.
+/// Logits and loss against PyTorch, relative to the tensor's scale: f32 on both sides, differing
+/// only in summation order, measured <= 1.2e-6 on every fixture (roberta). The issue's 1e-4
+/// passed a BERT or RoBERTa run with the tanh GELU in place of erf (logits off by 1.3e-5, 9e-5).
+pub const LOGITS_TOL: f64 = 1e-5;
+/// Every gradient against PyTorch, relative to its tensor's scale: measured <= 1.4e-5 (bert);
+/// the issue's 1e-3 passed the tanh-GELU BERT (4.2e-4) and RoBERTa (3.9e-4).
+pub const GRAD_TOL: f64 = 1e-4;
+
+/// The model's logits, loss and every parameter gradient against PyTorch ([`LOGITS_TOL`],
+/// [`GRAD_TOL`]).
 fn check_against_pytorch(name: &str) {
     check_against_pytorch_on(gpu(), name, false)
 }
@@ -64,15 +71,15 @@ fn check_against_pytorch_on(gpu: &Gpu, name: &str, split: bool) {
     let logits = gpu.read_f32_blocking(&acts.logits).unwrap();
     let want_logits = &expected.tensors["logits"].data;
     let e = rel_err(&logits, want_logits);
-    assert!(e < 1e-4, "{name}: logits off by {e:.2e} relative:\n{logits:?}\n{want_logits:?}");
+    assert!(e < LOGITS_TOL, "{name}: logits off by {e:.2e} relative:\n{logits:?}\n{want_logits:?}");
     let loss = gpu.read_f32_blocking(&acts.loss).unwrap()[0];
     let want_loss = expected.tensors["loss"].data[0];
-    assert!(((loss - want_loss) / want_loss).abs() < 1e-4, "{name}: loss {loss} vs {want_loss}");
+    assert!((((loss - want_loss) / want_loss).abs() as f64) < LOGITS_TOL, "{name}: loss {loss} vs {want_loss}");
     check_grads(gpu, name, &model.params, &expected);
 }
 
 /// Every parameter gradient against the fixture's `grad.<name>`: finite, non-zero, and within
-/// 1e-3 of the tensor's scale (see [`rel_err`]).
+/// [`GRAD_TOL`] of the tensor's scale (see [`rel_err`]).
 pub fn check_grads(gpu: &Gpu, name: &str, params: &tramway::nn::ParamSet, expected: &Weights) {
     let down = |i: usize| params.grads.read_blocking(gpu, i).unwrap();
     // DINOv2's mask token only serves masked-image modelling: PyTorch gives it no gradient.
@@ -96,9 +103,10 @@ pub fn check_grads(gpu: &Gpu, name: &str, params: &tramway::nn::ParamSet, expect
         assert!(got.iter().all(|v| v.is_finite()), "{name}: gradient of {n} is not finite");
         if n.ends_with("attention.self.key.bias") || n.ends_with("attention.attention.key.bias") {
             // Analytically zero: the key bias adds q.b to every score of a row, and softmax is
-            // shift-invariant. Both sides hold rounding noise; it must stay tiny.
+            // shift-invariant. Both sides hold rounding noise; it must stay tiny: measured
+            // <= 1.8e-9 of the global scale (1e-4 would pass a real gradient of that size).
             let m = got.iter().fold(0f32, |m, &v| m.max(v.abs()));
-            assert!(m < 1e-4 * global, "{name}: {n} should be ~0, got {m:e}");
+            assert!(m < 1e-6 * global, "{name}: {n} should be ~0, got {m:e}");
             continue;
         }
         assert!(got.iter().any(|&v| v != 0.0), "{name}: {n} got no gradient");
@@ -106,7 +114,7 @@ pub fn check_grads(gpu: &Gpu, name: &str, params: &tramway::nn::ParamSet, expect
         if std::env::var("TRAMWAY_PRINT_ERR").is_ok() {
             eprintln!("{name} {n} {e:.2e}");
         }
-        assert!(e < 1e-3, "{name}: gradient of {n} off by {e:.2e} relative");
+        assert!(e < GRAD_TOL, "{name}: gradient of {n} off by {e:.2e} relative");
     }
 }
 

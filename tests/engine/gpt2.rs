@@ -1,13 +1,13 @@
 //! GPT-2 against PyTorch's GPT2LMHeadModel (tools/make_fixtures.py gpt2): logits of every
 //! position, the next-token loss on a right-padded batch, and every parameter gradient.
 
-use super::encoder::{check_grads, fixture, ints, rel_err};
+use super::encoder::{check_grads, fixture, ints, rel_err, LOGITS_TOL};
 use super::*;
 use tramway::io::config::Gpt2Config;
 use tramway::io::hf::read_weights;
 use tramway::models::gpt2::{Gpt2, LmBatch};
 
-/// Tolerances as for the encoders: logits and loss 1e-4 relative, gradients 1e-3 of scale.
+/// Tolerances as for the encoders: logits and loss `LOGITS_TOL` relative, gradients `GRAD_TOL` of scale.
 fn check_on(gpu: &Gpu, split: bool) {
     let dir = fixture("gpt2");
     let text = std::fs::read_to_string(dir.join("model/config.json")).unwrap();
@@ -29,10 +29,10 @@ fn check_on(gpu: &Gpu, split: bool) {
     let logits = gpu.read_f32_blocking(&acts.logits).unwrap();
     let want = &expected.tensors["logits"].data;
     let e = rel_err(&logits, want);
-    assert!(e < 1e-4, "gpt2 logits off by {e:.2e} relative");
+    assert!(e < LOGITS_TOL, "gpt2 logits off by {e:.2e} relative");
     let loss = gpu.read_f32_blocking(&acts.loss).unwrap();
     let want_loss = expected.tensors["loss"].data[0];
-    assert!(((loss[0] - want_loss) / want_loss).abs() < 1e-4, "loss {} vs {want_loss}", loss[0]);
+    assert!((((loss[0] - want_loss) / want_loss).abs() as f64) < LOGITS_TOL, "loss {} vs {want_loss}", loss[0]);
     // Tokens counted: every position whose next token is real.
     let real: usize = batch.mask.iter().map(|&m| m as usize).sum();
     assert_eq!(loss[1] as usize, real - b, "every sequence's last real token predicts nothing");
@@ -77,7 +77,8 @@ fn gpt2_configs_give_clear_errors() {
 /// sequence: the prompt fed in chunks (one call longer than the decoder's chunk, which splits
 /// it), then single tokens; after each call the logits of the last token fed must equal the full
 /// forward's at that position. Same f32 kernels, different shapes and summation order:
-/// 1e-4 of the logits' scale, as against PyTorch. Plus the errors of a full cache and a bad id.
+/// `LOGITS_TOL` of the logits' scale, as against PyTorch (measured: 0, bitwise equal on lavapipe).
+/// Plus the errors of a full cache and a bad id.
 fn decode_matches_forward_on(gpu: &Gpu, name: &str) {
     use tramway::train::lm::{generate_greedy, CausalLm, LmActs};
     let model = CausalLm::load(gpu, &fixture(name).join("model"), 0).unwrap();
@@ -98,7 +99,7 @@ fn decode_matches_forward_on(gpu: &Gpu, name: &str) {
     for (a, b) in [(0, 4), (4, 7), (7, 8), (8, 13)] {
         let got = model.decode(gpu, &mut d, &ids[a..b]).unwrap();
         let e = rel_err(&got, &want[(b - 1) * nv..b * nv]);
-        assert!(e < 1e-4, "{name}: logits after positions {a}..{b} off by {e:.2e} relative");
+        assert!(e < LOGITS_TOL, "{name}: logits after positions {a}..{b} off by {e:.2e} relative");
         assert_eq!(d.len(), b);
     }
     let err = model.decode(gpu, &mut d, &[1, 2, 3]).unwrap_err().to_string();

@@ -2,14 +2,14 @@
 //! attention (4 query heads, 2 K/V heads), RoPE with base 500, SwiGLU, RMSNorm; untied and tied
 //! heads. Logits, the next-token loss on a right-padded batch, every parameter gradient.
 
-use super::encoder::{check_grads, fixture, ints, rel_err};
+use super::encoder::{check_grads, fixture, ints, rel_err, LOGITS_TOL};
 use super::*;
 use tramway::io::config::LlamaConfig;
 use tramway::io::hf::read_weights;
 use tramway::models::gpt2::LmBatch;
 use tramway::models::llama::Llama;
 
-/// Tolerances as for the encoders: logits and loss 1e-4 relative, gradients 1e-3 of scale.
+/// Tolerances as for the encoders: logits and loss `LOGITS_TOL` relative, gradients `GRAD_TOL` of scale.
 fn check_on(gpu: &Gpu, name: &str, split: bool) {
     let dir = fixture(name);
     let text = std::fs::read_to_string(dir.join("model/config.json")).unwrap();
@@ -30,10 +30,10 @@ fn check_on(gpu: &Gpu, name: &str, split: bool) {
     rc.submit().unwrap();
     let logits = gpu.read_f32_blocking(&acts.logits).unwrap();
     let e = rel_err(&logits, &expected.tensors["logits"].data);
-    assert!(e < 1e-4, "{name} logits off by {e:.2e} relative");
+    assert!(e < LOGITS_TOL, "{name} logits off by {e:.2e} relative");
     let loss = gpu.read_f32_blocking(&acts.loss).unwrap()[0];
     let want = expected.tensors["loss"].data[0];
-    assert!(((loss - want) / want).abs() < 1e-4, "{name} loss {loss} vs {want}");
+    assert!((((loss - want) / want).abs() as f64) < LOGITS_TOL, "{name} loss {loss} vs {want}");
     check_grads(gpu, name, &model.params, &expected);
 }
 

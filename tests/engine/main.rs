@@ -90,18 +90,6 @@ pub fn close(what: &str, got: &[f32], want: &[f64], atol: f64, rtol: f64) {
             worst = (i, excess);
         }
     }
-    if std::env::var("TRAMWAY_PRINT_CLOSE").is_ok() {
-        // TMPMEASURE
-        let (mut e, mut s, mut r) = (0f64, 0f64, 0f64); // TMPMEASURE
-        for (&g, &w) in got.iter().zip(want) {
-            let d = (g as f64 - w).abs();
-            e = e.max(d);
-            s = s.max(w.abs());
-            r = r.max(d / (atol + rtol * w.abs()).max(1e-300));
-        } // TMPMEASURE
-        eprintln!("CLOSE {what}: maxerr {e:.3e} scale {s:.3e} used {r:.3e} of tol (atol {atol:e} rtol {rtol:e})");
-        // TMPMEASURE
-    } // TMPMEASURE
     if worst.1 > 0.0 {
         let i = worst.0;
         panic!("{what}: element {i} is {} but the reference is {} (atol {atol}, rtol {rtol})", got[i], want[i]);

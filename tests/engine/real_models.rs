@@ -50,10 +50,13 @@ fn sentence_embeddings_match(model_name: &str, fixture: &str) {
     let batch = tok.encode(&texts).unwrap();
     let counts = token_counts(&batch);
     let embs = pollster::block_on(model.embed(gpu(), &batch, Pooling::Mean, true)).unwrap();
+    // One embedding per sentence, each as long as PyTorch's: `zip` alone stops at the shorter.
+    assert_eq!((counts.len(), embs.len()), (items.len(), items.len()), "{model_name}: sentences");
     let mut worst = 1.0f64;
     for ((item, n), e) in items.iter().zip(counts).zip(embs) {
         assert_eq!(n as u64, item["tokens"].as_u64().unwrap(), "token count of {:?}", item["text"]);
         let want: Vec<f64> = item["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(e.len(), want.len(), "{model_name}: embedding size");
         let dot: f64 = e.iter().zip(&want).map(|(&a, b)| a as f64 * b).sum();
         let na = e.iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt();
         let nb = want.iter().map(|b| b * b).sum::<f64>().sqrt();
@@ -84,6 +87,7 @@ fn dinov2_image_features_match_pytorch() {
     let pixels = prep.load(&root.join("dinov2_image.png")).unwrap();
     let e = pollster::block_on(model.embed(gpu(), &ImageBatch { batch: 1, pixels, labels: None }, false)).unwrap();
     let want: Vec<f64> = fx["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!((e.len(), e[0].len()), (1, want.len()), "dinov2: one embedding of PyTorch's size");
     let dot: f64 = e[0].iter().zip(&want).map(|(&a, b)| a as f64 * b).sum();
     let (na, nb) =
         (e[0].iter().map(|&a| (a as f64).powi(2)).sum::<f64>().sqrt(), want.iter().map(|b| b * b).sum::<f64>().sqrt());
