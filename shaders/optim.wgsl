@@ -66,15 +66,15 @@ fn sgd_at(i: u32, c: f32) -> f32 {
 // The base updates: each workgroup updates a span of SPAN elements and writes the sum of the
 // updated w^2 over it to P[s_out + group] (a fixed tree: bitwise reproducible), so the
 // parameters' norm costs no second pass over them.
-@compute @workgroup_size(WG)
-fn adamw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+fn update_span(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sgd: bool) {
     let grp = linear_group(wid, nwg);
     let start = grp * SPAN;
     let end = min(start + SPAN, p.n);
     let c = clip_coef();
     var s = 0.0;
     for (var i = start + lid; i < end; i += WG) {
-        let w = adamw_at(i, c);
+        var w: f32;
+        if (sgd) { w = sgd_at(i, c); } else { w = adamw_at(i, c); }
         s += w * w;
     }
     let t = wg_sum(lid, s);
@@ -82,18 +82,13 @@ fn adamw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: ve
 }
 
 @compute @workgroup_size(WG)
+fn adamw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    update_span(wid, nwg, lid, false);
+}
+
+@compute @workgroup_size(WG)
 fn sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    let grp = linear_group(wid, nwg);
-    let start = grp * SPAN;
-    let end = min(start + SPAN, p.n);
-    let c = clip_coef();
-    var s = 0.0;
-    for (var i = start + lid; i < end; i += WG) {
-        let w = sgd_at(i, c);
-        s += w * w;
-    }
-    let t = wg_sum(lid, s);
-    if (lid == 0u) { P[p.s_out + grp] = t; }
+    update_span(wid, nwg, lid, true);
 }
 
 // The per-element ascent weight a_i: SAM 1; adaptive (ASAM/TRAM) T^2 with T = |w| + eta;
