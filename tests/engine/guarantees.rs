@@ -59,6 +59,17 @@ fn text_data(path: &Path, n: usize, labels: [&str; 2]) {
     std::fs::write(path, s).unwrap();
 }
 
+/// A scratch folder `name` with the fixture text model and a two-class training CSV of `n`
+/// rows: (folder, model, training file, an output path).
+fn setup(name: &str, n: usize) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let dir = scratch(name);
+    let model = text_model(&dir);
+    let train = dir.join("train.csv");
+    text_data(&train, n, ["neg", "pos"]);
+    let out = dir.join("out");
+    (dir, model, train, out)
+}
+
 fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(BIN);
     c.args(args).stdin(Stdio::null());
@@ -151,11 +162,7 @@ fn copy_dir(from: &Path, to: &Path) {
 /// earlier good run byte for byte as it was.
 #[test]
 fn bad_inputs_give_clear_errors_and_lose_nothing() {
-    let dir = scratch("table");
-    let model = text_model(&dir);
-    let train = dir.join("train.csv");
-    text_data(&train, 16, ["neg", "pos"]);
-    let out = dir.join("out");
+    let (dir, model, train, out) = setup("table", 16);
     let (m, t, o) = (model.to_str().unwrap(), train.to_str().unwrap(), out.to_str().unwrap());
     // A good run first: its out folder must survive every bad one.
     let mut good = finetune_args(m, t, o);
@@ -418,11 +425,7 @@ fn bad_inputs_give_clear_errors_and_lose_nothing() {
 /// dead process is taken over.
 #[test]
 fn out_folder_is_locked() {
-    let dir = scratch("lock");
-    let model = text_model(&dir);
-    let train = dir.join("train.csv");
-    text_data(&train, 8, ["neg", "pos"]);
-    let out = dir.join("out");
+    let (dir, model, train, out) = setup("lock", 8);
     let args = finetune_args(model.to_str().unwrap(), train.to_str().unwrap(), out.to_str().unwrap());
     {
         let _held = tramway::train::checkpoint::OutLock::acquire(&out).unwrap();
@@ -444,10 +447,7 @@ fn out_folder_is_locked() {
 /// final/, and names checkpoint-1 for resuming; for AdamW, SAM and TRAM-x.
 #[test]
 fn nonfinite_training_stops_at_its_step() {
-    let dir = scratch("nan");
-    let model = text_model(&dir);
-    let train = dir.join("train.csv");
-    text_data(&train, 8, ["neg", "pos"]);
+    let (dir, model, train, _) = setup("nan", 8);
     for opt in ["adamw", "sam", "tram-x"] {
         let out = dir.join(format!("out-{opt}"));
         let mut args = finetune_args(model.to_str().unwrap(), train.to_str().unwrap(), out.to_str().unwrap());
@@ -490,10 +490,7 @@ fn nonfinite_training_stops_at_its_step() {
 /// last resume ends bitwise where an uninterrupted run does (model and optimizer state).
 #[test]
 fn killed_runs_resume_bitwise() {
-    let dir = scratch("kill");
-    let model = text_model(&dir);
-    let train = dir.join("train.csv");
-    text_data(&train, 12, ["neg", "pos"]);
+    let (dir, model, train, _) = setup("kill", 12);
     let (m, t) = (model.to_str().unwrap().to_string(), train.to_str().unwrap().to_string());
     let args = |out: &Path, resume: Option<&Path>| -> Vec<String> {
         let mut a: Vec<String> = finetune_args(&m, &t, out.to_str().unwrap()).iter().map(|s| s.to_string()).collect();
@@ -577,11 +574,7 @@ fn killed_runs_resume_bitwise() {
 /// aside, complete; the next run on the folder puts it back before anything else.
 #[test]
 fn abort_between_the_renames_loses_nothing() {
-    let dir = scratch("swap");
-    let model = text_model(&dir);
-    let train = dir.join("train.csv");
-    text_data(&train, 8, ["neg", "pos"]);
-    let out = dir.join("out");
+    let (dir, model, train, out) = setup("swap", 8);
     let args = finetune_args(model.to_str().unwrap(), train.to_str().unwrap(), out.to_str().unwrap());
     let r = run(&args, &[]);
     assert!(r.status.success(), "{}", text(&r));
