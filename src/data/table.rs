@@ -69,18 +69,59 @@ fn read_jsonl(path: &Path, text: &str, text_col: &str, label_col: &str) -> Resul
         if line.trim().is_empty() {
             continue;
         }
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(path, format!("line {}: {e}", i + 1)))?;
-        let get = |k: &str| -> Result<String> {
-            match v.get(k) {
-                Some(serde_json::Value::String(s)) => Ok(s.clone()),
-                Some(serde_json::Value::Number(n)) => Ok(n.to_string()),
-                Some(serde_json::Value::Bool(b)) => Ok(b.to_string()),
-                _ => Err(bad(path, format!("line {}: no string or number under {k:?}", i + 1))),
-            }
+        let at = |m: String| bad(path, format!("line {}: {m}", i + 1));
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| at(format!("not JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(at("expected a JSON object (one example per line)".into()));
+        }
+        let text = match v.get(text_col) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(x) => return Err(at(format!("text {text_col:?} is {}, expected a string", kind(x)))),
+            None => return Err(at(format!("no {text_col:?} field (expected a string)"))),
         };
-        out.push(Example { text: get(text_col)?, label: get(label_col)? });
+        // Labels: strings, integers (as their decimal text: datasets often store class ids) or
+        // booleans; a fractional number is no class.
+        let label = match v.get(label_col) {
+            Some(serde_json::Value::String(s)) => s.clone(),
+            Some(serde_json::Value::Number(n)) if n.is_i64() || n.is_u64() => n.to_string(),
+            Some(serde_json::Value::Bool(b)) => b.to_string(),
+            Some(x) => {
+                return Err(at(format!(
+                    "label {label_col:?} is {} ({}), expected a string or an integer",
+                    kind(x),
+                    short(x)
+                )))
+            }
+            None => return Err(at(format!("no {label_col:?} field (expected a string or an integer)"))),
+        };
+        if label.trim().is_empty() {
+            return Err(at(format!("empty {label_col:?}")));
+        }
+        out.push(Example { text, label });
     }
     Ok(out)
+}
+
+fn kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(n) if n.is_f64() => "a fractional number",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// A JSON value for a message (long values cut).
+fn short(v: &serde_json::Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(60) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s,
+    }
 }
 
 /// The distinct labels, sorted (numerically when every label is an integer), as ids.
@@ -88,8 +129,11 @@ pub fn label_set<'a>(labels: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let mut v: Vec<String> = labels.into_iter().map(|l| l.to_string()).collect();
     v.sort();
     v.dedup();
-    if v.iter().all(|l| l.parse::<i64>().is_ok()) {
-        v.sort_by_key(|l| l.parse::<i64>().unwrap());
+    let ints: Option<Vec<i64>> = v.iter().map(|l| l.parse::<i64>().ok()).collect();
+    if let Some(ints) = ints {
+        let mut pairs: Vec<(i64, String)> = ints.into_iter().zip(v).collect();
+        pairs.sort();
+        return pairs.into_iter().map(|(_, l)| l).collect();
     }
     v
 }

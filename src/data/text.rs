@@ -15,8 +15,10 @@ use tokenizers::{
 /// A tokenizer with tramway's padding and truncation.
 pub struct TextTokenizer {
     tok: Tokenizer,
-    /// The file's tokenizer without our padding and truncation (long texts, decoding).
+    /// The file's tokenizer without any padding or truncation (long texts, decoding).
     raw: Tokenizer,
+    /// The tokenizer.json path, for errors.
+    file: String,
     pub max_len: usize,
     pub pad_id: u32,
 }
@@ -29,14 +31,25 @@ impl TextTokenizer {
         if !path.is_file() {
             return model_err(&file, "tokenizer.json is missing (tramway reads Hugging Face fast-tokenizer files)");
         }
-        let mut tok = match Tokenizer::from_file(&path) {
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: file.clone(), source })?;
+        // JSON syntax first: the tokenizers crate panics (`expect`) on some syntax errors inside
+        // its sections, never on a well-formed value.
+        let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => return model_err(&file, format!("not valid JSON: {e}")),
+        };
+        let mut tok = match guarded(&file, "reading the tokenizer", || serde_json::from_value::<Tokenizer>(value))? {
             Ok(t) => t,
             Err(e) => return model_err(&file, format!("cannot read the tokenizer: {e}")),
         };
         if max_len < 2 {
             return model_err(&file, format!("max length {max_len} is too short (at least 2 for the special tokens)"));
         }
-        let raw = tok.clone();
+        let mut raw = tok.clone();
+        if let Err(e) = raw.with_truncation(None) {
+            return model_err(&file, format!("cannot turn truncation off: {e}"));
+        }
+        raw.with_padding(None);
         let pad_id = tok.get_padding().map(|p| p.pad_id).unwrap_or(pad_id);
         let pad_token = tok.id_to_token(pad_id).unwrap_or_else(|| "[PAD]".to_string());
         tok.with_padding(Some(PaddingParams {
@@ -55,58 +68,68 @@ impl TextTokenizer {
         })) {
             return model_err(&file, format!("cannot set truncation to {max_len}: {e}"));
         }
-        Ok(TextTokenizer { tok, raw, max_len, pad_id })
+        // A file whose post-processor refers to special tokens it does not define (and the
+        // like) makes the tokenizers crate panic on every text: refuse it now, not mid-run.
+        let _ = guarded(&file, "tokenizing a test text", || tok.encode("a", true))?;
+        Ok(TextTokenizer { tok, raw, file, max_len, pad_id })
     }
 
     /// The token ids of one text, whole (no truncation or padding; special tokens as the file's
     /// post-processor adds them when `special`).
     pub fn ids(&self, text: &str, special: bool) -> Result<Vec<u32>> {
-        let mut raw = self.raw.clone();
-        raw.with_truncation(None)
-            .map_err(|e| Error::Model { file: "tokenizer.json".into(), message: e.to_string() })?;
-        raw.with_padding(None);
-        match raw.encode(text, special) {
+        match guarded(&self.file, "tokenizing a text", || self.raw.encode(text, special))? {
             Ok(e) => Ok(e.get_ids().to_vec()),
-            Err(e) => model_err("tokenizer.json", format!("tokenization failed: {e}")),
+            Err(e) => model_err(&self.file, format!("tokenization failed: {e}")),
         }
     }
 
     /// Text of token ids (special tokens skipped when `skip_special`).
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.raw
-            .decode(ids, skip_special)
-            .map_err(|e| Error::Model { file: "tokenizer.json".into(), message: format!("decoding failed: {e}") })
+        guarded(&self.file, "decoding", || self.raw.decode(ids, skip_special))?
+            .map_err(|e| Error::Model { file: self.file.clone(), message: format!("decoding failed: {e}") })
     }
 
     /// Tokenize `texts` into one padded batch (labels unset).
     pub fn encode(&self, texts: &[&str]) -> Result<TextBatch> {
         if texts.is_empty() {
-            return model_err("tokenizer.json", "no texts to encode");
+            return model_err(&self.file, "no texts to encode");
         }
-        let enc = match self.tok.encode_batch(texts.to_vec(), true) {
+        let enc = match guarded(&self.file, "tokenizing a batch", || self.tok.encode_batch(texts.to_vec(), true))? {
             Ok(e) => e,
-            Err(e) => return model_err("tokenizer.json", format!("tokenization failed: {e}")),
+            Err(e) => return model_err(&self.file, format!("tokenization failed: {e}")),
         };
         let seq = enc.iter().map(|e| e.get_ids().len()).max().unwrap_or(0).max(1);
-        let mut b = TextBatch {
-            batch: texts.len(),
-            seq,
-            ids: Vec::new(),
-            mask: Vec::new(),
-            types: Some(Vec::new()),
-            labels: None,
-        };
+        let mut types = Vec::with_capacity(texts.len() * seq);
+        let mut b = TextBatch { batch: texts.len(), seq, ids: Vec::new(), mask: Vec::new(), types: None, labels: None };
         for e in &enc {
             let n = e.get_ids().len();
             b.ids.extend(e.get_ids());
             b.ids.extend(std::iter::repeat_n(self.pad_id, seq - n));
             b.mask.extend(e.get_attention_mask());
             b.mask.extend(std::iter::repeat_n(0, seq - n));
-            let t = b.types.as_mut().unwrap();
-            t.extend(e.get_type_ids());
-            t.extend(std::iter::repeat_n(0, seq - n));
+            types.extend(e.get_type_ids());
+            types.extend(std::iter::repeat_n(0, seq - n));
         }
+        b.types = Some(types);
         Ok(b)
+    }
+}
+
+/// Run a call into the tokenizers crate, turning a panic into an error naming `file`. A last
+/// resort: that crate `expect`s and indexes on what it assumes about a tokenizer.json, and a
+/// hostile or damaged file must give an error, not abort a run. (The default panic hook still
+/// prints the panic's message before the error.)
+fn guarded<T>(file: &str, what: &str, f: impl FnOnce() -> T) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(v) => Ok(v),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("no message");
+            model_err(file, format!("the tokenizers library failed {what} ({msg}); is this a valid tokenizer.json?"))
+        }
     }
 }
 

@@ -34,29 +34,25 @@ impl Weights {
         for (name, view) in st.iter() {
             let shape = view.shape().to_vec();
             let d = view.data();
-            let floats = |n: usize| -> Vec<f32> {
-                match view.dtype() {
-                    Dtype::F32 => d.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-                    Dtype::F16 => d.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-                    Dtype::BF16 => {
-                        d.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-                    }
-                    Dtype::F64 => d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-                    _ => Vec::with_capacity(n),
-                }
-            };
-            let n: usize = shape.iter().product();
-            match view.dtype() {
-                Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64 => {
-                    w.tensors.insert(name.to_string(), HostTensor { shape, data: floats(n), dtype: view.dtype() });
-                }
+            let dtype = view.dtype();
+            // safetensors checked that `d` holds exactly the shape's elements of `dtype`.
+            let (data, bad) = match dtype {
+                Dtype::F32 => widen(d, |b: [u8; 4]| (f32::from_le_bytes(b), None)),
+                Dtype::F16 => widen(d, |b: [u8; 2]| (half::f16::from_le_bytes(b).to_f32(), None)),
+                Dtype::BF16 => widen(d, |b: [u8; 2]| (half::bf16::from_le_bytes(b).to_f32(), None)),
+                Dtype::F64 => widen(d, |b: [u8; 8]| {
+                    let x = f64::from_le_bytes(b);
+                    (x as f32, Some(x))
+                }),
                 Dtype::I64 => {
-                    let v = d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+                    let v = d.chunks_exact(8).map(|c| i64::from_le_bytes(le(c))).collect();
                     w.ints.insert(name.to_string(), (shape, v));
+                    continue;
                 }
                 Dtype::I32 => {
-                    let v = d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect();
+                    let v = d.chunks_exact(4).map(|c| i32::from_le_bytes(le(c)) as i64).collect();
                     w.ints.insert(name.to_string(), (shape, v));
+                    continue;
                 }
                 other => {
                     return model_err(
@@ -64,7 +60,18 @@ impl Weights {
                         format!("tensor {name} has dtype {other:?}; tramway reads F32, F16, BF16, F64, I64 and I32"),
                     )
                 }
+            };
+            if let Some((i, x, wide)) = bad {
+                let what = match wide {
+                    Some(x64) if x64.is_finite() => format!("a value beyond the range of f32 ({x64:e} in F64)"),
+                    _ => format!("a non-finite value ({x})"),
+                };
+                return model_err(
+                    file,
+                    format!("tensor {name} has {what} at element {i}; tramway refuses non-finite weights"),
+                );
             }
+            w.tensors.insert(name.to_string(), HostTensor { shape, data, dtype });
         }
         Ok(w)
     }
@@ -87,6 +94,33 @@ impl Weights {
             None => model_err(&self.file, format!("integer tensor {name} is missing")),
         }
     }
+}
+
+/// `N` bytes of a chunk that `chunks_exact(N)` produced (always exactly `N` long).
+fn le<const N: usize>(c: &[u8]) -> [u8; N] {
+    let mut b = [0u8; N];
+    b.copy_from_slice(c);
+    b
+}
+
+/// Little-endian values of `N` bytes widened to f32 by `f` (which also returns the value before
+/// narrowing, for F64), in one pass that notes the first non-finite result: (index, f32 value,
+/// wide value).
+#[allow(clippy::type_complexity)]
+fn widen<const N: usize>(
+    d: &[u8],
+    f: impl Fn([u8; N]) -> (f32, Option<f64>),
+) -> (Vec<f32>, Option<(usize, f32, Option<f64>)>) {
+    let mut out = Vec::with_capacity(d.len() / N);
+    let mut bad = None;
+    for c in d.chunks_exact(N) {
+        let (x, wide) = f(le(c));
+        if !x.is_finite() && bad.is_none() {
+            bad = Some((out.len(), x, wide));
+        }
+        out.push(x);
+    }
+    (out, bad)
 }
 
 /// Encode tensors as a safetensors file, each in its `dtype` (F32, F16 or BF16).
