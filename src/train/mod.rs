@@ -87,8 +87,15 @@ impl FinetuneOptions {
         if self.eval_batch_size == Some(0) {
             return bad("--eval-batch-size", "0".into(), "a positive number of examples");
         }
-        if self.image_size == Some(0) {
-            return bad("--image-size", "0".into(), "a positive multiple of the model's patch size");
+        if let Some(s) = self.image_size.filter(|&s| s == 0 || s > crate::data::image::MAX_PREP_SIZE) {
+            return bad(
+                "--image-size",
+                s.to_string(),
+                &format!(
+                    "a positive multiple of the model's patch size, at most {}",
+                    crate::data::image::MAX_PREP_SIZE
+                ),
+            );
         }
         if self.evals.is_empty() {
             let given = [

@@ -371,6 +371,11 @@ fn bad_inputs_give_clear_errors_and_lose_nothing() {
             vec!["zero-images-idx3-ubyte"],
         ),
         (
+            "image size 100000",
+            ft_with(vit.to_str().unwrap(), img_train.to_str().unwrap(), &["--image-size", "100000"]),
+            vec!["--image-size", "4096"],
+        ),
+        (
             "preprocessor size 100000",
             ft_with(vit_big.to_str().unwrap(), img_train.to_str().unwrap(), &[]),
             vec!["preprocessor_config.json", "100000"],

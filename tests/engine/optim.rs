@@ -663,7 +663,7 @@ fn lm_kl_terms_ignore_padding() {
             for (i, (x, y)) in pa.iter().zip(&pb).enumerate() {
                 assert_eq!(x.len(), y.len(), "{name} {m:?}: parameter {i}");
                 // Elementwise, so that a NaN fails (a `f32::max` fold skips it). Measured: 0, bitwise.
-                if let Some(j) = x.iter().zip(y).position(|(u, v)| !((u - v).abs() <= 1e-6)) {
+                if let Some(j) = x.iter().zip(y).position(|(u, v)| (u - v).abs().is_nan() || (u - v).abs() > 1e-6) {
                     panic!("{name} {m:?}: parameter {i}[{j}] is {} with other padding, {} without", y[j], x[j]);
                 }
             }
