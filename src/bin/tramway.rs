@@ -930,6 +930,7 @@ fn experiment(a: ExperimentArgs) -> tramway::Result<()> {
                 let cli = Cli::try_parse_from(&args).map_err(|e| context(e.to_string().trim().to_string()))?;
                 let Cmd::Finetune(fa) = cli.cmd else { unreachable!("parsed as finetune") };
                 let opts = finetune_options(*fa).map_err(|e| context(e.to_string()))?;
+                opts.validate().map_err(|e| context(e.to_string()))?;
                 plan.push((name.clone(), o.clone(), seed, dir, opts));
             }
         }
