@@ -193,6 +193,14 @@ fn unroll(
 }
 
 impl Gpu {
+    /// Every kernel variant this device has compiled so far, sorted by label (what a workload
+    /// needs: see `gpu::translate`).
+    pub fn kernel_specs(&self) -> Vec<KernelSpec> {
+        let mut v: Vec<KernelSpec> = self.kernels.lock().unwrap().keys().cloned().collect();
+        v.sort_by_cached_key(|s| format!("{}::{} {:?}", s.shader, s.entry, s.defs));
+        v
+    }
+
     /// The compiled kernel for `spec`, compiling it on first use.
     pub fn kernel(&self, spec: &KernelSpec) -> Result<Arc<Kernel>> {
         if let Some(k) = self.kernels.lock().unwrap().get(spec) {

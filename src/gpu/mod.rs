@@ -11,6 +11,8 @@ mod tensor;
 
 pub use arena::{Arena, ArenaBuilder, Part};
 pub use kernel::{expand, Def, Kernel, KernelSpec};
+#[cfg(not(target_arch = "wasm32"))]
+pub mod translate;
 pub use recorder::{grid_1d, Params, Recorder};
 pub use tensor::{DType, Tensor};
 
@@ -35,6 +37,10 @@ pub struct GpuOptions {
     /// Treat bindings as at most this many bytes (`TRAMWAY_MAX_BINDING`), below the adapter's
     /// limit: to rehearse a smaller device (WebGPU's default is 128 MiB) or test split tensors.
     pub max_binding: Option<u64>,
+    /// The matmul kernel family (`TRAMWAY_MATMUL=register|tiled`): `Some(true)` the
+    /// workgroup-tiled kernels, `Some(false)` the register-blocked ones, `None` by adapter
+    /// (tiled on GPUs, register-blocked on CPU drivers).
+    pub tiled_matmul: Option<bool>,
 }
 
 impl GpuOptions {
@@ -52,6 +58,20 @@ impl GpuOptions {
         }
         if let Ok(v) = std::env::var("TRAMWAY_CHECKED") {
             o.checked_shaders = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Ok(v) = std::env::var("TRAMWAY_MATMUL") {
+            o.tiled_matmul = match v.as_str() {
+                "tiled" => Some(true),
+                "register" => Some(false),
+                "" | "auto" => None,
+                _ => {
+                    return Err(Error::BadSetting {
+                        name: "TRAMWAY_MATMUL",
+                        value: v,
+                        expected: "tiled, register or auto".into(),
+                    })
+                }
+            };
         }
         if let Ok(v) = std::env::var("TRAMWAY_MAX_BINDING") {
             let bytes = v.trim().parse::<u64>().ok().filter(|&b| b >= ALIGN);
@@ -99,6 +119,7 @@ pub struct Gpu {
     features: wgpu::Features,
     checked: bool,
     max_binding: Option<u64>,
+    tiled_matmul: Option<bool>,
     kernels: Mutex<HashMap<KernelSpec, Arc<Kernel>>>,
     /// Uniform buffers for dispatch parameters, reused across submits (queue order makes a
     /// `write_buffer` after a submit safe).
@@ -245,6 +266,7 @@ impl Gpu {
             features,
             checked: opts.checked_shaders,
             max_binding: opts.max_binding,
+            tiled_matmul: opts.tiled_matmul,
             kernels: Mutex::default(),
             uniform_pool: Mutex::default(),
             dummy,
@@ -279,6 +301,11 @@ impl Gpu {
     /// The underlying wgpu queue.
     pub fn queue(&self) -> &wgpu::Queue {
         &self.queue
+    }
+
+    /// The matmul family asked for ([`GpuOptions::tiled_matmul`]).
+    pub fn tiled_matmul(&self) -> Option<bool> {
+        self.tiled_matmul
     }
 
     /// Largest byte size one storage binding (hence one tensor) may have on this device.

@@ -182,13 +182,14 @@ pub enum MatmulPath {
 }
 
 impl MatmulPath {
-    /// `TRAMWAY_MATMUL=register|tiled`, else tiled on GPUs and register-blocked on CPU drivers.
+    /// The device's choice (`GpuOptions::tiled_matmul`, `TRAMWAY_MATMUL=register|tiled`), else
+    /// tiled on GPUs and register-blocked on CPU drivers.
     pub fn auto(gpu: &Gpu) -> Self {
-        match std::env::var("TRAMWAY_MATMUL").as_deref() {
-            Ok("register") => MatmulPath::Register,
-            Ok("tiled") => MatmulPath::Tiled,
-            _ if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu => MatmulPath::Register,
-            _ => MatmulPath::Tiled,
+        match gpu.tiled_matmul() {
+            Some(false) => MatmulPath::Register,
+            Some(true) => MatmulPath::Tiled,
+            None if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu => MatmulPath::Register,
+            None => MatmulPath::Tiled,
         }
     }
 }

@@ -140,7 +140,7 @@ fn data_files_give_clear_errors() {
 
 /// Write an IDX pair: `n` grey `side`×`side` images, class 0 dark with a bright top half, class 1
 /// bright with a dark top half (learnable from pixels), gzipped when `gz`.
-fn write_idx(dir: &Path, prefix: &str, n: usize, side: usize, gz: bool) -> std::path::PathBuf {
+pub fn write_idx(dir: &Path, prefix: &str, n: usize, side: usize, gz: bool) -> std::path::PathBuf {
     let mut rng = Rng::new(n as u64);
     let mut img = vec![0u8, 0, 8, 3, 0, 0, 0, n as u8, 0, 0, 0, side as u8, 0, 0, 0, side as u8];
     let mut lab = vec![0u8, 0, 8, 1, 0, 0, 0, n as u8];

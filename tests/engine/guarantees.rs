@@ -25,7 +25,7 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 /// A word-level tokenizer.json over `w0 … w{n-1}` (ids 0..n), whitespace-split.
-fn word_tokenizer(n: usize) -> String {
+pub fn word_tokenizer(n: usize) -> String {
     let vocab: serde_json::Map<String, serde_json::Value> =
         (0..n).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
     serde_json::json!({
@@ -48,7 +48,7 @@ fn text_model(dir: &Path) -> PathBuf {
 }
 
 /// A learnable two-class CSV: class `a` uses words w10..w40, class `b` w50..w80.
-fn text_data(path: &Path, n: usize, labels: [&str; 2]) {
+pub fn text_data(path: &Path, n: usize, labels: [&str; 2]) {
     let mut s = String::from("text,label\n");
     for i in 0..n {
         let c = i % 2;

@@ -24,6 +24,7 @@ mod loss;
 mod matmul;
 mod norm;
 mod optim;
+mod portability;
 mod real_models;
 mod reduce;
 mod rng;
