@@ -18,6 +18,13 @@
 @group(0) @binding(1) var<storage, read_write> A: array<f32>;
 @group(0) @binding(2) var<storage, read_write> B: array<f32>;
 
+// SAME_AB: both operands are one range (X·Xᵀ, Q·Kᵀ of a fused QKV), bound once as A; B is read
+// through A's binding (WebGPU refuses two writable bindings of one range).
+fn read_b(i: u32) -> f32 {
+    if (SAME_AB) { return A[i]; }
+    return B[i];
+}
+
 @compute @workgroup_size(WGX, WGY, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
     let zo = wid.z / p.batch_inner;
@@ -47,7 +54,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         let a{i} = A[ar{i} + ak];
         //@end
         //@for j in 0..TN
-        let b{j} = B[bc{j} + bk];
+        let b{j} = read_b(bc{j} + bk);
         //@end
         //@for i in 0..TM
         //@for j in 0..TN

@@ -10,6 +10,13 @@
 @group(0) @binding(1) var<storage, read_write> A: array<f32>;
 @group(0) @binding(2) var<storage, read_write> B: array<f32>;
 
+// SAME_AB: both operands are one range (X·Xᵀ, Q·Kᵀ of a fused QKV), bound once as A; B is read
+// through A's binding (WebGPU refuses two writable bindings of one range).
+fn read_b(i: u32) -> f32 {
+    if (SAME_AB) { return A[i]; }
+    return B[i];
+}
+
 const BM: u32 = WGY * TM;
 const BN: u32 = WGX * TN;
 const NT: u32 = WGX * WGY;
@@ -44,7 +51,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let j = e % BN;
             let ok = colb + j < p.n && k0 + kk < p.k;
             let idx = b_base + min(k0 + kk, p.k - 1u) * p.b_rs + min(colb + j, p.n - 1u) * p.b_cs;
-            Bs[e] = select(0.0, B[idx], ok);
+            Bs[e] = select(0.0, read_b(idx), ok);
         }
         workgroupBarrier();
         for (var kk = 0u; kk < BK; kk++) {

@@ -24,6 +24,10 @@ use std::sync::{Arc, Mutex};
 /// for `min_storage_buffer_offset_alignment` / `min_uniform_buffer_offset_alignment`.
 pub const ALIGN: u64 = 256;
 
+/// Storage binding slots that can hold a placeholder at once: the placeholder buffer has one
+/// block per slot, so two absent inputs of a dispatch never share a range.
+pub(crate) const DUMMY_SLOTS: u64 = 16;
+
 /// How to choose and open the device.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
@@ -252,9 +256,10 @@ impl Gpu {
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
             sink.lock().unwrap().push(e.to_string());
         }));
+        // One 256-byte block per storage binding slot (see `Recorder::dispatch`).
         let dummy = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("dummy"),
-            size: ALIGN,
+            size: ALIGN * DUMMY_SLOTS,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
@@ -371,7 +376,8 @@ impl Gpu {
         Ok(Tensor { shape: vec![elems], ..t })
     }
 
-    /// A small tensor (16 bytes, one vec4) bound where a kernel's optional input is absent (never read).
+    /// A small tensor (16 bytes, one vec4) bound where a kernel's optional input is absent (never
+    /// read). The recorder moves it to a block of its own for each binding slot.
     pub(crate) fn dummy_tensor(&self) -> Tensor {
         Tensor { buffer: self.dummy.clone(), offset: 0, shape: vec![4], dtype: DType::F32 }
     }

@@ -142,11 +142,39 @@ impl<'g> Recorder<'g> {
         self.params.resize(self.params.len().div_ceil(ALIGN as usize) * ALIGN as usize, 0);
         let bufs = tensors
             .iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(slot, t)| {
                 let b = t.binding();
-                (b.buffer.clone(), b.offset, b.size.map(|s| s.get()).unwrap_or(4))
+                let mut offset = b.offset;
+                // One placeholder per slot: an absent input bound in slot i uses the i-th block of
+                // the placeholder buffer, so two absent inputs never share a range.
+                if *b.buffer == self.gpu.dummy {
+                    offset = (slot as u64 % super::DUMMY_SLOTS) * ALIGN;
+                }
+                (b.buffer.clone(), offset, b.size.map(|s| s.get()).unwrap_or(4))
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // Every binding is writable; WebGPU (browsers) refuses two writable bindings whose byte
+        // ranges overlap, so no backend may see one either.
+        for (i, a) in bufs.iter().enumerate() {
+            for (j, b) in bufs.iter().enumerate().skip(i + 1) {
+                if a.0 == b.0 && a.1 < b.1 + b.2 && b.1 < a.1 + a.2 {
+                    return Err(Error::Gpu {
+                        context: kernel.label.clone(),
+                        message: format!(
+                            "bindings {} and {} overlap (bytes {}..{} and {}..{} of one buffer): WebGPU refuses \
+                             two writable bindings of one range",
+                            i + 1,
+                            j + 1,
+                            a.1,
+                            a.1 + a.2,
+                            b.1,
+                            b.1 + b.2
+                        ),
+                    });
+                }
+            }
+        }
         self.cmds.push(Cmd::Dispatch { kernel: kernel.clone(), bufs, poff, psize: bytes.len() as u64, groups });
         Ok(())
     }

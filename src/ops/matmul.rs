@@ -263,6 +263,9 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         _ if k4 => "matmul_k4",
         _ => "matmul",
     };
+    // One tensor as both operands (X·Xᵀ, Q·Kᵀ of a fused QKV) is bound once and B read through
+    // A's binding: browsers refuse two writable bindings of one range.
+    let same_ab = a.t.buffer == b.t.buffer && a.t.offset == b.t.offset && a.t.bytes() == b.t.bytes();
     let mut spec = KernelSpec::new(shader, "main", 5)
         .u("TM", tm)
         .u("TN", tn)
@@ -271,7 +274,8 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         .u("EPI", mm.act.code())
         .b("HAS_BIAS", mm.bias.is_some())
         .b("STORE_PRE", mm.pre.is_some())
-        .b("ACC", mm.beta.is_some());
+        .b("ACC", mm.beta.is_some())
+        .b("SAME_AB", same_ab);
     if path == MatmulPath::Tiled {
         spec = spec.u("BK", 16);
     }
@@ -306,5 +310,6 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         .u(0);
     let gx = n.div_ceil((wgx * tn) as usize);
     let gy = m.div_ceil((wgy * tm) as usize);
-    rec.dispatch(&kernel, p, &[a.t, b.t, bias_t, c.t, pre_t], [gx as u32, gy as u32, batch as u32])
+    let b_bound = if same_ab { &dummy } else { b.t };
+    rec.dispatch(&kernel, p, &[a.t, b_bound, bias_t, c.t, pre_t], [gx as u32, gy as u32, batch as u32])
 }

@@ -59,3 +59,26 @@ fn kernel_expansion_unrolls_loops() {
     .unwrap();
     assert!(src.contains("var c1_2 = 0.0;") && !src.contains("c2_0") && !src.contains("//@for"));
 }
+
+/// WebGPU refuses two writable bindings of one byte range, so no dispatch may bind one on any
+/// backend: the recorder refuses it, naming the kernel and the slots. Absent optional inputs
+/// get a placeholder block per slot, and one tensor as both matmul operands is bound once.
+#[test]
+fn overlapping_writable_bindings_are_refused() {
+    use tramway::ops::elementwise::add;
+    use tramway::ops::matmul::{matmul, Matmul};
+    let x = up(&[1.0, 2.0, 3.0, 4.0]);
+    let out = up(&[0.0; 4]);
+    let mut r = rec();
+    let e = add(&mut r, &x, &out, &out, 1.0, 1.0).unwrap_err().to_string();
+    assert!(e.contains("elementwise") && e.contains("overlap") && e.contains("bindings 2 and 3"), "{e}");
+    // Two views of one arena chunk that share no byte are fine; x + x (both inputs one range) is not.
+    let e = add(&mut r, &x, &x, &out, 1.0, 1.0).unwrap_err().to_string();
+    assert!(e.contains("bindings 1 and 2"), "{e}");
+    // X·Xᵀ: one binding, B read through A's (and no bias, no pre-activation: two placeholders).
+    let m = up_shape(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]);
+    let g = up_shape(&[0.0; 4], &[2, 2]);
+    matmul(&mut r, &Matmul::new(&m, false, &m, true, &g).unwrap()).unwrap();
+    r.submit().unwrap();
+    assert_eq!(down(&g), vec![14.0, 32.0, 32.0, 77.0]);
+}
