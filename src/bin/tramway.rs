@@ -260,7 +260,11 @@ fn finetune(a: FinetuneArgs) -> tramway::Result<()> {
     let opts = finetune_options(a)?;
     opts.validate()?;
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
-    eprintln!("device: {}; optimizer: {:?} on {:?}", gpu.adapter_info().name, opts.optim.method, opts.optim.base);
+    let base = match opts.optim.base {
+        tramway::optim::Base::AdamW { .. } => "AdamW",
+        tramway::optim::Base::Sgd { .. } => "SGD",
+    };
+    eprintln!("device: {}; optimizer: {} ({base} steps)", gpu.adapter_info().name, opts.optim.name());
     let s = tramway::train::finetune(&gpu, &opts)?;
     if s.steps == 0 {
         println!("no training steps (--steps 0): the starting model evaluated in {:.0} s", s.seconds);
