@@ -580,10 +580,21 @@ fn embed(a: EmbedArgs) -> tramway::Result<()> {
 fn info() -> tramway::Result<()> {
     let opts = GpuOptions::from_env()?;
     let all = pollster::block_on(enumerate(opts.backends.unwrap_or(wgpu::Backends::all())));
-    println!("adapters ({}):", all.len());
+    println!("adapters ({}), each opened and checked (a matmul of each family, a sum, against the CPU):", all.len());
     for a in &all {
         let i = &a.info;
         println!("  - {} [{:?}, {:?}] driver: {} {}", i.name, i.backend, i.device_type, i.driver, i.driver_info);
+        let o = GpuOptions {
+            backends: Some(wgpu::Backends::from(i.backend)),
+            adapter: Some(i.name.clone()),
+            ..opts.clone()
+        };
+        let t0 = std::time::Instant::now();
+        let r = Gpu::new_blocking(o).and_then(|g| pollster::block_on(tramway::ops::self_check(&g)));
+        match r {
+            Ok(()) => println!("    works ({:.1} s to open, compile and check)", t0.elapsed().as_secs_f64()),
+            Err(e) => println!("    does not work: {e}"),
+        }
     }
     let gpu = Gpu::new_blocking(opts)?;
     let i = gpu.adapter_info();

@@ -81,3 +81,51 @@ pub(crate) fn fits_u32(op: &'static str, n: usize) -> Result<()> {
     }
     Ok(())
 }
+
+/// A quick check that a device computes: a matmul with bias and GELU (the register-blocked and
+/// the tiled family), a softmax and a sum, against the CPU, with ragged sizes. What `tramway
+/// info` runs on every adapter to say which ones work.
+pub async fn self_check(gpu: &Gpu) -> Result<()> {
+    use matmul::{matmul_with, Act, Matmul, MatmulPath};
+    let (m, n, k) = (7usize, 9usize, 13usize);
+    let val = |i: usize, s: f32| ((i as f32 * 0.37 + s).sin() * 0.5) as f32;
+    let a: Vec<f32> = (0..m * k).map(|i| val(i, 0.1)).collect();
+    let b: Vec<f32> = (0..k * n).map(|i| val(i, 1.3)).collect();
+    let bias: Vec<f32> = (0..n).map(|i| val(i, 2.1)).collect();
+    let (at, bt, biast) = (gpu.from_f32(&a, &[m, k])?, gpu.from_f32(&b, &[k, n])?, gpu.from_f32(&bias, &[n])?);
+    let mut want = vec![0f64; m * n];
+    for i in 0..m {
+        for j in 0..n {
+            let s: f64 = (0..k).map(|t| a[i * k + t] as f64 * b[t * n + j] as f64).sum::<f64>() + bias[j] as f64;
+            want[i * n + j] = reference::gelu_erf(s);
+        }
+    }
+    for path in [MatmulPath::Register, MatmulPath::Tiled] {
+        let c = gpu.zeros(&[m, n])?;
+        let mut rec = gpu.recorder();
+        matmul_with(&mut rec, &Matmul::new(&at, false, &bt, false, &c)?.bias(&biast).act(Act::GeluErf), path)?;
+        rec.submit()?;
+        let got = gpu.read_f32(&c).await?;
+        // f32 over k = 13 terms and the erf approximation: 1e-5 is ample, a wrong kernel is far off.
+        if let Some(i) = (0..m * n).find(|&i| !((got[i] as f64 - want[i]).abs() <= 1e-5 + 1e-5 * want[i].abs())) {
+            return Err(Error::Gpu {
+                context: format!("self-check ({path:?} matmul)"),
+                message: format!("element {i} is {} but the CPU computes {}", got[i], want[i]),
+            });
+        }
+    }
+    let x = gpu.from_f32(&a, &[a.len()])?;
+    let out = gpu.zeros(&[1])?;
+    let mut rec = gpu.recorder();
+    reduce::reduce(&mut rec, &[&x], reduce::Reduction::Sum, 1.0, &out, 0, false)?;
+    rec.submit()?;
+    let sum = gpu.read_f32(&out).await?[0] as f64;
+    let want: f64 = a.iter().map(|&v| v as f64).sum();
+    if (sum - want).abs() > 1e-5 * (1.0 + want.abs()) {
+        return Err(Error::Gpu {
+            context: "self-check (sum)".into(),
+            message: format!("{sum} but the CPU computes {want}"),
+        });
+    }
+    Ok(())
+}
