@@ -45,6 +45,11 @@ pub struct GpuOptions {
     /// workgroup-tiled kernels, `Some(false)` the register-blocked ones, `None` by adapter
     /// (tiled on GPUs, register-blocked on CPU drivers).
     pub tiled_matmul: Option<bool>,
+    /// The register-blocked matmul tile (`TRAMWAY_MATMUL_TILE=TMxTNxWGXxWGY`): rows and columns
+    /// per invocation, workgroup x and y (benchmark sweeps); `None`: the default per shape.
+    pub matmul_tile: Option<[u32; 4]>,
+    /// Never take the vec4 matmul kernel (`TRAMWAY_MATMUL_SCALAR=1`; benchmarks).
+    pub scalar_matmul: bool,
 }
 
 impl GpuOptions {
@@ -76,6 +81,24 @@ impl GpuOptions {
                     })
                 }
             };
+        }
+        if let Ok(v) = std::env::var("TRAMWAY_MATMUL_TILE") {
+            let t: Vec<u32> = v.split('x').filter_map(|x| x.parse().ok()).collect();
+            match t[..] {
+                [tm, tn, wx, wy] if t.iter().all(|&x| x > 0) && tm * tn <= 64 && wx * wy <= 256 => {
+                    o.matmul_tile = Some([tm, tn, wx, wy])
+                }
+                _ => {
+                    return Err(Error::BadSetting {
+                        name: "TRAMWAY_MATMUL_TILE",
+                        value: v,
+                        expected: "TMxTNxWGXxWGY, positive, TM*TN <= 64 and WGX*WGY <= 256 (e.g. 8x4x8x8)".into(),
+                    })
+                }
+            }
+        }
+        if let Ok(v) = std::env::var("TRAMWAY_MATMUL_SCALAR") {
+            o.scalar_matmul = matches!(v.as_str(), "1" | "true" | "yes");
         }
         if let Ok(v) = std::env::var("TRAMWAY_MAX_BINDING") {
             let bytes = v.trim().parse::<u64>().ok().filter(|&b| b >= ALIGN);
@@ -124,6 +147,8 @@ pub struct Gpu {
     checked: bool,
     max_binding: Option<u64>,
     tiled_matmul: Option<bool>,
+    matmul_tile: Option<[u32; 4]>,
+    scalar_matmul: bool,
     kernels: Mutex<HashMap<KernelSpec, Arc<Kernel>>>,
     /// Uniform buffers for dispatch parameters, reused across submits (queue order makes a
     /// `write_buffer` after a submit safe).
@@ -272,6 +297,8 @@ impl Gpu {
             checked: opts.checked_shaders,
             max_binding: opts.max_binding,
             tiled_matmul: opts.tiled_matmul,
+            matmul_tile: opts.matmul_tile,
+            scalar_matmul: opts.scalar_matmul,
             kernels: Mutex::default(),
             uniform_pool: Mutex::default(),
             dummy,
@@ -311,6 +338,14 @@ impl Gpu {
     /// The matmul family asked for ([`GpuOptions::tiled_matmul`]).
     pub fn tiled_matmul(&self) -> Option<bool> {
         self.tiled_matmul
+    }
+    /// The register tile asked for ([`GpuOptions::matmul_tile`]).
+    pub fn matmul_tile(&self) -> Option<[u32; 4]> {
+        self.matmul_tile
+    }
+    /// Whether the vec4 matmul kernel is off ([`GpuOptions::scalar_matmul`]).
+    pub fn scalar_matmul(&self) -> bool {
+        self.scalar_matmul
     }
 
     /// Largest byte size one storage binding (hence one tensor) may have on this device.

@@ -158,13 +158,10 @@ impl<'a> Matmul<'a> {
 }
 
 /// Register tile: (rows per invocation, cols per invocation, workgroup x, workgroup y).
-/// `TRAMWAY_MATMUL_TILE=TMxTNxWGXxWGY` overrides it (for benchmark sweeps).
-pub fn tile(_gpu: &Gpu) -> (u32, u32, u32, u32) {
-    if let Ok(s) = std::env::var("TRAMWAY_MATMUL_TILE") {
-        let v: Vec<u32> = s.split('x').filter_map(|x| x.parse().ok()).collect();
-        if v.len() == 4 && v.iter().all(|&x| x > 0) && v[0] * v[1] <= 64 && v[2] * v[3] <= 256 {
-            return (v[0], v[1], v[2], v[3]);
-        }
+/// `GpuOptions::matmul_tile` (`TRAMWAY_MATMUL_TILE=TMxTNxWGXxWGY`) overrides it (benchmark sweeps).
+pub fn tile(gpu: &Gpu) -> (u32, u32, u32, u32) {
+    if let Some([tm, tn, wx, wy]) = gpu.matmul_tile() {
+        return (tm, tn, wx, wy);
     }
     // 8x4 outputs per invocation in 8x8 workgroups: the best measured register block on
     // lavapipe (lavapipe.md) and a reasonable one on GPUs until a tiled path is tuned there.
@@ -247,7 +244,7 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
     let (tm, tn, wgx, wgy) = match path {
         // A few rows (decoding one token, a short chunk): one row per workgroup row, so that the
         // 64-row block of the general tile does not compute the same clamped row 64 times.
-        MatmulPath::Register if m < 8 && std::env::var("TRAMWAY_MATMUL_TILE").is_err() => (1, 8, 8, 1),
+        MatmulPath::Register if m < 8 && gpu.matmul_tile().is_none() => (1, 8, 8, 1),
         MatmulPath::Register => tile(gpu),
         MatmulPath::Tiled => (4, 4, 16, 16),
     };
@@ -257,7 +254,7 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         && b.rs == 1
         && k.is_multiple_of(4)
         && [a.off, a.rs, a.bo, a.bi, b.off, b.cs, b.bo, b.bi].iter().all(|v| v.is_multiple_of(4))
-        && std::env::var("TRAMWAY_MATMUL_SCALAR").is_err();
+        && !gpu.scalar_matmul();
     let shader = match path {
         MatmulPath::Tiled => "matmul_tiled",
         _ if k4 => "matmul_k4",

@@ -88,7 +88,7 @@ pub(crate) fn fits_u32(op: &'static str, n: usize) -> Result<()> {
 pub async fn self_check(gpu: &Gpu) -> Result<()> {
     use matmul::{matmul_with, Act, Matmul, MatmulPath};
     let (m, n, k) = (7usize, 9usize, 13usize);
-    let val = |i: usize, s: f32| ((i as f32 * 0.37 + s).sin() * 0.5) as f32;
+    let val = |i: usize, s: f32| (i as f32 * 0.37 + s).sin() * 0.5;
     let a: Vec<f32> = (0..m * k).map(|i| val(i, 0.1)).collect();
     let b: Vec<f32> = (0..k * n).map(|i| val(i, 1.3)).collect();
     let bias: Vec<f32> = (0..n).map(|i| val(i, 2.1)).collect();
@@ -107,7 +107,11 @@ pub async fn self_check(gpu: &Gpu) -> Result<()> {
         rec.submit()?;
         let got = gpu.read_f32(&c).await?;
         // f32 over k = 13 terms and the erf approximation: 1e-5 is ample, a wrong kernel is far off.
-        if let Some(i) = (0..m * n).find(|&i| !((got[i] as f64 - want[i]).abs() <= 1e-5 + 1e-5 * want[i].abs())) {
+        let off = |i: usize| {
+            let d = (got[i] as f64 - want[i]).abs();
+            d.is_nan() || d > 1e-5 + 1e-5 * want[i].abs()
+        };
+        if let Some(i) = (0..m * n).find(|&i| off(i)) {
             return Err(Error::Gpu {
                 context: format!("self-check ({path:?} matmul)"),
                 message: format!("element {i} is {} but the CPU computes {}", got[i], want[i]),
