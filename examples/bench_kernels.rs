@@ -5,6 +5,7 @@
 //!   cargo run --release --example bench_kernels            # full (a few minutes on lavapipe)
 //!   cargo run --release --example bench_kernels -- --quick # small shapes (CI smoke)
 //!   cargo run --release --example bench_kernels -- --decode # only the one-row (decoding) table
+//!   cargo run --release --example bench_kernels -- --layouts # each layout: vector vs scalar kernel
 //!
 //! Each GPU figure is the median of several single-submit runs after a warm-up call (which pays
 //! the driver's JIT); upload and readback are excluded. Results are checked against the CPU.
@@ -166,6 +167,41 @@ fn bench_matmul(
     Ok(())
 }
 
+/// `--layouts`: each layout a transformer step uses (NN forward x·W and backward dY·W, TN
+/// dW = Xᵀ·dY, NT x·Wᵀ) on the register path with its vector kernel (vec4 along n for NN/TN,
+/// along k for NT) against the scalar kernel, on two devices of the same adapter, interleaved
+/// call by call (5 rounds, medians).
+fn bench_layouts(gpu: &Gpu, quick: bool) -> Result<()> {
+    let scalar = Gpu::new_blocking(GpuOptions { scalar_matmul: true, ..GpuOptions::from_env()? })?;
+    let (t, h, f) = if quick { (256, 128, 512) } else { (192, 384, 1536) };
+    println!("\n| layout | m x n x k | vector kernel GFLOP/s | scalar kernel GFLOP/s | speed-up |");
+    println!("|---|---|---|---|---|");
+    let shapes = [
+        ("NN x.W (up)", t, f, h, false, false),
+        ("NN dX = dY.W (down)", t, h, f, false, false),
+        ("TN dW = x^T.dY", h, f, t, true, false),
+        ("NT x.W^T (HF layout)", t, f, h, false, true),
+    ];
+    for (name, m, n, k, ta, tb) in shapes {
+        let (a, b) = (data(m * k, 1), data(k * n, 2));
+        let run = |g: &Gpu| -> Result<f64> {
+            let at = g.from_f32(&a, &if ta { [k, m] } else { [m, k] })?;
+            let bt = g.from_f32(&b, &if tb { [n, k] } else { [k, n] })?;
+            let ct = g.zeros(&[m, n])?;
+            time_gpu(g, 1, &|r| matmul_with(r, &Matmul::new(&at, ta, &bt, tb, &ct)?, MatmulPath::Register))
+        };
+        let (mut tv, mut ts) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            tv.push(run(gpu)?);
+            ts.push(run(&scalar)?);
+        }
+        let (tv, ts) = (median(tv), median(ts));
+        let flop = 2.0 * (m * n * k) as f64;
+        println!("| {name} | {m}x{n}x{k} | {:.2} | {:.2} | {:.2} |", flop / tv / 1e9, flop / ts / 1e9, ts / tv);
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--decode`: only the one-row (decoding) table, at full size.
@@ -177,6 +213,9 @@ fn main() -> Result<()> {
     let reps = if quick { 2 } else { 3 };
     if decode_only {
         return bench_decode(&gpu, false, reps);
+    }
+    if std::env::args().any(|a| a == "--layouts") {
+        return bench_layouts(&gpu, quick);
     }
     println!("\n| matmul | kernel | m x n x k | GPU GFLOP/s | CPU sgemm GFLOP/s (1 thread) | GPU / CPU | GPU ms | max abs err |");
     println!("|---|---|---|---|---|---|---|---|");

@@ -83,6 +83,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("matmul_common", include_str!("../../shaders/matmul_common.wgsl")),
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_k4", include_str!("../../shaders/matmul_k4.wgsl")),
+    ("matmul_n4", include_str!("../../shaders/matmul_n4.wgsl")),
     ("matmul_tiled", include_str!("../../shaders/matmul_tiled.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
     ("activation", include_str!("../../shaders/activation.wgsl")),

@@ -255,14 +255,24 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         && k.is_multiple_of(4)
         && [a.off, a.rs, a.bo, a.bi, b.off, b.cs, b.bo, b.bi].iter().all(|v| v.is_multiple_of(4))
         && !gpu.scalar_matmul();
-    let shader = match path {
-        MatmulPath::Tiled => "matmul_tiled",
-        _ if k4 => "matmul_k4",
-        _ => "matmul",
-    };
     // One tensor as both operands (X·Xᵀ, Q·Kᵀ of a fused QKV) is bound once and B read through
     // A's binding: browsers refuse two writable bindings of one range.
     let same_ab = a.t.buffer == b.t.buffer && a.t.offset == b.t.offset && a.t.bytes() == b.t.bytes();
+    // Otherwise B contiguous along n (x·W, the backward dY·W and dYᵀ·X, P·V) and 16-byte
+    // aligned: B read as vec4 along n.
+    let n4 = path == MatmulPath::Register
+        && !k4
+        && !same_ab
+        && b.cs == 1
+        && n.is_multiple_of(4)
+        && [b.off, b.rs, b.bo, b.bi].iter().all(|v| v.is_multiple_of(4))
+        && !gpu.scalar_matmul();
+    let shader = match path {
+        MatmulPath::Tiled => "matmul_tiled",
+        _ if k4 => "matmul_k4",
+        _ if n4 => "matmul_n4",
+        _ => "matmul",
+    };
     let mut spec = KernelSpec::new(shader, "main", 5)
         .u("TM", tm)
         .u("TN", tn)
@@ -305,7 +315,8 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         .f(mm.beta.unwrap_or(0.0))
         .u(0)
         .u(0);
-    let gx = n.div_ceil((wgx * tn) as usize);
+    // A matmul_n4 invocation covers TN groups of four columns.
+    let gx = n.div_ceil((wgx * tn) as usize * if n4 { 4 } else { 1 });
     let gy = m.div_ceil((wgy * tm) as usize);
     let b_bound = if same_ab { &dummy } else { b.t };
     rec.dispatch(&kernel, p, &[a.t, b_bound, bias_t, c.t, pre_t], [gx as u32, gy as u32, batch as u32])

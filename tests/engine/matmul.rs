@@ -63,10 +63,11 @@ fn matmul_long_reduction() {
 
 #[test]
 fn matmul_bias_gelu_pre_and_accumulate() {
-    // k = 28 with B transposed takes the vec4 path, k = 29 the scalar one.
-    for (k, tb) in [(29, false), (28, true)] {
+    // k = 28 with B transposed takes the vec4-along-k path, k = 29 the scalar one; n = 44 with B
+    // not transposed the vec4-along-n path.
+    for (n, k, tb) in [(45, 29, false), (45, 28, true), (44, 29, false)] {
         for path in PATHS {
-            epilogue_case(37, 45, k, tb, path);
+            epilogue_case(37, n, k, tb, path);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Every pipeline the engine creates, translated for every platform: a device of its own runs
 //! what users run — fine-tuning of each model family's fixture with every optimizer (and
-//! evaluation), embedding, perplexity, K/V-cached greedy and sampled decoding, and the
+//! evaluation), embedding, perplexity, K/V-cached greedy and sampled decoding, matmuls of ragged
+//! sizes (the scalar kernel), and the
 //! split-table paths of a device with a small binding limit — then each compiled
 //! (shader, constants) variant is validated by naga, checked against WebGPU's default limits
 //! and Apple's buffer count, and written as SPIR-V, GLSL ES 3.1, MSL and HLSL
@@ -71,6 +72,20 @@ fn family(dir: &Path, name: &str) -> (TaskKind, PathBuf, PathBuf, Option<usize>)
             text_data(&train, 8, ["0", "1"]);
             (TaskKind::TextClassification, model, train, None)
         }
+    }
+}
+
+/// Matmuls of ragged sizes (the scalar kernel: no dimension a multiple of 4), each transpose.
+fn ragged_matmuls(gpu: &Gpu) {
+    use tramway::ops::matmul::{matmul, Act, Matmul};
+    let (m, n, k) = (7, 5, 3);
+    for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+        let a = gpu.zeros(&if ta { [k, m] } else { [m, k] }).unwrap();
+        let b = gpu.zeros(&if tb { [n, k] } else { [k, n] }).unwrap();
+        let c = gpu.zeros(&[m, n]).unwrap();
+        let mut rec = gpu.recorder();
+        matmul(&mut rec, &Matmul::new(&a, ta, &b, tb, &c).unwrap().act(Act::GeluErf)).unwrap();
+        rec.submit().unwrap();
     }
 }
 
@@ -146,6 +161,7 @@ fn every_pipeline_translates_to_every_platform() {
     let families = ["bert", "roberta", "vit", "dinov2", "gpt2", "llama", "llama_tied"];
     let gpu = Gpu::new_blocking(GpuOptions::from_env().unwrap()).unwrap();
     workload(&gpu, &dir, &families, &methods(), 4, 16);
+    ragged_matmuls(&gpu);
     // Split tables: a device that stores the embedding tables as several row blocks (their
     // gather, scatter and tied head run per block).
     let mut others = Vec::new();
@@ -225,6 +241,7 @@ fn every_pipeline_translates_to_every_platform() {
     let all = [
         "matmul",
         "matmul_k4",
+        "matmul_n4",
         "matmul_tiled",
         "elementwise",
         "activation",
