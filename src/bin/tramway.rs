@@ -992,23 +992,7 @@ fn experiment(a: ExperimentArgs) -> tramway::Result<()> {
     Ok(())
 }
 
-/// Without a display server (no Wayland, no X), Mesa's Vulkan device-select layer tries to
-/// connect to one and prints `error: XDG_RUNTIME_DIR is invalid or not set` twice per
-/// instance: noise that reads as a failure. wgpu chooses among the adapters itself, so the
-/// layer is switched off there (through its own documented variable, unless the user set it).
-/// Done first thing in `main`, while the process has one thread.
-fn quiet_headless_vulkan() {
-    #[cfg(target_os = "linux")]
-    if std::env::var_os("WAYLAND_DISPLAY").is_none()
-        && std::env::var_os("DISPLAY").is_none()
-        && std::env::var_os("NODEVICE_SELECT").is_none()
-    {
-        std::env::set_var("NODEVICE_SELECT", "1");
-    }
-}
-
 fn main() -> ExitCode {
-    quiet_headless_vulkan();
     let args = match with_config(std::env::args().collect()) {
         Ok(a) => a,
         Err(e) => {

@@ -178,7 +178,30 @@ fn adapter_rank(info: &wgpu::AdapterInfo) -> (u8, u8) {
     (ty, be)
 }
 
+/// Without a display server (no Wayland, no X), Mesa's Vulkan device-select layer tries to
+/// connect to one and prints `error: XDG_RUNTIME_DIR is invalid or not set` twice per instance:
+/// noise that reads as a failure. wgpu chooses among the adapters itself, so the layer is
+/// switched off through its own variable (`NODEVICE_SELECT=1`) unless the user set it — and
+/// only while the process has a single thread, where changing the environment is safe (a
+/// program that creates its `Gpu` after starting threads keeps the message).
+#[cfg(target_os = "linux")]
+fn quiet_headless_vulkan() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let headless = std::env::var_os("WAYLAND_DISPLAY").is_none() && std::env::var_os("DISPLAY").is_none();
+        let single_thread = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("Threads:")).map(|l| l[8..].trim() == "1"))
+            .unwrap_or(false);
+        if headless && single_thread && std::env::var_os("NODEVICE_SELECT").is_none() {
+            std::env::set_var("NODEVICE_SELECT", "1");
+        }
+    });
+}
+
 fn instance(backends: wgpu::Backends) -> wgpu::Instance {
+    #[cfg(target_os = "linux")]
+    quiet_headless_vulkan();
     let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
     desc.backends = backends;
     wgpu::Instance::new(desc)
