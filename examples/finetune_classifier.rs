@@ -58,6 +58,7 @@ fn main() -> tramway::Result<()> {
         resume: None,
         metrics: None,
         progress: true,
+        profile: None,
     };
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
     let summary = finetune(&gpu, &options)?;

@@ -247,6 +247,10 @@ struct FinetuneArgs {
     /// Append one JSON line per logged step and per evaluation to this file.
     #[arg(long)]
     metrics: Option<PathBuf>,
+    /// Profile the second step (each dispatch timed alone) and write a table per kernel to FILE:
+    /// calls, ms, share of the step, GFLOP/s (matmuls), GB/s of the bytes bound.
+    #[arg(long)]
+    profile: Option<PathBuf>,
 }
 
 fn parse_eval(s: &str) -> Result<(String, PathBuf), String> {
@@ -460,6 +464,7 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
         resume: a.resume,
         metrics: a.metrics,
         progress: true,
+        profile: a.profile,
     })
 }
 

@@ -74,6 +74,8 @@ pub struct Kernel {
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) storage: u32,
     pub(crate) label: String,
+    /// `shader::entry` (the profiler's row).
+    pub(crate) name: String,
 }
 
 /// The WGSL files, embedded at build time.
@@ -280,6 +282,6 @@ impl Gpu {
         }
         #[cfg(target_arch = "wasm32")]
         drop(scope);
-        Ok(Kernel { pipeline, layout, storage: spec.storage, label })
+        Ok(Kernel { pipeline, layout, storage: spec.storage, label, name: format!("{}::{}", spec.shader, spec.entry) })
     }
 }

@@ -28,6 +28,46 @@ pub const ALIGN: u64 = 256;
 /// block per slot, so two absent inputs of a dispatch never share a range.
 pub(crate) const DUMMY_SLOTS: u64 = 16;
 
+/// One row of a profile ([`Gpu::profile_stop`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ProfileRow {
+    /// `shader::entry`, `copy` or `clear`.
+    pub kernel: String,
+    pub calls: u64,
+    pub seconds: f64,
+    /// Floating-point operations (matmuls: 2·m·n·k per product), 0 where not counted.
+    pub flops: u64,
+    /// Bytes of the bound buffers (an upper bound on the traffic of one call), summed.
+    pub bytes: u64,
+}
+
+/// A profile as a markdown table: calls, milliseconds, share of the total, GFLOP/s where FLOPs
+/// are counted, GB/s of the bound bytes.
+pub fn profile_table(rows: &[ProfileRow]) -> String {
+    let total: f64 = rows.iter().map(|r| r.seconds).sum::<f64>().max(1e-12);
+    let mut out =
+        String::from("| kernel | calls | ms | share | GFLOP/s | GB/s (bytes bound) |\n|---|---|---|---|---|---|\n");
+    for r in rows {
+        let gflops =
+            if r.flops > 0 { format!("{:.2}", r.flops as f64 / r.seconds.max(1e-12) / 1e9) } else { "".into() };
+        out.push_str(&format!(
+            "| {} | {} | {:.3} | {:.1} % | {} | {:.2} |\n",
+            r.kernel,
+            r.calls,
+            r.seconds * 1e3,
+            100.0 * r.seconds / total,
+            gflops,
+            r.bytes as f64 / r.seconds.max(1e-12) / 1e9
+        ));
+    }
+    out.push_str(&format!(
+        "| total | {} | {:.3} | 100 % | | |\n",
+        rows.iter().map(|r| r.calls).sum::<u64>(),
+        total * 1e3
+    ));
+    out
+}
+
 /// How to choose and open the device.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
@@ -158,6 +198,8 @@ pub struct Gpu {
     errors: Arc<Mutex<Vec<String>>>,
     pub(crate) bind_cache: recorder::BindCache,
     scratch: Mutex<HashMap<u32, Tensor>>,
+    /// While profiling: per kernel (or copy/clear), calls, seconds, FLOPs and bytes bound.
+    profile: Mutex<Option<HashMap<String, ProfileRow>>>,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -328,6 +370,7 @@ impl Gpu {
             errors,
             bind_cache: Default::default(),
             scratch: Mutex::default(),
+            profile: Mutex::default(),
         })
     }
 
@@ -397,6 +440,37 @@ impl Gpu {
             .poll(wgpu::PollType::wait_indefinitely())
             .map(|_| ())
             .map_err(|e| Error::Gpu { context: "waiting for the queue".into(), message: e.to_string() })
+    }
+
+    /// Start profiling: from now on every submit runs its commands one at a time, each waited
+    /// for and timed (per-dispatch wall-clock timing; on a GPU the submit overhead is included,
+    /// on CPU drivers it is small), until [`Gpu::profile_stop`]. Native only.
+    pub fn profile_start(&self) {
+        *self.profile.lock().unwrap() = Some(HashMap::new());
+    }
+
+    /// Stop profiling and return one row per kernel (`shader::entry`), copy and clear, slowest
+    /// first.
+    pub fn profile_stop(&self) -> Vec<ProfileRow> {
+        let mut rows: Vec<ProfileRow> = self.profile.lock().unwrap().take().unwrap_or_default().into_values().collect();
+        rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        rows
+    }
+
+    pub(crate) fn profiling(&self) -> bool {
+        self.profile.lock().unwrap().is_some()
+    }
+
+    pub(crate) fn profile_record(&self, name: &str, seconds: f64, flops: u64, bytes: u64) {
+        if let Some(p) = self.profile.lock().unwrap().as_mut() {
+            let r = p
+                .entry(name.to_string())
+                .or_insert_with(|| ProfileRow { kernel: name.to_string(), ..Default::default() });
+            r.calls += 1;
+            r.seconds += seconds;
+            r.flops += flops;
+            r.bytes += bytes;
+        }
     }
 
     /// Release what the device keeps between submits for speed: the cached bind groups (which

@@ -55,9 +55,27 @@ pub fn grid_1d(groups: u32, max_per_dim: u32) -> [u32; 3] {
 }
 
 enum Cmd {
-    Dispatch { kernel: Arc<Kernel>, bufs: Vec<(wgpu::Buffer, u64, u64)>, poff: u64, psize: u64, groups: [u32; 3] },
-    Copy { src: wgpu::Buffer, src_off: u64, dst: wgpu::Buffer, dst_off: u64, bytes: u64 },
-    Clear { buf: wgpu::Buffer, off: u64, bytes: u64 },
+    Dispatch {
+        kernel: Arc<Kernel>,
+        bufs: Vec<(wgpu::Buffer, u64, u64)>,
+        poff: u64,
+        psize: u64,
+        groups: [u32; 3],
+        /// Floating-point operations of the dispatch, for the profiler (0: not counted).
+        flops: u64,
+    },
+    Copy {
+        src: wgpu::Buffer,
+        src_off: u64,
+        dst: wgpu::Buffer,
+        dst_off: u64,
+        bytes: u64,
+    },
+    Clear {
+        buf: wgpu::Buffer,
+        off: u64,
+        bytes: u64,
+    },
 }
 
 /// Collects commands; [`Recorder::submit`] sends them as one command buffer.
@@ -117,6 +135,19 @@ impl<'g> Recorder<'g> {
         tensors: &[&Tensor],
         groups: [u32; 3],
     ) -> Result<()> {
+        self.dispatch_counted(kernel, params, tensors, groups, 0)
+    }
+
+    /// [`Recorder::dispatch`] with the dispatch's floating-point operations, which a profile
+    /// turns into GFLOP/s.
+    pub fn dispatch_counted(
+        &mut self,
+        kernel: &Arc<Kernel>,
+        params: Params,
+        tensors: &[&Tensor],
+        groups: [u32; 3],
+        flops: u64,
+    ) -> Result<()> {
         if tensors.len() as u32 != kernel.storage {
             return Err(Error::Gpu {
                 context: kernel.label.clone(),
@@ -175,7 +206,7 @@ impl<'g> Recorder<'g> {
                 }
             }
         }
-        self.cmds.push(Cmd::Dispatch { kernel: kernel.clone(), bufs, poff, psize: bytes.len() as u64, groups });
+        self.cmds.push(Cmd::Dispatch { kernel: kernel.clone(), bufs, poff, psize: bytes.len() as u64, groups, flops });
         Ok(())
     }
 
@@ -217,6 +248,37 @@ impl<'g> Recorder<'g> {
         if !self.params.is_empty() {
             gpu.queue.write_buffer(&uniform, 0, &self.params);
         }
+        #[cfg(not(target_arch = "wasm32"))]
+        if gpu.profiling() {
+            // One command at a time, each waited for and timed.
+            gpu.wait()?;
+            for cmd in &self.cmds {
+                let cb = self.encode(std::slice::from_ref(cmd), &uniform);
+                let t0 = std::time::Instant::now();
+                gpu.queue.submit([cb]);
+                gpu.wait()?;
+                let secs = t0.elapsed().as_secs_f64();
+                match cmd {
+                    Cmd::Dispatch { kernel, bufs, flops, .. } => {
+                        gpu.profile_record(&kernel.name, secs, *flops, bufs.iter().map(|b| b.2).sum())
+                    }
+                    Cmd::Copy { bytes, .. } => gpu.profile_record("copy", secs, 0, 2 * bytes),
+                    Cmd::Clear { bytes, .. } => gpu.profile_record("clear", secs, 0, *bytes),
+                }
+            }
+            gpu.give_uniform(uniform);
+            return gpu.take_error("submitting recorded kernels");
+        }
+        let cb = self.encode(&self.cmds, &uniform);
+        gpu.queue.submit([cb]);
+        gpu.give_uniform(uniform);
+        gpu.take_error("submitting recorded kernels")
+    }
+
+    /// Encode `cmds` into one command buffer: consecutive dispatches share a compute pass,
+    /// bind groups come from the device's cache.
+    fn encode(&self, cmds: &[Cmd], uniform: &wgpu::Buffer) -> wgpu::CommandBuffer {
+        let gpu = self.gpu;
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tramway") });
         {
             let mut cache = gpu.bind_cache.0.lock().unwrap();
@@ -225,9 +287,9 @@ impl<'g> Recorder<'g> {
             }
             let mut pass: Option<wgpu::ComputePass<'static>> = None;
             let mut last: Option<*const Kernel> = None;
-            for cmd in &self.cmds {
+            for cmd in cmds {
                 match cmd {
-                    Cmd::Dispatch { kernel, bufs, poff, psize, groups } => {
+                    Cmd::Dispatch { kernel, bufs, poff, psize, groups, .. } => {
                         let key = BindKey {
                             layout: kernel.layout.clone(),
                             uniform: uniform.clone(),
@@ -240,7 +302,7 @@ impl<'g> Recorder<'g> {
                                 let mut entries = vec![wgpu::BindGroupEntry {
                                     binding: 0,
                                     resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                        buffer: &uniform,
+                                        buffer: uniform,
                                         offset: 0,
                                         size: wgpu::BufferSize::new(*psize),
                                     }),
@@ -287,8 +349,6 @@ impl<'g> Recorder<'g> {
             }
             drop(pass);
         }
-        gpu.queue.submit([enc.finish()]);
-        gpu.give_uniform(uniform);
-        gpu.take_error("submitting recorded kernels")
+        enc.finish()
     }
 }

@@ -319,5 +319,6 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
     let gx = n.div_ceil((wgx * tn) as usize * if n4 { 4 } else { 1 });
     let gy = m.div_ceil((wgy * tm) as usize);
     let b_bound = if same_ab { &dummy } else { b.t };
-    rec.dispatch(&kernel, p, &[a.t, b_bound, bias_t, c.t, pre_t], [gx as u32, gy as u32, batch as u32])
+    let flops = 2 * (m * n * k * batch) as u64;
+    rec.dispatch_counted(&kernel, p, &[a.t, b_bound, bias_t, c.t, pre_t], [gx as u32, gy as u32, batch as u32], flops)
 }

@@ -326,16 +326,40 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
             None => Ok(m),
         }
     };
+    // The profiled step (1-based): the run's second, its first if it has one step left.
+    let profile = o.profile.clone().or_else(|| std::env::var_os("TRAMWAY_PROFILE").map(PathBuf::from));
+    let profile_step = profile.as_ref().map(|_| (start_step + 2).min(total));
     let mut final_loss = f32::NAN;
     let mut eval_results = Vec::new();
     for step in start_step..total {
         let idx = super::batch_indices(train.len(), o.batch_size, o.optim.seed, step);
         let lr = opt.lr();
         let key = run.upload(&train, &idx)?;
+        let done = step + 1;
+        let profiling = profile_step == Some(done);
+        if profiling {
+            gpu.profile_start();
+        }
         let mut rec = gpu.recorder();
         run.step(&mut opt, &mut rec, key)?;
         rec.submit()?;
-        let done = step + 1;
+        if let (true, Some(path)) = (profiling, &profile) {
+            let rows = gpu.profile_stop();
+            let text = format!(
+                "# tramway profile: step {done} of {}, {} on {} ({:?})\n\nEach dispatch, copy and clear of the step submitted alone \
+                 and waited for (wall clock; GFLOP/s counted for matmuls; GB/s of the bytes bound, an upper bound on the \
+                 traffic).\n\n{}",
+                o.model.display(),
+                o.optim.name(),
+                gpu.adapter_info().name,
+                gpu.adapter_info().backend,
+                crate::gpu::profile_table(&rows)
+            );
+            write_atomic(path, text.as_bytes())?;
+            if o.progress {
+                eprintln!("profile of step {done} written to {}", path.display());
+            }
+        }
         let logged = done % o.log_every == 0 || done == total;
         let saving = o.save_every > 0 && done % o.save_every == 0 && done != total;
         let evaluating = o.eval_every > 0 && done % o.eval_every == 0 && done != total;

@@ -59,6 +59,9 @@ pub struct FinetuneOptions {
     pub resume: Option<PathBuf>,
     pub metrics: Option<PathBuf>,
     pub progress: bool,
+    /// Profile the run's second step (its first if it has one): every dispatch timed alone,
+    /// the table written to this file (`TRAMWAY_PROFILE=FILE` when `None`).
+    pub profile: Option<PathBuf>,
 }
 
 impl FinetuneOptions {

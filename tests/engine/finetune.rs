@@ -46,6 +46,7 @@ fn options(model: &Path, data: &Path, out: &Path, steps: u64) -> FinetuneOptions
         resume: None,
         metrics: Some(out.join("metrics.jsonl")),
         progress: false,
+        profile: None,
     }
 }
 
@@ -365,4 +366,46 @@ fn experiment_table_rows() {
     let (a, b) = (4.0f64.exp(), 4.2f64.exp());
     let sd = (a - b).abs() / 2f64.sqrt();
     assert!(t.contains(&format!("| sam | {:.2} ± {sd:.2} | 2 | 2 | 15 |", (a + b) / 2.0)), "{t}");
+}
+
+/// `--profile`: the run's second step, every dispatch timed alone, one row per kernel with
+/// calls, milliseconds, share and (matmuls) GFLOP/s; the shares add up to the total.
+#[test]
+fn profile_writes_a_table_per_kernel() {
+    let dir = std::env::temp_dir().join(format!("tramway-profile-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(super::encoder::fixture("bert/model").join(f), model.join(f)).unwrap();
+    }
+    std::fs::write(model.join("tokenizer.json"), super::guarantees::word_tokenizer(99)).unwrap();
+    super::guarantees::text_data(&dir.join("train.csv"), 8, ["0", "1"]);
+    let mut o = options(&model, &dir, &dir.join("out"), 3);
+    o.train = dir.join("train.csv");
+    o.evals.clear();
+    o.save_every = 0;
+    o.save_final = false;
+    o.profile = Some(dir.join("profile.md"));
+    // A device of its own: a profile times every submit on its device (other tests share gpu()).
+    let own = tramway::gpu::Gpu::new_blocking(tramway::gpu::GpuOptions::from_env().unwrap()).unwrap();
+    finetune(&own, &o).unwrap();
+    let text = std::fs::read_to_string(dir.join("profile.md")).unwrap();
+    assert!(text.starts_with("# tramway profile: step 2 of"), "{text}");
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| kernel") && !l.starts_with("| total"))
+        .map(|l| l.split('|').map(|c| c.trim()).collect())
+        .collect();
+    for k in ["matmul_n4::main", "matmul_k4::main", "optim::adamw", "guard::finite_guard", "softmax::forward"] {
+        assert!(rows.iter().any(|r| r[1] == k), "no row for {k}: {text}");
+    }
+    // Matmul rows carry GFLOP/s; the shares add up to 100 % (rounded per row).
+    assert!(rows.iter().filter(|r| r[1].starts_with("matmul")).all(|r| r[5].parse::<f64>().unwrap() > 0.0));
+    let share: f64 = rows.iter().map(|r| r[4].trim_end_matches(" %").parse::<f64>().unwrap()).sum();
+    assert!((share - 100.0).abs() < 0.05 * rows.len() as f64 + 0.1, "shares add up to {share}");
+    // Profiling leaves the device as it was: the next step is submitted whole again.
+    assert!(own.profile_stop().is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
 }

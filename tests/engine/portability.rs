@@ -125,6 +125,7 @@ fn workload(gpu: &Gpu, dir: &Path, families: &[&str], methods: &[(Base, Method)]
                 resume: None,
                 metrics: None,
                 progress: false,
+                profile: None,
             };
             finetune(gpu, &o).unwrap_or_else(|e| panic!("{name} {method:?}: {e}"));
         }
