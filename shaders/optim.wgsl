@@ -17,9 +17,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> M: array<f32>;
 @group(0) @binding(4) var<storage, read_write> V: array<f32>;
 @group(0) @binding(5) var<storage, read_write> S: array<f32>;
-// The base updates' per-workgroup sums of the updated w^2 (the finite guard's parameter norm),
-// at P[s_out + group]; the other entry points do not use it.
-@group(0) @binding(6) var<storage, read_write> P: array<f32>;
 
 //@include wg_reduce
 
@@ -27,69 +24,7 @@ fn index(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> u32 {
     return linear_group(wid, nwg) * WG + lid;
 }
 
-// Gradient scale from global-norm clipping: S[s_in] holds the norm (clip <= 0: off).
-fn clip_coef() -> f32 {
-    if (p.clip <= 0.0) { return 1.0; }
-    return min(1.0, p.clip / (S[p.s_in] + 1e-6));
-}
-
-// AdamW (decoupled weight decay, bias correction): W, G, M = first moment, V = second moment.
-fn adamw_at(i: u32, c: f32) -> f32 {
-    let g = G[i] * c;
-    let m = p.beta1 * M[i] + (1.0 - p.beta1) * g;
-    let v = p.beta2 * V[i] + (1.0 - p.beta2) * g * g;
-    M[i] = m;
-    V[i] = v;
-    var w = W[i] * (1.0 - p.lr * p.wd);
-    w -= p.lr * (m / p.bc1) / (sqrt(v / p.bc2) + p.eps);
-    W[i] = w;
-    return w;
-}
-
-// SGD as PyTorch: g += wd * w; b = momentum * b + g (b = g at the first step, mode = 1);
-// step along b, or g + momentum * b with Nesterov. M = momentum buffer.
-fn sgd_at(i: u32, c: f32) -> f32 {
-    let g = G[i] * c + p.wd * W[i];
-    var d = g;
-    if (p.momentum > 0.0) {
-        var b = g;
-        if (p.mode == 0u) { b = p.momentum * M[i] + g; }
-        M[i] = b;
-        d = b;
-        if (p.nesterov != 0u) { d = g + p.momentum * b; }
-    }
-    let w = W[i] - p.lr * d;
-    W[i] = w;
-    return w;
-}
-
-// The base updates: each workgroup updates a span of SPAN elements and writes the sum of the
-// updated w^2 over it to P[s_out + group] (a fixed tree: bitwise reproducible), so the
-// parameters' norm costs no second pass over them.
-fn update_span(wid: vec3<u32>, nwg: vec3<u32>, lid: u32, sgd: bool) {
-    let grp = linear_group(wid, nwg);
-    let start = grp * SPAN;
-    let end = min(start + SPAN, p.n);
-    let c = clip_coef();
-    var s = 0.0;
-    for (var i = start + lid; i < end; i += WG) {
-        var w: f32;
-        if (sgd) { w = sgd_at(i, c); } else { w = adamw_at(i, c); }
-        s += w * w;
-    }
-    let t = wg_sum(lid, s);
-    if (lid == 0u) { P[p.s_out + grp] = t; }
-}
-
-@compute @workgroup_size(WG)
-fn adamw(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    update_span(wid, nwg, lid, false);
-}
-
-@compute @workgroup_size(WG)
-fn sgd(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-    update_span(wid, nwg, lid, true);
-}
+// The base updates (AdamW, SGD) are in optim4.wgsl (vec4 over the flat chunks).
 
 // The per-element ascent weight a_i: SAM 1; adaptive (ASAM/TRAM) T^2 with T = |w| + eta;
 // Fisher (FSAM) 1 / (1 + eta g^2).

@@ -417,9 +417,16 @@ pub struct Metrics {
 }
 
 fn optim_spec(entry: &'static str, mode: u32, use_d: bool) -> KernelSpec {
-    // The base updates also write per-workgroup partial sums (binding 6).
-    let storage = if matches!(entry, "adamw" | "sgd") { 6 } else { 5 };
-    KernelSpec::new("optim", entry, storage).u("WG", WG_REDUCE).u("SPAN", SPAN).u("MODE", mode).b("USE_D", use_d)
+    KernelSpec::new("optim", entry, 5).u("WG", WG_REDUCE).u("SPAN", SPAN).u("MODE", mode).b("USE_D", use_d)
+}
+
+/// The base update `entry` ("adamw" or "sgd", optim4.wgsl: vec4 over a chunk of `n` elements,
+/// which arena chunks — multiples of 64 floats — always allow).
+fn update_spec(entry: &'static str, n: usize) -> Result<KernelSpec> {
+    if !n.is_multiple_of(4) {
+        return shape_err("optim", format!("a chunk of {n} elements (the base update reads vec4)"));
+    }
+    Ok(KernelSpec::new("optim4", entry, 6).u("WG", WG_REDUCE).u("SPAN", SPAN))
 }
 
 impl Optimizer {
@@ -688,7 +695,7 @@ impl Optimizer {
                         .f(0.0)
                         .f(0.0)
                         .u(0);
-                    let k = gpu.kernel(&optim_spec("adamw", 0, false))?;
+                    let k = gpu.kernel(&update_spec("adamw", w.len())?)?;
                     rec.dispatch(&k, prm, &[w, g, m, v, &self.scal, &self.parts], groups)?;
                 }
                 Base::Sgd { momentum, nesterov, weight_decay } => {
@@ -710,7 +717,7 @@ impl Optimizer {
                         .f(momentum)
                         .u(nesterov as u32);
                     let d = gpu.dummy_tensor();
-                    let k = gpu.kernel(&optim_spec("sgd", 0, false))?;
+                    let k = gpu.kernel(&update_spec("sgd", w.len())?)?;
                     rec.dispatch(&k, prm, &[w, g, m, &d, &self.scal, &self.parts], groups)?;
                 }
             }
