@@ -97,7 +97,6 @@ const SHADERS: &[(&str, &str)] = &[
     ("rng", include_str!("../../shaders/rng.wgsl")),
     ("patch", include_str!("../../shaders/patch.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),
-    ("optim4", include_str!("../../shaders/optim4.wgsl")),
     ("kl", include_str!("../../shaders/kl.wgsl")),
     ("decoder", include_str!("../../shaders/decoder.wgsl")),
     ("guard", include_str!("../../shaders/guard.wgsl")),

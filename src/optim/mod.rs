@@ -416,17 +416,13 @@ pub struct Metrics {
     pub nonfinite: Option<(u64, Vec<&'static str>)>,
 }
 
-fn optim_spec(entry: &'static str, mode: u32, use_d: bool) -> KernelSpec {
-    KernelSpec::new("optim", entry, 5).u("WG", WG_REDUCE).u("SPAN", SPAN).u("MODE", mode).b("USE_D", use_d)
-}
-
-/// The base update `entry` ("adamw" or "sgd", optim4.wgsl: vec4 over a chunk of `n` elements,
-/// which arena chunks — multiples of 64 floats — always allow).
-fn update_spec(entry: &'static str, n: usize) -> Result<KernelSpec> {
+/// An optim.wgsl kernel for a chunk of `n` elements: the kernels read vec4, which arena chunks
+/// (multiples of 64 floats) always allow.
+fn optim_spec(entry: &'static str, n: usize, mode: u32, use_d: bool) -> Result<KernelSpec> {
     if !n.is_multiple_of(4) {
-        return shape_err("optim", format!("a chunk of {n} elements (the base update reads vec4)"));
+        return shape_err("optim", format!("a chunk of {n} elements (the optimizer kernels read vec4)"));
     }
-    Ok(KernelSpec::new("optim4", entry, 6).u("WG", WG_REDUCE).u("SPAN", SPAN))
+    Ok(KernelSpec::new("optim", entry, 6).u("WG", WG_REDUCE).u("SPAN", SPAN).u("MODE", mode).b("USE_D", use_d))
 }
 
 impl Optimizer {
@@ -643,20 +639,21 @@ impl Optimizer {
             Some(b) => b,
             None => return shape_err("optim", "this method has no ascent"),
         };
-        let k1 = gpu.kernel(&optim_spec("ascent_partial", mode, false))?;
         let dummy = gpu.dummy_tensor();
         let mut at = 0;
         for (w, g) in p.params.chunks().iter().zip(p.grads.chunks()) {
+            let k1 = gpu.kernel(&optim_spec("ascent_partial", w.len(), mode, false)?)?;
             let groups = w.len().div_ceil(SPAN as usize);
             let prm = ascent_params(w.len(), mode, 0, at, eta, 0.0);
-            rec.dispatch(&k1, prm, &[w, g, &dummy, &self.parts, &self.scal], grid(gpu, groups)?)?;
+            rec.dispatch(&k1, prm, &[w, g, &dummy, &dummy, &self.scal, &self.parts], grid(gpu, groups)?)?;
             at += groups;
         }
         reduce_prefix(rec, &self.parts, at, &self.scal, slot::ASCENT, false)?;
-        let k2 = gpu.kernel(&optim_spec("ascent", mode, use_d))?;
         for ((w, g), b) in p.params.chunks().iter().zip(p.grads.chunks()).zip(backup.chunks()) {
+            let k2 = gpu.kernel(&optim_spec("ascent", w.len(), mode, use_d)?)?;
             let prm = ascent_params(w.len(), mode, slot::ASCENT, slot::D, eta, radius);
-            rec.dispatch(&k2, prm, &[w, g, b, &dummy, &self.scal], grid(gpu, w.len().div_ceil(WG_REDUCE as usize))?)?;
+            let groups = grid(gpu, (w.len() / 4).div_ceil(WG_REDUCE as usize))?;
+            rec.dispatch(&k2, prm, &[w, g, b, &dummy, &self.scal, &dummy], groups)?;
         }
         Ok(())
     }
@@ -695,7 +692,7 @@ impl Optimizer {
                         .f(0.0)
                         .f(0.0)
                         .u(0);
-                    let k = gpu.kernel(&update_spec("adamw", w.len())?)?;
+                    let k = gpu.kernel(&optim_spec("adamw", w.len(), 0, false)?)?;
                     rec.dispatch(&k, prm, &[w, g, m, v, &self.scal, &self.parts], groups)?;
                 }
                 Base::Sgd { momentum, nesterov, weight_decay } => {
@@ -717,7 +714,7 @@ impl Optimizer {
                         .f(momentum)
                         .u(nesterov as u32);
                     let d = gpu.dummy_tensor();
-                    let k = gpu.kernel(&update_spec("sgd", w.len())?)?;
+                    let k = gpu.kernel(&optim_spec("sgd", w.len(), 0, false)?)?;
                     rec.dispatch(&k, prm, &[w, g, m, &d, &self.scal, &self.parts], groups)?;
                 }
             }

@@ -398,7 +398,7 @@ fn profile_writes_a_table_per_kernel() {
         .filter(|l| l.starts_with("| ") && !l.starts_with("| kernel") && !l.starts_with("| total"))
         .map(|l| l.split('|').map(|c| c.trim()).collect())
         .collect();
-    for k in ["matmul_n4::main", "matmul_k4::main", "optim4::adamw", "guard::finite_guard", "softmax::forward"] {
+    for k in ["matmul_n4::main", "matmul_k4::main", "optim::adamw", "guard::finite_guard", "softmax::forward"] {
         assert!(rows.iter().any(|r| r[1] == k), "no row for {k}: {text}");
     }
     // Matmul rows carry GFLOP/s; the shares add up to 100 % (rounded per row).

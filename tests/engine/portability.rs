@@ -254,7 +254,6 @@ fn every_pipeline_translates_to_every_platform() {
         "rng",
         "patch",
         "optim",
-        "optim4",
         "kl",
         "decoder",
         "guard",
