@@ -94,6 +94,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("cross_entropy", include_str!("../../shaders/cross_entropy.wgsl")),
     ("embedding", include_str!("../../shaders/embedding.wgsl")),
     ("reduce", include_str!("../../shaders/reduce.wgsl")),
+    ("reduce4", include_str!("../../shaders/reduce4.wgsl")),
     ("rng", include_str!("../../shaders/rng.wgsl")),
     ("patch", include_str!("../../shaders/patch.wgsl")),
     ("optim", include_str!("../../shaders/optim.wgsl")),

@@ -48,12 +48,15 @@ pub fn reduce(
     let total: usize = groups.iter().sum();
     let parts = gpu.scratch(slot::REDUCE_PARTS, total.max(1))?;
     let k1 = gpu.kernel(&spec("partial", square, false, false))?;
+    // Inputs of a length divisible by 4 (16-byte aligned, as every tensor is) read as vec4.
+    let k4 = gpu.kernel(&KernelSpec { shader: "reduce4", ..spec("partial", square, false, false) })?;
     let mut at = 0;
     for (t, &g) in inputs.iter().zip(&groups) {
         if g == 0 {
             continue;
         }
-        rec.dispatch(&k1, Params::new().n(t.len()).u(0).n(at).u(0).f(1.0).u(0).u(0).u(0), &[t, &parts], grid(gpu, g)?)?;
+        let k = if t.len().is_multiple_of(4) { &k4 } else { &k1 };
+        rec.dispatch(k, Params::new().n(t.len()).u(0).n(at).u(0).f(1.0).u(0).u(0).u(0), &[t, &parts], grid(gpu, g)?)?;
         at += g;
     }
     if total == 0 {

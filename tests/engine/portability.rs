@@ -251,6 +251,7 @@ fn every_pipeline_translates_to_every_platform() {
         "cross_entropy",
         "embedding",
         "reduce",
+        "reduce4",
         "rng",
         "patch",
         "optim",

@@ -15,18 +15,19 @@ fn sums(xs: &[&[f32]]) -> (f64, f64) {
 #[test]
 fn sum_sumsq_norm_across_tensors_and_long_inputs() {
     let mut rng = Rng::new(3);
-    let (a, b, c) = (rng.vec(1), rng.vec(4097), rng.vec(100_003));
-    let (at, bt, ct) = (up(&a), up(&b), up(&c));
+    // Lengths not divisible by 4 (the scalar pass) and divisible by 4 (the vec4 pass, reduce4).
+    let (a, b, c, d) = (rng.vec(1), rng.vec(4097), rng.vec(100_003), rng.vec(12_292));
+    let (at, bt, ct, dt) = (up(&a), up(&b), up(&c), up(&d));
     let out = gpu().zeros(&[4]).unwrap();
     let mut rc = rec();
-    reduce(&mut rc, &[&at, &bt, &ct], Reduction::Sum, 1.0, &out, 0, false).unwrap();
-    reduce(&mut rc, &[&at, &bt, &ct], Reduction::SumSquares, 0.5, &out, 1, false).unwrap();
-    reduce(&mut rc, &[&at, &bt, &ct], Reduction::L2Norm, 1.0, &out, 2, false).unwrap();
+    reduce(&mut rc, &[&at, &bt, &ct, &dt], Reduction::Sum, 1.0, &out, 0, false).unwrap();
+    reduce(&mut rc, &[&at, &bt, &ct, &dt], Reduction::SumSquares, 0.5, &out, 1, false).unwrap();
+    reduce(&mut rc, &[&at, &bt, &ct, &dt], Reduction::L2Norm, 1.0, &out, 2, false).unwrap();
     reduce(&mut rc, &[&at], Reduction::Sum, 1.0, &out, 3, false).unwrap();
     reduce(&mut rc, &[&at], Reduction::Sum, 1.0, &out, 3, true).unwrap();
     rc.submit().unwrap();
-    let (s, q) = sums(&[&a, &b, &c]);
-    let n = (a.len() + b.len() + c.len()) as f64;
+    let (s, q) = sums(&[&a, &b, &c, &d]);
+    let n = (a.len() + b.len() + c.len() + d.len()) as f64;
     close("reductions", &down(&out), &[s, 0.5 * q, q.sqrt(), 2.0 * a[0] as f64], 1e-6 * n.sqrt(), 1e-6);
 }
 
