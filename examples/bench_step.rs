@@ -1,0 +1,99 @@
+//! Step benchmark: seconds per optimizer step on a real encoder (default all-MiniLM-L6-v2, batch
+//! 8 × 24 tokens) for AdamW, SAM, TRAM-x and TRAM-θ_{t−1}, interleaved round by round so that the
+//! machine's drift hits every optimizer alike; medians, and each method's ratio to AdamW against
+//! its pass-count limit ((forward + 2·backward passes) / 3, a backward costing about two
+//! forwards: 2.0 for SAM, 2.33 for TRAM-x).
+//!
+//!   models/fetch.sh minilm && cargo run --release --example bench_step [MODEL_DIR] [--rounds N] [--batch B] [--seq T]
+
+use std::time::Instant;
+use tramway::data::text::TextTokenizer;
+use tramway::io::hf::{read_encoder_config, read_weights};
+use tramway::models::encoder::{Encoder, EncoderTask};
+use tramway::ops::kl::KlKind;
+use tramway::optim::{Base, KlNorm, Method, OptimConfig, Optimizer, Schedule, TramRef};
+use tramway::{Gpu, GpuOptions, Result};
+
+fn arg(name: &str, default: usize) -> usize {
+    let a: Vec<String> = std::env::args().collect();
+    a.iter().position(|x| x == name).and_then(|i| a.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() -> Result<()> {
+    let dir = std::env::args().nth(1).filter(|a| !a.starts_with("--")).unwrap_or("models/all-MiniLM-L6-v2".into());
+    let dir = std::path::PathBuf::from(dir);
+    let (rounds, batch, seq) = (arg("--rounds", 5), arg("--batch", 8), arg("--seq", 24));
+    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
+    let cfg = read_encoder_config(&dir)?;
+    let tok = TextTokenizer::from_dir(&dir, seq, cfg.pad_token_id)?;
+    let model = Encoder::load(&gpu, cfg, &read_weights(&dir)?, 0)?;
+    // Sentences long enough to fill `seq` tokens after truncation, two labels.
+    let text = "the film is a long and careful study of memory, loss and the small habits that keep a family together through the years";
+    let texts: Vec<&str> = (0..batch).map(|_| text).collect();
+    let mut b = tok.encode(&texts)?;
+    b.labels = Some((0..batch as u32).map(|i| i % 2).collect());
+    let mut acts = model.acts(&gpu, b.batch, b.seq)?;
+    model.upload(&gpu, &mut acts, &b)?;
+    let tram = |reference| Method::Tram {
+        reference,
+        adaptive: true,
+        kl: KlKind::Forward,
+        kl_norm: KlNorm::Mean,
+        tr_scale: 1.0,
+    };
+    let methods = [
+        ("adamw", Method::Plain),
+        ("sam", Method::Sam { rho: 0.05 }),
+        ("tram-x", tram(TramRef::Noise { std: 0.1, uniform: false })),
+        ("tram-prev", tram(TramRef::Params { ema_decay: 0.0 })),
+    ];
+    let mut opts: Vec<Optimizer> = methods
+        .iter()
+        .map(|(_, m)| {
+            let c = OptimConfig {
+                base: Base::adamw(),
+                method: *m,
+                lr: 1e-5,
+                schedule: Schedule::Constant,
+                clip: Some(1.0),
+                seed: 1,
+            };
+            Optimizer::new(&gpu, &model.params, c)
+        })
+        .collect::<Result<_>>()?;
+    let task = EncoderTask { model: &model, acts: &acts, aux: None };
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
+    // Round 0 warms every kernel up (the driver's JIT) and is not counted.
+    for round in 0..=rounds {
+        for (k, opt) in opts.iter_mut().enumerate() {
+            let t0 = Instant::now();
+            let mut rec = gpu.recorder();
+            opt.step(&mut rec, &task)?;
+            rec.submit()?;
+            gpu.wait()?;
+            if round > 0 {
+                times[k].push(t0.elapsed().as_secs_f64());
+            }
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let base = median(&times[0]);
+    println!(
+        "device: {} ({:?}); {}; batch {batch} x {seq} tokens; {rounds} interleaved rounds, medians",
+        gpu.adapter_info().name,
+        gpu.adapter_info().backend,
+        dir.display()
+    );
+    println!("\n| optimizer | s / step | ratio to AdamW | pass-count limit |");
+    println!("|---|---|---|---|");
+    for ((name, m), t) in methods.iter().zip(&times) {
+        let (f, bw) = m.passes();
+        let limit = (f + 2 * bw) as f64 / 3.0;
+        println!("| {name} | {:.3} | {:.2} | {:.2} |", median(t), median(t) / base, limit);
+    }
+    Ok(())
+}
