@@ -194,7 +194,9 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
     }
     for (_, path, rows) in evals.iter_mut() {
         if let Some(m) = o.max_eval {
-            *rows = if lm { rows.balanced_cut(&[], m) } else { rows.balanced_cut(&labels, m) };
+            // Balanced over the set's own classes (with class indices it may hold a class the
+            // training data lacks).
+            *rows = rows.balanced_cut(&rows.labels(), m);
         }
         if rows.is_empty() {
             return Err(Error::Model { file: path.display().to_string(), message: "no examples to evaluate".into() });

@@ -409,3 +409,31 @@ fn profile_writes_a_table_per_kernel() {
     assert!(own.profile_stop().is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Class indices may name a class of the head that the training data lacks: the fixture's head
+/// has three classes, training uses 0 and 1, the evaluation set also holds 2; `--max-eval 6`
+/// cuts it over its own classes, keeping all six (a cut over the training labels kept four).
+#[test]
+fn evaluation_sets_are_cut_over_their_own_classes() {
+    let dir = std::env::temp_dir().join(format!("tramway-evalcut-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(super::encoder::fixture("bert/model").join(f), model.join(f)).unwrap();
+    }
+    std::fs::write(model.join("tokenizer.json"), super::guarantees::word_tokenizer(99)).unwrap();
+    super::guarantees::text_data(&dir.join("train.csv"), 8, ["0", "1"]);
+    std::fs::write(dir.join("eval.csv"), "text,label\nw11 w12,0\nw13,0\nw51 w52,1\nw53,1\nw90 w91,2\nw92,2\n").unwrap();
+    let mut o = options(&model, &dir, &dir.join("out"), 1);
+    o.train = dir.join("train.csv");
+    o.evals = vec![("dev".into(), dir.join("eval.csv"))];
+    o.max_eval = Some(6);
+    o.save_every = 0;
+    o.save_final = false;
+    o.metrics = None;
+    let s = finetune(gpu(), &o).unwrap();
+    assert_eq!(s.evals[0].examples, 6, "every example of the set's three classes");
+    let _ = std::fs::remove_dir_all(&dir);
+}
