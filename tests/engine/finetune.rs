@@ -372,15 +372,9 @@ fn experiment_table_rows() {
 /// calls, milliseconds, share and (matmuls) GFLOP/s; the shares add up to the total.
 #[test]
 fn profile_writes_a_table_per_kernel() {
-    let dir = std::env::temp_dir().join(format!("tramway-profile-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let model = dir.join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(super::encoder::fixture("bert/model").join(f), model.join(f)).unwrap();
-    }
-    std::fs::write(model.join("tokenizer.json"), super::guarantees::word_tokenizer(99)).unwrap();
+    // The BERT fixture with a word-level tokenizer, in a scratch folder.
+    let dir = super::guarantees::scratch("profile");
+    let model = super::guarantees::text_model(&dir);
     super::guarantees::text_data(&dir.join("train.csv"), 8, ["0", "1"]);
     let mut o = options(&model, &dir, &dir.join("out"), 3);
     o.train = dir.join("train.csv");
@@ -415,15 +409,9 @@ fn profile_writes_a_table_per_kernel() {
 /// cuts it over its own classes, keeping all six (a cut over the training labels kept four).
 #[test]
 fn evaluation_sets_are_cut_over_their_own_classes() {
-    let dir = std::env::temp_dir().join(format!("tramway-evalcut-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let model = dir.join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    for f in ["config.json", "model.safetensors"] {
-        std::fs::copy(super::encoder::fixture("bert/model").join(f), model.join(f)).unwrap();
-    }
-    std::fs::write(model.join("tokenizer.json"), super::guarantees::word_tokenizer(99)).unwrap();
+    // The BERT fixture with a word-level tokenizer, in a scratch folder.
+    let dir = super::guarantees::scratch("evalcut");
+    let model = super::guarantees::text_model(&dir);
     super::guarantees::text_data(&dir.join("train.csv"), 8, ["0", "1"]);
     std::fs::write(dir.join("eval.csv"), "text,label\nw11 w12,0\nw13,0\nw51 w52,1\nw53,1\nw90 w91,2\nw92,2\n").unwrap();
     let mut o = options(&model, &dir, &dir.join("out"), 1);

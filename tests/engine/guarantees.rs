@@ -17,7 +17,7 @@ use std::process::{Command, Output, Stdio};
 const BIN: &str = env!("CARGO_BIN_EXE_tramway");
 
 /// A scratch folder per test.
-fn scratch(name: &str) -> PathBuf {
+pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("tramway-guard-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
@@ -37,7 +37,7 @@ pub fn word_tokenizer(n: usize) -> String {
 }
 
 /// The BERT fixture (2 layers, vocabulary 99, 3 labels, dropout 0) with a tokenizer, in `dir`.
-fn text_model(dir: &Path) -> PathBuf {
+pub fn text_model(dir: &Path) -> PathBuf {
     let m = dir.join("model");
     std::fs::create_dir_all(&m).unwrap();
     for f in ["config.json", "model.safetensors"] {
