@@ -5,7 +5,9 @@
 //! - [`gpu`]: adapter and device, tensors and arenas, the pipeline cache, the recorder that batches
 //!   many dispatches into one submit, and explicit (async) readback;
 //! - [`ops`]: one module per WGSL kernel family, each with shape checks and a plain-Rust reference
-//!   in [`ops::reference`] that the tests compare against.
+//!   in [`ops::reference`] that the tests compare against;
+//! - [`session`]: a text model loaded from bytes, embedding and step-by-step fine-tuning, the
+//!   same natively and in a browser (the `web/` package).
 //!
 //! The core compiles for `wasm32-unknown-unknown` (WebGPU): it uses no threads and no files;
 //! native callers block on futures with the `*_blocking` helpers.
@@ -39,6 +41,7 @@ pub mod models;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod session;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod train;
 

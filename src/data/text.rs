@@ -6,6 +6,7 @@
 
 use crate::error::{model_err, Error, Result};
 use crate::models::encoder::TextBatch;
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 use tokenizers::{
     PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection, TruncationParams,
@@ -25,6 +26,7 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     /// Load `<dir>/tokenizer.json`. `pad_id` is used when the file declares no padding.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn from_dir(dir: &Path, max_len: usize, pad_id: u32) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         let file = path.display().to_string();
@@ -32,9 +34,15 @@ impl TextTokenizer {
             return model_err(&file, "tokenizer.json is missing (tramway reads Hugging Face fast-tokenizer files)");
         }
         let bytes = std::fs::read(&path).map_err(|source| Error::Io { path: file.clone(), source })?;
+        Self::from_bytes(&file, &bytes, max_len, pad_id)
+    }
+
+    /// A tokenizer from the bytes of a `tokenizer.json`; `file` names it in errors.
+    pub fn from_bytes(file: &str, bytes: &[u8], max_len: usize, pad_id: u32) -> Result<Self> {
+        let file = file.to_string();
         // JSON syntax first: the tokenizers crate panics (`expect`) on some syntax errors inside
         // its sections, never on a well-formed value.
-        let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+        let value: serde_json::Value = match serde_json::from_slice(bytes) {
             Ok(v) => v,
             Err(e) => return model_err(&file, format!("not valid JSON: {e}")),
         };
@@ -111,6 +119,26 @@ impl TextTokenizer {
             types.extend(std::iter::repeat_n(0, seq - n));
         }
         b.types = Some(types);
+        Ok(b)
+    }
+}
+
+impl TextTokenizer {
+    /// [`TextTokenizer::encode`] with the batch's length rounded up to a multiple of `round`
+    /// (at most `max_len`), so a few activation plans serve every batch.
+    pub fn encode_rounded(&self, texts: &[&str], round: usize) -> Result<TextBatch> {
+        let mut b = self.encode(texts)?;
+        let seq = b.seq.div_ceil(round.max(1)).saturating_mul(round.max(1)).min(self.max_len).max(b.seq);
+        if seq != b.seq {
+            let (old, pad) = (b.seq, self.pad_id);
+            let widen = |v: &[u32], fill: u32| -> Vec<u32> {
+                v.chunks(old).flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(fill, seq - old))).collect()
+            };
+            b.ids = widen(&b.ids, pad);
+            b.mask = widen(&b.mask, 0);
+            b.types = b.types.as_ref().map(|t| widen(t, 0));
+            b.seq = seq;
+        }
         Ok(b)
     }
 }

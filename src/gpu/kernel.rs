@@ -69,12 +69,17 @@ impl KernelSpec {
 }
 
 /// A compiled compute pipeline and its bind-group layout.
+/// A compile's error scope, awaited later on the web ([`Gpu::check`]).
+#[cfg(target_arch = "wasm32")]
+pub(crate) type ScopeFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Option<wgpu::Error>>>>;
+
 pub struct Kernel {
     pub(crate) pipeline: wgpu::ComputePipeline,
     pub(crate) layout: wgpu::BindGroupLayout,
     pub(crate) storage: u32,
     pub(crate) label: String,
     /// `shader::entry` (the profiler's row).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // profiling is native only
     pub(crate) name: String,
 }
 
@@ -282,7 +287,7 @@ impl Gpu {
             return Err(Error::Gpu { context: format!("compiling {label}"), message: e.to_string() });
         }
         #[cfg(target_arch = "wasm32")]
-        drop(scope);
+        self.pending.lock().unwrap().push((label.clone(), Box::pin(scope.pop())));
         Ok(Kernel { pipeline, layout, storage: spec.storage, label, name: format!("{}::{}", spec.shader, spec.entry) })
     }
 }

@@ -200,6 +200,10 @@ pub struct Gpu {
     scratch: Mutex<HashMap<u32, Tensor>>,
     /// While profiling: per kernel (or copy/clear), calls, seconds, FLOPs and bytes bound.
     profile: Mutex<Option<HashMap<String, ProfileRow>>>,
+    /// On the web, compile errors arrive later: each new kernel's error scope, awaited by
+    /// [`Gpu::check`].
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) pending: Mutex<Vec<(String, kernel::ScopeFuture)>>,
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -371,6 +375,8 @@ impl Gpu {
             bind_cache: Default::default(),
             scratch: Mutex::default(),
             profile: Mutex::default(),
+            #[cfg(target_arch = "wasm32")]
+            pending: Mutex::default(),
         })
     }
 
@@ -433,6 +439,24 @@ impl Gpu {
         }
     }
 
+    /// Await every error the device may still report for work recorded so far: on the web,
+    /// where a browser validates compiles and submits asynchronously, the error scopes of new
+    /// kernels (an error names the kernel) and then any uncaptured error; on native backends,
+    /// which report synchronously, the same as [`Gpu::take_error`]. Call it after a submit to
+    /// have a failure surface there rather than at a later, unrelated call.
+    pub async fn check(&self, context: &str) -> Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let pending = std::mem::take(&mut *self.pending.lock().unwrap());
+            for (label, scope) in pending {
+                if let Some(e) = scope.await {
+                    return Err(Error::Gpu { context: format!("compiling {label}"), message: e.to_string() });
+                }
+            }
+        }
+        self.take_error(context)
+    }
+
     /// Wait until all submitted work is done (native); a no-op on the web, where the browser
     /// drives the queue.
     pub fn wait(&self) -> Result<()> {
@@ -457,10 +481,12 @@ impl Gpu {
         rows
     }
 
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn profiling(&self) -> bool {
         self.profile.lock().unwrap().is_some()
     }
 
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) fn profile_record(&self, name: &str, seconds: f64, flops: u64, bytes: u64) {
         if let Some(p) = self.profile.lock().unwrap().as_mut() {
             let r = p

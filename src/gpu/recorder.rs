@@ -62,6 +62,7 @@ enum Cmd {
         psize: u64,
         groups: [u32; 3],
         /// Floating-point operations of the dispatch, for the profiler (0: not counted).
+        #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // profiling is native only
         flops: u64,
     },
     Copy {
@@ -235,6 +236,23 @@ impl<'g> Recorder<'g> {
         if t.bytes() > 0 {
             self.cmds.push(Cmd::Clear { buf: t.buffer.clone(), off: t.offset, bytes: t.bytes() });
         }
+    }
+
+    /// [`Recorder::submit`], then await the errors the device reports for it (and for kernels
+    /// compiled since the last check): on the web a failed compile or dispatch surfaces here,
+    /// naming the kernel, instead of at a later call. Natively the same as `submit`.
+    pub async fn submit_checked(self) -> Result<()> {
+        let gpu = self.gpu;
+        #[cfg(target_arch = "wasm32")]
+        let scope = gpu.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let submitted = self.submit();
+        #[cfg(target_arch = "wasm32")]
+        if let Some(e) = scope.pop().await {
+            submitted?;
+            return Err(Error::Gpu { context: "submitting recorded kernels".into(), message: e.to_string() });
+        }
+        submitted?;
+        gpu.check("submitting recorded kernels").await
     }
 
     /// Encode everything into one command buffer and submit it. Returns once submitted; use

@@ -10,6 +10,9 @@ use serde_json::{Map, Value};
 /// The most elements one tensor described by a config may have (2^34: 64 GiB in f32, far above
 /// any released checkpoint's largest tensor).
 pub const MAX_TENSOR_ELEMENTS: u64 = 1 << 34;
+/// [`MAX_TENSOR_ELEMENTS`] as a size, or the largest size on 32-bit targets (wasm32).
+pub const MAX_SIZE: usize =
+    if (usize::MAX as u64) < MAX_TENSOR_ELEMENTS { usize::MAX } else { MAX_TENSOR_ELEMENTS as usize };
 /// The most layers a config may declare.
 pub const MAX_LAYERS: usize = 1024;
 /// The most classes a classifier head may have.
@@ -234,8 +237,8 @@ fn quoted(names: &[&str]) -> String {
 /// hidden_size and num_attention_heads (under the given key names), the first a multiple of
 /// the second.
 fn heads(k: &Keys, hidden_key: &str, heads_key: &str) -> Result<(usize, usize)> {
-    let h = k.size(hidden_key, None, MAX_TENSOR_ELEMENTS as usize)?;
-    let n = k.size(heads_key, None, MAX_TENSOR_ELEMENTS as usize)?;
+    let h = k.size(hidden_key, None, MAX_SIZE)?;
+    let n = k.size(heads_key, None, MAX_SIZE)?;
     if !h.is_multiple_of(n) {
         return model_err(k.file, format!("{hidden_key} {h} is not a multiple of {heads_key} {n}"));
     }
@@ -318,14 +321,14 @@ impl EncoderConfig {
             None if kind == EncoderKind::Roberta => 1,
             None => 0,
         };
-        let vocab_size = k.size("vocab_size", None, MAX_TENSOR_ELEMENTS as usize)?;
+        let vocab_size = k.size("vocab_size", None, MAX_SIZE)?;
         let num_layers = k.size("num_hidden_layers", None, MAX_LAYERS)?;
-        let intermediate_size = k.size("intermediate_size", None, MAX_TENSOR_ELEMENTS as usize)?;
+        let intermediate_size = k.size("intermediate_size", None, MAX_SIZE)?;
         let max_position_embeddings = k.size("max_position_embeddings", None, MAX_POSITIONS)?;
         // 0 token types (some converted checkpoints) means the one type every model has.
         let type_vocab_size = match k.uint("type_vocab_size")? {
             Some(0) => 1,
-            _ => k.size("type_vocab_size", Some(2), MAX_TENSOR_ELEMENTS as usize)?,
+            _ => k.size("type_vocab_size", Some(2), MAX_SIZE)?,
         };
         let h = ("hidden_size", hidden_size);
         k.tensor("word embedding", &[("vocab_size", vocab_size), h])?;
@@ -450,7 +453,7 @@ impl VitConfig {
                 }
                 inter as usize
             }
-            VisionKind::Vit => k.size("intermediate_size", None, MAX_TENSOR_ELEMENTS as usize)?,
+            VisionKind::Vit => k.size("intermediate_size", None, MAX_SIZE)?,
         };
         let id2label = labels(&k)?;
         let h = ("hidden_size", hidden_size);
@@ -561,9 +564,9 @@ impl Gpt2Config {
                 )
             }
         };
-        let vocab_size = k.size("vocab_size", None, MAX_TENSOR_ELEMENTS as usize)?;
+        let vocab_size = k.size("vocab_size", None, MAX_SIZE)?;
         let n_positions = k.size("n_positions", None, MAX_POSITIONS)?;
-        let inner_size = k.size("n_inner", Some(4 * hidden_size), MAX_TENSOR_ELEMENTS as usize)?;
+        let inner_size = k.size("n_inner", Some(4 * hidden_size), MAX_SIZE)?;
         let h = ("n_embd", hidden_size);
         k.tensor("token embedding", &[("vocab_size", vocab_size), h])?;
         k.tensor("position embedding", &[("n_positions", n_positions), h])?;
@@ -628,7 +631,7 @@ impl LlamaConfig {
             "silu" | "swish" => {}
             other => return model_err(file, format!("hidden_act {other:?} is not supported (expected \"silu\")")),
         }
-        let big = MAX_TENSOR_ELEMENTS as usize;
+        let big = MAX_SIZE;
         let hidden_size = k.size("hidden_size", None, big)?;
         let num_heads = k.size("num_attention_heads", None, big)?;
         let explicit_head_dim = k.uint("head_dim")?.is_some();

@@ -1,6 +1,6 @@
 //! safetensors files: every float tensor as f32 (f16 and bf16 widened), integers for fixtures.
 
-use crate::error::{model_err, Result};
+use crate::error::{model_err, Error, Result};
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::HashMap;
@@ -24,6 +24,36 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// Refuse a checkpoint with tensors of layers the configuration does not have (they would be
+    /// dropped without a word): names like `…layer.N.…`, `…layers.N.…` or `…h.N.…` with N at or
+    /// above `num_layers`.
+    pub fn check_layers(&self, num_layers: usize, key: &str) -> Result<()> {
+        let mut names: Vec<&String> = self.tensors.keys().collect();
+        names.sort();
+        for name in names {
+            if let Some(n) = Self::layer_of(name).filter(|&n| n >= num_layers) {
+                return Err(Error::Model {
+                    file: self.file.clone(),
+                    message: format!(
+                        "tensor {name} belongs to layer {n}, but config.json has {key} = {num_layers}: \
+                         the checkpoint has more layers than its configuration (tramway does not drop weights)"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The layer a tensor name belongs to: N in `…layer.N.…`, `…layers.N.…`, `…h.N.…` or
+    /// `…blocks.N.…`.
+    pub fn layer_of(name: &str) -> Option<usize> {
+        let parts: Vec<&str> = name.split('.').collect();
+        parts
+            .windows(2)
+            .find(|p| matches!(p[0], "layer" | "layers" | "h" | "blocks") && p[1].parse::<usize>().is_ok())
+            .and_then(|p| p[1].parse().ok())
+    }
+
     /// Parse a safetensors file's bytes; `file` names it in errors.
     pub fn parse(file: &str, bytes: &[u8]) -> Result<Weights> {
         let st = match SafeTensors::deserialize(bytes) {

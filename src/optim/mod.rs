@@ -65,6 +65,61 @@ impl Base {
     }
 }
 
+/// The optimizer names the command line and the web package take, in the order they list them.
+pub const METHOD_NAMES: [&str; 13] = [
+    "adamw",
+    "sgd",
+    "sam",
+    "asam",
+    "fsam",
+    "tram-x",
+    "tram-prev",
+    "tram-init",
+    "tram-ema",
+    "tram-fisher",
+    "r3f",
+    "trpo",
+    "mesa",
+];
+
+impl Method {
+    /// The optimizer `name` (one of [`METHOD_NAMES`]) with the command line's default
+    /// hyperparameters (tram.md), and the base that takes its steps: SGD (momentum 0.9) for
+    /// `sgd`, AdamW for every other. `tram-ema` uses an EMA decay of 0.99 here.
+    pub fn preset(name: &str) -> Result<(Base, Method)> {
+        let tram = |reference| Method::Tram {
+            reference,
+            adaptive: true,
+            kl: KlKind::Forward,
+            kl_norm: KlNorm::Mean,
+            tr_scale: 1.0,
+        };
+        let method = match name {
+            "adamw" => Method::Plain,
+            "sgd" => return Ok((Base::Sgd { momentum: 0.9, nesterov: false, weight_decay: 0.0 }, Method::Plain)),
+            "sam" => Method::Sam { rho: 0.05 },
+            "asam" => Method::Asam { rho: 0.5, eta: 0.0 },
+            "fsam" => Method::Fsam { gamma: 0.1, eta: 0.1 },
+            "tram-x" => tram(TramRef::Noise { std: 0.1, uniform: false }),
+            "tram-prev" => tram(TramRef::Params { ema_decay: 0.0 }),
+            "tram-init" => tram(TramRef::Params { ema_decay: 1.0 }),
+            "tram-ema" => tram(TramRef::Params { ema_decay: 0.99 }),
+            "tram-fisher" => Method::TramFisher { gamma: 0.1, eta: 0.1, std: 0.1, uniform: false },
+            "r3f" => Method::R3f { lambda: 0.1, std: 0.1, uniform: false, kl: KlKind::Symmetric },
+            "trpo" => Method::TrustRegion { lambda: 0.1, ema_decay: 0.0 },
+            "mesa" => Method::TrustRegion { lambda: 0.1, ema_decay: 0.999 },
+            _ => {
+                return Err(Error::BadSetting {
+                    name: "optimizer",
+                    value: name.to_string(),
+                    expected: format!("one of {}", METHOD_NAMES.join(", ")),
+                })
+            }
+        };
+        Ok((Base::adamw(), method))
+    }
+}
+
 /// Where TRAM's reference output comes from (tram.md §1.3).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum TramRef {

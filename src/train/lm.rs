@@ -36,12 +36,12 @@ impl CausalLm {
         match v.get("model_type").and_then(|m| m.as_str()) {
             Some("gpt2") => {
                 let cfg = Gpt2Config::parse(&file, &text)?;
-                super::check_layers(&w, cfg.num_layers, "n_layer")?;
+                w.check_layers(cfg.num_layers, "n_layer")?;
                 Ok(CausalLm::Gpt2(Gpt2::load(gpu, cfg, &w, seed)?))
             }
             Some("llama") => {
                 let cfg = LlamaConfig::parse(&file, &text)?;
-                super::check_layers(&w, cfg.num_layers, "num_hidden_layers")?;
+                w.check_layers(cfg.num_layers, "num_hidden_layers")?;
                 Ok(CausalLm::Llama(Llama::load(gpu, cfg, &w, seed)?))
             }
             other => Err(Error::Model {

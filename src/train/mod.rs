@@ -438,33 +438,6 @@ enum Head<'a> {
     Train { labels: &'a [String], resume: bool },
 }
 
-/// Refuse a checkpoint with tensors of layers the configuration does not have (they would be
-/// dropped without a word): names like `…layer.N.…`, `…layers.N.…` or `…h.N.…` with N at or
-/// above `num_layers`.
-pub(crate) fn check_layers(w: &Weights, num_layers: usize, key: &str) -> Result<()> {
-    let mut names: Vec<&String> = w.tensors.keys().collect();
-    names.sort();
-    for name in names {
-        let parts: Vec<&str> = name.split('.').collect();
-        for pair in parts.windows(2) {
-            if matches!(pair[0], "layer" | "layers" | "h" | "blocks") {
-                if let Ok(n) = pair[1].parse::<usize>() {
-                    if n >= num_layers {
-                        return Err(Error::Model {
-                            file: w.file.clone(),
-                            message: format!(
-                                "tensor {name} belongs to layer {n}, but config.json has {key} = {num_layers}: \
-                                 the checkpoint has more layers than its configuration (tramway does not drop weights)"
-                            ),
-                        });
-                    }
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Fit a classifier's `id2label` to the training labels (see [`Head`]); a re-initialised head
 /// drops the checkpoint's `classifier.*` tensors and says so in one line.
 fn fit_head(id2label: &mut Vec<String>, weights: &mut Weights, head: Head) -> Result<LabelMap> {
@@ -515,7 +488,7 @@ fn load_net(
     match kind {
         TaskKind::TextClassification => {
             let mut cfg: EncoderConfig = read_encoder_config(dir)?;
-            check_layers(&weights, cfg.num_layers, "num_hidden_layers")?;
+            weights.check_layers(cfg.num_layers, "num_hidden_layers")?;
             let labels = fit_head(&mut cfg.id2label, &mut weights, head)?;
             if max_len > cfg.max_position_embeddings {
                 return Err(Error::BadSetting {
@@ -532,7 +505,7 @@ fn load_net(
             let p = dir.join("config.json");
             let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
             let mut cfg = VitConfig::parse(&p.display().to_string(), &text)?;
-            check_layers(&weights, cfg.num_layers, "num_hidden_layers")?;
+            weights.check_layers(cfg.num_layers, "num_hidden_layers")?;
             let labels = fit_head(&mut cfg.id2label, &mut weights, head)?;
             let mut prep = ImagePrep::from_dir(dir, cfg.image_size.min(224))?;
             if let Some(s) = image_size {
@@ -575,19 +548,8 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn text_batch(&self, tok: &TextTokenizer, texts: &[&str], labels: Option<Vec<u32>>) -> Result<TextBatch> {
-        let mut b = tok.encode(texts)?;
-        // Round the length up to a multiple of 8 so a few activation plans serve every batch.
-        let seq = b.seq.div_ceil(8).saturating_mul(8).min(tok.max_len).max(b.seq);
-        if seq != b.seq {
-            let (old, pad) = (b.seq, tok.pad_id);
-            let widen = |v: &[u32], fill: u32| -> Vec<u32> {
-                v.chunks(old).flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(fill, seq - old))).collect()
-            };
-            b.ids = widen(&b.ids, pad);
-            b.mask = widen(&b.mask, 0);
-            b.types = b.types.as_ref().map(|t| widen(t, 0));
-            b.seq = seq;
-        }
+        // Lengths rounded up to a multiple of 8 so a few activation plans serve every batch.
+        let mut b = tok.encode_rounded(texts, 8)?;
         b.labels = labels;
         Ok(b)
     }

@@ -28,6 +28,7 @@ mod portability;
 mod real_models;
 mod reduce;
 mod rng;
+mod session;
 mod softmax;
 mod vit;
 
