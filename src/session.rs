@@ -19,12 +19,13 @@
 //! # Ok(()) }
 //! ```
 
+use crate::data::batch::TextBatch;
 use crate::data::text::TextTokenizer;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::config::EncoderConfig;
 use crate::io::weights::Weights;
-use crate::models::encoder::{Encoder, EncoderActs, EncoderTask, Pooling, TextBatch};
+use crate::models::encoder::{Encoder, EncoderActs, EncoderTask, Pooling};
 use crate::optim::{Metrics, OptimConfig, Optimizer};
 use std::collections::HashMap;
 

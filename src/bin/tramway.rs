@@ -499,9 +499,10 @@ enum PoolingArg {
 }
 
 fn embed_images(a: &EmbedArgs) -> tramway::Result<()> {
+    use tramway::data::batch::ImageBatch;
     use tramway::data::image::ImagePrep;
     use tramway::io::config::VitConfig;
-    use tramway::models::vit::{ImageBatch, Vit};
+    use tramway::models::vit::Vit;
     if !a.texts.is_empty() {
         return Err(tramway::Error::BadSetting {
             name: "TEXT",

@@ -1,7 +1,8 @@
-//! Turning user data into batches on the CPU (native only): text through `tokenizer.json`,
-//! labelled tables, images. Text works
-//! on bytes and builds for wasm; tables and images read files (native only).
+//! Turning user data into batches on the CPU: the batch types ([`batch`]), text through
+//! `tokenizer.json` (on bytes: builds for wasm), labelled tables and images (files: native
+//! only).
 
+pub mod batch;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod image;
 #[cfg(not(target_arch = "wasm32"))]

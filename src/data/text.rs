@@ -4,8 +4,8 @@
 //! tokens (special tokens included) and pad each batch to its longest sequence, with the pad id
 //! the tokenizer declares (or the model config's `pad_token_id`).
 
+use crate::data::batch::TextBatch;
 use crate::error::{model_err, Error, Result};
-use crate::models::encoder::TextBatch;
 #[cfg(not(target_arch = "wasm32"))]
 use std::path::Path;
 use tokenizers::{

@@ -609,6 +609,10 @@ pub struct LlamaConfig {
     pub rms_norm_eps: f32,
     pub rope_theta: f64,
     pub tie_word_embeddings: bool,
+    /// Biases on the Q, K and V projections (`attention_bias`; Qwen2 always).
+    pub qkv_bias: bool,
+    /// A bias on the output projection (`attention_bias`; never in Qwen2).
+    pub o_bias: bool,
     pub attention_dropout: f32,
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
@@ -624,9 +628,10 @@ impl LlamaConfig {
         if let Some(s) = k.get("rope_scaling") {
             return model_err(file, format!("rope_scaling {} is not supported (plain RoPE only)", show(s)));
         }
-        if k.boolean("attention_bias")? == Some(true) || k.boolean("mlp_bias")? == Some(true) {
-            return model_err(file, "attention_bias / mlp_bias = true is not supported");
+        if k.boolean("mlp_bias")? == Some(true) {
+            return model_err(file, "mlp_bias = true is not supported");
         }
+        let attention_bias = k.boolean("attention_bias")?.unwrap_or(false);
         match k.string("hidden_act")?.unwrap_or("silu") {
             "silu" | "swish" => {}
             other => return model_err(file, format!("hidden_act {other:?} is not supported (expected \"silu\")")),
@@ -674,6 +679,8 @@ impl LlamaConfig {
             rms_norm_eps: k.eps("rms_norm_eps", 1e-6)?,
             rope_theta,
             tie_word_embeddings: k.boolean("tie_word_embeddings")?.unwrap_or(false),
+            qkv_bias: attention_bias,
+            o_bias: attention_bias,
             attention_dropout: k.prob("attention_dropout", 0.0)?,
             bos_token_id: k.token_id("bos_token_id")?,
             eos_token_id: k.token_id("eos_token_id")?,

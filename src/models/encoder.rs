@@ -6,48 +6,28 @@
 //! (no `bert.` prefix, no head) load too: a missing pooler or classifier is initialised like
 //! Hugging Face does (normal, std 0.02; zero bias).
 
+use crate::data::batch::TextBatch;
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::io::config::{EncoderConfig, EncoderKind};
 use crate::io::weights::{HostTensor, Weights};
-use crate::nn::{act_backward, linear, linear_backward, site, Drop, Noise, ParamSet, Train};
-use crate::ops::attention::{attention_backward_with, attention_with, AttnShape, HeadView};
+use crate::nn::block::{Attention, Block, BlockActs, Mlp, Pass, Scratch};
+use crate::nn::layers::{Linear, Norm, NormStats};
+use crate::nn::{act_backward, site, Drop, Noise, ParamSet, Specs, Train};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use crate::ops::elementwise::axpby;
 use crate::ops::embedding::{embedding, embedding_backward, embedding_backward_parts, embedding_parts, EmbeddingIndex};
 use crate::ops::matmul::{matmul, Act, MatView, Matmul};
-use crate::ops::norm::{layernorm, norm_backward, NormGrads};
 
-struct LayerIdx {
-    q_w: usize,
-    q_b: usize,
-    k_w: usize,
-    k_b: usize,
-    v_w: usize,
-    v_b: usize,
-    o_w: usize,
-    o_b: usize,
-    ln1_g: usize,
-    ln1_b: usize,
-    i_w: usize,
-    i_b: usize,
-    out_w: usize,
-    out_b: usize,
-    ln2_g: usize,
-    ln2_b: usize,
-}
-
+/// Parameter ids outside the blocks.
 struct Idx {
     word: usize,
     pos: usize,
     typ: usize,
-    emb_g: usize,
-    emb_b: usize,
-    layers: Vec<LayerIdx>,
-    head_w: usize,
-    head_b: usize,
-    out_w: usize,
-    out_b: usize,
+    emb_norm: Norm,
+    /// BERT's pooler / RoBERTa's `classifier.dense`, then the output projection.
+    head: Linear,
+    out: Linear,
 }
 
 /// An encoder with a classification head, its parameters and gradients on the GPU.
@@ -55,6 +35,7 @@ pub struct Encoder {
     pub cfg: EncoderConfig,
     pub params: ParamSet,
     idx: Idx,
+    blocks: Vec<Block>,
 }
 
 /// How a sentence embedding is taken from the last hidden states.
@@ -64,20 +45,6 @@ pub enum Pooling {
     Mean,
     /// The first token (`[CLS]` / `<s>`).
     Cls,
-}
-
-/// One batch of token sequences, row-major `[batch, seq]`.
-#[derive(Clone, Debug)]
-pub struct TextBatch {
-    pub batch: usize,
-    pub seq: usize,
-    pub ids: Vec<u32>,
-    /// 1 = real token, 0 = padding.
-    pub mask: Vec<u32>,
-    /// Segment ids (BERT); zeros when absent.
-    pub types: Option<Vec<u32>>,
-    /// One class id per sequence; needed for the loss and the backward pass.
-    pub labels: Option<Vec<u32>>,
 }
 
 /// Every activation the backward needs, planned once per batch shape and reused.
@@ -93,10 +60,9 @@ pub struct EncoderActs {
     cls_rows: Tensor,
     index: Option<[EmbeddingIndex; 4]>,
     emb_sum: Tensor,
-    emb_mean: Tensor,
-    emb_rstd: Tensor,
+    emb_st: NormStats,
     xs: Vec<Tensor>,
-    layers: Vec<LayerActs>,
+    layers: Vec<BlockActs>,
     cls: Tensor,
     cls_drop: Tensor,
     head_pre: Tensor,
@@ -110,126 +76,54 @@ pub struct EncoderActs {
     d_head_h: Tensor,
     d_head_pre: Tensor,
     d_cls: Tensor,
-    dx: Tensor,
-    dx2: Tensor,
-    dres: Tensor,
-    dh1: Tensor,
-    dinter: Tensor,
-    dpre: Tensor,
-    dq: Tensor,
-    dk: Tensor,
-    dv: Tensor,
-    dctx: Tensor,
-}
-
-struct LayerActs {
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    probs: Tensor,
-    probs_drop: Tensor,
-    ctx: Tensor,
-    res1: Tensor,
-    ln1_mean: Tensor,
-    ln1_rstd: Tensor,
-    h1: Tensor,
-    pre: Tensor,
-    inter: Tensor,
-    res2: Tensor,
-    ln2_mean: Tensor,
-    ln2_rstd: Tensor,
+    s: Scratch,
 }
 
 impl Encoder {
-    /// The canonical `(name, shape)` list, in arena order.
-    fn specs(cfg: &EncoderConfig) -> Vec<(String, Vec<usize>)> {
-        let (h, i, p) = (cfg.hidden_size, cfg.intermediate_size, cfg.prefix());
-        let mut v: Vec<(String, Vec<usize>)> = vec![
-            (format!("{p}embeddings.word_embeddings.weight"), vec![cfg.vocab_size, h]),
-            (format!("{p}embeddings.position_embeddings.weight"), vec![cfg.max_position_embeddings, h]),
-            (format!("{p}embeddings.token_type_embeddings.weight"), vec![cfg.type_vocab_size, h]),
-            (format!("{p}embeddings.LayerNorm.weight"), vec![h]),
-            (format!("{p}embeddings.LayerNorm.bias"), vec![h]),
-        ];
-        for l in 0..cfg.num_layers {
-            let n = |s: &str| format!("{p}encoder.layer.{l}.{s}");
-            for (name, shape) in [
-                ("attention.self.query.weight", vec![h, h]),
-                ("attention.self.query.bias", vec![h]),
-                ("attention.self.key.weight", vec![h, h]),
-                ("attention.self.key.bias", vec![h]),
-                ("attention.self.value.weight", vec![h, h]),
-                ("attention.self.value.bias", vec![h]),
-                ("attention.output.dense.weight", vec![h, h]),
-                ("attention.output.dense.bias", vec![h]),
-                ("attention.output.LayerNorm.weight", vec![h]),
-                ("attention.output.LayerNorm.bias", vec![h]),
-                ("intermediate.dense.weight", vec![i, h]),
-                ("intermediate.dense.bias", vec![i]),
-                ("output.dense.weight", vec![h, i]),
-                ("output.dense.bias", vec![h]),
-                ("output.LayerNorm.weight", vec![h]),
-                ("output.LayerNorm.bias", vec![h]),
-            ] {
-                v.push((n(name), shape));
-            }
-        }
-        let c = cfg.num_labels();
-        let (hw, hb, ow, ob) = match cfg.kind {
-            EncoderKind::Bert => (
-                format!("{p}pooler.dense.weight"),
-                format!("{p}pooler.dense.bias"),
-                "classifier.weight".into(),
-                "classifier.bias".into(),
-            ),
-            EncoderKind::Roberta => (
-                "classifier.dense.weight".into(),
-                "classifier.dense.bias".into(),
-                "classifier.out_proj.weight".into(),
-                "classifier.out_proj.bias".into(),
-            ),
-        };
-        v.push((hw, vec![h, h]));
-        v.push((hb, vec![h]));
-        v.push((ow, vec![c, h]));
-        v.push((ob, vec![c]));
-        v
-    }
-
     /// Build the model from a config and its weights (see the module docs for what may be
     /// missing). `seed` initialises a missing head.
     pub fn load(gpu: &Gpu, cfg: EncoderConfig, w: &Weights, seed: u64) -> Result<Self> {
-        let specs = Self::specs(&cfg);
-        let params = ParamSet::load(gpu, &specs, w, cfg.prefix(), specs.len() - 4, &[0], seed)?;
-        let mut k = 0;
-        let mut next = || {
-            k += 1;
-            k - 1
+        let c = &cfg;
+        let (h, i, p, eps) = (c.hidden_size, c.intermediate_size, c.prefix(), c.layer_norm_eps);
+        let mut s = Specs::default();
+        let word = s.add_split(format!("{p}embeddings.word_embeddings.weight"), &[c.vocab_size, h]);
+        let pos = s.add(format!("{p}embeddings.position_embeddings.weight"), &[c.max_position_embeddings, h]);
+        let typ = s.add(format!("{p}embeddings.token_type_embeddings.weight"), &[c.type_vocab_size, h]);
+        let emb_norm =
+            s.layer_norm(&format!("{p}embeddings.LayerNorm.weight"), &format!("{p}embeddings.LayerNorm.bias"), h, eps);
+        let mut blocks = Vec::with_capacity(c.num_layers);
+        for l in 0..c.num_layers {
+            let n = |x: &str| format!("{p}encoder.layer.{l}.{x}");
+            let q = s.linear(&n("attention.self.query"), h, h, true);
+            let k = s.linear(&n("attention.self.key"), h, h, true);
+            let v = s.linear(&n("attention.self.value"), h, h, true);
+            let o = s.linear(&n("attention.output.dense"), h, h, true);
+            let norm1 =
+                s.layer_norm(&n("attention.output.LayerNorm.weight"), &n("attention.output.LayerNorm.bias"), h, eps);
+            let up = s.linear(&n("intermediate.dense"), i, h, true);
+            let down = s.linear(&n("output.dense"), h, i, true);
+            let norm2 = s.layer_norm(&n("output.LayerNorm.weight"), &n("output.LayerNorm.bias"), h, eps);
+            let (heads, head_dim) = (c.num_heads, c.head_dim());
+            blocks.push(Block {
+                attn: Attention { q, k, v, o, heads, kv_heads: heads, head_dim, causal: false, rope: false },
+                mlp: Mlp::Act { up, down, act: c.act },
+                norm1,
+                norm2,
+                post_norm: true,
+                scale: None,
+                hidden: h,
+                inter: i,
+            });
+        }
+        let head_from = s.len();
+        let (head, out) = match c.kind {
+            EncoderKind::Bert => (format!("{p}pooler.dense"), "classifier".to_string()),
+            EncoderKind::Roberta => ("classifier.dense".to_string(), "classifier.out_proj".to_string()),
         };
-        let (word, pos, typ, emb_g, emb_b) = (next(), next(), next(), next(), next());
-        let layers = (0..cfg.num_layers)
-            .map(|_| LayerIdx {
-                q_w: next(),
-                q_b: next(),
-                k_w: next(),
-                k_b: next(),
-                v_w: next(),
-                v_b: next(),
-                o_w: next(),
-                o_b: next(),
-                ln1_g: next(),
-                ln1_b: next(),
-                i_w: next(),
-                i_b: next(),
-                out_w: next(),
-                out_b: next(),
-                ln2_g: next(),
-                ln2_b: next(),
-            })
-            .collect();
-        let idx =
-            Idx { word, pos, typ, emb_g, emb_b, layers, head_w: next(), head_b: next(), out_w: next(), out_b: next() };
-        Ok(Encoder { cfg, params, idx })
+        let head = s.linear(&head, h, h, true);
+        let out = s.linear(&out, c.num_labels(), h, true);
+        let params = s.load(gpu, w, p, head_from, seed)?;
+        Ok(Encoder { params, idx: Idx { word, pos, typ, emb_norm, head, out }, blocks, cfg })
     }
 
     /// Every parameter under its Hugging Face name, in the dtype it was loaded in.
@@ -252,37 +146,13 @@ impl Encoder {
     /// Plan the activations for batches of `batch` sequences of `seq` tokens.
     pub fn acts(&self, gpu: &Gpu, batch: usize, seq: usize) -> Result<EncoderActs> {
         let c = &self.cfg;
-        let (bt, h, i) = (batch * seq, c.hidden_size, c.intermediate_size);
+        let (bt, h) = (batch * seq, c.hidden_size);
         if batch == 0 || seq == 0 {
             return shape_err("encoder", "empty batch");
         }
         let f = |shape: &[usize]| gpu.zeros(shape);
-        let layers = (0..c.num_layers)
-            .map(|_| {
-                Ok(LayerActs {
-                    q: f(&[bt, h])?,
-                    k: f(&[bt, h])?,
-                    v: f(&[bt, h])?,
-                    probs: f(&[batch * c.num_heads * seq * seq])?,
-                    // Only written in training with attention dropout.
-                    probs_drop: if c.attention_dropout > 0.0 {
-                        f(&[batch * c.num_heads * seq * seq])?
-                    } else {
-                        f(&[1])?
-                    },
-                    ctx: f(&[bt, h])?,
-                    res1: f(&[bt, h])?,
-                    ln1_mean: f(&[bt])?,
-                    ln1_rstd: f(&[bt])?,
-                    h1: f(&[bt, h])?,
-                    pre: f(&[bt, i])?,
-                    inter: f(&[bt, i])?,
-                    res2: f(&[bt, h])?,
-                    ln2_mean: f(&[bt])?,
-                    ln2_rstd: f(&[bt])?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers =
+            self.blocks.iter().map(|b| b.acts(gpu, batch, seq, c.attention_dropout > 0.0)).collect::<Result<_>>()?;
         let nl = c.num_labels();
         Ok(EncoderActs {
             batch,
@@ -296,8 +166,7 @@ impl Encoder {
             cls_rows: gpu.from_u32(&(0..batch as u32).map(|b| b * seq as u32).collect::<Vec<_>>(), &[batch])?,
             index: None,
             emb_sum: f(&[bt, h])?,
-            emb_mean: f(&[bt])?,
-            emb_rstd: f(&[bt])?,
+            emb_st: NormStats::new(gpu, &self.idx.emb_norm, bt)?,
             xs: (0..=c.num_layers).map(|_| f(&[bt, h])).collect::<Result<_>>()?,
             layers,
             cls: f(&[batch, h])?,
@@ -311,16 +180,7 @@ impl Encoder {
             d_head_h: f(&[batch, h])?,
             d_head_pre: f(&[batch, h])?,
             d_cls: f(&[batch, h])?,
-            dx: f(&[bt, h])?,
-            dx2: f(&[bt, h])?,
-            dres: f(&[bt, h])?,
-            dh1: f(&[bt, h])?,
-            dinter: f(&[bt, i])?,
-            dpre: f(&[bt, i])?,
-            dq: f(&[bt, h])?,
-            dk: f(&[bt, h])?,
-            dv: f(&[bt, h])?,
-            dctx: f(&[bt, h])?,
+            s: self.blocks[0].scratch(gpu, bt)?,
         })
     }
 
@@ -472,10 +332,6 @@ impl Encoder {
             .collect())
     }
 
-    fn shape(&self, a: &EncoderActs) -> AttnShape {
-        AttnShape { batch: a.batch, seq: a.seq, heads: self.cfg.num_heads, head_dim: self.cfg.head_dim() }
-    }
-
     /// Record the forward pass: logits, and the loss (with dlogits ready for the backward)
     /// when `with_loss` (the batch must have labels). `train` turns dropout on (hidden and
     /// attention probabilities, as configured); `None` is evaluation mode.
@@ -495,76 +351,40 @@ impl Encoder {
         params: &ParamSet,
         noise: Option<Noise>,
     ) -> Result<()> {
-        let (p, x) = (params, &self.idx);
-        let c = &self.cfg;
+        let (p, x, c, s) = (params, &self.idx, &self.cfg, &a.s);
         a.train.set(train);
         let d = Drop::new(train, c.hidden_dropout, c.attention_dropout);
         let bt = a.batch * a.seq;
-        let eps = c.layer_norm_eps;
         embedding_parts(rec, p.parts(x.word), &a.ids, &a.emb_sum)?;
         if let Some(n) = noise {
-            n.fill(rec, &a.dres)?;
-            axpby(rec, 1.0, &a.dres, 1.0, &a.emb_sum)?;
+            n.fill(rec, &s.dres)?;
+            axpby(rec, 1.0, &s.dres, 1.0, &a.emb_sum)?;
         }
-        embedding(rec, p.p(x.pos), &a.pos, &a.dres)?;
-        axpby(rec, 1.0, &a.dres, 1.0, &a.emb_sum)?;
-        embedding(rec, p.p(x.typ), &a.types, &a.dres)?;
-        axpby(rec, 1.0, &a.dres, 1.0, &a.emb_sum)?;
-        let ln_out = if d.hidden() { &a.dres } else { &a.xs[0] };
-        layernorm(rec, &a.emb_sum, p.p(x.emb_g), p.p(x.emb_b), ln_out, &a.emb_mean, &a.emb_rstd, eps)?;
+        embedding(rec, p.p(x.pos), &a.pos, &s.dres)?;
+        axpby(rec, 1.0, &s.dres, 1.0, &a.emb_sum)?;
+        embedding(rec, p.p(x.typ), &a.types, &s.dres)?;
+        axpby(rec, 1.0, &s.dres, 1.0, &a.emb_sum)?;
+        let ln_out = if d.hidden() { &s.dres } else { &a.xs[0] };
+        x.emb_norm.forward(rec, p, &a.emb_sum, ln_out, &a.emb_st)?;
         d.apply(rec, ln_out, &a.xs[0], site::EMB, false)?;
-        let s = self.shape(a);
-        let scale = 1.0 / (c.head_dim() as f32).sqrt();
-        for (l, (li, la)) in x.layers.iter().zip(&a.layers).enumerate() {
-            let xin = &a.xs[l];
-            linear(rec, xin, p.p(li.q_w), p.p(li.q_b), &la.q, Act::None, None, false)?;
-            linear(rec, xin, p.p(li.k_w), p.p(li.k_b), &la.k, Act::None, None, false)?;
-            linear(rec, xin, p.p(li.v_w), p.p(li.v_b), &la.v, Act::None, None, false)?;
-            let (q, k, v) = (HeadView::dense(&la.q, &s), HeadView::dense(&la.k, &s), HeadView::dense(&la.v, &s));
-            let drop = d.attn(site::attn(l), &la.probs_drop);
-            attention_with(
-                rec,
-                &s,
-                q,
-                k,
-                v,
-                HeadView::dense(&la.ctx, &s),
-                &la.probs,
-                Some(&a.mask),
-                false,
-                scale,
-                drop,
-            )?;
-            // res1 = x + dropout(ctx Wo^T + bo); without dropout the matmul adds into res1 itself.
-            rec.copy(xin, &la.res1)?;
-            if d.hidden() {
-                linear(rec, &la.ctx, p.p(li.o_w), p.p(li.o_b), &a.dq, Act::None, None, false)?;
-                d.apply(rec, &a.dq, &la.res1, site::attn_out(l), true)?;
-            } else {
-                linear(rec, &la.ctx, p.p(li.o_w), p.p(li.o_b), &la.res1, Act::None, None, true)?;
-            }
-            layernorm(rec, &la.res1, p.p(li.ln1_g), p.p(li.ln1_b), &la.h1, &la.ln1_mean, &la.ln1_rstd, eps)?;
-            linear(rec, &la.h1, p.p(li.i_w), p.p(li.i_b), &la.inter, c.act, Some(&la.pre), false)?;
-            rec.copy(&la.h1, &la.res2)?;
-            if d.hidden() {
-                linear(rec, &la.inter, p.p(li.out_w), p.p(li.out_b), &a.dk, Act::None, None, false)?;
-                d.apply(rec, &a.dk, &la.res2, site::ffn_out(l), true)?;
-            } else {
-                linear(rec, &la.inter, p.p(li.out_w), p.p(li.out_b), &la.res2, Act::None, None, true)?;
-            }
-            layernorm(rec, &la.res2, p.p(li.ln2_g), p.p(li.ln2_b), &a.xs[l + 1], &la.ln2_mean, &la.ln2_rstd, eps)?;
+        for (l, (blk, la)) in self.blocks.iter().zip(&a.layers).enumerate() {
+            blk.forward(rec, p, &a.xs[l], &a.xs[l + 1], la, s, &self.pass(a, &d, l))?;
         }
         let last = a.xs[c.num_layers].reshape(&[bt, c.hidden_size])?;
         embedding(rec, &last, &a.cls_rows, &a.cls)?;
         let (hin, hmid) = self.head_inputs(a, &d);
         d.apply_if(rec, self.cfg.kind == EncoderKind::Roberta, &a.cls, hin, site::HEAD_IN)?;
-        linear(rec, hin, p.p(x.head_w), p.p(x.head_b), &a.head_h, Act::Tanh, Some(&a.head_pre), false)?;
+        x.head.forward(rec, p, hin, &a.head_h, Act::Tanh, Some(&a.head_pre), false)?;
         d.apply(rec, &a.head_h, hmid, site::HEAD_MID, false)?;
-        linear(rec, hmid, p.p(x.out_w), p.p(x.out_b), &a.logits, Act::None, None, false)?;
+        x.out.forward(rec, p, hmid, &a.logits, Act::None, None, false)?;
         if with_loss {
             cross_entropy(rec, &a.logits, &a.labels, &a.loss, Some(&a.dlogits), IGNORE_INDEX, 1.0)?;
         }
         Ok(())
+    }
+
+    fn pass<'a>(&self, a: &'a EncoderActs, d: &'a Drop, layer: usize) -> Pass<'a> {
+        Pass { batch: a.batch, seq: a.seq, mask: Some(&a.mask), table: None, drop: d, layer }
     }
 
     /// The tensors feeding the head's two linears: the (possibly dropped) CLS state and the
@@ -585,60 +405,34 @@ impl Encoder {
     /// The backward pass from a given gradient of the logits. `word_grad = false` leaves the
     /// word-embedding table out (a branch whose embeddings were detached, as R3F's noised one).
     pub fn backward_from(&self, rec: &mut Recorder, a: &EncoderActs, dlogits: &Tensor, word_grad: bool) -> Result<()> {
-        let (p, x) = (&self.params, &self.idx);
-        let c = &self.cfg;
+        let (p, x, c, s) = (&self.params, &self.idx, &self.cfg, &a.s);
         let Some(index) = &a.index else {
             return shape_err("encoder", "backward before a batch was uploaded");
         };
         let d = Drop::new(a.train.get(), c.hidden_dropout, c.attention_dropout);
-        let g = |i: usize| p.g(i);
         let (hin, hmid) = self.head_inputs(a, &d);
-        linear_backward(rec, hmid, p.p(x.out_w), dlogits, g(x.out_w), g(x.out_b), Some((&a.d_head_h, false)))?;
+        x.out.backward(rec, p, hmid, dlogits, Some((&a.d_head_h, false)), &s.ones)?;
         let dh = d.back(rec, &a.d_head_h, &a.d_cls, site::HEAD_MID)?;
         act_backward(rec, &a.head_pre, dh, &a.d_head_pre, Act::Tanh)?;
-        linear_backward(rec, hin, p.p(x.head_w), &a.d_head_pre, g(x.head_w), g(x.head_b), Some((&a.d_head_h, false)))?;
+        x.head.backward(rec, p, hin, &a.d_head_pre, Some((&a.d_head_h, false)), &s.ones)?;
         let dcls = if self.cfg.kind == EncoderKind::Roberta {
             d.back(rec, &a.d_head_h, &a.d_cls, site::HEAD_IN)?
         } else {
             &a.d_head_h
         };
-        let (mut dx, mut dx2) = (a.dx.clone(), a.dx2.clone());
+        let (mut dx, mut dx2) = (s.dx.clone(), s.dx2.clone());
         rec.zero(&dx);
         embedding_backward(rec, dcls, &index[3], &dx)?;
-        let s = self.shape(a);
-        let scale = 1.0 / (c.head_dim() as f32).sqrt();
-        for (l, (li, la)) in x.layers.iter().zip(&a.layers).enumerate().rev() {
-            let xin = &a.xs[l];
-            let ng = NormGrads { dx: &a.dres, accumulate_dx: false, dgamma: g(li.ln2_g), dbeta: Some(g(li.ln2_b)) };
-            norm_backward(rec, &la.res2, p.p(li.ln2_g), &dx, Some(&la.ln2_mean), &la.ln2_rstd, &ng)?;
-            rec.copy(&a.dres, &a.dh1)?;
-            let dout = d.back(rec, &a.dres, &a.dq, site::ffn_out(l))?;
-            linear_backward(rec, &la.inter, p.p(li.out_w), dout, g(li.out_w), g(li.out_b), Some((&a.dinter, false)))?;
-            act_backward(rec, &la.pre, &a.dinter, &a.dpre, c.act)?;
-            linear_backward(rec, &la.h1, p.p(li.i_w), &a.dpre, g(li.i_w), g(li.i_b), Some((&a.dh1, true)))?;
-            let ng = NormGrads { dx: &a.dres, accumulate_dx: false, dgamma: g(li.ln1_g), dbeta: Some(g(li.ln1_b)) };
-            norm_backward(rec, &la.res1, p.p(li.ln1_g), &a.dh1, Some(&la.ln1_mean), &la.ln1_rstd, &ng)?;
-            rec.copy(&a.dres, &dx2)?;
-            let dout = d.back(rec, &a.dres, &a.dq, site::attn_out(l))?;
-            linear_backward(rec, &la.ctx, p.p(li.o_w), dout, g(li.o_w), g(li.o_b), Some((&a.dctx, false)))?;
-            let (q, k, v) = (HeadView::dense(&la.q, &s), HeadView::dense(&la.k, &s), HeadView::dense(&la.v, &s));
-            let (dq, dk, dv) = (HeadView::dense(&a.dq, &s), HeadView::dense(&a.dk, &s), HeadView::dense(&a.dv, &s));
-            let drop = d.attn(site::attn(l), &la.probs_drop);
-            let dctx = HeadView::dense(&a.dctx, &s);
-            attention_backward_with(rec, &s, q, k, v, &la.probs, dctx, dq, dk, dv, scale, false, drop)?;
-            linear_backward(rec, xin, p.p(li.q_w), &a.dq, g(li.q_w), g(li.q_b), Some((&dx2, true)))?;
-            linear_backward(rec, xin, p.p(li.k_w), &a.dk, g(li.k_w), g(li.k_b), Some((&dx2, true)))?;
-            linear_backward(rec, xin, p.p(li.v_w), &a.dv, g(li.v_w), g(li.v_b), Some((&dx2, true)))?;
-            std::mem::swap(&mut dx, &mut dx2);
+        for (l, (blk, la)) in self.blocks.iter().zip(&a.layers).enumerate().rev() {
+            blk.backward(rec, p, &a.xs[l], la, s, &mut dx, &mut dx2, &self.pass(a, &d, l))?;
         }
         let dln = d.back(rec, &dx, &dx2, site::EMB)?;
-        let ng = NormGrads { dx: &a.dres, accumulate_dx: false, dgamma: g(x.emb_g), dbeta: Some(g(x.emb_b)) };
-        norm_backward(rec, &a.emb_sum, p.p(x.emb_g), dln, Some(&a.emb_mean), &a.emb_rstd, &ng)?;
+        x.emb_norm.backward(rec, p, &a.emb_sum, dln, &a.emb_st, &s.dres, false)?;
         if word_grad {
-            embedding_backward_parts(rec, &a.dres, &index[0], self.params.grad_parts(x.word))?;
+            embedding_backward_parts(rec, &s.dres, &index[0], self.params.grad_parts(x.word))?;
         }
-        embedding_backward(rec, &a.dres, &index[1], g(x.pos))?;
-        embedding_backward(rec, &a.dres, &index[2], g(x.typ))?;
+        embedding_backward(rec, &s.dres, &index[1], p.g(x.pos))?;
+        embedding_backward(rec, &s.dres, &index[2], p.g(x.typ))?;
         Ok(())
     }
 }

@@ -5,52 +5,29 @@
 //! embeddings are added by `ops::patch::assemble`. Layers are pre-LayerNorm. A checkpoint
 //! without a classifier (a backbone) gets one initialised like Hugging Face (normal 0.02).
 
+use crate::data::batch::ImageBatch;
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::io::config::{VisionKind, VitConfig};
 use crate::io::weights::{HostTensor, Weights};
-use crate::nn::{act_backward, linear, linear_backward, site, Drop, Noise, ParamSet, Train};
-use crate::ops::attention::{attention_backward_with, attention_with, AttnShape, HeadView};
+use crate::nn::block::{Attention, Block, BlockActs, Mlp, Pass, Scratch};
+use crate::nn::layers::{Layout, Linear, Norm, NormStats};
+use crate::nn::{site, Drop, Noise, ParamSet, Specs, Train};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
-use crate::ops::elementwise::{mul, mul_cols};
 use crate::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
 use crate::ops::matmul::{matmul, Act, MatView, Matmul};
-use crate::ops::norm::{layernorm, norm_backward, NormGrads};
 use crate::ops::patch::{assemble, assemble_backward, patchify, position_map};
 use crate::ops::reduce::colsum;
 
-struct LayerIdx {
-    ln1_g: usize,
-    ln1_b: usize,
-    q_w: usize,
-    q_b: usize,
-    k_w: usize,
-    k_b: usize,
-    v_w: usize,
-    v_b: usize,
-    o_w: usize,
-    o_b: usize,
-    ln2_g: usize,
-    ln2_b: usize,
-    i_w: usize,
-    i_b: usize,
-    out_w: usize,
-    out_b: usize,
-    /// DINOv2's LayerScale vectors (after attention, after the MLP).
-    ls1: Option<usize>,
-    ls2: Option<usize>,
-}
-
+/// Parameter ids outside the blocks.
 struct Idx {
     cls: usize,
     pos: usize,
-    patch_w: usize,
-    patch_b: usize,
-    layers: Vec<LayerIdx>,
-    ln_g: usize,
-    ln_b: usize,
-    head_w: usize,
-    head_b: usize,
+    /// The `Conv2d` patch projection as a linear map of flattened patches.
+    patch: Linear,
+    norm: Norm,
+    /// The classifier (DINOv2: over `[CLS, mean of patch tokens]`).
+    head: Linear,
 }
 
 /// A ViT with a classification head, parameters and gradients on the GPU.
@@ -58,37 +35,9 @@ pub struct Vit {
     pub cfg: VitConfig,
     pub params: ParamSet,
     idx: Idx,
+    blocks: Vec<Block>,
     /// `[seq, trained seq]`: trained position embeddings to the input's (ops::patch::position_map).
     pos_map: Tensor,
-}
-
-/// One batch of images, `[batch, channels, height, width]` already resized and normalised.
-#[derive(Clone, Debug)]
-pub struct ImageBatch {
-    pub batch: usize,
-    pub pixels: Vec<f32>,
-    pub labels: Option<Vec<u32>>,
-}
-
-struct LayerActs {
-    ln1_mean: Tensor,
-    ln1_rstd: Tensor,
-    h1: Tensor,
-    q: Tensor,
-    k: Tensor,
-    v: Tensor,
-    probs: Tensor,
-    probs_drop: Tensor,
-    ctx: Tensor,
-    res1: Tensor,
-    ln2_mean: Tensor,
-    ln2_rstd: Tensor,
-    h2: Tensor,
-    pre: Tensor,
-    inter: Tensor,
-    /// DINOv2: the attention and MLP outputs before LayerScale (for its gradient).
-    o1: Tensor,
-    o2: Tensor,
 }
 
 /// Activations for one batch size, planned once.
@@ -98,9 +47,8 @@ pub struct VitActs {
     patches: Tensor,
     patch_out: Tensor,
     xs: Vec<Tensor>,
-    layers: Vec<LayerActs>,
-    ln_mean: Tensor,
-    ln_rstd: Tensor,
+    layers: Vec<BlockActs>,
+    st: NormStats,
     /// Final-LayerNorm output, `[batch * seq, hidden]`.
     pub hidden: Tensor,
     cls_rows: Tensor,
@@ -113,16 +61,6 @@ pub struct VitActs {
     dlogits: Tensor,
     dcls: Tensor,
     dhidden: Tensor,
-    dx: Tensor,
-    dx2: Tensor,
-    dres: Tensor,
-    dh: Tensor,
-    dinter: Tensor,
-    dpre: Tensor,
-    dq: Tensor,
-    dk: Tensor,
-    dv: Tensor,
-    dctx: Tensor,
     dpe: Tensor,
     pos_full: Tensor,
     dpos_full: Tensor,
@@ -130,99 +68,10 @@ pub struct VitActs {
     pool_w: Tensor,
     mean: Tensor,
     dmean: Tensor,
-    dtmp: Tensor,
-    dtmp2: Tensor,
+    s: Scratch,
 }
 
 impl Vit {
-    fn specs(cfg: &VitConfig) -> Vec<(String, Vec<usize>)> {
-        let (h, i, p, c) = (cfg.hidden_size, cfg.intermediate_size, cfg.patch_size, cfg.num_channels);
-        let dino = cfg.kind == VisionKind::Dinov2;
-        let pre = if dino { "dinov2" } else { "vit" };
-        let g = cfg.pos_grid();
-        let mut v: Vec<(String, Vec<usize>)> = vec![
-            (format!("{pre}.embeddings.cls_token"), vec![1, 1, h]),
-            (format!("{pre}.embeddings.position_embeddings"), vec![1, g * g + 1, h]),
-            (format!("{pre}.embeddings.patch_embeddings.projection.weight"), vec![h, c, p, p]),
-            (format!("{pre}.embeddings.patch_embeddings.projection.bias"), vec![h]),
-        ];
-        if dino {
-            // Used only for masked-image modelling: no gradient in classification.
-            v.push(("dinov2.embeddings.mask_token".into(), vec![1, h]));
-        }
-        let names: [&str; 16] = if dino {
-            [
-                "norm1.weight",
-                "norm1.bias",
-                "attention.attention.query.weight",
-                "attention.attention.query.bias",
-                "attention.attention.key.weight",
-                "attention.attention.key.bias",
-                "attention.attention.value.weight",
-                "attention.attention.value.bias",
-                "attention.output.dense.weight",
-                "attention.output.dense.bias",
-                "norm2.weight",
-                "norm2.bias",
-                "mlp.fc1.weight",
-                "mlp.fc1.bias",
-                "mlp.fc2.weight",
-                "mlp.fc2.bias",
-            ]
-        } else {
-            [
-                "layernorm_before.weight",
-                "layernorm_before.bias",
-                "attention.attention.query.weight",
-                "attention.attention.query.bias",
-                "attention.attention.key.weight",
-                "attention.attention.key.bias",
-                "attention.attention.value.weight",
-                "attention.attention.value.bias",
-                "attention.output.dense.weight",
-                "attention.output.dense.bias",
-                "layernorm_after.weight",
-                "layernorm_after.bias",
-                "intermediate.dense.weight",
-                "intermediate.dense.bias",
-                "output.dense.weight",
-                "output.dense.bias",
-            ]
-        };
-        let shapes = [
-            vec![h],
-            vec![h],
-            vec![h, h],
-            vec![h],
-            vec![h, h],
-            vec![h],
-            vec![h, h],
-            vec![h],
-            vec![h, h],
-            vec![h],
-            vec![h],
-            vec![h],
-            vec![i, h],
-            vec![i],
-            vec![h, i],
-            vec![h],
-        ];
-        for l in 0..cfg.num_layers {
-            for (name, shape) in names.iter().zip(&shapes) {
-                v.push((format!("{pre}.encoder.layer.{l}.{name}"), shape.clone()));
-            }
-            if dino {
-                v.push((format!("dinov2.encoder.layer.{l}.layer_scale1.lambda1"), vec![h]));
-                v.push((format!("dinov2.encoder.layer.{l}.layer_scale2.lambda1"), vec![h]));
-            }
-        }
-        v.push((format!("{pre}.layernorm.weight"), vec![h]));
-        v.push((format!("{pre}.layernorm.bias"), vec![h]));
-        v.push(("classifier.weight".into(), vec![cfg.num_labels(), if dino { 2 * h } else { h }]));
-        v.push(("classifier.bias".into(), vec![cfg.num_labels()]));
-        v
-    }
-
     /// Build the model from a config and its weights (names with or without `vit.`).
     pub fn load(gpu: &Gpu, cfg: VitConfig, w: &Weights, seed: u64) -> Result<Self> {
         let dino = cfg.kind == VisionKind::Dinov2;
@@ -238,44 +87,59 @@ impl Vit {
                 format!("input size {} is not a multiple of the patch size {}", cfg.input_size, cfg.patch_size),
             );
         }
-        let specs = Self::specs(&cfg);
-        let params = ParamSet::load(gpu, &specs, w, if dino { "dinov2." } else { "vit." }, specs.len() - 2, &[], seed)?;
-        let (g0, g1) = (cfg.pos_grid(), cfg.grid());
-        let pos_map = gpu.from_f32(&position_map(g0, g1), &[g1 * g1 + 1, g0 * g0 + 1])?;
-        let mut k = 0;
-        let mut next = || {
-            k += 1;
-            k - 1
-        };
-        let (cls, pos, patch_w, patch_b) = (next(), next(), next(), next());
+        let c = &cfg;
+        let (h, i, ps, eps) = (c.hidden_size, c.intermediate_size, c.patch_size, c.layer_norm_eps);
+        let pre = if dino { "dinov2" } else { "vit" };
+        let g = c.pos_grid();
+        let mut s = Specs::default();
+        let cls = s.add(format!("{pre}.embeddings.cls_token"), &[1, 1, h]);
+        let pos = s.add(format!("{pre}.embeddings.position_embeddings"), &[1, g * g + 1, h]);
+        let patch_w =
+            s.add(format!("{pre}.embeddings.patch_embeddings.projection.weight"), &[h, c.num_channels, ps, ps]);
+        let patch_b = s.add(format!("{pre}.embeddings.patch_embeddings.projection.bias"), &[h]);
         if dino {
-            next(); // mask_token
+            // Used only for masked-image modelling: no gradient in classification.
+            s.add("dinov2.embeddings.mask_token", &[1, h]);
         }
-        let layers = (0..cfg.num_layers)
-            .map(|_| LayerIdx {
-                ln1_g: next(),
-                ln1_b: next(),
-                q_w: next(),
-                q_b: next(),
-                k_w: next(),
-                k_b: next(),
-                v_w: next(),
-                v_b: next(),
-                o_w: next(),
-                o_b: next(),
-                ln2_g: next(),
-                ln2_b: next(),
-                i_w: next(),
-                i_b: next(),
-                out_w: next(),
-                out_b: next(),
-                ls1: dino.then(&mut next),
-                ls2: dino.then(&mut next),
-            })
-            .collect();
-        let idx =
-            Idx { cls, pos, patch_w, patch_b, layers, ln_g: next(), ln_b: next(), head_w: next(), head_b: next() };
-        Ok(Vit { cfg, params, idx, pos_map })
+        let [n1, n2, up, down] = if dino {
+            ["norm1", "norm2", "mlp.fc1", "mlp.fc2"]
+        } else {
+            ["layernorm_before", "layernorm_after", "intermediate.dense", "output.dense"]
+        };
+        let mut blocks = Vec::with_capacity(c.num_layers);
+        for l in 0..c.num_layers {
+            let n = |x: &str| format!("{pre}.encoder.layer.{l}.{x}");
+            let norm1 = s.layer_norm(&n(&format!("{n1}.weight")), &n(&format!("{n1}.bias")), h, eps);
+            let q = s.linear(&n("attention.attention.query"), h, h, true);
+            let k = s.linear(&n("attention.attention.key"), h, h, true);
+            let v = s.linear(&n("attention.attention.value"), h, h, true);
+            let o = s.linear(&n("attention.output.dense"), h, h, true);
+            let norm2 = s.layer_norm(&n(&format!("{n2}.weight")), &n(&format!("{n2}.bias")), h, eps);
+            let up = s.linear(&n(up), i, h, true);
+            let down = s.linear(&n(down), h, i, true);
+            let scale = dino.then(|| (s.add(n("layer_scale1.lambda1"), &[h]), s.add(n("layer_scale2.lambda1"), &[h])));
+            let (heads, head_dim) = (c.num_heads, c.head_dim());
+            blocks.push(Block {
+                attn: Attention { q, k, v, o, heads, kv_heads: heads, head_dim, causal: false, rope: false },
+                mlp: Mlp::Act { up, down, act: c.act },
+                norm1,
+                norm2,
+                post_norm: false,
+                scale,
+                hidden: h,
+                inter: i,
+            });
+        }
+        let norm = s.layer_norm(&format!("{pre}.layernorm.weight"), &format!("{pre}.layernorm.bias"), h, eps);
+        let head_w = s.add("classifier.weight", &[c.num_labels(), if dino { 2 * h } else { h }]);
+        let head_b = s.add("classifier.bias", &[c.num_labels()]);
+        let params = s.load(gpu, w, if dino { "dinov2." } else { "vit." }, head_w, seed)?;
+        let (g0, g1) = (c.pos_grid(), c.grid());
+        let pos_map = gpu.from_f32(&position_map(g0, g1), &[g1 * g1 + 1, g0 * g0 + 1])?;
+        let patch = Linear { w: patch_w, b: Some(patch_b), layout: Layout::OutIn };
+        let head = Linear { w: head_w, b: Some(head_b), layout: Layout::OutIn };
+        let idx = Idx { cls, pos, patch, norm, head };
+        Ok(Vit { cfg, params, idx, blocks, pos_map })
     }
 
     /// Every parameter under its Hugging Face name, in the dtype it was loaded in.
@@ -299,34 +163,12 @@ impl Vit {
         if batch == 0 {
             return shape_err("vit", "empty batch");
         }
-        let (s, h, i) = (c.seq(), c.hidden_size, c.intermediate_size);
-        let dino = c.kind == VisionKind::Dinov2;
+        let (s, h) = (c.seq(), c.hidden_size);
         let (bs, np) = (batch * s, batch * (s - 1));
         let row = c.num_channels * c.patch_size * c.patch_size;
         let f = |shape: &[usize]| gpu.zeros(shape);
-        let layers = (0..c.num_layers)
-            .map(|_| {
-                Ok(LayerActs {
-                    ln1_mean: f(&[bs])?,
-                    ln1_rstd: f(&[bs])?,
-                    h1: f(&[bs, h])?,
-                    q: f(&[bs, h])?,
-                    k: f(&[bs, h])?,
-                    v: f(&[bs, h])?,
-                    probs: f(&[batch * c.num_heads * s * s])?,
-                    probs_drop: if c.attention_dropout > 0.0 { f(&[batch * c.num_heads * s * s])? } else { f(&[1])? },
-                    ctx: f(&[bs, h])?,
-                    res1: f(&[bs, h])?,
-                    ln2_mean: f(&[bs])?,
-                    ln2_rstd: f(&[bs])?,
-                    h2: f(&[bs, h])?,
-                    pre: f(&[bs, i])?,
-                    inter: f(&[bs, i])?,
-                    o1: if dino { f(&[bs, h])? } else { f(&[1])? },
-                    o2: if dino { f(&[bs, h])? } else { f(&[1])? },
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers =
+            self.blocks.iter().map(|b| b.acts(gpu, batch, s, c.attention_dropout > 0.0)).collect::<Result<_>>()?;
         let rows: Vec<u32> = (0..batch as u32).map(|b| b * s as u32).collect();
         Ok(VitActs {
             batch,
@@ -335,8 +177,7 @@ impl Vit {
             patch_out: f(&[np, h])?,
             xs: (0..=c.num_layers).map(|_| f(&[bs, h])).collect::<Result<_>>()?,
             layers,
-            ln_mean: f(&[bs])?,
-            ln_rstd: f(&[bs])?,
+            st: NormStats::new(gpu, &self.idx.norm, bs)?,
             hidden: f(&[bs, h])?,
             cls_rows: gpu.from_u32(&rows, &[batch])?,
             cls_index: EmbeddingIndex::upload(gpu, &rows, bs)?,
@@ -347,16 +188,6 @@ impl Vit {
             dlogits: f(&[batch, c.num_labels()])?,
             dcls: f(&[batch, h])?,
             dhidden: f(&[bs, h])?,
-            dx: f(&[bs, h])?,
-            dx2: f(&[bs, h])?,
-            dres: f(&[bs, h])?,
-            dh: f(&[bs, h])?,
-            dinter: f(&[bs, i])?,
-            dpre: f(&[bs, i])?,
-            dq: f(&[bs, h])?,
-            dk: f(&[bs, h])?,
-            dv: f(&[bs, h])?,
-            dctx: f(&[bs, h])?,
             dpe: f(&[np, h])?,
             pos_full: f(&[s, h])?,
             dpos_full: f(&[s, h])?,
@@ -366,8 +197,7 @@ impl Vit {
             )?,
             mean: f(&[batch, h])?,
             dmean: f(&[batch, h])?,
-            dtmp: f(&[bs, h])?,
-            dtmp2: f(&[bs, h])?,
+            s: self.blocks[0].scratch(gpu, bs)?,
         })
     }
 
@@ -438,13 +268,8 @@ impl Vit {
             .collect())
     }
 
-    fn shape(&self, a: &VitActs) -> AttnShape {
-        AttnShape { batch: a.batch, seq: self.cfg.seq(), heads: self.cfg.num_heads, head_dim: self.cfg.head_dim() }
-    }
-
-    fn patch_weight(&self) -> Result<Tensor> {
-        let h = self.cfg.hidden_size;
-        self.params.p(self.idx.patch_w).reshape(&[h, self.params.p(self.idx.patch_w).len() / h])
+    fn pass<'a>(&self, a: &'a VitActs, d: &'a Drop, layer: usize) -> Pass<'a> {
+        Pass { batch: a.batch, seq: self.cfg.seq(), mask: None, table: None, drop: d, layer }
     }
 
     /// Record the forward pass (and the loss with dlogits when `with_loss`). `train` turns
@@ -468,73 +293,27 @@ impl Vit {
         let (p, x, c) = (params, &self.idx, &self.cfg);
         a.train.set(train);
         let d = Drop::new(train, c.hidden_dropout, c.attention_dropout);
-        let eps = c.layer_norm_eps;
-        let pw = p.p(x.patch_w).reshape(&[c.hidden_size, p.p(x.patch_w).len() / c.hidden_size])?;
-        linear(rec, &a.patches, &pw, p.p(x.patch_b), &a.patch_out, Act::None, None, false)?;
+        x.patch.forward(rec, p, &a.patches, &a.patch_out, Act::None, None, false)?;
         if let Some(n) = noise {
             n.fill(rec, &a.dpe)?;
             crate::ops::elementwise::axpby(rec, 1.0, &a.dpe, 1.0, &a.patch_out)?;
         }
-        let x0 = if d.hidden() { &a.dres } else { &a.xs[0] };
+        let x0 = if d.hidden() { &a.s.dres } else { &a.xs[0] };
         // The input's position embeddings: one matmul with the (interpolation) map.
         let pos = p.p(x.pos).reshape(&[self.pos_map.cols(), c.hidden_size])?;
         matmul(rec, &Matmul::new(&self.pos_map, false, &pos, false, &a.pos_full)?)?;
         assemble(rec, &a.patch_out, p.p(x.cls), &a.pos_full, x0, a.batch, c.seq())?;
         d.apply(rec, x0, &a.xs[0], site::EMB, false)?;
-        let s = self.shape(a);
-        let scale = 1.0 / (c.head_dim() as f32).sqrt();
-        for (l, (li, la)) in x.layers.iter().zip(&a.layers).enumerate() {
-            let xin = &a.xs[l];
-            layernorm(rec, xin, p.p(li.ln1_g), p.p(li.ln1_b), &la.h1, &la.ln1_mean, &la.ln1_rstd, eps)?;
-            linear(rec, &la.h1, p.p(li.q_w), p.p(li.q_b), &la.q, Act::None, None, false)?;
-            linear(rec, &la.h1, p.p(li.k_w), p.p(li.k_b), &la.k, Act::None, None, false)?;
-            linear(rec, &la.h1, p.p(li.v_w), p.p(li.v_b), &la.v, Act::None, None, false)?;
-            let (q, k, v) = (HeadView::dense(&la.q, &s), HeadView::dense(&la.k, &s), HeadView::dense(&la.v, &s));
-            let drop = d.attn(site::attn(l), &la.probs_drop);
-            attention_with(rec, &s, q, k, v, HeadView::dense(&la.ctx, &s), &la.probs, None, false, scale, drop)?;
-            if let Some(ls1) = li.ls1 {
-                // res1 = x + λ1 ⊙ dropout(o1), keeping o1 (after dropout) for dλ1.
-                linear(rec, &la.ctx, p.p(li.o_w), p.p(li.o_b), &la.o1, Act::None, None, false)?;
-                if d.hidden() {
-                    d.apply(rec, &la.o1, &a.dq, site::attn_out(l), false)?;
-                    rec.copy(&a.dq, &la.o1)?;
-                }
-                mul_cols(rec, &la.o1, p.p(ls1), Some(xin), &la.res1)?;
-            } else {
-                rec.copy(xin, &la.res1)?;
-                if d.hidden() {
-                    linear(rec, &la.ctx, p.p(li.o_w), p.p(li.o_b), &a.dq, Act::None, None, false)?;
-                    d.apply(rec, &a.dq, &la.res1, site::attn_out(l), true)?;
-                } else {
-                    linear(rec, &la.ctx, p.p(li.o_w), p.p(li.o_b), &la.res1, Act::None, None, true)?;
-                }
-            }
-            layernorm(rec, &la.res1, p.p(li.ln2_g), p.p(li.ln2_b), &la.h2, &la.ln2_mean, &la.ln2_rstd, eps)?;
-            linear(rec, &la.h2, p.p(li.i_w), p.p(li.i_b), &la.inter, c.act, Some(&la.pre), false)?;
-            if let Some(ls2) = li.ls2 {
-                linear(rec, &la.inter, p.p(li.out_w), p.p(li.out_b), &la.o2, Act::None, None, false)?;
-                if d.hidden() {
-                    d.apply(rec, &la.o2, &a.dk, site::ffn_out(l), false)?;
-                    rec.copy(&a.dk, &la.o2)?;
-                }
-                mul_cols(rec, &la.o2, p.p(ls2), Some(&la.res1), &a.xs[l + 1])?;
-            } else {
-                rec.copy(&la.res1, &a.xs[l + 1])?;
-                if d.hidden() {
-                    linear(rec, &la.inter, p.p(li.out_w), p.p(li.out_b), &a.dk, Act::None, None, false)?;
-                    d.apply(rec, &a.dk, &a.xs[l + 1], site::ffn_out(l), true)?;
-                } else {
-                    linear(rec, &la.inter, p.p(li.out_w), p.p(li.out_b), &a.xs[l + 1], Act::None, None, true)?;
-                }
-            }
+        for (l, (blk, la)) in self.blocks.iter().zip(&a.layers).enumerate() {
+            blk.forward(rec, p, &a.xs[l], &a.xs[l + 1], la, &a.s, &self.pass(a, &d, l))?;
         }
-        layernorm(rec, &a.xs[c.num_layers], p.p(x.ln_g), p.p(x.ln_b), &a.hidden, &a.ln_mean, &a.ln_rstd, eps)?;
+        x.norm.forward(rec, p, &a.xs[c.num_layers], &a.hidden, &a.st)?;
         embedding(rec, &a.hidden, &a.cls_rows, &a.cls)?;
         if c.kind == VisionKind::Dinov2 {
             // logits = [cls, mean of patch tokens] W^T + b, as two matmuls on the halves of W.
             let (b, h, s_) = (a.batch, c.hidden_size, c.seq());
             matmul(rec, &self.pool_mm(&a.pool_w, &a.hidden, &a.mean, b, s_, h))?;
-            let (w, nl) = (p.p(x.head_w), c.num_labels());
+            let (w, nl) = (p.p(x.head.w), c.num_labels());
             for (half, input) in [(0, &a.cls), (h, &a.mean)] {
                 let wv = MatView { t: w, off: half, rs: 1, cs: 2 * h, bo: 0, bi: 0 };
                 let m = Matmul {
@@ -546,7 +325,7 @@ impl Vit {
                     a: MatView::row_major(input, b, h),
                     b: wv,
                     c: MatView::row_major(&a.logits, b, nl),
-                    bias: (half == 0).then_some((p.p(x.head_b), 0)),
+                    bias: (half == 0).then_some((p.p(x.head.b.expect("a classifier bias")), 0)),
                     act: Act::None,
                     pre: None,
                     alpha: 1.0,
@@ -555,7 +334,7 @@ impl Vit {
                 matmul(rec, &m)?;
             }
         } else {
-            linear(rec, &a.cls, p.p(x.head_w), p.p(x.head_b), &a.logits, Act::None, None, false)?;
+            x.head.forward(rec, p, &a.cls, &a.logits, Act::None, None, false)?;
         }
         if with_loss {
             cross_entropy(rec, &a.logits, &a.labels, &a.loss, Some(&a.dlogits), IGNORE_INDEX, 1.0)?;
@@ -578,8 +357,8 @@ impl Vit {
         rec.zero(&a.dhidden);
         if c.kind == VisionKind::Dinov2 {
             let (b, h, s_, nl) = (a.batch, c.hidden_size, c.seq(), c.num_labels());
-            let (w, gw) = (p.p(x.head_w), g(x.head_w));
-            colsum(rec, dlogits, b, nl, g(x.head_b), true, 1.0)?;
+            let (w, gw) = (p.p(x.head.w), g(x.head.w));
+            colsum(rec, dlogits, b, nl, g(x.head.b.expect("a classifier bias")), true, 1.0)?;
             for (half, input, dinput) in [(0, &a.cls, &a.dcls), (h, &a.mean, &a.dmean)] {
                 // dW[:, half..half+h] += dlogits^T input ; dinput = dlogits W[:, half..half+h]
                 let dw = Matmul {
@@ -633,77 +412,24 @@ impl Vit {
             };
             matmul(rec, &spread)?;
         } else {
-            linear_backward(rec, &a.cls, p.p(x.head_w), dlogits, g(x.head_w), g(x.head_b), Some((&a.dcls, false)))?;
+            x.head.backward(rec, p, &a.cls, dlogits, Some((&a.dcls, false)), &a.s.ones)?;
         }
         embedding_backward(rec, &a.dcls, &a.cls_index, &a.dhidden)?;
-        let (mut dx, mut dx2) = (a.dx.clone(), a.dx2.clone());
-        let ng = NormGrads { dx: &dx, accumulate_dx: false, dgamma: g(x.ln_g), dbeta: Some(g(x.ln_b)) };
-        norm_backward(rec, &a.xs[c.num_layers], p.p(x.ln_g), &a.dhidden, Some(&a.ln_mean), &a.ln_rstd, &ng)?;
-        let s = self.shape(a);
-        let scale = 1.0 / (c.head_dim() as f32).sqrt();
-        for (l, (li, la)) in x.layers.iter().zip(&a.layers).enumerate().rev() {
-            let xin = &a.xs[l];
-            // x_{l+1} = res1 + [λ2 ⊙] dropout(mlp(ln2(res1)))
-            rec.copy(&dx, &a.dres)?;
-            let dmlp = match li.ls2 {
-                Some(ls2) => layer_scale_backward(rec, &dx, &la.o2, p.p(ls2), g(ls2), &a.dtmp, &a.dtmp2)?,
-                None => &dx,
-            };
-            let dout = d.back(rec, dmlp, &a.dq, site::ffn_out(l))?;
-            linear_backward(rec, &la.inter, p.p(li.out_w), dout, g(li.out_w), g(li.out_b), Some((&a.dinter, false)))?;
-            act_backward(rec, &la.pre, &a.dinter, &a.dpre, c.act)?;
-            linear_backward(rec, &la.h2, p.p(li.i_w), &a.dpre, g(li.i_w), g(li.i_b), Some((&a.dh, false)))?;
-            let ng = NormGrads { dx: &a.dres, accumulate_dx: true, dgamma: g(li.ln2_g), dbeta: Some(g(li.ln2_b)) };
-            norm_backward(rec, &la.res1, p.p(li.ln2_g), &a.dh, Some(&la.ln2_mean), &la.ln2_rstd, &ng)?;
-            // res1 = x + dropout(attn(ln1(x)))
-            rec.copy(&a.dres, &dx2)?;
-            let dattn = match li.ls1 {
-                Some(ls1) => layer_scale_backward(rec, &a.dres, &la.o1, p.p(ls1), g(ls1), &a.dtmp, &a.dtmp2)?,
-                None => &a.dres,
-            };
-            let dout = d.back(rec, dattn, &a.dq, site::attn_out(l))?;
-            linear_backward(rec, &la.ctx, p.p(li.o_w), dout, g(li.o_w), g(li.o_b), Some((&a.dctx, false)))?;
-            let (q, k, v) = (HeadView::dense(&la.q, &s), HeadView::dense(&la.k, &s), HeadView::dense(&la.v, &s));
-            let (dq, dk, dv) = (HeadView::dense(&a.dq, &s), HeadView::dense(&a.dk, &s), HeadView::dense(&a.dv, &s));
-            let drop = d.attn(site::attn(l), &la.probs_drop);
-            let dctx = HeadView::dense(&a.dctx, &s);
-            attention_backward_with(rec, &s, q, k, v, &la.probs, dctx, dq, dk, dv, scale, false, drop)?;
-            linear_backward(rec, &la.h1, p.p(li.q_w), &a.dq, g(li.q_w), g(li.q_b), Some((&a.dh, false)))?;
-            linear_backward(rec, &la.h1, p.p(li.k_w), &a.dk, g(li.k_w), g(li.k_b), Some((&a.dh, true)))?;
-            linear_backward(rec, &la.h1, p.p(li.v_w), &a.dv, g(li.v_w), g(li.v_b), Some((&a.dh, true)))?;
-            let ng = NormGrads { dx: &dx2, accumulate_dx: true, dgamma: g(li.ln1_g), dbeta: Some(g(li.ln1_b)) };
-            norm_backward(rec, xin, p.p(li.ln1_g), &a.dh, Some(&la.ln1_mean), &la.ln1_rstd, &ng)?;
-            std::mem::swap(&mut dx, &mut dx2);
+        let (mut dx, mut dx2) = (a.s.dx.clone(), a.s.dx2.clone());
+        x.norm.backward(rec, p, &a.xs[c.num_layers], &a.dhidden, &a.st, &dx, false)?;
+        for (l, (blk, la)) in self.blocks.iter().zip(&a.layers).enumerate().rev() {
+            blk.backward(rec, p, &a.xs[l], la, &a.s, &mut dx, &mut dx2, &self.pass(a, &d, l))?;
         }
         let demb = d.back(rec, &dx, &dx2, site::EMB)?;
         rec.zero(&a.dpos_full);
         assemble_backward(rec, demb, &a.dpe, g(x.cls), &a.dpos_full, a.batch, c.seq())?;
         let gpos = g(x.pos).reshape(&[self.pos_map.cols(), c.hidden_size])?;
         matmul(rec, &Matmul::new(&self.pos_map, true, &a.dpos_full, false, &gpos)?.accumulate(1.0))?;
-        let dw = g(x.patch_w).reshape(&[c.hidden_size, g(x.patch_w).len() / c.hidden_size])?;
         if patch_grad {
-            linear_backward(rec, &a.patches, &self.patch_weight()?, &a.dpe, &dw, g(x.patch_b), None)?;
+            x.patch.backward(rec, p, &a.patches, &a.dpe, None, &a.s.ones)?;
         }
         Ok(())
     }
-}
-
-/// Backward of `out = λ ⊙ o` (+ residual): `dλ += colsum(dy ⊙ o)`; returns `do = λ ⊙ dy`
-/// (in `tmp`).
-fn layer_scale_backward<'t>(
-    rec: &mut Recorder,
-    dy: &Tensor,
-    o: &Tensor,
-    lambda: &Tensor,
-    dlambda: &Tensor,
-    tmp: &'t Tensor,
-    tmp2: &Tensor,
-) -> Result<&'t Tensor> {
-    let h = lambda.len();
-    mul(rec, dy, o, tmp2, 1.0)?;
-    colsum(rec, tmp2, dy.len() / h, h, dlambda, true, 1.0)?;
-    mul_cols(rec, dy, lambda, None, tmp)?;
-    Ok(tmp)
 }
 
 /// The vit as the optimizer drives it (see [`crate::optim::Task`]).

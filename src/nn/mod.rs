@@ -1,5 +1,15 @@
 //! Layers with explicit forward and backward (llm.c style): no autograd tape. Each backward
 //! accumulates (+=) into the gradient arena, so gradients of shared parameters add up.
+//!
+//! - this module: [`ParamSet`] (parameters and gradients in arenas) and [`Specs`], the builder
+//!   that names each tensor as Hugging Face does and returns its id; training mode ([`Train`],
+//!   [`Drop`]) and input noise ([`Noise`]);
+//! - [`layers`]: `Linear`, `Norm`, the LM head over split tables, the K/V cache;
+//! - [`block`]: attention, MLP and the transformer block (pre- or post-norm, RoPE, grouped-query
+//!   attention, SwiGLU, LayerScale) with forward, backward and cached decoding.
+
+pub mod block;
+pub mod layers;
 
 use crate::error::{model_err, Result};
 use crate::gpu::{Arena, ArenaBuilder, Gpu, Part, Recorder, Tensor};
@@ -7,10 +17,64 @@ use crate::io::weights::{HostTensor, Weights};
 use crate::ops::attention::AttnDropout;
 use crate::ops::elementwise::activation_backward;
 use crate::ops::elementwise::axpby;
-use crate::ops::matmul::{matmul, Act, Matmul};
-use crate::ops::reduce::colsum;
+use crate::ops::matmul::Act;
 use crate::ops::rng::{dropout, normal, uniform, RngKey};
 use safetensors::Dtype;
+
+/// A model's parameter list as it is built: each layer adds its tensors under their Hugging Face
+/// names and gets their ids back, so a name and its id cannot drift apart.
+#[derive(Clone, Debug, Default)]
+pub struct Specs {
+    pub list: Vec<(String, Vec<usize>)>,
+    /// Tensors that may be stored as row blocks (see [`ParamSet::new`]).
+    pub split: Vec<usize>,
+}
+
+impl Specs {
+    /// Add a tensor; returns its id.
+    pub fn add(&mut self, name: impl Into<String>, shape: &[usize]) -> usize {
+        self.list.push((name.into(), shape.to_vec()));
+        self.list.len() - 1
+    }
+    /// Add a tensor that may exceed one binding (a token table): stored as row blocks.
+    pub fn add_split(&mut self, name: impl Into<String>, shape: &[usize]) -> usize {
+        let i = self.add(name, shape);
+        self.split.push(i);
+        i
+    }
+    /// An `nn.Linear` `name.weight` `[out, inp]` (and `name.bias` `[out]`).
+    pub fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> layers::Linear {
+        let w = self.add(format!("{name}.weight"), &[out, inp]);
+        let b = bias.then(|| self.add(format!("{name}.bias"), &[out]));
+        layers::Linear { w, b, layout: layers::Layout::OutIn }
+    }
+    /// A GPT-2 `Conv1D` `name.weight` `[inp, out]` and `name.bias` `[out]`.
+    pub fn conv1d(&mut self, name: &str, inp: usize, out: usize) -> layers::Linear {
+        let w = self.add(format!("{name}.weight"), &[inp, out]);
+        let b = Some(self.add(format!("{name}.bias"), &[out]));
+        layers::Linear { w, b, layout: layers::Layout::InOut { cols: None } }
+    }
+    /// A LayerNorm with weight and bias tensors of width `h`.
+    pub fn layer_norm(&mut self, weight: &str, bias: &str, h: usize, eps: f32) -> layers::Norm {
+        let g = self.add(weight, &[h]);
+        let b = Some(self.add(bias, &[h]));
+        layers::Norm { g, b, rms: false, eps }
+    }
+    /// An RMSNorm with a weight of width `h`.
+    pub fn rms_norm(&mut self, weight: &str, h: usize, eps: f32) -> layers::Norm {
+        layers::Norm { g: self.add(weight, &[h]), b: None, rms: true, eps }
+    }
+    /// Allocate the parameters and fill them from `w` (see [`ParamSet::load`]).
+    pub fn load(&self, gpu: &Gpu, w: &Weights, prefix: &str, optional_from: usize, seed: u64) -> Result<ParamSet> {
+        ParamSet::load(gpu, &self.list, w, prefix, optional_from, &self.split, seed)
+    }
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+}
 
 /// Parameters and their gradients: two arenas with the same layout, tensors named by their
 /// Hugging Face names.
@@ -133,59 +197,6 @@ impl ParamSet {
             rec.zero(c);
         }
     }
-}
-
-/// `y = act(x W^T + b)`, or `y += ...` when `accumulate` (a residual add for free). `x` is
-/// `[rows, in]`, `w` is `[out, in]` (Hugging Face `nn.Linear` layout). With an activation,
-/// `pre` receives `x W^T + b` for the backward pass.
-pub fn linear(
-    rec: &mut Recorder,
-    x: &Tensor,
-    w: &Tensor,
-    b: &Tensor,
-    y: &Tensor,
-    act: Act,
-    pre: Option<&Tensor>,
-    accumulate: bool,
-) -> Result<()> {
-    let x2 = x.reshape(&[x.len() / w.cols(), w.cols()])?;
-    let y2 = y.reshape(&[x2.rows(), w.rows()])?;
-    let mut mm = Matmul::new(&x2, false, w, true, &y2)?.bias(b).act(act);
-    if let Some(p) = pre {
-        mm = mm.store_pre(p);
-    }
-    if accumulate {
-        mm = mm.accumulate(1.0);
-    }
-    matmul(rec, &mm)
-}
-
-/// Backward of [`linear`] without activation: `dw += dy^T x`, `db += colsum(dy)`, and
-/// `dx (=|+=) dy W` when `dx` is given (`(tensor, accumulate)`).
-pub fn linear_backward(
-    rec: &mut Recorder,
-    x: &Tensor,
-    w: &Tensor,
-    dy: &Tensor,
-    dw: &Tensor,
-    db: &Tensor,
-    dx: Option<(&Tensor, bool)>,
-) -> Result<()> {
-    let (out, inp) = (w.rows(), w.cols());
-    let rows = dy.len() / out;
-    let x2 = x.reshape(&[rows, inp])?;
-    let dy2 = dy.reshape(&[rows, out])?;
-    matmul(rec, &Matmul::new(&dy2, true, &x2, false, dw)?.accumulate(1.0))?;
-    colsum(rec, &dy2, rows, out, db, true, 1.0)?;
-    if let Some((dx, acc)) = dx {
-        let dx2 = dx.reshape(&[rows, inp])?;
-        let mut mm = Matmul::new(&dy2, false, w, false, &dx2)?;
-        if acc {
-            mm = mm.accumulate(1.0);
-        }
-        matmul(rec, &mm)?;
-    }
-    Ok(())
 }
 
 /// Backward through an activation from its saved pre-activation: `dpre = dy * act'(pre)`.

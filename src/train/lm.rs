@@ -1,178 +1,51 @@
 //! Causal language models at the data edge (native): loading a GPT-2 or LLaMA folder,
 //! perplexity of a text, and greedy generation.
 
+use crate::data::batch::LmBatch;
 use crate::data::text::TextTokenizer;
 use crate::error::{Error, Result};
-use crate::gpu::{Gpu, Recorder, Tensor};
+use crate::gpu::Gpu;
 use crate::io::config::{Gpt2Config, LlamaConfig};
 use crate::io::hf::read_weights;
-use crate::models::gpt2::{Gpt2, Gpt2Acts, Gpt2Decoder, KvCache, LmBatch};
-use crate::models::llama::{Llama, LlamaActs, LlamaDecoder};
+pub use crate::models::lm::{CausalLm, LmActs, LmDecoder};
+use crate::models::{gpt2, llama};
 use std::path::Path;
 
-/// A causal LM of either family.
-#[allow(clippy::large_enum_variant)]
-pub enum CausalLm {
-    Gpt2(Gpt2),
-    Llama(Llama),
-}
-
-/// Activations of a [`CausalLm`].
-#[allow(clippy::large_enum_variant)]
-pub enum LmActs {
-    Gpt2(Gpt2Acts),
-    Llama(LlamaActs),
-}
-
 impl CausalLm {
-    /// Load `dir` (config.json with model_type gpt2 or llama, model.safetensors).
-    pub fn load(gpu: &Gpu, dir: &Path, seed: u64) -> Result<Self> {
-        let p = dir.join("config.json");
-        let file = p.display().to_string();
-        let text = std::fs::read_to_string(&p).map_err(|source| Error::Io { path: file.clone(), source })?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| Error::Model { file: file.clone(), message: format!("not valid JSON: {e}") })?;
-        let w = read_weights(dir)?;
-        match v.get("model_type").and_then(|m| m.as_str()) {
-            Some("gpt2") => {
-                let cfg = Gpt2Config::parse(&file, &text)?;
-                w.check_layers(cfg.num_layers, "n_layer")?;
-                Ok(CausalLm::Gpt2(Gpt2::load(gpu, cfg, &w, seed)?))
-            }
-            Some("llama") => {
-                let cfg = LlamaConfig::parse(&file, &text)?;
-                w.check_layers(cfg.num_layers, "num_hidden_layers")?;
-                Ok(CausalLm::Llama(Llama::load(gpu, cfg, &w, seed)?))
-            }
-            other => Err(Error::Model {
-                file,
-                message: format!("model_type {other:?} is not a supported causal LM (expected \"gpt2\" or \"llama\")"),
-            }),
-        }
-    }
-    pub fn vocab_size(&self) -> usize {
-        match self {
-            CausalLm::Gpt2(m) => m.cfg.vocab_size,
-            CausalLm::Llama(m) => m.cfg.vocab_size,
-        }
-    }
-    /// Longest sequence the model takes.
-    pub fn max_positions(&self) -> usize {
-        match self {
-            CausalLm::Gpt2(m) => m.cfg.n_positions,
-            CausalLm::Llama(m) => m.cfg.max_position_embeddings,
-        }
-    }
-    /// The end-of-text token, if the config names one.
-    pub fn eos(&self) -> Option<u32> {
-        match self {
-            CausalLm::Gpt2(m) => m.cfg.eos_token_id,
-            CausalLm::Llama(m) => m.cfg.eos_token_id,
-        }
-    }
-    pub fn pad_id(&self) -> u32 {
-        self.eos().unwrap_or(0)
-    }
-    pub fn acts(&self, gpu: &Gpu, batch: usize, seq: usize) -> Result<LmActs> {
-        Ok(match self {
-            CausalLm::Gpt2(m) => LmActs::Gpt2(m.acts(gpu, batch, seq)?),
-            CausalLm::Llama(m) => LmActs::Llama(m.acts(gpu, batch, seq)?),
-        })
-    }
-    pub fn upload(&self, gpu: &Gpu, a: &mut LmActs, b: &LmBatch) -> Result<()> {
-        match (self, a) {
-            (CausalLm::Gpt2(m), LmActs::Gpt2(a)) => m.upload(gpu, a, b),
-            (CausalLm::Llama(m), LmActs::Llama(a)) => m.upload(gpu, a, b),
-            _ => unreachable!("activations planned by the same model"),
-        }
-    }
-    /// Forward in evaluation mode; returns (logits `[batch*seq, vocab]`, `[loss, count]`).
-    pub fn forward<'a>(&self, rec: &mut Recorder, a: &'a LmActs, with_loss: bool) -> Result<(&'a Tensor, &'a Tensor)> {
-        match (self, a) {
-            (CausalLm::Gpt2(m), LmActs::Gpt2(a)) => {
-                m.forward(rec, a, with_loss, None)?;
-                Ok((&a.logits, &a.loss))
-            }
-            (CausalLm::Llama(m), LmActs::Llama(a)) => {
-                m.forward(rec, a, with_loss, None)?;
-                Ok((&a.logits, &a.loss))
-            }
-            _ => unreachable!("activations planned by the same model"),
-        }
+    /// Load a causal LM folder (config.json with model_type gpt2 or llama, model.safetensors).
+    pub fn load(gpu: &Gpu, dir: &Path, seed: u64) -> Result<CausalLm> {
+        load_lm(gpu, dir, seed)
     }
 }
 
-/// Incremental decoding state of a [`CausalLm`] (its K/V cache), from [`CausalLm::decoder`].
-pub enum LmDecoder {
-    Gpt2(Gpt2Decoder),
-    Llama(LlamaDecoder),
-}
-
-impl LmDecoder {
-    /// The K/V cache: positions fed so far, capacity, tokens per call.
-    pub fn cache(&self) -> &KvCache {
-        match self {
-            LmDecoder::Gpt2(d) => d.cache(),
-            LmDecoder::Llama(d) => d.cache(),
+fn load_lm(gpu: &Gpu, dir: &Path, seed: u64) -> Result<CausalLm> {
+    let p = dir.join("config.json");
+    let file = p.display().to_string();
+    let text = std::fs::read_to_string(&p).map_err(|source| Error::Io { path: file.clone(), source })?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Error::Model { file: file.clone(), message: format!("not valid JSON: {e}") })?;
+    let w = read_weights(dir)?;
+    match v.get("model_type").and_then(|m| m.as_str()) {
+        Some("gpt2") => {
+            let cfg = Gpt2Config::parse(&file, &text)?;
+            w.check_layers(cfg.num_layers, "n_layer")?;
+            gpt2::load(gpu, &cfg, &w, seed)
         }
-    }
-    /// Positions fed so far.
-    pub fn len(&self) -> usize {
-        self.cache().len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.cache().is_empty()
+        Some("llama") => {
+            let cfg = LlamaConfig::parse(&file, &text)?;
+            w.check_layers(cfg.num_layers, "num_hidden_layers")?;
+            llama::load(gpu, &cfg, &w, seed, "LlamaForCausalLM")
+        }
+        other => Err(Error::Model {
+            file,
+            message: format!("model_type {other:?} is not a supported causal LM (expected \"gpt2\" or \"llama\")"),
+        }),
     }
 }
 
 /// Tokens fed per step while a prompt is read into the cache: bounds the scores of one step
 /// (heads x chunk x capacity floats).
 pub const PREFILL_CHUNK: usize = 64;
-
-impl CausalLm {
-    /// Plan K/V-cached decoding of up to `capacity` positions, `chunk` tokens per step at most.
-    pub fn decoder(&self, gpu: &Gpu, capacity: usize, chunk: usize) -> Result<LmDecoder> {
-        Ok(match self {
-            CausalLm::Gpt2(m) => LmDecoder::Gpt2(m.decoder(gpu, capacity, chunk)?),
-            CausalLm::Llama(m) => LmDecoder::Llama(m.decoder(gpu, capacity, chunk)?),
-        })
-    }
-    /// Feed `ids` at the next positions (in chunks when longer than the decoder's) and return
-    /// the logits after the last one. Too many ids, or an id outside the vocabulary, is refused
-    /// before any is fed.
-    pub fn decode(&self, gpu: &Gpu, d: &mut LmDecoder, ids: &[u32]) -> Result<Vec<f32>> {
-        let capacity = d.cache().capacity();
-        if ids.is_empty() || d.len() + ids.len() > capacity {
-            return Err(Error::Shape {
-                op: "decoder",
-                message: format!("{} + {} tokens; expected 1 to {} more", d.len(), ids.len(), capacity - d.len()),
-            });
-        }
-        let nv = self.vocab_size();
-        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= nv) {
-            return Err(Error::Shape {
-                op: "decoder",
-                message: format!("token id {bad} is not below the vocabulary size {nv}"),
-            });
-        }
-        let logits = match (self, d) {
-            (CausalLm::Gpt2(m), LmDecoder::Gpt2(d)) => {
-                for c in ids.chunks(d.cache().chunk()) {
-                    m.decode(gpu, d, c)?;
-                }
-                &d.logits
-            }
-            (CausalLm::Llama(m), LmDecoder::Llama(d)) => {
-                for c in ids.chunks(d.cache().chunk()) {
-                    m.decode(gpu, d, c)?;
-                }
-                &d.logits
-            }
-            _ => unreachable!("decoder planned by the same model"),
-        };
-        gpu.read_f32_blocking(logits)
-    }
-}
 
 /// Perplexity of a text and what it was computed over.
 #[derive(Clone, Debug, PartialEq)]
@@ -219,9 +92,9 @@ pub fn perplexity(gpu: &Gpu, model: &CausalLm, ids: &[u32], block: usize, batch:
         }
         model.upload(gpu, a, &b)?;
         let mut rec = gpu.recorder();
-        let (_, loss) = model.forward(&mut rec, a, true)?;
+        model.forward(&mut rec, a, true, None)?;
         rec.submit()?;
-        let l = gpu.read_f32_blocking(loss)?;
+        let l = gpu.read_f32_blocking(&a.loss)?;
         nll += l[0] as f64 * l[1] as f64;
         count += l[1] as usize;
     }

@@ -11,6 +11,8 @@ mod finetune;
 pub mod lm;
 pub mod plot;
 
+use crate::data::batch::LmBatch;
+use crate::data::batch::{ImageBatch, TextBatch};
 use crate::data::image::{ImagePrep, ImageSet};
 use crate::data::table::{label_set, read_examples, Example};
 use crate::data::text::TextTokenizer;
@@ -19,10 +21,9 @@ use crate::gpu::Gpu;
 use crate::io::config::{EncoderConfig, VitConfig};
 use crate::io::hf::{read_encoder_config, read_weights, save_encoder, save_folder};
 use crate::io::weights::Weights;
-use crate::models::encoder::{Encoder, EncoderActs, EncoderTask, TextBatch};
-use crate::models::gpt2::{Gpt2Task, LmBatch};
-use crate::models::llama::LlamaTask;
-use crate::models::vit::{ImageBatch, Vit, VitActs, VitTask};
+use crate::models::encoder::{Encoder, EncoderActs, EncoderTask};
+use crate::models::lm::LmTask;
+use crate::models::vit::{Vit, VitActs, VitTask};
 use crate::optim::{OptimConfig, Optimizer};
 pub use finetune::finetune;
 use lm::{CausalLm, LmActs};
@@ -646,20 +647,7 @@ impl Run<'_> {
             (Net::Image { model, .. }, Acts::Image(acts, aux)) => {
                 opt.step(rec, &VitTask { model, acts, aux: aux.as_ref() })
             }
-            (Net::Lm { model: CausalLm::Gpt2(model), .. }, Acts::Lm(LmActs::Gpt2(acts), aux)) => {
-                let aux = match aux {
-                    Some(LmActs::Gpt2(a)) => Some(a),
-                    _ => None,
-                };
-                opt.step(rec, &Gpt2Task { model, acts, aux })
-            }
-            (Net::Lm { model: CausalLm::Llama(model), .. }, Acts::Lm(LmActs::Llama(acts), aux)) => {
-                let aux = match aux {
-                    Some(LmActs::Llama(a)) => Some(a),
-                    _ => None,
-                };
-                opt.step(rec, &LlamaTask { model, acts, aux })
-            }
+            (Net::Lm { model, .. }, Acts::Lm(acts, aux)) => opt.step(rec, &LmTask { model, acts, aux: aux.as_ref() }),
             _ => unreachable!("activations are planned by the same net"),
         }
     }
@@ -680,7 +668,10 @@ impl Run<'_> {
                 model.forward(rec, acts, with_loss, None)?;
                 Ok((&acts.logits, &acts.loss))
             }
-            (Net::Lm { model, .. }, Acts::Lm(acts, _)) => model.forward(rec, acts, with_loss),
+            (Net::Lm { model, .. }, Acts::Lm(acts, _)) => {
+                model.forward(rec, acts, with_loss, None)?;
+                Ok((&acts.logits, &acts.loss))
+            }
             _ => unreachable!("activations are planned by the same net"),
         }
     }
@@ -693,8 +684,7 @@ impl Run<'_> {
         match &self.net {
             Net::Text { model, .. } => &model.params,
             Net::Image { model, .. } => &model.params,
-            Net::Lm { model: CausalLm::Gpt2(m), .. } => &m.params,
-            Net::Lm { model: CausalLm::Llama(m), .. } => &m.params,
+            Net::Lm { model, .. } => &model.params,
         }
     }
 
@@ -709,11 +699,8 @@ impl Run<'_> {
                 save_folder(dir, &state, &model.config_json(), Some(source), &[("preprocessor_config.json", pre)])
             }
             Net::Lm { model, .. } => {
-                let (state, cfg) = match model {
-                    CausalLm::Gpt2(m) => (pollster::block_on(m.state(self.gpu))?, m.config_json()),
-                    CausalLm::Llama(m) => (pollster::block_on(m.state(self.gpu))?, m.config_json()),
-                };
-                save_folder(dir, &state, &cfg, Some(source), &[])
+                let state = pollster::block_on(model.state(self.gpu))?;
+                save_folder(dir, &state, &model.config, Some(source), &[])
             }
         }
     }

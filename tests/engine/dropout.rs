@@ -4,8 +4,9 @@
 
 use super::encoder::fixture;
 use super::*;
+use tramway::data::batch::TextBatch;
 use tramway::io::hf::{read_encoder_config, read_weights};
-use tramway::models::encoder::{Encoder, TextBatch};
+use tramway::models::encoder::Encoder;
 use tramway::nn::{ParamSet, Train};
 
 fn loss_and_grads(model: &Encoder, batch: &TextBatch, train: Option<Train>, grads: bool) -> (f32, Vec<f32>) {
@@ -80,8 +81,9 @@ fn check_training_mode(params: &ParamSet, run: &dyn Fn(Option<Train>, bool) -> (
 
 #[test]
 fn vit_dropout_is_keyed_and_its_gradient_is_exact() {
+    use tramway::data::batch::ImageBatch;
     use tramway::io::config::VitConfig;
-    use tramway::models::vit::{ImageBatch, Vit};
+    use tramway::models::vit::Vit;
     let dir = fixture("vit");
     let mut cfg =
         VitConfig::parse("config.json", &std::fs::read_to_string(dir.join("model/config.json")).unwrap()).unwrap();

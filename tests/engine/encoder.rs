@@ -1,8 +1,9 @@
 use super::*;
 use std::path::{Path, PathBuf};
+use tramway::data::batch::TextBatch;
 use tramway::io::hf::{read_encoder_config, read_weights};
 use tramway::io::weights::Weights;
-use tramway::models::encoder::{Encoder, TextBatch};
+use tramway::models::encoder::Encoder;
 
 /// A file or folder under tests/fixtures.
 pub fn fixture(name: &str) -> PathBuf {

@@ -3,16 +3,16 @@
 
 use super::encoder::{check_grads, fixture, ints, rel_err, LOGITS_TOL};
 use super::*;
+use tramway::data::batch::LmBatch;
 use tramway::io::config::Gpt2Config;
 use tramway::io::hf::read_weights;
-use tramway::models::gpt2::{Gpt2, LmBatch};
 
 /// Tolerances as for the encoders: logits and loss `LOGITS_TOL` relative, gradients `GRAD_TOL` of scale.
 fn check_on(gpu: &Gpu, split: bool) {
     let dir = fixture("gpt2");
     let text = std::fs::read_to_string(dir.join("model/config.json")).unwrap();
     let cfg = Gpt2Config::parse("config.json", &text).unwrap();
-    let model = Gpt2::load(gpu, cfg, &read_weights(&dir.join("model")).unwrap(), 0).unwrap();
+    let model = tramway::models::gpt2::load(gpu, &cfg, &read_weights(&dir.join("model")).unwrap(), 0).unwrap();
     assert_eq!(model.params.parts(0).len() > 1, split, "wte split into row blocks");
     let expected = read_weights(&dir.join("expected.safetensors")).unwrap();
     let (shape, _) = expected.ints("input_ids").unwrap();
@@ -90,9 +90,9 @@ fn decode_matches_forward_on(gpu: &Gpu, name: &str) {
         let mut acts: LmActs = model.acts(gpu, 1, t).unwrap();
         model.upload(gpu, &mut acts, &LmBatch { batch: 1, seq: t, ids: ids.to_vec(), mask: vec![1; t] }).unwrap();
         let mut rc = gpu.recorder();
-        let (logits, _) = model.forward(&mut rc, &acts, false).unwrap();
+        model.forward(&mut rc, &acts, false, None).unwrap();
         rc.submit().unwrap();
-        gpu.read_f32_blocking(logits).unwrap()
+        gpu.read_f32_blocking(&acts.logits).unwrap()
     };
     let want = full(&ids);
     let mut d = model.decoder(gpu, n + 2, 4).unwrap();

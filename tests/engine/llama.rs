@@ -4,17 +4,18 @@
 
 use super::encoder::{check_grads, fixture, ints, rel_err, LOGITS_TOL};
 use super::*;
+use tramway::data::batch::LmBatch;
 use tramway::io::config::LlamaConfig;
 use tramway::io::hf::read_weights;
-use tramway::models::gpt2::LmBatch;
-use tramway::models::llama::Llama;
 
 /// Tolerances as for the encoders: logits and loss `LOGITS_TOL` relative, gradients `GRAD_TOL` of scale.
 fn check_on(gpu: &Gpu, name: &str, split: bool) {
     let dir = fixture(name);
     let text = std::fs::read_to_string(dir.join("model/config.json")).unwrap();
     let cfg = LlamaConfig::parse("config.json", &text).unwrap();
-    let model = Llama::load(gpu, cfg, &read_weights(&dir.join("model")).unwrap(), 0).unwrap();
+    let model =
+        tramway::models::llama::load(gpu, &cfg, &read_weights(&dir.join("model")).unwrap(), 0, "LlamaForCausalLM")
+            .unwrap();
     assert_eq!(model.params.parts(0).len() > 1, split, "embedding table split into row blocks");
     let expected = read_weights(&dir.join("expected.safetensors")).unwrap();
     let (shape, _) = expected.ints("input_ids").unwrap();

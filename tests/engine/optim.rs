@@ -3,8 +3,9 @@
 use super::encoder::fixture;
 use super::*;
 use std::cell::Cell;
+use tramway::data::batch::TextBatch;
 use tramway::io::hf::{read_encoder_config, read_weights};
-use tramway::models::encoder::{Encoder, EncoderActs, EncoderTask, TextBatch};
+use tramway::models::encoder::{Encoder, EncoderActs, EncoderTask};
 use tramway::nn::{Noise, ParamSet, Train};
 use tramway::ops::kl::KlKind;
 use tramway::optim::*;
@@ -482,8 +483,9 @@ fn every_method_runs_on_vit() {
 }
 
 fn methods_on_vision(name: &str) {
+    use tramway::data::batch::ImageBatch;
     use tramway::io::config::VitConfig;
-    use tramway::models::vit::{ImageBatch, Vit, VitTask};
+    use tramway::models::vit::{Vit, VitTask};
     let dir = fixture(name);
     let exp = read_weights(&dir.join("expected.safetensors")).unwrap();
     let px = &exp.tensors["pixel_values"];
@@ -542,11 +544,11 @@ struct LmFixture {
 
 impl LmFixture {
     /// The fixture's own (right-padded) batch.
-    fn batch(name: &str) -> tramway::models::gpt2::LmBatch {
+    fn batch(name: &str) -> tramway::data::batch::LmBatch {
         let exp = read_weights(&fixture(name).join("expected.safetensors")).unwrap();
         let ints = |k: &str| exp.ints(k).unwrap().1.iter().map(|&v| v as u32).collect::<Vec<u32>>();
         let shape = exp.ints("input_ids").unwrap().0.clone();
-        tramway::models::gpt2::LmBatch {
+        tramway::data::batch::LmBatch {
             batch: shape[0],
             seq: shape[1],
             ids: ints("input_ids"),
@@ -554,7 +556,7 @@ impl LmFixture {
         }
     }
 
-    fn new(name: &str, batch: &tramway::models::gpt2::LmBatch) -> Self {
+    fn new(name: &str, batch: &tramway::data::batch::LmBatch) -> Self {
         let model = tramway::train::lm::CausalLm::load(gpu(), &fixture(name).join("model"), 0).unwrap();
         let mut acts = model.acts(gpu(), batch.batch, batch.seq).unwrap();
         let mut aux = model.acts(gpu(), batch.batch, batch.seq).unwrap();
@@ -564,27 +566,14 @@ impl LmFixture {
     }
 
     fn params(&self) -> &ParamSet {
-        match &self.model {
-            tramway::train::lm::CausalLm::Gpt2(g) => &g.params,
-            tramway::train::lm::CausalLm::Llama(l) => &l.params,
-        }
+        &self.model.params
     }
 
     /// One optimizer step; returns its metrics.
     fn step(&self, opt: &mut Optimizer) -> Metrics {
-        use tramway::models::gpt2::Gpt2Task;
-        use tramway::models::llama::LlamaTask;
-        use tramway::train::lm::{CausalLm, LmActs};
+        use tramway::models::lm::LmTask;
         let mut rc = rec();
-        match (&self.model, &self.acts, &self.aux) {
-            (CausalLm::Gpt2(g), LmActs::Gpt2(a), LmActs::Gpt2(x)) => {
-                opt.step(&mut rc, &Gpt2Task { model: g, acts: a, aux: Some(x) }).unwrap()
-            }
-            (CausalLm::Llama(l), LmActs::Llama(a), LmActs::Llama(x)) => {
-                opt.step(&mut rc, &LlamaTask { model: l, acts: a, aux: Some(x) }).unwrap()
-            }
-            _ => unreachable!(),
-        }
+        opt.step(&mut rc, &LmTask { model: &self.model, acts: &self.acts, aux: Some(&self.aux) }).unwrap();
         rc.submit().unwrap();
         pollster::block_on(opt.metrics(gpu())).unwrap()
     }
@@ -647,7 +636,7 @@ fn lm_kl_terms_ignore_padding() {
         }
         assert_ne!(a.ids, b.ids);
         for m in methods {
-            let run = |batch: &tramway::models::gpt2::LmBatch| -> (f32, Vec<Vec<f32>>) {
+            let run = |batch: &tramway::data::batch::LmBatch| -> (f32, Vec<Vec<f32>>) {
                 let lm = LmFixture::new(name, batch);
                 let mut opt = Optimizer::new(gpu(), lm.params(), OptimConfig { lr: 1e-2, ..cfg(m) }).unwrap();
                 let d = (0..2).map(|_| lm.step(&mut opt).d).last().unwrap();

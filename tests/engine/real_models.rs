@@ -72,9 +72,10 @@ fn sentence_embeddings_match(model_name: &str, fixture: &str) {
 /// dinov2_real): cosine >= 0.9999. The trained 37x37 position grid is interpolated to 16x16.
 #[test]
 fn dinov2_image_features_match_pytorch() {
+    use tramway::data::batch::ImageBatch;
     use tramway::data::image::ImagePrep;
     use tramway::io::config::VitConfig;
-    use tramway::models::vit::{ImageBatch, Vit};
+    use tramway::models::vit::Vit;
     let Some(dir) = model_dir("dinov2-small") else { return };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let fx: serde_json::Value =
