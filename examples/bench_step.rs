@@ -8,7 +8,8 @@
 
 use std::time::Instant;
 use tramway::data::text::TextTokenizer;
-use tramway::io::hf::{read_encoder_config, read_weights};
+use tramway::io::hf::read_weights;
+use tramway::models::encoder::read_encoder_config;
 use tramway::models::encoder::{Encoder, EncoderTask};
 use tramway::ops::kl::KlKind;
 use tramway::optim::{Base, KlNorm, Method, OptimConfig, Optimizer, Schedule, TramRef};

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use tramway::data::batch::ImageBatch;
 use tramway::data::image::{ImagePrep, ImageSet};
-use tramway::io::config::VitConfig;
 use tramway::io::hf::read_weights;
 use tramway::models::vit::Vit;
+use tramway::models::vit::VitConfig;
 use tramway::{Gpu, GpuOptions};
 
 fn main() -> tramway::Result<()> {

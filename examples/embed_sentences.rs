@@ -5,7 +5,8 @@
 
 use std::path::PathBuf;
 use tramway::data::text::TextTokenizer;
-use tramway::io::hf::{read_encoder_config, read_weights};
+use tramway::io::hf::read_weights;
+use tramway::models::encoder::read_encoder_config;
 use tramway::models::encoder::{Encoder, Pooling};
 use tramway::{Gpu, GpuOptions};
 

@@ -4,8 +4,9 @@
 //!   cargo run --example resave -- SRC_DIR DST_DIR
 
 use std::path::Path;
-use tramway::io::hf::{read_encoder_config, read_weights, save_encoder};
+use tramway::io::hf::read_weights;
 use tramway::models::encoder::Encoder;
+use tramway::models::encoder::{read_encoder_config, save_encoder};
 use tramway::{Gpu, GpuOptions};
 
 fn main() -> tramway::Result<()> {

@@ -501,8 +501,8 @@ enum PoolingArg {
 fn embed_images(a: &EmbedArgs) -> tramway::Result<()> {
     use tramway::data::batch::ImageBatch;
     use tramway::data::image::ImagePrep;
-    use tramway::io::config::VitConfig;
     use tramway::models::vit::Vit;
+    use tramway::models::vit::VitConfig;
     if !a.texts.is_empty() {
         return Err(tramway::Error::BadSetting {
             name: "TEXT",
@@ -538,7 +538,8 @@ fn embed_images(a: &EmbedArgs) -> tramway::Result<()> {
 
 fn embed(a: EmbedArgs) -> tramway::Result<()> {
     use tramway::data::text::{token_counts, TextTokenizer};
-    use tramway::io::hf::{read_encoder_config, read_weights};
+    use tramway::io::hf::read_weights;
+    use tramway::models::encoder::read_encoder_config;
     use tramway::models::encoder::{Encoder, Pooling};
     if !a.images.is_empty() {
         return embed_images(&a);

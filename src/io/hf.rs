@@ -1,12 +1,10 @@
-//! Hugging Face model folders on disk (native only): `config.json` + `model.safetensors`.
+//! Hugging Face model folders on disk (native only): reading `model.safetensors`, writing a
+//! folder atomically. Model-agnostic: each family reads its own `config.json`.
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     use crate::error::{Error, Result};
-    use crate::gpu::Gpu;
-    use crate::io::config::EncoderConfig;
     use crate::io::weights::{serialize, HostTensor, Weights};
-    use crate::models::encoder::Encoder;
     use std::io::Write;
     use std::path::Path;
 
@@ -34,14 +32,6 @@ mod native {
         f.sync_all().map_err(io_err(&tmp))?;
         drop(f);
         std::fs::rename(&tmp, path).map_err(io_err(path))
-    }
-
-    /// Save an encoder as a Hugging Face folder: `config.json`, `model.safetensors` (original
-    /// tensor names and dtypes) and the tokenizer files of `source` (the folder it was loaded
-    /// from), if given.
-    pub fn save_encoder(gpu: &Gpu, model: &Encoder, dir: &Path, source: Option<&Path>) -> Result<()> {
-        let state = pollster::block_on(model.state(gpu))?;
-        save_folder(dir, &state, &model.config_json(), source, &[])
     }
 
     /// Write a Hugging Face folder: `config.json`, `model.safetensors` from `state`, the
@@ -74,16 +64,8 @@ mod native {
         Ok(())
     }
 
-    fn read(path: &Path) -> Result<Vec<u8>> {
+    pub fn read(path: &Path) -> Result<Vec<u8>> {
         std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
-    }
-
-    /// Read and validate `<dir>/config.json`.
-    pub fn read_encoder_config(dir: &Path) -> Result<EncoderConfig> {
-        let p = dir.join("config.json");
-        let bytes = read(&p)?;
-        let text = String::from_utf8_lossy(&bytes);
-        EncoderConfig::parse(&p.display().to_string(), &text)
     }
 
     /// Read `<dir>/model.safetensors` (or another safetensors file by path).

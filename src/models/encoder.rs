@@ -7,9 +7,10 @@
 //! Hugging Face does (normal, std 0.02; zero bias).
 
 use crate::data::batch::TextBatch;
+use crate::error::model_err;
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::io::config::{EncoderConfig, EncoderKind};
+use crate::io::config::{heads, hidden_act, labels, Keys, MAX_LAYERS, MAX_POSITIONS, MAX_SIZE};
 use crate::io::weights::{HostTensor, Weights};
 use crate::nn::block::{Attention, Block, BlockActs, Mlp, Pass, Scratch};
 use crate::nn::layers::{Linear, Norm, NormStats};
@@ -18,6 +19,119 @@ use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use crate::ops::elementwise::axpby;
 use crate::ops::embedding::{embedding, embedding_backward, embedding_backward_parts, embedding_parts, EmbeddingIndex};
 use crate::ops::matmul::{matmul, Act, MatView, Matmul};
+
+/// Which embedding/position scheme and head naming the checkpoint uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncoderKind {
+    /// BERT / MiniLM: positions 0..T, token types, `bert.pooler` + `classifier`.
+    Bert,
+    /// RoBERTa / XLM-R: positions start after `pad_token_id`, skip padding; head is
+    /// `classifier.dense` + `classifier.out_proj`.
+    Roberta,
+}
+
+/// The subset of a Hugging Face encoder config tramway uses, validated.
+#[derive(Clone, Debug)]
+pub struct EncoderConfig {
+    pub kind: EncoderKind,
+    pub model_type: String,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub intermediate_size: usize,
+    pub max_position_embeddings: usize,
+    pub type_vocab_size: usize,
+    pub layer_norm_eps: f32,
+    pub act: Act,
+    pub pad_token_id: u32,
+    pub hidden_dropout: f32,
+    pub attention_dropout: f32,
+    /// Label names by id; its length is the number of classes.
+    pub id2label: Vec<String>,
+    /// The raw JSON, kept so a saved model writes back every key it was given.
+    pub raw: serde_json::Value,
+}
+
+impl EncoderConfig {
+    /// Parse and validate `config.json` text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self> {
+        let raw = Keys::parse(file, text)?;
+        let k = Keys::new(file, &raw)?;
+        let model_type = k.string("model_type")?;
+        let kind = match super::family(file, model_type)? {
+            super::Family::Encoder(kind) => kind,
+            _ => {
+                let t = model_type.unwrap_or_default();
+                return model_err(file, format!("model_type {t:?} is not a supported encoder (BERT, RoBERTa, XLM-R)"));
+            }
+        };
+        let model_type = model_type.unwrap_or_default().to_string();
+        let (hidden_size, num_heads) = heads(&k, "hidden_size", "num_attention_heads")?;
+        let act = hidden_act(&k)?;
+        if let Some(p) = k.string("position_embedding_type")? {
+            if p != "absolute" {
+                return model_err(
+                    file,
+                    format!("position_embedding_type {p:?} is not supported (expected \"absolute\")"),
+                );
+            }
+        }
+        let id2label = labels(&k)?;
+        let pad_token_id = match k.token_id("pad_token_id")? {
+            Some(p) => p,
+            None if kind == EncoderKind::Roberta => 1,
+            None => 0,
+        };
+        let vocab_size = k.size("vocab_size", None, MAX_SIZE)?;
+        let num_layers = k.size("num_hidden_layers", None, MAX_LAYERS)?;
+        let intermediate_size = k.size("intermediate_size", None, MAX_SIZE)?;
+        let max_position_embeddings = k.size("max_position_embeddings", None, MAX_POSITIONS)?;
+        // 0 token types (some converted checkpoints) means the one type every model has.
+        let type_vocab_size = match k.uint("type_vocab_size")? {
+            Some(0) => 1,
+            _ => k.size("type_vocab_size", Some(2), MAX_SIZE)?,
+        };
+        let h = ("hidden_size", hidden_size);
+        k.tensor("word embedding", &[("vocab_size", vocab_size), h])?;
+        k.tensor("position embedding", &[("max_position_embeddings", max_position_embeddings), h])?;
+        k.tensor("token type embedding", &[("type_vocab_size", type_vocab_size), h])?;
+        k.tensor("MLP", &[("intermediate_size", intermediate_size), h])?;
+        k.tensor("classifier", &[("number of labels", id2label.len()), h])?;
+        Ok(EncoderConfig {
+            kind,
+            model_type,
+            vocab_size,
+            hidden_size,
+            num_layers,
+            num_heads,
+            intermediate_size,
+            max_position_embeddings,
+            type_vocab_size,
+            layer_norm_eps: k.eps("layer_norm_eps", 1e-12)?,
+            act,
+            pad_token_id,
+            hidden_dropout: k.prob("hidden_dropout_prob", 0.1)?,
+            attention_dropout: k.prob("attention_probs_dropout_prob", 0.1)?,
+            id2label,
+            raw,
+        })
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_heads
+    }
+    pub fn num_labels(&self) -> usize {
+        self.id2label.len()
+    }
+    /// Prefix of the encoder's tensor names in HF checkpoints (`bert.`, `roberta.`).
+    pub fn prefix(&self) -> &'static str {
+        match self.kind {
+            EncoderKind::Bert => "bert.",
+            EncoderKind::Roberta => "roberta.",
+        }
+    }
+}
 
 /// Parameter ids outside the blocks.
 struct Idx {
@@ -437,10 +551,27 @@ impl Encoder {
     }
 }
 
-/// The encoder as the optimizer drives it (see [`crate::optim::Task`]).
-pub type EncoderTask<'a> = crate::optim::Task<'a, Encoder>;
+/// Read and validate `<dir>/config.json` (native).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_encoder_config(dir: &std::path::Path) -> Result<EncoderConfig> {
+    let p = dir.join("config.json");
+    let bytes = crate::io::hf::read(&p)?;
+    EncoderConfig::parse(&p.display().to_string(), &String::from_utf8_lossy(&bytes))
+}
 
-impl crate::optim::TaskModel for Encoder {
+/// Save an encoder as a Hugging Face folder (native): `config.json`, `model.safetensors`
+/// (original tensor names and dtypes) and the tokenizer files of `source` (the folder it was
+/// loaded from), if given.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn save_encoder(gpu: &Gpu, model: &Encoder, dir: &std::path::Path, source: Option<&std::path::Path>) -> Result<()> {
+    let state = pollster::block_on(model.state(gpu))?;
+    crate::io::hf::save_folder(dir, &state, &model.config_json(), source, &[])
+}
+
+/// The encoder as the optimizer drives it (see [`crate::models::Task`]).
+pub type EncoderTask<'a> = crate::models::Task<'a, Encoder>;
+
+impl crate::models::TaskModel for Encoder {
     type Acts = EncoderActs;
     fn params(&self) -> &ParamSet {
         &self.params

@@ -9,13 +9,100 @@
 //! bytes is 154 MB): it is a split tensor.
 
 use super::lm::{CausalLm, LmParts};
+use crate::error::model_err;
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::io::config::Gpt2Config;
+use crate::io::config::{heads, Keys, MAX_LAYERS, MAX_POSITIONS, MAX_SIZE};
 use crate::io::weights::Weights;
 use crate::nn::block::{Attention, Block, Mlp};
 use crate::nn::layers::Layout;
 use crate::nn::Specs;
+use crate::ops::matmul::Act;
+
+/// A GPT-2 `config.json` (GPT2LMHeadModel), validated.
+#[derive(Clone, Debug)]
+pub struct Gpt2Config {
+    pub vocab_size: usize,
+    pub n_positions: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub inner_size: usize,
+    pub layer_norm_eps: f32,
+    pub act: Act,
+    pub resid_dropout: f32,
+    pub embd_dropout: f32,
+    pub attn_dropout: f32,
+    /// The LM head is `wte` (GPT-2 always ties it; an untied checkpoint is refused).
+    pub tie_word_embeddings: bool,
+    pub eos_token_id: Option<u32>,
+    pub raw: serde_json::Value,
+}
+
+impl Gpt2Config {
+    /// Parse and validate a GPT-2 `config.json`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self> {
+        let raw = Keys::parse(file, text)?;
+        let k = Keys::new(file, &raw)?;
+        k.model_type(&["gpt2"], "GPT-2 (expected \"gpt2\")")?;
+        let unsupported = [
+            (k.boolean("scale_attn_weights")? == Some(false), "scale_attn_weights = false"),
+            (k.boolean("scale_attn_by_inverse_layer_idx")? == Some(true), "scale_attn_by_inverse_layer_idx = true"),
+            (k.boolean("tie_word_embeddings")? == Some(false), "tie_word_embeddings = false"),
+        ];
+        if let Some((_, what)) = unsupported.iter().find(|(bad, _)| *bad) {
+            return model_err(file, format!("{what} is not supported"));
+        }
+        // reorder_and_upcast_attn only changes the precision of PyTorch's fp16 path: f32 here.
+        k.boolean("reorder_and_upcast_attn")?;
+        let (hidden_size, num_heads) = heads(&k, "n_embd", "n_head")?;
+        let act = match k.string("activation_function")?.unwrap_or("gelu_new") {
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Act::GeluTanh,
+            "gelu" => Act::GeluErf,
+            other => {
+                return model_err(
+                    file,
+                    format!("activation_function {other:?} is not supported (expected \"gelu_new\" or \"gelu\")"),
+                )
+            }
+        };
+        let vocab_size = k.size("vocab_size", None, MAX_SIZE)?;
+        let n_positions = k.size("n_positions", None, MAX_POSITIONS)?;
+        let inner_size = k.size("n_inner", Some(4 * hidden_size), MAX_SIZE)?;
+        let h = ("n_embd", hidden_size);
+        k.tensor("token embedding", &[("vocab_size", vocab_size), h])?;
+        k.tensor("position embedding", &[("n_positions", n_positions), h])?;
+        k.tensor("c_attn", &[h, ("3 x n_embd", 3 * hidden_size)])?;
+        k.tensor("MLP", &[h, ("n_inner", inner_size)])?;
+        Ok(Gpt2Config {
+            vocab_size,
+            n_positions,
+            hidden_size,
+            num_layers: k.size("n_layer", None, MAX_LAYERS)?,
+            num_heads,
+            inner_size,
+            layer_norm_eps: k.eps("layer_norm_epsilon", 1e-5)?,
+            act,
+            resid_dropout: k.prob("resid_pdrop", 0.1)?,
+            embd_dropout: k.prob("embd_pdrop", 0.1)?,
+            attn_dropout: k.prob("attn_pdrop", 0.1)?,
+            tie_word_embeddings: true,
+            eos_token_id: k.token_id("eos_token_id")?,
+            raw,
+        })
+    }
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_heads
+    }
+}
+
+/// [`load`] from a config text, its layers checked against the weights (the [`super::FAMILIES`]
+/// loader).
+pub fn from_config(gpu: &Gpu, file: &str, text: &str, w: &Weights, seed: u64) -> Result<CausalLm> {
+    let cfg = Gpt2Config::parse(file, text)?;
+    w.check_layers(cfg.num_layers, "n_layer")?;
+    load(gpu, &cfg, w, seed)
+}
 
 /// Build GPT-2 from its config and weights (names with or without `transformer.`).
 pub fn load(gpu: &Gpu, c: &Gpt2Config, w: &Weights, seed: u64) -> Result<CausalLm> {

@@ -5,12 +5,116 @@
 //! tensors.
 
 use super::lm::{CausalLm, LmParts};
+use crate::error::model_err;
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::io::config::LlamaConfig;
+use crate::io::config::{show, Keys, MAX_LAYERS, MAX_POSITIONS, MAX_SIZE};
 use crate::io::weights::Weights;
 use crate::nn::block::{Attention, Block, Mlp};
 use crate::nn::Specs;
+
+/// A LLaMA-family `config.json` (LlamaForCausalLM: RMSNorm, RoPE, SwiGLU, grouped-query
+/// attention), validated.
+#[derive(Clone, Debug)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    pub max_position_embeddings: usize,
+    pub rms_norm_eps: f32,
+    pub rope_theta: f64,
+    pub tie_word_embeddings: bool,
+    /// Biases on the Q, K and V projections (`attention_bias`; Qwen2 always).
+    pub qkv_bias: bool,
+    /// A bias on the output projection (`attention_bias`; never in Qwen2).
+    pub o_bias: bool,
+    pub attention_dropout: f32,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_id: Option<u32>,
+    pub raw: serde_json::Value,
+}
+
+impl LlamaConfig {
+    /// Parse and validate a LLaMA `config.json`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self> {
+        let raw = Keys::parse(file, text)?;
+        let k = Keys::new(file, &raw)?;
+        k.model_type(&["llama"], "LLaMA (expected \"llama\")")?;
+        if let Some(s) = k.get("rope_scaling") {
+            return model_err(file, format!("rope_scaling {} is not supported (plain RoPE only)", show(s)));
+        }
+        if k.boolean("mlp_bias")? == Some(true) {
+            return model_err(file, "mlp_bias = true is not supported");
+        }
+        let attention_bias = k.boolean("attention_bias")?.unwrap_or(false);
+        match k.string("hidden_act")?.unwrap_or("silu") {
+            "silu" | "swish" => {}
+            other => return model_err(file, format!("hidden_act {other:?} is not supported (expected \"silu\")")),
+        }
+        let big = MAX_SIZE;
+        let hidden_size = k.size("hidden_size", None, big)?;
+        let num_heads = k.size("num_attention_heads", None, big)?;
+        let explicit_head_dim = k.uint("head_dim")?.is_some();
+        let head_dim = k.size("head_dim", Some((hidden_size / num_heads).max(1)), big)?;
+        if !head_dim.is_multiple_of(2) || (!explicit_head_dim && !hidden_size.is_multiple_of(num_heads)) {
+            return model_err(
+                file,
+                format!(
+                    "head_dim {head_dim} must be even and positive (hidden_size {hidden_size} / {num_heads} heads)"
+                ),
+            );
+        }
+        let num_kv_heads = k.size("num_key_value_heads", Some(num_heads), big)?;
+        if !num_heads.is_multiple_of(num_kv_heads) {
+            return model_err(
+                file,
+                format!("num_attention_heads {num_heads} is not a multiple of num_key_value_heads {num_kv_heads}"),
+            );
+        }
+        let vocab_size = k.size("vocab_size", None, big)?;
+        let intermediate_size = k.size("intermediate_size", None, big)?;
+        let h = ("hidden_size", hidden_size);
+        let q = num_heads.saturating_mul(head_dim);
+        k.tensor("token embedding", &[("vocab_size", vocab_size), h])?;
+        k.tensor("q_proj", &[("num_attention_heads x head_dim", q), h])?;
+        k.tensor("MLP", &[("intermediate_size", intermediate_size), h])?;
+        let rope_theta = k.float("rope_theta")?.unwrap_or(10000.0);
+        if !(rope_theta.is_finite() && rope_theta > 0.0) {
+            return k.range("rope_theta", rope_theta, "a finite number > 0");
+        }
+        Ok(LlamaConfig {
+            vocab_size,
+            hidden_size,
+            intermediate_size,
+            num_layers: k.size("num_hidden_layers", None, MAX_LAYERS)?,
+            num_heads,
+            num_kv_heads,
+            head_dim,
+            max_position_embeddings: k.size("max_position_embeddings", Some(2048), MAX_POSITIONS)?,
+            rms_norm_eps: k.eps("rms_norm_eps", 1e-6)?,
+            rope_theta,
+            tie_word_embeddings: k.boolean("tie_word_embeddings")?.unwrap_or(false),
+            qkv_bias: attention_bias,
+            o_bias: attention_bias,
+            attention_dropout: k.prob("attention_dropout", 0.0)?,
+            bos_token_id: k.token_id("bos_token_id")?,
+            eos_token_id: k.token_id("eos_token_id")?,
+            raw,
+        })
+    }
+}
+
+/// [`load`] from a config text, its layers checked against the weights (the [`super::FAMILIES`]
+/// loader).
+pub fn from_config(gpu: &Gpu, file: &str, text: &str, w: &Weights, seed: u64) -> Result<CausalLm> {
+    let cfg = LlamaConfig::parse(file, text)?;
+    w.check_layers(cfg.num_layers, "num_hidden_layers")?;
+    load(gpu, &cfg, w, seed, "LlamaForCausalLM")
+}
 
 /// Build a LLaMA-architecture model from its config and weights; `arch` is the
 /// `architectures` entry a saved config.json gets (`LlamaForCausalLM`, `Qwen2ForCausalLM`).

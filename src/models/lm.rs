@@ -367,10 +367,10 @@ impl CausalLm {
     }
 }
 
-/// A causal LM as the optimizer drives it (see [`crate::optim::Task`]).
-pub type LmTask<'a> = crate::optim::Task<'a, CausalLm>;
+/// A causal LM as the optimizer drives it (see [`crate::models::Task`]).
+pub type LmTask<'a> = crate::models::Task<'a, CausalLm>;
 
-impl crate::optim::TaskModel for CausalLm {
+impl crate::models::TaskModel for CausalLm {
     type Acts = LmActs;
     fn params(&self) -> &ParamSet {
         &self.params

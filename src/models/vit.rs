@@ -6,9 +6,10 @@
 //! without a classifier (a backbone) gets one initialised like Hugging Face (normal 0.02).
 
 use crate::data::batch::ImageBatch;
+use crate::error::model_err;
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
-use crate::io::config::{VisionKind, VitConfig};
+use crate::io::config::{heads, hidden_act, labels, Keys, MAX_IMAGE_SIZE, MAX_LAYERS, MAX_SIZE, MAX_TENSOR_ELEMENTS};
 use crate::io::weights::{HostTensor, Weights};
 use crate::nn::block::{Attention, Block, BlockActs, Mlp, Pass, Scratch};
 use crate::nn::layers::{Layout, Linear, Norm, NormStats};
@@ -18,6 +19,132 @@ use crate::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
 use crate::ops::matmul::{matmul, Act, MatView, Matmul};
 use crate::ops::patch::{assemble, assemble_backward, patchify, position_map};
 use crate::ops::reduce::colsum;
+
+/// The vision architectures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VisionKind {
+    Vit,
+    Dinov2,
+}
+
+/// The subset of a Hugging Face ViT or DINOv2 `config.json` tramway uses, validated.
+#[derive(Clone, Debug)]
+pub struct VitConfig {
+    /// `vit` (ViTForImageClassification) or `dinov2` (Dinov2ForImageClassification: LayerScale,
+    /// position embeddings interpolated to the input size, classifier on [CLS, mean patch]).
+    pub kind: VisionKind,
+    /// The side of the images fed to the model; `image_size` is the side the position
+    /// embeddings were trained for (DINOv2 interpolates between the two; ViT needs them equal).
+    pub input_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub intermediate_size: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub num_channels: usize,
+    pub layer_norm_eps: f32,
+    pub act: Act,
+    pub hidden_dropout: f32,
+    pub attention_dropout: f32,
+    pub id2label: Vec<String>,
+    pub raw: serde_json::Value,
+}
+
+impl VitConfig {
+    /// Parse and validate a ViT `config.json`; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self> {
+        let raw = Keys::parse(file, text)?;
+        let k = Keys::new(file, &raw)?;
+        let model_type = k.string("model_type")?;
+        let kind = match super::family(file, model_type)? {
+            super::Family::Vision(kind) => kind,
+            _ => {
+                let t = model_type.unwrap_or_default();
+                return model_err(file, format!("model_type {t:?} is not a supported vision model (ViT, DINOv2)"));
+            }
+        };
+        if k.boolean("use_swiglu_ffn")? == Some(true) {
+            return model_err(file, "use_swiglu_ffn = true is not supported");
+        }
+        if k.boolean("qkv_bias")? == Some(false) {
+            return model_err(file, "qkv_bias = false is not supported");
+        }
+        let (hidden_size, num_heads) = heads(&k, "hidden_size", "num_attention_heads")?;
+        let dino = kind == VisionKind::Dinov2;
+        let image_size = k.size("image_size", Some(if dino { 518 } else { 224 }), MAX_IMAGE_SIZE)?;
+        let patch_size = k.size("patch_size", Some(if dino { 14 } else { 16 }), MAX_IMAGE_SIZE)?;
+        if !image_size.is_multiple_of(patch_size) {
+            return model_err(file, format!("image_size {image_size} is not a multiple of patch_size {patch_size}"));
+        }
+        let num_channels = k.size("num_channels", Some(3), MAX_IMAGE_SIZE)?;
+        if num_channels != 3 {
+            return model_err(
+                file,
+                format!("num_channels = {num_channels} is not supported: tramway feeds RGB images (expected 3)"),
+            );
+        }
+        let act = hidden_act(&k)?;
+        let intermediate_size = match kind {
+            VisionKind::Dinov2 => {
+                // Hugging Face: int(hidden_size * mlp_ratio).
+                let ratio = k.float("mlp_ratio")?.unwrap_or(4.0);
+                let inter = hidden_size as f64 * ratio;
+                if !(ratio.is_finite() && inter >= 1.0 && inter <= MAX_TENSOR_ELEMENTS as f64) {
+                    return k.range(
+                        "mlp_ratio",
+                        ratio,
+                        &format!("a number > 0 (hidden_size {hidden_size} x mlp_ratio is the MLP width)"),
+                    );
+                }
+                inter as usize
+            }
+            VisionKind::Vit => k.size("intermediate_size", None, MAX_SIZE)?,
+        };
+        let id2label = labels(&k)?;
+        let h = ("hidden_size", hidden_size);
+        let grid = image_size / patch_size;
+        k.tensor("patch embedding", &[("num_channels x patch_size^2", num_channels * patch_size * patch_size), h])?;
+        k.tensor("position embedding", &[("(image_size / patch_size)^2 + 1", grid * grid + 1), h])?;
+        k.tensor("MLP", &[("intermediate size", intermediate_size), h])?;
+        k.tensor("classifier", &[("number of labels", id2label.len()), ("2 x hidden_size", 2 * hidden_size)])?;
+        Ok(VitConfig {
+            kind,
+            input_size: image_size,
+            hidden_size,
+            num_layers: k.size("num_hidden_layers", None, MAX_LAYERS)?,
+            num_heads,
+            intermediate_size,
+            image_size,
+            patch_size,
+            num_channels,
+            layer_norm_eps: k.eps("layer_norm_eps", if dino { 1e-6 } else { 1e-12 })?,
+            act,
+            hidden_dropout: k.prob("hidden_dropout_prob", 0.0)?,
+            attention_dropout: k.prob("attention_probs_dropout_prob", 0.0)?,
+            id2label,
+            raw,
+        })
+    }
+    /// Patches per side of the position-embedding grid (the trained size).
+    pub fn pos_grid(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+    /// Patches per side of the input images.
+    pub fn grid(&self) -> usize {
+        self.input_size / self.patch_size
+    }
+    /// Tokens per image: the patches plus CLS.
+    pub fn seq(&self) -> usize {
+        self.grid() * self.grid() + 1
+    }
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_heads
+    }
+    pub fn num_labels(&self) -> usize {
+        self.id2label.len()
+    }
+}
 
 /// Parameter ids outside the blocks.
 struct Idx {
@@ -432,10 +559,10 @@ impl Vit {
     }
 }
 
-/// The vit as the optimizer drives it (see [`crate::optim::Task`]).
-pub type VitTask<'a> = crate::optim::Task<'a, Vit>;
+/// The vit as the optimizer drives it (see [`crate::models::Task`]).
+pub type VitTask<'a> = crate::models::Task<'a, Vit>;
 
-impl crate::optim::TaskModel for Vit {
+impl crate::models::TaskModel for Vit {
     type Acts = VitActs;
     fn params(&self) -> &ParamSet {
         &self.params

@@ -10,6 +10,7 @@
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{Arena, Gpu, KernelSpec, Params, Recorder, Tensor};
 use crate::io::weights::{HostTensor, Weights};
+use crate::models::TrainModel;
 use crate::nn::{Noise, ParamSet, Train};
 use crate::ops::kl::{kl_backward, kl_mean, KlKind};
 use crate::ops::reduce::{reduce, Reduction, SPAN};
@@ -304,131 +305,6 @@ impl OptimConfig {
             Method::R3f { .. } => "r3f",
             Method::TrustRegion { ema_decay: 0.0, .. } => "trpo",
             Method::TrustRegion { .. } => "mesa",
-        }
-    }
-}
-
-/// A model as the optimizer drives it: forward passes with a chosen parameter set and optional
-/// input noise, and a backward pass of the last forward's loss. One model + one batch's
-/// activations; the batch is uploaded before the step.
-pub trait TrainModel {
-    /// The trainable parameters and their gradients.
-    fn params(&self) -> &ParamSet;
-    /// Record a forward pass with loss (labels uploaded) using `params`.
-    fn forward(&self, rec: &mut Recorder, params: &ParamSet, train: Option<Train>, noise: Option<Noise>) -> Result<()>;
-    /// Record the backward pass of the last forward's loss (+= into the gradients).
-    fn backward(&self, rec: &mut Recorder) -> Result<()>;
-    /// The logits written by the last forward.
-    fn logits(&self) -> &Tensor;
-    /// `[loss, count]` written by the last forward.
-    fn loss(&self) -> &Tensor;
-    /// The gradient of the loss w.r.t. the logits, written by the last forward (regularisers
-    /// add theirs into it before [`TrainModel::backward`]).
-    fn dlogits(&self) -> &Tensor;
-    /// Per-row weights of the logits for the KL terms (TRAM's d, R3F, TRPO/MESA), summing to 1:
-    /// a language model's real tokens (padding excluded). `None`: every row counts the same.
-    fn row_weights(&self) -> Option<&Tensor> {
-        None
-    }
-    /// R3F's second branch: a forward on a separate activation set that stays alive for
-    /// [`TrainModel::backward_aux`]. Models without one refuse R3F.
-    fn forward_aux(
-        &self,
-        _rec: &mut Recorder,
-        _params: &ParamSet,
-        _train: Option<Train>,
-        _noise: Option<Noise>,
-    ) -> Result<()> {
-        shape_err("optim", "this model has no auxiliary activation set (needed by R3F)")
-    }
-    /// Logits and logit-gradient buffer of the auxiliary branch.
-    fn aux(&self) -> Option<(&Tensor, &Tensor)> {
-        None
-    }
-    /// Backward of the auxiliary branch from its logit gradient, leaving out the embedding
-    /// table the noise was added to (its input was detached).
-    fn backward_aux(&self, _rec: &mut Recorder) -> Result<()> {
-        shape_err("optim", "this model has no auxiliary activation set (needed by R3F)")
-    }
-}
-
-/// A classifier with per-batch activation sets, as [`Task`] drives it.
-pub trait TaskModel {
-    type Acts;
-    fn params(&self) -> &ParamSet;
-    /// Forward on `acts` with `params` (loss and dlogits when `with_loss`).
-    fn forward_acts(
-        &self,
-        rec: &mut Recorder,
-        acts: &Self::Acts,
-        with_loss: bool,
-        train: Option<Train>,
-        params: &ParamSet,
-        noise: Option<Noise>,
-    ) -> Result<()>;
-    /// Backward from `dlogits`; `input_grad = false` leaves out the table the noise was added
-    /// to (word embeddings, patch projection).
-    fn backward_acts(&self, rec: &mut Recorder, acts: &Self::Acts, dlogits: &Tensor, input_grad: bool) -> Result<()>;
-    /// (logits, `[loss, count]`, dlogits) of an activation set.
-    fn outputs(acts: &Self::Acts) -> (&Tensor, &Tensor, &Tensor);
-    /// See [`TrainModel::row_weights`].
-    fn row_weights(_acts: &Self::Acts) -> Option<&Tensor> {
-        None
-    }
-}
-
-/// A model with one batch's activations, as the optimizer drives it. `aux` is a second
-/// activation set holding the same batch, needed by R3F's second branch.
-pub struct Task<'a, M: TaskModel> {
-    pub model: &'a M,
-    pub acts: &'a M::Acts,
-    pub aux: Option<&'a M::Acts>,
-}
-
-impl<M: TaskModel> TrainModel for Task<'_, M> {
-    fn params(&self) -> &ParamSet {
-        self.model.params()
-    }
-    fn forward(&self, rec: &mut Recorder, params: &ParamSet, train: Option<Train>, noise: Option<Noise>) -> Result<()> {
-        self.model.forward_acts(rec, self.acts, true, train, params, noise)
-    }
-    fn backward(&self, rec: &mut Recorder) -> Result<()> {
-        self.model.backward_acts(rec, self.acts, M::outputs(self.acts).2, true)
-    }
-    fn logits(&self) -> &Tensor {
-        M::outputs(self.acts).0
-    }
-    fn loss(&self) -> &Tensor {
-        M::outputs(self.acts).1
-    }
-    fn dlogits(&self) -> &Tensor {
-        M::outputs(self.acts).2
-    }
-    fn row_weights(&self) -> Option<&Tensor> {
-        M::row_weights(self.acts)
-    }
-    fn forward_aux(
-        &self,
-        rec: &mut Recorder,
-        params: &ParamSet,
-        train: Option<Train>,
-        noise: Option<Noise>,
-    ) -> Result<()> {
-        match self.aux {
-            Some(aux) => self.model.forward_acts(rec, aux, false, train, params, noise),
-            None => shape_err("optim", "R3F needs Task::aux (a second activation set with the batch)"),
-        }
-    }
-    fn aux(&self) -> Option<(&Tensor, &Tensor)> {
-        self.aux.map(|a| {
-            let (logits, _, dlogits) = M::outputs(a);
-            (logits, dlogits)
-        })
-    }
-    fn backward_aux(&self, rec: &mut Recorder) -> Result<()> {
-        match self.aux {
-            Some(aux) => self.model.backward_acts(rec, aux, M::outputs(aux).2, false),
-            None => shape_err("optim", "R3F needs Task::aux"),
         }
     }
 }

@@ -5,14 +5,13 @@ use crate::data::batch::LmBatch;
 use crate::data::text::TextTokenizer;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::io::config::{Gpt2Config, LlamaConfig};
 use crate::io::hf::read_weights;
 pub use crate::models::lm::{CausalLm, LmActs, LmDecoder};
-use crate::models::{gpt2, llama};
 use std::path::Path;
 
 impl CausalLm {
-    /// Load a causal LM folder (config.json with model_type gpt2 or llama, model.safetensors).
+    /// Load a causal LM folder (config.json of a causal family in `models::FAMILIES`,
+    /// model.safetensors).
     pub fn load(gpu: &Gpu, dir: &Path, seed: u64) -> Result<CausalLm> {
         load_lm(gpu, dir, seed)
     }
@@ -22,25 +21,8 @@ fn load_lm(gpu: &Gpu, dir: &Path, seed: u64) -> Result<CausalLm> {
     let p = dir.join("config.json");
     let file = p.display().to_string();
     let text = std::fs::read_to_string(&p).map_err(|source| Error::Io { path: file.clone(), source })?;
-    let v: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Error::Model { file: file.clone(), message: format!("not valid JSON: {e}") })?;
     let w = read_weights(dir)?;
-    match v.get("model_type").and_then(|m| m.as_str()) {
-        Some("gpt2") => {
-            let cfg = Gpt2Config::parse(&file, &text)?;
-            w.check_layers(cfg.num_layers, "n_layer")?;
-            gpt2::load(gpu, &cfg, &w, seed)
-        }
-        Some("llama") => {
-            let cfg = LlamaConfig::parse(&file, &text)?;
-            w.check_layers(cfg.num_layers, "num_hidden_layers")?;
-            llama::load(gpu, &cfg, &w, seed, "LlamaForCausalLM")
-        }
-        other => Err(Error::Model {
-            file,
-            message: format!("model_type {other:?} is not a supported causal LM (expected \"gpt2\" or \"llama\")"),
-        }),
-    }
+    crate::models::load_causal_lm(gpu, &file, &text, &w, seed)
 }
 
 /// Tokens fed per step while a prompt is read into the cache: bounds the scores of one step

@@ -18,12 +18,15 @@ use crate::data::table::{label_set, read_examples, Example};
 use crate::data::text::TextTokenizer;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
-use crate::io::config::{EncoderConfig, VitConfig};
-use crate::io::hf::{read_encoder_config, read_weights, save_encoder, save_folder};
+use crate::io::hf::{read_weights, save_folder};
 use crate::io::weights::Weights;
+use crate::models::encoder::EncoderConfig;
+use crate::models::encoder::{read_encoder_config, save_encoder};
 use crate::models::encoder::{Encoder, EncoderActs, EncoderTask};
 use crate::models::lm::LmTask;
+use crate::models::vit::VitConfig;
 use crate::models::vit::{Vit, VitActs, VitTask};
+use crate::models::Family;
 use crate::optim::{OptimConfig, Optimizer};
 pub use finetune::finetune;
 use lm::{CausalLm, LmActs};
@@ -187,13 +190,11 @@ impl TaskKind {
     /// The task a model folder serves, from its config.json `model_type`.
     pub fn of_model(dir: &Path) -> Result<TaskKind> {
         let p = dir.join("config.json");
-        let bytes = std::fs::read(&p).map_err(io_err(&p))?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::Model { file: p.display().to_string(), message: format!("not valid JSON: {e}") })?;
-        Ok(match v.get("model_type").and_then(|m| m.as_str()) {
-            Some("vit" | "dinov2") => TaskKind::ImageClassification,
-            Some("gpt2" | "llama") => TaskKind::CausalLm,
-            _ => TaskKind::TextClassification,
+        let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
+        Ok(match crate::models::family_of_config(&p.display().to_string(), &text)? {
+            Family::Encoder(_) => TaskKind::TextClassification,
+            Family::Vision(_) => TaskKind::ImageClassification,
+            Family::CausalLm(_) => TaskKind::CausalLm,
         })
     }
 }

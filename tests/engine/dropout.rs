@@ -5,7 +5,8 @@
 use super::encoder::fixture;
 use super::*;
 use tramway::data::batch::TextBatch;
-use tramway::io::hf::{read_encoder_config, read_weights};
+use tramway::io::hf::read_weights;
+use tramway::models::encoder::read_encoder_config;
 use tramway::models::encoder::Encoder;
 use tramway::nn::{ParamSet, Train};
 
@@ -82,8 +83,8 @@ fn check_training_mode(params: &ParamSet, run: &dyn Fn(Option<Train>, bool) -> (
 #[test]
 fn vit_dropout_is_keyed_and_its_gradient_is_exact() {
     use tramway::data::batch::ImageBatch;
-    use tramway::io::config::VitConfig;
     use tramway::models::vit::Vit;
+    use tramway::models::vit::VitConfig;
     let dir = fixture("vit");
     let mut cfg =
         VitConfig::parse("config.json", &std::fs::read_to_string(dir.join("model/config.json")).unwrap()).unwrap();

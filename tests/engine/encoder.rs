@@ -1,8 +1,9 @@
 use super::*;
 use std::path::{Path, PathBuf};
 use tramway::data::batch::TextBatch;
-use tramway::io::hf::{read_encoder_config, read_weights};
+use tramway::io::hf::read_weights;
 use tramway::io::weights::Weights;
+use tramway::models::encoder::read_encoder_config;
 use tramway::models::encoder::Encoder;
 
 /// A file or folder under tests/fixtures.
@@ -146,8 +147,8 @@ fn scratch_dir(tag: &str) -> PathBuf {
 /// A saved folder has the original names, shapes, dtypes and values, and loads back identical.
 #[test]
 fn saved_folder_round_trips_names_shapes_dtypes_values() {
-    use tramway::io::hf::save_encoder;
     use tramway::io::weights::serialize;
+    use tramway::models::encoder::save_encoder;
     for (name, half) in [("bert", false), ("roberta", true)] {
         let src = fixture(name).join("model");
         let mut orig = read_weights(&src).unwrap();
@@ -197,7 +198,7 @@ fn load_err(cfg_edit: impl Fn(&mut serde_json::Value), w_edit: impl Fn(&mut Weig
     let dir = fixture("bert").join("model");
     let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     cfg_edit(&mut v);
-    let cfg = match tramway::io::config::EncoderConfig::parse("config.json", &v.to_string()) {
+    let cfg = match tramway::models::encoder::EncoderConfig::parse("config.json", &v.to_string()) {
         Ok(c) => c,
         Err(e) => return e.to_string(),
     };

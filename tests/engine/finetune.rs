@@ -83,7 +83,7 @@ fn resume_continues_bitwise() {
     let b = std::fs::read(root.join("resumed/final/optimizer.safetensors")).unwrap();
     assert!(a == b, "optimizer state too");
     // The checkpoint at step 2 of the straight run is a loadable HF folder with our labels.
-    let cfg = tramway::io::hf::read_encoder_config(&straight.join("checkpoint-2")).unwrap();
+    let cfg = tramway::models::encoder::read_encoder_config(&straight.join("checkpoint-2")).unwrap();
     assert_eq!(cfg.id2label, vec!["neg".to_string(), "pos".to_string()]);
     // The saved classifier evaluates to what the run reported, and predicts probabilities.
     let mut c = tramway::train::Classifier::load(gpu(), &straight.join("final"), 16).unwrap();

@@ -25,8 +25,11 @@ use std::time::{Duration, Instant};
 use tramway::data::image::{ImagePrep, ImageSet};
 use tramway::data::table::{label_set, read_examples};
 use tramway::data::text::TextTokenizer;
-use tramway::io::config::{EncoderConfig, Gpt2Config, LlamaConfig, VitConfig};
 use tramway::io::weights::{serialize, HostTensor, Weights};
+use tramway::models::encoder::EncoderConfig;
+use tramway::models::gpt2::Gpt2Config;
+use tramway::models::llama::LlamaConfig;
+use tramway::models::vit::VitConfig;
 
 // ------------------------------------------------------------------------------------------
 // The harness.

@@ -4,8 +4,8 @@
 use super::encoder::{check_grads, fixture, ints, rel_err, LOGITS_TOL};
 use super::*;
 use tramway::data::batch::LmBatch;
-use tramway::io::config::Gpt2Config;
 use tramway::io::hf::read_weights;
+use tramway::models::gpt2::Gpt2Config;
 
 /// Tolerances as for the encoders: logits and loss `LOGITS_TOL` relative, gradients `GRAD_TOL` of scale.
 fn check_on(gpu: &Gpu, split: bool) {

@@ -5,8 +5,8 @@
 use super::encoder::{check_grads, fixture, ints, rel_err, LOGITS_TOL};
 use super::*;
 use tramway::data::batch::LmBatch;
-use tramway::io::config::LlamaConfig;
 use tramway::io::hf::read_weights;
+use tramway::models::llama::LlamaConfig;
 
 /// Tolerances as for the encoders: logits and loss `LOGITS_TOL` relative, gradients `GRAD_TOL` of scale.
 fn check_on(gpu: &Gpu, name: &str, split: bool) {

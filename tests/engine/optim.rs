@@ -4,8 +4,10 @@ use super::encoder::fixture;
 use super::*;
 use std::cell::Cell;
 use tramway::data::batch::TextBatch;
-use tramway::io::hf::{read_encoder_config, read_weights};
+use tramway::io::hf::read_weights;
+use tramway::models::encoder::read_encoder_config;
 use tramway::models::encoder::{Encoder, EncoderActs, EncoderTask};
+use tramway::models::TrainModel;
 use tramway::nn::{Noise, ParamSet, Train};
 use tramway::ops::kl::KlKind;
 use tramway::optim::*;
@@ -62,7 +64,7 @@ fn worked_epsilon_numbers_and_the_defect_is_rejected() {
     assert!(tram.iter().zip([0.3f32, 0.1, -0.4]).map(|(e, g)| e * g).sum::<f32>() > 0.0);
 }
 
-fn bert_batch() -> (tramway::io::config::EncoderConfig, tramway::io::weights::Weights, TextBatch) {
+fn bert_batch() -> (tramway::models::encoder::EncoderConfig, tramway::io::weights::Weights, TextBatch) {
     let dir = fixture("bert");
     let cfg = read_encoder_config(&dir.join("model")).unwrap();
     let w = read_weights(&dir.join("model")).unwrap();
@@ -484,7 +486,7 @@ fn every_method_runs_on_vit() {
 
 fn methods_on_vision(name: &str) {
     use tramway::data::batch::ImageBatch;
-    use tramway::io::config::VitConfig;
+    use tramway::models::vit::VitConfig;
     use tramway::models::vit::{Vit, VitTask};
     let dir = fixture(name);
     let exp = read_weights(&dir.join("expected.safetensors")).unwrap();

@@ -143,7 +143,7 @@ fn workload(gpu: &Gpu, dir: &Path, families: &[&str], methods: &[(Base, Method)]
         }
         if task == TaskKind::TextClassification {
             use tramway::models::encoder::{Encoder, Pooling};
-            let cfg = tramway::io::hf::read_encoder_config(&model).unwrap();
+            let cfg = tramway::models::encoder::read_encoder_config(&model).unwrap();
             let enc = Encoder::load(gpu, cfg, &tramway::io::hf::read_weights(&model).unwrap(), 0).unwrap();
             let tok = tramway::data::text::TextTokenizer::from_dir(&model, 16, 0).unwrap();
             let b = tok.encode(&["w1 w2 w3", "w4"]).unwrap();

@@ -4,7 +4,8 @@
 use super::*;
 use std::path::{Path, PathBuf};
 use tramway::data::text::{token_counts, TextTokenizer};
-use tramway::io::hf::{read_encoder_config, read_weights};
+use tramway::io::hf::read_weights;
+use tramway::models::encoder::read_encoder_config;
 use tramway::models::encoder::{Encoder, Pooling};
 
 pub fn model_dir(name: &str) -> Option<PathBuf> {
@@ -74,8 +75,8 @@ fn sentence_embeddings_match(model_name: &str, fixture: &str) {
 fn dinov2_image_features_match_pytorch() {
     use tramway::data::batch::ImageBatch;
     use tramway::data::image::ImagePrep;
-    use tramway::io::config::VitConfig;
     use tramway::models::vit::Vit;
+    use tramway::models::vit::VitConfig;
     let Some(dir) = model_dir("dinov2-small") else { return };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let fx: serde_json::Value =

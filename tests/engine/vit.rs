@@ -1,9 +1,9 @@
 use super::encoder::{check_grads, fixture, rel_err, LOGITS_TOL};
 use super::*;
 use tramway::data::batch::ImageBatch;
-use tramway::io::config::VitConfig;
 use tramway::io::hf::read_weights;
 use tramway::models::vit::Vit;
+use tramway::models::vit::VitConfig;
 
 /// ViT logits, loss and every gradient against PyTorch (same tolerances as the encoders).
 #[test]
