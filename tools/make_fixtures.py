@@ -125,6 +125,27 @@ def llama():
         save(name, model, {"input_ids": ids, "attention_mask": mask}, labels)
 
 
+def qwen2():
+    """Qwen2ForCausalLM: LLaMA's block with biases on the Q, K and V projections (none on the
+    output projection), grouped-query attention (4 query heads sharing 2 K/V heads), RoPE with
+    Qwen's large base, an untied head (qwen2) and a tied one (qwen2_tied, as the small Qwen2.5
+    models). Same right-padded batch and shifted-label loss as llama."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    for name, tied, seed in (("qwen2", False, 8), ("qwen2_tied", True, 9)):
+        torch.manual_seed(seed)
+        cfg = Qwen2Config(vocab_size=150, hidden_size=32, intermediate_size=56, num_hidden_layers=2,
+                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32,
+                          rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=tied,
+                          use_sliding_window=False, bos_token_id=1, eos_token_id=2)
+        model = Qwen2ForCausalLM(cfg)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p) * 0.05)
+        ids, mask, _ = text_batch(150, 0, batch=3, seq=9, seed=seed)
+        labels = ids.masked_fill(mask == 0, -100)
+        save(name, model, {"input_ids": ids, "attention_mask": mask}, labels)
+
+
 PPL_TEXT = (
     "The tramway opened in 1902 and ran from the harbour to the market square. Within ten years it had "
     "grown to four lines, and by 1925 the city carried more than thirty thousand passengers a day. "
@@ -506,6 +527,6 @@ def optim_steps():
 
 
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["bert", "roberta", "gpt2", "llama", "vit", "dinov2", "minilm", "e5", "smollm2", "dinov2_real", "optim_steps"]
+    which = sys.argv[1:] or ["bert", "roberta", "gpt2", "llama", "qwen2", "vit", "dinov2", "minilm", "e5", "smollm2", "dinov2_real", "optim_steps"]
     for w in which:
         globals()[w]()

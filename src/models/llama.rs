@@ -42,8 +42,14 @@ impl LlamaConfig {
     /// Parse and validate a LLaMA `config.json`; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self> {
         let raw = Keys::parse(file, text)?;
+        Keys::new(file, &raw)?.model_type(&["llama"], "LLaMA (expected \"llama\")")?;
+        Self::from_json(file, raw)
+    }
+
+    /// The LLaMA-architecture keys of a parsed `config.json` object (any `model_type`: a family
+    /// that shares the architecture checks its own).
+    pub fn from_json(file: &str, raw: serde_json::Value) -> Result<Self> {
         let k = Keys::new(file, &raw)?;
-        k.model_type(&["llama"], "LLaMA (expected \"llama\")")?;
         if let Some(s) = k.get("rope_scaling") {
             return model_err(file, format!("rope_scaling {} is not supported (plain RoPE only)", show(s)));
         }
