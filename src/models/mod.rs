@@ -9,6 +9,7 @@ pub mod encoder;
 pub mod gpt2;
 pub mod llama;
 pub mod lm;
+pub mod qwen2;
 pub mod vit;
 
 use crate::error::{model_err, Result};
@@ -42,6 +43,7 @@ pub const FAMILIES: &[(&str, Family)] = &[
     ("dinov2", Family::Vision(VisionKind::Dinov2)),
     ("gpt2", Family::CausalLm(gpt2::from_config)),
     ("llama", Family::CausalLm(llama::from_config)),
+    ("qwen2", Family::CausalLm(qwen2::from_config)),
 ];
 
 /// The family of `model_type` (from a config `file`); an error lists the supported ones.

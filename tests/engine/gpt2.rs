@@ -79,7 +79,7 @@ fn gpt2_configs_give_clear_errors() {
 /// forward's at that position. Same f32 kernels, different shapes and summation order:
 /// `LOGITS_TOL` of the logits' scale, as against PyTorch (measured: 0, bitwise equal on lavapipe).
 /// Plus the errors of a full cache and a bad id.
-fn decode_matches_forward_on(gpu: &Gpu, name: &str) {
+pub fn decode_matches_forward_on(gpu: &Gpu, name: &str) {
     use tramway::train::lm::{generate_greedy, CausalLm, LmActs};
     let model = CausalLm::load(gpu, &fixture(name).join("model"), 0).unwrap();
     let (n, nv) = (13, model.vocab_size());

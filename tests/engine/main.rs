@@ -25,6 +25,7 @@ mod matmul;
 mod norm;
 mod optim;
 mod portability;
+mod qwen2;
 mod real_models;
 mod reduce;
 mod rng;
