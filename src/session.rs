@@ -26,6 +26,7 @@ use crate::gpu::Gpu;
 use crate::io::weights::Weights;
 use crate::models::encoder::EncoderConfig;
 use crate::models::encoder::{Encoder, EncoderActs, EncoderTask, Pooling};
+use crate::models::TaskModel;
 use crate::optim::{Metrics, OptimConfig, Optimizer};
 use std::collections::HashMap;
 

@@ -6,6 +6,7 @@
 //! (no `bert.` prefix, no head) load too: a missing pooler or classifier is initialised like
 //! Hugging Face does (normal, std 0.02; zero bias).
 
+use super::{Family, Run, TaskModel};
 use crate::data::batch::TextBatch;
 use crate::error::model_err;
 use crate::error::{shape_err, Result};
@@ -14,7 +15,7 @@ use crate::io::config::{heads, hidden_act, labels, Keys, MAX_LAYERS, MAX_POSITIO
 use crate::io::weights::{HostTensor, Weights};
 use crate::nn::block::{Attention, Block, BlockActs, Mlp, Pass, Scratch};
 use crate::nn::layers::{Linear, Norm, NormStats};
-use crate::nn::{act_backward, site, Drop, Noise, ParamSet, Specs, Train};
+use crate::nn::{act_backward, site, Drop, ParamSet, Specs, Train};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use crate::ops::elementwise::axpby;
 use crate::ops::embedding::{embedding, embedding_backward, embedding_backward_parts, embedding_parts, EmbeddingIndex};
@@ -56,17 +57,9 @@ pub struct EncoderConfig {
 impl EncoderConfig {
     /// Parse and validate `config.json` text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self> {
-        let raw = Keys::parse(file, text)?;
+        let encoder = |f| if let Family::Encoder(k) = f { Some(k) } else { None };
+        let (raw, kind) = super::read_config(file, text, encoder, "a supported encoder (BERT, RoBERTa, XLM-R)")?;
         let k = Keys::new(file, &raw)?;
-        let model_type = k.string("model_type")?;
-        let kind = match super::family(file, model_type)? {
-            super::Family::Encoder(kind) => kind,
-            _ => {
-                let t = model_type.unwrap_or_default();
-                return model_err(file, format!("model_type {t:?} is not a supported encoder (BERT, RoBERTa, XLM-R)"));
-            }
-        };
-        let model_type = model_type.unwrap_or_default().to_string();
         let (hidden_size, num_heads) = heads(&k, "hidden_size", "num_attention_heads")?;
         let act = hidden_act(&k)?;
         if let Some(p) = k.string("position_embedding_type")? {
@@ -100,7 +93,7 @@ impl EncoderConfig {
         k.tensor("classifier", &[("number of labels", id2label.len()), h])?;
         Ok(EncoderConfig {
             kind,
-            model_type,
+            model_type: raw["model_type"].as_str().unwrap_or_default().to_string(),
             vocab_size,
             hidden_size,
             num_layers,
@@ -218,16 +211,8 @@ impl Encoder {
             let down = s.linear(&n("output.dense"), h, i, true);
             let norm2 = s.layer_norm(&n("output.LayerNorm.weight"), &n("output.LayerNorm.bias"), h, eps);
             let (heads, head_dim) = (c.num_heads, c.head_dim());
-            blocks.push(Block {
-                attn: Attention { q, k, v, o, heads, kv_heads: heads, head_dim, causal: false, rope: false },
-                mlp: Mlp::Act { up, down, act: c.act },
-                norm1,
-                norm2,
-                post_norm: true,
-                scale: None,
-                hidden: h,
-                inter: i,
-            });
+            let attn = Attention { q, k, v, o, heads, kv_heads: heads, head_dim, causal: false, rope: false };
+            blocks.push(Block::new(attn, Mlp::Act { up, down, act: c.act }, (norm1, norm2), h, i).post_norm());
         }
         let head_from = s.len();
         let (head, out) = match c.kind {
@@ -329,21 +314,7 @@ impl Encoder {
     pub fn upload(&self, gpu: &Gpu, acts: &mut EncoderActs, b: &TextBatch) -> Result<()> {
         let c = &self.cfg;
         let n = b.batch * b.seq;
-        if b.batch != acts.batch || b.seq != acts.seq {
-            return shape_err(
-                "encoder",
-                format!(
-                    "batch is {}x{} but the activations were planned for {}x{}",
-                    b.batch, b.seq, acts.batch, acts.seq
-                ),
-            );
-        }
-        if b.ids.len() != n || b.mask.len() != n {
-            return shape_err(
-                "encoder",
-                format!("ids ({}) and mask ({}) must have batch x seq = {n} entries", b.ids.len(), b.mask.len()),
-            );
-        }
+        super::check_tokens("encoder", (acts.batch, acts.seq), (b.batch, b.seq), &b.ids, &b.mask)?;
         let types = b.types.clone().unwrap_or_else(|| vec![0; n]);
         let pos = self.position_ids(&b.ids, b.batch, b.seq);
         let checks: [(&str, &[u32], usize, &str); 3] = [
@@ -446,25 +417,49 @@ impl Encoder {
             .collect())
     }
 
-    /// Record the forward pass: logits, and the loss (with dlogits ready for the backward)
-    /// when `with_loss` (the batch must have labels). `train` turns dropout on (hidden and
-    /// attention probabilities, as configured); `None` is evaluation mode.
-    pub fn forward(&self, rec: &mut Recorder, a: &EncoderActs, with_loss: bool, train: Option<Train>) -> Result<()> {
-        self.forward_with(rec, a, with_loss, train, &self.params, None)
+    fn pass<'a>(&self, a: &'a EncoderActs, d: &'a Drop, layer: usize) -> Pass<'a> {
+        Pass { batch: a.batch, seq: a.seq, mask: Some(&a.mask), table: None, drop: d, layer }
     }
 
+    /// The tensors feeding the head's two linears: the (possibly dropped) CLS state and the
+    /// (possibly dropped) tanh output. RoBERTa drops both, BERT only the pooled output.
+    fn head_inputs<'a>(&self, a: &'a EncoderActs, d: &Drop) -> (&'a Tensor, &'a Tensor) {
+        let hin = if d.hidden() && self.cfg.kind == EncoderKind::Roberta { &a.cls_drop } else { &a.cls };
+        let hmid = if d.hidden() { &a.head_drop } else { &a.head_h };
+        (hin, hmid)
+    }
+}
+
+/// Read and validate `<dir>/config.json` (native).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn read_encoder_config(dir: &std::path::Path) -> Result<EncoderConfig> {
+    let p = dir.join("config.json");
+    let bytes = crate::io::hf::read(&p)?;
+    EncoderConfig::parse(&p.display().to_string(), &String::from_utf8_lossy(&bytes))
+}
+
+/// Save an encoder as a Hugging Face folder (native): `config.json`, `model.safetensors`
+/// (original tensor names and dtypes) and the tokenizer files of `source` (the folder it was
+/// loaded from), if given.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn save_encoder(gpu: &Gpu, model: &Encoder, dir: &std::path::Path, source: Option<&std::path::Path>) -> Result<()> {
+    let state = pollster::block_on(model.state(gpu))?;
+    crate::io::hf::save_folder(dir, &state, &model.config_json(), source, &[])
+}
+
+/// The encoder as the optimizer drives it (see [`crate::models::Task`]).
+pub type EncoderTask<'a> = crate::models::Task<'a, Encoder>;
+
+impl TaskModel for Encoder {
+    type Acts = EncoderActs;
+    fn params(&self) -> &ParamSet {
+        &self.params
+    }
     /// [`Encoder::forward`] with another parameter set of the same layout (a trust-region
     /// reference copy) and optional noise added to the word embeddings (TRAM-x, R3F): the
     /// noise is `N(0, std^2)` (or uniform in `[-std, std]`) drawn from `noise.key`.
-    pub fn forward_with(
-        &self,
-        rec: &mut Recorder,
-        a: &EncoderActs,
-        with_loss: bool,
-        train: Option<Train>,
-        params: &ParamSet,
-        noise: Option<Noise>,
-    ) -> Result<()> {
+    fn forward_acts(&self, rec: &mut Recorder, a: &EncoderActs, run: Run) -> Result<()> {
+        let Run { params, with_loss, train, noise } = run;
         let (p, x, c, s) = (params, &self.idx, &self.cfg, &a.s);
         a.train.set(train);
         let d = Drop::new(train, c.hidden_dropout, c.attention_dropout);
@@ -496,29 +491,9 @@ impl Encoder {
         }
         Ok(())
     }
-
-    fn pass<'a>(&self, a: &'a EncoderActs, d: &'a Drop, layer: usize) -> Pass<'a> {
-        Pass { batch: a.batch, seq: a.seq, mask: Some(&a.mask), table: None, drop: d, layer }
-    }
-
-    /// The tensors feeding the head's two linears: the (possibly dropped) CLS state and the
-    /// (possibly dropped) tanh output. RoBERTa drops both, BERT only the pooled output.
-    fn head_inputs<'a>(&self, a: &'a EncoderActs, d: &Drop) -> (&'a Tensor, &'a Tensor) {
-        let hin = if d.hidden() && self.cfg.kind == EncoderKind::Roberta { &a.cls_drop } else { &a.cls };
-        let hmid = if d.hidden() { &a.head_drop } else { &a.head_h };
-        (hin, hmid)
-    }
-
-    /// Record the backward pass of the mean loss, accumulating (+=) into the gradients.
-    /// Call after [`Encoder::forward`] with `with_loss`, in the same or a later recorder; the
-    /// dropout masks of that forward are regenerated from its [`Train`] keys.
-    pub fn backward(&self, rec: &mut Recorder, a: &EncoderActs) -> Result<()> {
-        self.backward_from(rec, a, &a.dlogits, true)
-    }
-
     /// The backward pass from a given gradient of the logits. `word_grad = false` leaves the
     /// word-embedding table out (a branch whose embeddings were detached, as R3F's noised one).
-    pub fn backward_from(&self, rec: &mut Recorder, a: &EncoderActs, dlogits: &Tensor, word_grad: bool) -> Result<()> {
+    fn backward_acts(&self, rec: &mut Recorder, a: &EncoderActs, dlogits: &Tensor, word_grad: bool) -> Result<()> {
         let (p, x, c, s) = (&self.params, &self.idx, &self.cfg, &a.s);
         let Some(index) = &a.index else {
             return shape_err("encoder", "backward before a batch was uploaded");
@@ -548,47 +523,6 @@ impl Encoder {
         embedding_backward(rec, &s.dres, &index[1], p.g(x.pos))?;
         embedding_backward(rec, &s.dres, &index[2], p.g(x.typ))?;
         Ok(())
-    }
-}
-
-/// Read and validate `<dir>/config.json` (native).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn read_encoder_config(dir: &std::path::Path) -> Result<EncoderConfig> {
-    let p = dir.join("config.json");
-    let bytes = crate::io::hf::read(&p)?;
-    EncoderConfig::parse(&p.display().to_string(), &String::from_utf8_lossy(&bytes))
-}
-
-/// Save an encoder as a Hugging Face folder (native): `config.json`, `model.safetensors`
-/// (original tensor names and dtypes) and the tokenizer files of `source` (the folder it was
-/// loaded from), if given.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn save_encoder(gpu: &Gpu, model: &Encoder, dir: &std::path::Path, source: Option<&std::path::Path>) -> Result<()> {
-    let state = pollster::block_on(model.state(gpu))?;
-    crate::io::hf::save_folder(dir, &state, &model.config_json(), source, &[])
-}
-
-/// The encoder as the optimizer drives it (see [`crate::models::Task`]).
-pub type EncoderTask<'a> = crate::models::Task<'a, Encoder>;
-
-impl crate::models::TaskModel for Encoder {
-    type Acts = EncoderActs;
-    fn params(&self) -> &ParamSet {
-        &self.params
-    }
-    fn forward_acts(
-        &self,
-        rec: &mut Recorder,
-        acts: &EncoderActs,
-        with_loss: bool,
-        train: Option<Train>,
-        params: &ParamSet,
-        noise: Option<Noise>,
-    ) -> Result<()> {
-        self.forward_with(rec, acts, with_loss, train, params, noise)
-    }
-    fn backward_acts(&self, rec: &mut Recorder, acts: &EncoderActs, dlogits: &Tensor, input_grad: bool) -> Result<()> {
-        self.backward_from(rec, acts, dlogits, input_grad)
     }
     fn outputs(acts: &EncoderActs) -> (&Tensor, &Tensor, &Tensor) {
         (&acts.logits, &acts.loss, &acts.dlogits)

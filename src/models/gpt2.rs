@@ -115,7 +115,7 @@ pub fn load(gpu: &Gpu, c: &Gpt2Config, w: &Weights, seed: u64) -> Result<CausalL
         let n = |x: &str| format!("transformer.h.{l}.{x}");
         let norm1 = s.layer_norm(&n("ln_1.weight"), &n("ln_1.bias"), h, eps);
         let qkv = s.conv1d(&n("attn.c_attn"), h, 3 * h);
-        let block = |j: usize| {
+        let qkv_col = |j: usize| {
             let mut b = qkv;
             b.layout = Layout::InOut { cols: Some((j * h, h)) };
             b
@@ -124,33 +124,22 @@ pub fn load(gpu: &Gpu, c: &Gpt2Config, w: &Weights, seed: u64) -> Result<CausalL
         let norm2 = s.layer_norm(&n("ln_2.weight"), &n("ln_2.bias"), h, eps);
         let up = s.conv1d(&n("mlp.c_fc"), h, i);
         let down = s.conv1d(&n("mlp.c_proj"), i, h);
-        blocks.push(Block {
-            attn: Attention {
-                q: block(0),
-                k: block(1),
-                v: block(2),
-                o,
-                heads,
-                kv_heads: heads,
-                head_dim: h / heads,
-                causal: true,
-                rope: false,
-            },
-            mlp: Mlp::Act { up, down, act: c.act },
-            norm1,
-            norm2,
-            post_norm: false,
-            scale: None,
-            hidden: h,
-            inter: i,
-        });
+        let attn = Attention {
+            q: qkv_col(0),
+            k: qkv_col(1),
+            v: qkv_col(2),
+            o,
+            heads,
+            kv_heads: heads,
+            head_dim: h / heads,
+            causal: true,
+            rope: false,
+        };
+        blocks.push(Block::new(attn, Mlp::Act { up, down, act: c.act }, (norm1, norm2), h, i));
     }
     let norm = s.layer_norm("transformer.ln_f.weight", "transformer.ln_f.bias", h, eps);
     let params = s.load(gpu, w, "transformer.", s.len(), seed)?;
-    let mut config = c.raw.clone();
-    if let Some(m) = config.as_object_mut() {
-        m.insert("architectures".into(), serde_json::json!(["GPT2LMHeadModel"]));
-    }
+    let config = super::with_architecture(&c.raw, "GPT2LMHeadModel");
     let parts = LmParts {
         tokens,
         positions: Some(positions),

@@ -142,24 +142,13 @@ pub fn load(gpu: &Gpu, c: &LlamaConfig, w: &Weights, seed: u64, arch: &str) -> R
         let gate = s.linear(&n("mlp.gate_proj"), i, h, false);
         let up = s.linear(&n("mlp.up_proj"), i, h, false);
         let down = s.linear(&n("mlp.down_proj"), h, i, false);
-        blocks.push(Block {
-            attn: Attention { q, k, v, o, heads, kv_heads, head_dim, causal: true, rope: true },
-            mlp: Mlp::SwiGlu { gate, up, down },
-            norm1,
-            norm2,
-            post_norm: false,
-            scale: None,
-            hidden: h,
-            inter: i,
-        });
+        let attn = Attention { q, k, v, o, heads, kv_heads, head_dim, causal: true, rope: true };
+        blocks.push(Block::new(attn, Mlp::SwiGlu { gate, up, down }, (norm1, norm2), h, i));
     }
     let norm = s.rms_norm("model.norm.weight", h, eps);
     let head = if c.tie_word_embeddings { tokens } else { s.add_split("lm_head.weight", &[c.vocab_size, h]) };
     let params = s.load(gpu, w, "", s.len(), seed)?;
-    let mut config = c.raw.clone();
-    if let Some(m) = config.as_object_mut() {
-        m.insert("architectures".into(), serde_json::json!([arch]));
-    }
+    let config = super::with_architecture(&c.raw, arch);
     let parts = LmParts {
         tokens,
         positions: None,

@@ -4,12 +4,13 @@
 //! backward and K/V-cached decoding. A family (`gpt2`, `llama`, `qwen2`) names its tensors and
 //! builds the [`LmParts`]; everything else is here.
 
+use super::{Run, TaskModel};
 use crate::data::batch::{row_weights, LmBatch};
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::nn::block::{Block, BlockActs, DecodeBufs, Pass, Scratch};
 use crate::nn::layers::{lm_head, lm_head_backward, KvCache, Norm, NormStats};
-use crate::nn::{site, Drop, Noise, ParamSet, Train};
+use crate::nn::{site, Drop, ParamSet, Train};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use crate::ops::decoder::rope_table_from;
 use crate::ops::elementwise::axpby;
@@ -165,21 +166,7 @@ impl CausalLm {
     /// Check a batch against the model and upload it into `acts`.
     pub fn upload(&self, gpu: &Gpu, acts: &mut LmActs, b: &LmBatch) -> Result<()> {
         let n = b.batch * b.seq;
-        if b.batch != acts.batch || b.seq != acts.seq {
-            return shape_err(
-                "causal lm",
-                format!(
-                    "batch is {}x{} but the activations were planned for {}x{}",
-                    b.batch, b.seq, acts.batch, acts.seq
-                ),
-            );
-        }
-        if b.ids.len() != n || b.mask.len() != n {
-            return shape_err(
-                "causal lm",
-                format!("ids ({}) and mask ({}) must have {n} entries", b.ids.len(), b.mask.len()),
-            );
-        }
+        super::check_tokens("causal lm", (acts.batch, acts.seq), (b.batch, b.seq), &b.ids, &b.mask)?;
         let pos: Vec<u32> = (0..n).map(|i| (i % b.seq) as u32).collect();
         gpu.write_u32(&acts.ids, &b.ids)?;
         gpu.write_u32(&acts.pos, &pos)?;
@@ -196,82 +183,6 @@ impl CausalLm {
 
     fn pass<'a>(&self, a: &'a LmActs, d: &'a Drop, layer: usize) -> Pass<'a> {
         Pass { batch: a.batch, seq: a.seq, mask: Some(&a.mask), table: a.table.as_ref(), drop: d, layer }
-    }
-
-    /// Record the forward pass: logits of every position, and the mean next-token loss (with
-    /// dlogits ready) when `with_loss`. `train` turns dropout on.
-    pub fn forward(&self, rec: &mut Recorder, a: &LmActs, with_loss: bool, train: Option<Train>) -> Result<()> {
-        self.forward_with(rec, a, with_loss, train, &self.params, None)
-    }
-
-    /// [`CausalLm::forward`] with another parameter set of the same layout and optional noise
-    /// on the token embeddings (TRAM-x, R3F).
-    pub fn forward_with(
-        &self,
-        rec: &mut Recorder,
-        a: &LmActs,
-        with_loss: bool,
-        train: Option<Train>,
-        p: &ParamSet,
-        noise: Option<Noise>,
-    ) -> Result<()> {
-        let x = &self.parts;
-        a.train.set(train);
-        let (d, de) = self.drops(train);
-        // Embeddings are summed in `emb` when anything follows the gather, else in x_0 itself.
-        let direct = x.positions.is_none() && !de.hidden();
-        let e = if direct { &a.xs[0] } else { &a.emb };
-        embedding_parts(rec, p.parts(x.tokens), &a.ids, e)?;
-        if let Some(n) = noise {
-            n.fill(rec, &a.s.dtmp)?;
-            axpby(rec, 1.0, &a.s.dtmp, 1.0, e)?;
-        }
-        if let Some(pos) = x.positions {
-            embedding(rec, p.p(pos), &a.pos, &a.s.dtmp)?;
-            axpby(rec, 1.0, &a.s.dtmp, 1.0, e)?;
-        }
-        if !direct {
-            de.apply(rec, e, &a.xs[0], site::EMB, false)?;
-        }
-        for (l, (blk, la)) in x.blocks.iter().zip(&a.layers).enumerate() {
-            blk.forward(rec, p, &a.xs[l], &a.xs[l + 1], la, &a.s, &self.pass(a, &d, l))?;
-        }
-        x.norm.forward(rec, p, &a.xs[x.blocks.len()], &a.lnf, &a.stf)?;
-        lm_head(rec, p.parts(x.head), &a.lnf, 0, &a.logits)?;
-        if with_loss {
-            cross_entropy(rec, &a.logits, &a.targets, &a.loss, Some(&a.dlogits), IGNORE_INDEX, 1.0)?;
-        }
-        Ok(())
-    }
-
-    /// Record the backward pass of the mean loss, accumulating into the gradients.
-    pub fn backward(&self, rec: &mut Recorder, a: &LmActs) -> Result<()> {
-        self.backward_from(rec, a, &a.dlogits, true)
-    }
-
-    /// The backward pass from a given gradient of the logits; `input_grad = false` leaves out
-    /// the token-embedding path of the input (a branch whose embeddings were detached). A tied
-    /// head's gradient always reaches the table.
-    pub fn backward_from(&self, rec: &mut Recorder, a: &LmActs, dlogits: &Tensor, input_grad: bool) -> Result<()> {
-        let (p, x, s) = (&self.params, &self.parts, &a.s);
-        let Some(index) = &a.index else {
-            return shape_err("causal lm", "backward before a batch was uploaded");
-        };
-        let (d, de) = self.drops(a.train.get());
-        let (mut dx, mut dx2) = (s.dx.clone(), s.dx2.clone());
-        lm_head_backward(rec, p.parts(x.head), p.grad_parts(x.head), &a.lnf, dlogits, &s.dh)?;
-        x.norm.backward(rec, p, &a.xs[x.blocks.len()], &s.dh, &a.stf, &dx, false)?;
-        for (l, (blk, la)) in x.blocks.iter().zip(&a.layers).enumerate().rev() {
-            blk.backward(rec, p, &a.xs[l], la, s, &mut dx, &mut dx2, &self.pass(a, &d, l))?;
-        }
-        let demb = de.back(rec, &dx, &s.dtmp, site::EMB)?;
-        if input_grad {
-            embedding_backward_parts(rec, demb, &index[0], p.grad_parts(x.tokens))?;
-        }
-        if let Some(pos) = x.positions {
-            embedding_backward(rec, demb, &index[1], p.g(pos))?;
-        }
-        Ok(())
     }
 
     /// Plan incremental decoding of up to `capacity` positions, fed `chunk` tokens at a time at
@@ -370,24 +281,66 @@ impl CausalLm {
 /// A causal LM as the optimizer drives it (see [`crate::models::Task`]).
 pub type LmTask<'a> = crate::models::Task<'a, CausalLm>;
 
-impl crate::models::TaskModel for CausalLm {
+impl TaskModel for CausalLm {
     type Acts = LmActs;
     fn params(&self) -> &ParamSet {
         &self.params
     }
-    fn forward_acts(
-        &self,
-        rec: &mut Recorder,
-        acts: &LmActs,
-        with_loss: bool,
-        train: Option<Train>,
-        params: &ParamSet,
-        noise: Option<Noise>,
-    ) -> Result<()> {
-        self.forward_with(rec, acts, with_loss, train, params, noise)
+    /// [`CausalLm::forward`] with another parameter set of the same layout and optional noise
+    /// on the token embeddings (TRAM-x, R3F).
+    fn forward_acts(&self, rec: &mut Recorder, a: &LmActs, run: Run) -> Result<()> {
+        let Run { params: p, with_loss, train, noise } = run;
+        let x = &self.parts;
+        a.train.set(train);
+        let (d, de) = self.drops(train);
+        // Embeddings are summed in `emb` when anything follows the gather, else in x_0 itself.
+        let direct = x.positions.is_none() && !de.hidden();
+        let e = if direct { &a.xs[0] } else { &a.emb };
+        embedding_parts(rec, p.parts(x.tokens), &a.ids, e)?;
+        if let Some(n) = noise {
+            n.fill(rec, &a.s.dtmp)?;
+            axpby(rec, 1.0, &a.s.dtmp, 1.0, e)?;
+        }
+        if let Some(pos) = x.positions {
+            embedding(rec, p.p(pos), &a.pos, &a.s.dtmp)?;
+            axpby(rec, 1.0, &a.s.dtmp, 1.0, e)?;
+        }
+        if !direct {
+            de.apply(rec, e, &a.xs[0], site::EMB, false)?;
+        }
+        for (l, (blk, la)) in x.blocks.iter().zip(&a.layers).enumerate() {
+            blk.forward(rec, p, &a.xs[l], &a.xs[l + 1], la, &a.s, &self.pass(a, &d, l))?;
+        }
+        x.norm.forward(rec, p, &a.xs[x.blocks.len()], &a.lnf, &a.stf)?;
+        lm_head(rec, p.parts(x.head), &a.lnf, 0, &a.logits)?;
+        if with_loss {
+            cross_entropy(rec, &a.logits, &a.targets, &a.loss, Some(&a.dlogits), IGNORE_INDEX, 1.0)?;
+        }
+        Ok(())
     }
-    fn backward_acts(&self, rec: &mut Recorder, acts: &LmActs, dlogits: &Tensor, input_grad: bool) -> Result<()> {
-        self.backward_from(rec, acts, dlogits, input_grad)
+    /// The backward pass from a given gradient of the logits; `input_grad = false` leaves out
+    /// the token-embedding path of the input (a branch whose embeddings were detached). A tied
+    /// head's gradient always reaches the table.
+    fn backward_acts(&self, rec: &mut Recorder, a: &LmActs, dlogits: &Tensor, input_grad: bool) -> Result<()> {
+        let (p, x, s) = (&self.params, &self.parts, &a.s);
+        let Some(index) = &a.index else {
+            return shape_err("causal lm", "backward before a batch was uploaded");
+        };
+        let (d, de) = self.drops(a.train.get());
+        let (mut dx, mut dx2) = (s.dx.clone(), s.dx2.clone());
+        lm_head_backward(rec, p.parts(x.head), p.grad_parts(x.head), &a.lnf, dlogits, &s.dh)?;
+        x.norm.backward(rec, p, &a.xs[x.blocks.len()], &s.dh, &a.stf, &dx, false)?;
+        for (l, (blk, la)) in x.blocks.iter().zip(&a.layers).enumerate().rev() {
+            blk.backward(rec, p, &a.xs[l], la, s, &mut dx, &mut dx2, &self.pass(a, &d, l))?;
+        }
+        let demb = de.back(rec, &dx, &s.dtmp, site::EMB)?;
+        if input_grad {
+            embedding_backward_parts(rec, demb, &index[0], p.grad_parts(x.tokens))?;
+        }
+        if let Some(pos) = x.positions {
+            embedding_backward(rec, demb, &index[1], p.g(pos))?;
+        }
+        Ok(())
     }
     fn outputs(acts: &LmActs) -> (&Tensor, &Tensor, &Tensor) {
         (&acts.logits, &acts.loss, &acts.dlogits)

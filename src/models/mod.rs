@@ -67,6 +67,55 @@ pub fn family_of_config(file: &str, text: &str) -> Result<Family> {
     family(file, v.get("model_type").and_then(|m| m.as_str()))
 }
 
+/// A `config.json` text parsed (a JSON object) and what `pick` takes from the family its
+/// `model_type` names; a family `pick` refuses is an error saying the model is not `what`.
+pub(crate) fn read_config<K>(
+    file: &str,
+    text: &str,
+    pick: impl Fn(Family) -> Option<K>,
+    what: &str,
+) -> Result<(serde_json::Value, K)> {
+    let raw = crate::io::config::Keys::parse(file, text)?;
+    let t = raw.get("model_type").and_then(|m| m.as_str()).map(str::to_string);
+    match pick(family(file, t.as_deref())?) {
+        Some(k) => Ok((raw, k)),
+        None => model_err(file, format!("model_type {:?} is not {what}", t.unwrap_or_default())),
+    }
+}
+
+/// `raw` (a loaded config.json) with `architectures = [arch]`.
+pub(crate) fn with_architecture(raw: &serde_json::Value, arch: &str) -> serde_json::Value {
+    let mut v = raw.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("architectures".into(), serde_json::json!([arch]));
+    }
+    v
+}
+
+/// Check a token batch (`batch` x `seq`, `ids` and `mask`) against the activations' planned
+/// shape; `op` names the model in errors.
+pub(crate) fn check_tokens(
+    op: &'static str,
+    planned: (usize, usize),
+    (batch, seq): (usize, usize),
+    ids: &[u32],
+    mask: &[u32],
+) -> Result<()> {
+    let n = batch * seq;
+    if (batch, seq) != planned {
+        let (pb, ps) = planned;
+        return crate::error::shape_err(
+            op,
+            format!("batch is {batch}x{seq} but the activations were planned for {pb}x{ps}"),
+        );
+    }
+    if ids.len() != n || mask.len() != n {
+        let (i, m) = (ids.len(), mask.len());
+        return crate::error::shape_err(op, format!("ids ({i}) and mask ({m}) must have batch x seq = {n} entries"));
+    }
+    Ok(())
+}
+
 /// A causal LM from its config text and weights, whatever its family.
 pub fn load_causal_lm(gpu: &Gpu, file: &str, text: &str, w: &Weights, seed: u64) -> Result<lm::CausalLm> {
     match family_of_config(file, text)? {
@@ -123,25 +172,42 @@ fn no_aux() -> Result<()> {
     crate::error::shape_err("optim", "this model has no auxiliary activation set (needed by R3F)")
 }
 
+/// How one forward pass runs.
+#[derive(Clone, Copy)]
+pub struct Run<'a> {
+    /// The parameters to run with: the model's own, or another set of the same layout (a
+    /// trust-region reference copy).
+    pub params: &'a ParamSet,
+    /// Also compute the loss and dlogits (the batch holds labels or targets).
+    pub with_loss: bool,
+    /// Training mode: dropout on, its masks keyed by this.
+    pub train: Option<Train>,
+    /// Noise added to the input embeddings (TRAM-x, R3F).
+    pub noise: Option<Noise>,
+}
+
 /// A model with per-batch activation sets, as [`Task`] drives it.
 pub trait TaskModel {
     type Acts;
     fn params(&self) -> &ParamSet;
-    /// Forward on `acts` with `params` (loss and dlogits when `with_loss`).
-    fn forward_acts(
-        &self,
-        rec: &mut Recorder,
-        acts: &Self::Acts,
-        with_loss: bool,
-        train: Option<Train>,
-        params: &ParamSet,
-        noise: Option<Noise>,
-    ) -> Result<()>;
+    /// Forward on `acts` as `run` says.
+    fn forward_acts(&self, rec: &mut Recorder, acts: &Self::Acts, run: Run) -> Result<()>;
     /// Backward from `dlogits`; `input_grad = false` leaves out the table the noise was added
     /// to (word embeddings, patch projection).
     fn backward_acts(&self, rec: &mut Recorder, acts: &Self::Acts, dlogits: &Tensor, input_grad: bool) -> Result<()>;
     /// (logits, `[loss, count]`, dlogits) of an activation set.
     fn outputs(acts: &Self::Acts) -> (&Tensor, &Tensor, &Tensor);
+    /// Record the forward pass with the model's own parameters: logits, and the loss (with
+    /// dlogits ready for the backward) when `with_loss` (the batch must have labels or
+    /// targets). `train` turns dropout on, keyed by its seed and step.
+    fn forward(&self, rec: &mut Recorder, acts: &Self::Acts, with_loss: bool, train: Option<Train>) -> Result<()> {
+        self.forward_acts(rec, acts, Run { params: self.params(), with_loss, train, noise: None })
+    }
+    /// Record the backward pass of the last forward's mean loss, accumulating (+=) into the
+    /// gradients; dropout masks of that forward are regenerated from its keys.
+    fn backward(&self, rec: &mut Recorder, acts: &Self::Acts) -> Result<()> {
+        self.backward_acts(rec, acts, Self::outputs(acts).2, true)
+    }
     /// See [`TrainModel::row_weights`].
     fn row_weights(_acts: &Self::Acts) -> Option<&Tensor> {
         None
@@ -161,7 +227,7 @@ impl<M: TaskModel> TrainModel for Task<'_, M> {
         self.model.params()
     }
     fn forward(&self, rec: &mut Recorder, params: &ParamSet, train: Option<Train>, noise: Option<Noise>) -> Result<()> {
-        self.model.forward_acts(rec, self.acts, true, train, params, noise)
+        self.model.forward_acts(rec, self.acts, Run { params, with_loss: true, train, noise })
     }
     fn backward(&self, rec: &mut Recorder) -> Result<()> {
         self.model.backward_acts(rec, self.acts, M::outputs(self.acts).2, true)
@@ -186,7 +252,7 @@ impl<M: TaskModel> TrainModel for Task<'_, M> {
         noise: Option<Noise>,
     ) -> Result<()> {
         match self.aux {
-            Some(aux) => self.model.forward_acts(rec, aux, false, train, params, noise),
+            Some(aux) => self.model.forward_acts(rec, aux, Run { params, with_loss: false, train, noise }),
             None => crate::error::shape_err("optim", "R3F needs Task::aux (a second activation set with the batch)"),
         }
     }

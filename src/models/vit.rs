@@ -5,6 +5,7 @@
 //! embeddings are added by `ops::patch::assemble`. Layers are pre-LayerNorm. A checkpoint
 //! without a classifier (a backbone) gets one initialised like Hugging Face (normal 0.02).
 
+use super::{Family, Run, TaskModel};
 use crate::data::batch::ImageBatch;
 use crate::error::model_err;
 use crate::error::{shape_err, Result};
@@ -13,7 +14,7 @@ use crate::io::config::{heads, hidden_act, labels, Keys, MAX_IMAGE_SIZE, MAX_LAY
 use crate::io::weights::{HostTensor, Weights};
 use crate::nn::block::{Attention, Block, BlockActs, Mlp, Pass, Scratch};
 use crate::nn::layers::{Layout, Linear, Norm, NormStats};
-use crate::nn::{site, Drop, Noise, ParamSet, Specs, Train};
+use crate::nn::{site, Drop, ParamSet, Specs, Train};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use crate::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
 use crate::ops::matmul::{matmul, Act, MatView, Matmul};
@@ -54,16 +55,9 @@ pub struct VitConfig {
 impl VitConfig {
     /// Parse and validate a ViT `config.json`; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self> {
-        let raw = Keys::parse(file, text)?;
+        let vision = |f| if let Family::Vision(k) = f { Some(k) } else { None };
+        let (raw, kind) = super::read_config(file, text, vision, "a supported vision model (ViT, DINOv2)")?;
         let k = Keys::new(file, &raw)?;
-        let model_type = k.string("model_type")?;
-        let kind = match super::family(file, model_type)? {
-            super::Family::Vision(kind) => kind,
-            _ => {
-                let t = model_type.unwrap_or_default();
-                return model_err(file, format!("model_type {t:?} is not a supported vision model (ViT, DINOv2)"));
-            }
-        };
         if k.boolean("use_swiglu_ffn")? == Some(true) {
             return model_err(file, "use_swiglu_ffn = true is not supported");
         }
@@ -246,16 +240,9 @@ impl Vit {
             let down = s.linear(&n(down), h, i, true);
             let scale = dino.then(|| (s.add(n("layer_scale1.lambda1"), &[h]), s.add(n("layer_scale2.lambda1"), &[h])));
             let (heads, head_dim) = (c.num_heads, c.head_dim());
-            blocks.push(Block {
-                attn: Attention { q, k, v, o, heads, kv_heads: heads, head_dim, causal: false, rope: false },
-                mlp: Mlp::Act { up, down, act: c.act },
-                norm1,
-                norm2,
-                post_norm: false,
-                scale,
-                hidden: h,
-                inter: i,
-            });
+            let attn = Attention { q, k, v, o, heads, kv_heads: heads, head_dim, causal: false, rope: false };
+            let mlp = Mlp::Act { up, down, act: c.act };
+            blocks.push(Block::new(attn, mlp, (norm1, norm2), h, i).layer_scale(scale));
         }
         let norm = s.layer_norm(&format!("{pre}.layernorm.weight"), &format!("{pre}.layernorm.bias"), h, eps);
         let head_w = s.add("classifier.weight", &[c.num_labels(), if dino { 2 * h } else { h }]);
@@ -398,25 +385,21 @@ impl Vit {
     fn pass<'a>(&self, a: &'a VitActs, d: &'a Drop, layer: usize) -> Pass<'a> {
         Pass { batch: a.batch, seq: self.cfg.seq(), mask: None, table: None, drop: d, layer }
     }
+}
 
-    /// Record the forward pass (and the loss with dlogits when `with_loss`). `train` turns
-    /// dropout on (embeddings, attention probabilities, both residual branches).
-    pub fn forward(&self, rec: &mut Recorder, a: &VitActs, with_loss: bool, train: Option<Train>) -> Result<()> {
-        self.forward_with(rec, a, with_loss, train, &self.params, None)
+/// The vit as the optimizer drives it (see [`crate::models::Task`]).
+pub type VitTask<'a> = crate::models::Task<'a, Vit>;
+
+impl TaskModel for Vit {
+    type Acts = VitActs;
+    fn params(&self) -> &ParamSet {
+        &self.params
     }
-
     /// [`Vit::forward`] with another parameter set of the same layout and optional noise added
     /// to the patch-projection output, before the CLS token and positions (TRAM-x for vision:
     /// tram.md §1.3.2 leaves the point open; this is the patch analogue of token embeddings).
-    pub fn forward_with(
-        &self,
-        rec: &mut Recorder,
-        a: &VitActs,
-        with_loss: bool,
-        train: Option<Train>,
-        params: &ParamSet,
-        noise: Option<Noise>,
-    ) -> Result<()> {
+    fn forward_acts(&self, rec: &mut Recorder, a: &VitActs, run: Run) -> Result<()> {
+        let Run { params, with_loss, train, noise } = run;
         let (p, x, c) = (params, &self.idx, &self.cfg);
         a.train.set(train);
         let d = Drop::new(train, c.hidden_dropout, c.attention_dropout);
@@ -468,16 +451,9 @@ impl Vit {
         }
         Ok(())
     }
-
-    /// Record the backward pass of the mean loss, accumulating (+=) into the gradients; dropout
-    /// masks of the forward are regenerated from its keys.
-    pub fn backward(&self, rec: &mut Recorder, a: &VitActs) -> Result<()> {
-        self.backward_from(rec, a, &a.dlogits, true)
-    }
-
     /// The backward pass from a given gradient of the logits; `patch_grad = false` leaves the
     /// patch projection out (a branch whose patch embeddings were detached, as R3F's noised one).
-    pub fn backward_from(&self, rec: &mut Recorder, a: &VitActs, dlogits: &Tensor, patch_grad: bool) -> Result<()> {
+    fn backward_acts(&self, rec: &mut Recorder, a: &VitActs, dlogits: &Tensor, patch_grad: bool) -> Result<()> {
         let (p, x, c) = (&self.params, &self.idx, &self.cfg);
         let d = Drop::new(a.train.get(), c.hidden_dropout, c.attention_dropout);
         let g = |i: usize| p.g(i);
@@ -556,30 +532,6 @@ impl Vit {
             x.patch.backward(rec, p, &a.patches, &a.dpe, None, &a.s.ones)?;
         }
         Ok(())
-    }
-}
-
-/// The vit as the optimizer drives it (see [`crate::models::Task`]).
-pub type VitTask<'a> = crate::models::Task<'a, Vit>;
-
-impl crate::models::TaskModel for Vit {
-    type Acts = VitActs;
-    fn params(&self) -> &ParamSet {
-        &self.params
-    }
-    fn forward_acts(
-        &self,
-        rec: &mut Recorder,
-        acts: &VitActs,
-        with_loss: bool,
-        train: Option<Train>,
-        params: &ParamSet,
-        noise: Option<Noise>,
-    ) -> Result<()> {
-        self.forward_with(rec, acts, with_loss, train, params, noise)
-    }
-    fn backward_acts(&self, rec: &mut Recorder, acts: &VitActs, dlogits: &Tensor, input_grad: bool) -> Result<()> {
-        self.backward_from(rec, acts, dlogits, input_grad)
     }
     fn outputs(acts: &VitActs) -> (&Tensor, &Tensor, &Tensor) {
         (&acts.logits, &acts.loss, &acts.dlogits)

@@ -279,6 +279,19 @@ fn layer_scale_backward<'t>(
 }
 
 impl Block {
+    /// A pre-norm block (`norms`: before attention, before the MLP) without LayerScale.
+    pub fn new(attn: Attention, mlp: Mlp, norms: (Norm, Norm), hidden: usize, inter: usize) -> Self {
+        Block { attn, mlp, norm1: norms.0, norm2: norms.1, post_norm: false, scale: None, hidden, inter }
+    }
+    /// The same block post-norm (BERT: `norms` after each residual add).
+    pub fn post_norm(self) -> Self {
+        Block { post_norm: true, ..self }
+    }
+    /// The same block with LayerScale vectors `(λ1, λ2)` (DINOv2).
+    pub fn layer_scale(self, scale: Option<(usize, usize)>) -> Self {
+        Block { scale, ..self }
+    }
+
     fn qd(&self) -> usize {
         self.attn.heads * self.attn.head_dim
     }

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::io::hf::read_weights;
 pub use crate::models::lm::{CausalLm, LmActs, LmDecoder};
+use crate::models::TaskModel;
 use std::path::Path;
 
 impl CausalLm {

@@ -26,7 +26,7 @@ use crate::models::encoder::{Encoder, EncoderActs, EncoderTask};
 use crate::models::lm::LmTask;
 use crate::models::vit::VitConfig;
 use crate::models::vit::{Vit, VitActs, VitTask};
-use crate::models::Family;
+use crate::models::{Family, TaskModel};
 use crate::optim::{OptimConfig, Optimizer};
 pub use finetune::finetune;
 use lm::{CausalLm, LmActs};

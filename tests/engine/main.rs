@@ -34,6 +34,7 @@ mod softmax;
 mod vit;
 
 use std::sync::OnceLock;
+use tramway::models::TaskModel;
 use tramway::{Gpu, GpuOptions, Recorder, Tensor};
 
 /// One device for the whole test binary (tests run on several threads and share it).
