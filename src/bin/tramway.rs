@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tramway::gpu::{enumerate, Gpu, GpuOptions};
+use tramway::gpu::{Gpu, GpuOptions};
 
 #[derive(Parser)]
 #[command(
@@ -270,29 +270,13 @@ fn finetune(a: FinetuneArgs) -> tramway::Result<()> {
     };
     eprintln!("device: {}; optimizer: {} ({base} steps)", gpu.adapter_info().name, opts.optim.name());
     let s = tramway::train::finetune(&gpu, &opts)?;
-    if s.steps == 0 {
-        println!("no training steps (--steps 0): the starting model evaluated in {:.0} s", s.seconds);
-    } else {
-        println!("{} steps in {:.0} s, last training loss {:.4}", s.steps, s.seconds, s.final_loss);
-    }
-    for e in &s.evals {
-        if e.accuracy.is_nan() {
-            println!("eval {:<20} perplexity {:.4}  loss {:.4}  ({} tokens)", e.name, e.loss.exp(), e.loss, e.examples);
-        } else {
-            println!("eval {:<20} accuracy {:.4}  loss {:.4}  ({} examples)", e.name, e.accuracy, e.loss, e.examples);
-        }
-    }
-    if opts.save_final {
-        println!("model saved to {}", opts.out.join("final").display());
-    }
-    println!("plot: {}", opts.out.join("plot.png").display());
+    print!("{}", s.describe(&opts));
     Ok(())
 }
 
 /// The options a `finetune` command line stands for (validated).
 fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::FinetuneOptions> {
-    use tramway::ops::kl::KlKind;
-    use tramway::optim::{Base, KlNorm, Method, OptimConfig, Schedule, TramRef};
+    use tramway::optim::{OptimConfig, OptimSpec, Schedule};
     use tramway::train::{Dataset, TaskKind};
     let bad = |name: &'static str, value: &str, expected: &str| tramway::Error::BadSetting {
         name,
@@ -306,106 +290,24 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
         Some("causal-lm") => TaskKind::CausalLm,
         Some(v) => return Err(bad("--task", v, "text-classification, image-classification or causal-lm")),
     };
-    // A method option must belong to the chosen optimizer: one given to another (a misplaced
-    // key in a config or experiment file) would otherwise be ignored without a word.
-    let users: [(&'static str, bool, &[&str]); 11] = [
-        ("--rho", a.rho.is_some(), &["sam", "asam"]),
-        ("--eta", a.eta.is_some(), &["asam", "fsam", "tram-fisher"]),
-        ("--gamma", a.gamma.is_some(), &["fsam", "tram-fisher"]),
-        ("--noise-std", a.noise_std.is_some(), &["tram-x", "tram-fisher", "r3f"]),
-        ("--noise-type", a.noise_type.is_some(), &["tram-x", "tram-fisher", "r3f"]),
-        ("--kl-type", a.kl_type.is_some(), &["tram-x", "tram-prev", "tram-init", "tram-ema", "r3f"]),
-        ("--kl-norm", a.kl_norm.is_some(), &["tram-x", "tram-prev", "tram-init", "tram-ema"]),
-        ("--tr-scale", a.tr_scale.is_some(), &["tram-x", "tram-prev", "tram-init", "tram-ema"]),
-        ("--no-adaptive", a.no_adaptive, &["tram-x", "tram-prev", "tram-init", "tram-ema"]),
-        ("--ema-decay", a.ema_decay.is_some(), &["tram-ema", "mesa"]),
-        ("--lambda", a.lambda.is_some(), &["r3f", "trpo", "mesa"]),
-    ];
-    for (name, given, by) in users {
-        if given && !by.contains(&a.optimizer.as_str()) {
-            return Err(bad(
-                "--optimizer",
-                &a.optimizer,
-                &format!("an optimizer that uses {name} ({}), or no {name}: it would have no effect", by.join(", ")),
-            ));
-        }
-    }
-    let (gamma, noise_std, lambda) = (a.gamma.unwrap_or(0.1), a.noise_std.unwrap_or(0.1), a.lambda.unwrap_or(0.1));
-    let uniform = match a.noise_type.as_deref().unwrap_or("normal") {
-        "normal" => false,
-        "uniform" => true,
-        v => return Err(bad("--noise-type", v, "normal or uniform")),
+    let spec = OptimSpec {
+        optimizer: a.optimizer.clone(),
+        base: a.base.clone(),
+        rho: a.rho,
+        eta: a.eta,
+        gamma: a.gamma,
+        noise_std: a.noise_std,
+        noise_type: a.noise_type.clone(),
+        kl_type: a.kl_type.clone(),
+        kl_norm: a.kl_norm.clone(),
+        tr_scale: a.tr_scale,
+        ema_decay: a.ema_decay,
+        lambda: a.lambda,
+        no_adaptive: a.no_adaptive,
+        weight_decay: a.weight_decay,
+        momentum: a.momentum,
     };
-    let kl = |default: KlKind| -> tramway::Result<KlKind> {
-        Ok(match a.kl_type.as_deref() {
-            None => default,
-            Some("forward") => KlKind::Forward,
-            Some("reverse") => KlKind::Reverse,
-            Some("symmetric") => KlKind::Symmetric,
-            Some(v) => return Err(bad("--kl-type", v, "forward, reverse or symmetric")),
-        })
-    };
-    let kl_norm = match a.kl_norm.as_deref().unwrap_or("mean") {
-        "mean" => KlNorm::Mean,
-        "reference-code" | "reference_code" => KlNorm::ReferenceCode,
-        v => return Err(bad("--kl-norm", v, "mean or reference-code")),
-    };
-    let tram = |reference| -> tramway::Result<Method> {
-        Ok(Method::Tram {
-            reference,
-            adaptive: !a.no_adaptive,
-            kl: kl(KlKind::Forward)?,
-            kl_norm,
-            tr_scale: a.tr_scale.unwrap_or(1.0),
-        })
-    };
-    let sgd = Base::Sgd { momentum: a.momentum, nesterov: false, weight_decay: a.weight_decay };
-    let adamw = Base::AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: a.weight_decay };
-    let mut base = match a.base.as_str() {
-        "adamw" => adamw,
-        "sgd" => sgd,
-        v => return Err(bad("--base", v, "adamw or sgd")),
-    };
-    let method =
-        match a.optimizer.as_str() {
-            "adamw" => {
-                base = adamw;
-                Method::Plain
-            }
-            "sgd" => {
-                base = sgd;
-                Method::Plain
-            }
-            "sam" => Method::Sam { rho: a.rho.unwrap_or(0.05) },
-            "asam" => Method::Asam { rho: a.rho.unwrap_or(0.5), eta: a.eta.unwrap_or(0.0) },
-            "fsam" => Method::Fsam { gamma, eta: a.eta.unwrap_or(0.1) },
-            "tram-x" => tram(TramRef::Noise { std: noise_std, uniform })?,
-            "tram-prev" => tram(TramRef::Params { ema_decay: 0.0 })?,
-            "tram-init" => tram(TramRef::Params { ema_decay: 1.0 })?,
-            "tram-ema" => match a.ema_decay {
-                Some(d) if (0.0..=1.0).contains(&d) => tram(TramRef::Params { ema_decay: d })?,
-                Some(d) => return Err(bad("--ema-decay", &d.to_string(), "a value in [0, 1]")),
-                None => return Err(bad("--ema-decay", "", "a value in [0, 1]: tram-ema needs one")),
-            },
-            "tram-fisher" => Method::TramFisher { gamma, eta: a.eta.unwrap_or(0.1), std: noise_std, uniform },
-            "r3f" => Method::R3f { lambda, std: noise_std, uniform, kl: kl(KlKind::Symmetric)? },
-            "trpo" => Method::TrustRegion { lambda, ema_decay: 0.0 },
-            "mesa" => Method::TrustRegion { lambda, ema_decay: a.ema_decay.unwrap_or(0.999) },
-            v => return Err(bad(
-                "--optimizer",
-                v,
-                "adamw, sgd, sam, asam, fsam, tram-x, tram-prev, tram-init, tram-ema, tram-fisher, r3f, trpo or mesa",
-            )),
-        };
-    let schedule = |total: u64| -> tramway::Result<Schedule> {
-        Ok(match a.schedule.as_str() {
-            "constant" => Schedule::Constant,
-            "linear" => Schedule::Linear { warmup: a.warmup, total },
-            "cosine" => Schedule::Cosine { warmup: a.warmup, total },
-            "polynomial" => Schedule::Polynomial { warmup: a.warmup, total, power: 1.0 },
-            v => return Err(bad("--schedule", v, "constant, linear, cosine or polynomial")),
-        })
-    };
+    let (base, method) = spec.build()?;
     if !(a.lr.is_finite() && a.lr >= 0.0) {
         return Err(bad("--lr", &a.lr.to_string(), "a finite learning rate >= 0"));
     }
@@ -419,16 +321,8 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
     let total = match a.steps {
         Some(s) => s,
         None => {
-            let n = if task == TaskKind::CausalLm {
-                tramway::train::count_lm_blocks(
-                    a.resume.as_ref().unwrap_or(&a.model),
-                    &a.train,
-                    &a.text_column,
-                    a.max_len,
-                )?
-            } else {
-                Dataset::read(task, &a.train, &a.text_column, &a.label_column)?.len()
-            };
+            let model = a.resume.as_ref().unwrap_or(&a.model);
+            let n = Dataset::count(task, model, &a.train, &a.text_column, &a.label_column, a.max_len)?;
             ((a.epochs * n as f64) / a.batch_size.max(1) as f64).ceil().max(1.0) as u64
         }
     };
@@ -436,7 +330,7 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
         base,
         method,
         lr: a.lr,
-        schedule: schedule(total.max(1))?,
+        schedule: Schedule::named(&a.schedule, a.warmup, total.max(1))?,
         // 0 turns clipping off; anything else (NaN and negatives too) is checked by validate.
         clip: (a.clip != 0.0).then_some(a.clip),
         seed: a.seed,
@@ -498,179 +392,43 @@ enum PoolingArg {
     Cls,
 }
 
-fn embed_images(a: &EmbedArgs) -> tramway::Result<()> {
-    use tramway::data::batch::ImageBatch;
-    use tramway::data::image::ImagePrep;
-    use tramway::models::vit::Vit;
-    use tramway::models::vit::VitConfig;
-    if !a.texts.is_empty() {
-        return Err(tramway::Error::BadSetting {
-            name: "TEXT",
-            value: a.texts.join(" "),
-            expected: "no texts together with --image".into(),
-        });
-    }
-    let cfg_path = a.model.join("config.json");
-    let text = std::fs::read_to_string(&cfg_path)
-        .map_err(|source| tramway::Error::Io { path: cfg_path.display().to_string(), source })?;
-    let mut cfg = VitConfig::parse(&cfg_path.display().to_string(), &text)?;
-    let prep = ImagePrep::from_dir(&a.model, cfg.image_size.min(224))?;
-    cfg.input_size = prep.size;
-    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
-    let model = Vit::load(&gpu, cfg, &tramway::io::hf::read_weights(&a.model)?, 0)?;
-    for chunk in a.images.chunks(a.batch_size.max(1)) {
-        let mut pixels = Vec::new();
-        for p in chunk {
-            pixels.extend(prep.load(p)?);
-        }
-        let batch = ImageBatch { batch: chunk.len(), pixels, labels: None };
-        let embs = pollster::block_on(model.embed(&gpu, &batch, a.normalize))?;
-        for (p, e) in chunk.iter().zip(embs) {
-            println!(
-                "{{\"image\":{},\"embedding\":{}}}",
-                serde_json::json!(p.display().to_string()),
-                serde_json::json!(e)
-            );
-        }
-    }
-    Ok(())
-}
-
 fn embed(a: EmbedArgs) -> tramway::Result<()> {
-    use tramway::data::text::{token_counts, TextTokenizer};
-    use tramway::io::hf::read_weights;
-    use tramway::models::encoder::read_encoder_config;
-    use tramway::models::encoder::{Encoder, Pooling};
+    let gpu = || -> tramway::Result<Gpu> { Gpu::new_blocking(GpuOptions::from_env()?) };
     if !a.images.is_empty() {
-        return embed_images(&a);
-    }
-    if a.texts.is_empty() {
-        return Err(tramway::Error::BadSetting {
-            name: "TEXT",
-            value: String::new(),
-            expected: "at least one text to embed".into(),
-        });
-    }
-    if a.batch_size == 0 {
-        return Err(tramway::Error::BadSetting {
-            name: "--batch-size",
-            value: "0".into(),
-            expected: "a positive number".into(),
-        });
-    }
-    let cfg = read_encoder_config(&a.model)?;
-    if a.max_len > cfg.max_position_embeddings {
-        return Err(tramway::Error::BadSetting {
-            name: "--max-len",
-            value: a.max_len.to_string(),
-            expected: format!("at most the model's max_position_embeddings ({})", cfg.max_position_embeddings),
-        });
-    }
-    let tok = TextTokenizer::from_dir(&a.model, a.max_len, cfg.pad_token_id)?;
-    let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
-    let model = Encoder::load(&gpu, cfg, &read_weights(&a.model)?, 0)?;
-    let pooling = match a.pooling {
-        PoolingArg::Mean => Pooling::Mean,
-        PoolingArg::Cls => Pooling::Cls,
-    };
-    for chunk in a.texts.chunks(a.batch_size) {
-        let refs: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
-        let batch = tok.encode(&refs)?;
-        let embs = pollster::block_on(model.embed(&gpu, &batch, pooling, a.normalize))?;
-        for ((text, n), e) in chunk.iter().zip(token_counts(&batch)).zip(embs) {
-            println!("{{\"text\":{},\"tokens\":{n},\"embedding\":{}}}", serde_json::json!(text), serde_json::json!(e));
+        if !a.texts.is_empty() {
+            return Err(tramway::Error::BadSetting {
+                name: "TEXT",
+                value: a.texts.join(" "),
+                expected: "no texts together with --image".into(),
+            });
         }
+        let embs = tramway::train::embed::embed_images(&gpu()?, &a.model, &a.images, a.batch_size, a.normalize)?;
+        for (p, e) in a.images.iter().zip(embs) {
+            let image = serde_json::json!(p.display().to_string());
+            println!("{{\"image\":{image},\"embedding\":{}}}", serde_json::json!(e));
+        }
+        return Ok(());
+    }
+    let pooling = match a.pooling {
+        PoolingArg::Mean => tramway::models::encoder::Pooling::Mean,
+        PoolingArg::Cls => tramway::models::encoder::Pooling::Cls,
+    };
+    let o = tramway::train::embed::TextEmbedding {
+        max_len: a.max_len,
+        batch_size: a.batch_size,
+        pooling,
+        normalize: a.normalize,
+    };
+    let embs = tramway::train::embed::embed_texts(gpu, &a.model, &a.texts, &o)?;
+    for (text, (n, e)) in a.texts.iter().zip(embs) {
+        println!("{{\"text\":{},\"tokens\":{n},\"embedding\":{}}}", serde_json::json!(text), serde_json::json!(e));
     }
     Ok(())
 }
 
 fn info() -> tramway::Result<()> {
-    let opts = GpuOptions::from_env()?;
-    let all = pollster::block_on(enumerate(opts.backends.unwrap_or(wgpu::Backends::all())));
-    println!("adapters ({}), each opened and checked (a matmul of each family, a sum, against the CPU):", all.len());
-    for a in &all {
-        let i = &a.info;
-        println!("  - {} [{:?}, {:?}] driver: {} {}", i.name, i.backend, i.device_type, i.driver, i.driver_info);
-        let o = GpuOptions {
-            backends: Some(wgpu::Backends::from(i.backend)),
-            adapter: Some(i.name.clone()),
-            ..opts.clone()
-        };
-        let t0 = std::time::Instant::now();
-        let r = Gpu::new_blocking(o).and_then(|g| pollster::block_on(tramway::ops::self_check(&g)));
-        match r {
-            Ok(()) => println!("    works ({:.1} s to open, compile and check)", t0.elapsed().as_secs_f64()),
-            Err(e) => println!("    does not work: {e}"),
-        }
-    }
-    let gpu = Gpu::new_blocking(opts)?;
-    let i = gpu.adapter_info();
-    println!("chosen: {} [{:?}, {:?}]", i.name, i.backend, i.device_type);
-    println!("  (set TRAMWAY_BACKEND=vulkan|metal|dx12|gl or TRAMWAY_ADAPTER=<name substring> to choose)");
-    let l = gpu.limits();
-    println!("limits:");
-    let rows: [(&str, u64); 12] = [
-        ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size),
-        ("max_buffer_size", l.max_buffer_size),
-        ("max_storage_buffers_per_shader_stage", l.max_storage_buffers_per_shader_stage as u64),
-        ("max_uniform_buffer_binding_size", l.max_uniform_buffer_binding_size),
-        ("max_compute_workgroup_storage_size", l.max_compute_workgroup_storage_size as u64),
-        ("max_compute_invocations_per_workgroup", l.max_compute_invocations_per_workgroup as u64),
-        ("max_compute_workgroup_size_x", l.max_compute_workgroup_size_x as u64),
-        ("max_compute_workgroup_size_y", l.max_compute_workgroup_size_y as u64),
-        ("max_compute_workgroups_per_dimension", l.max_compute_workgroups_per_dimension as u64),
-        ("max_bind_groups", l.max_bind_groups as u64),
-        ("min_storage_buffer_offset_alignment", l.min_storage_buffer_offset_alignment as u64),
-        ("min_uniform_buffer_offset_alignment", l.min_uniform_buffer_offset_alignment as u64),
-    ];
-    for (k, v) in rows {
-        println!("  {k:<40} {v}");
-    }
-    let chosen = all.iter().find(|a| a.info.name == i.name && a.info.backend == i.backend);
-    if let Some(a) = chosen {
-        println!("adapter features:");
-        let f = a.features;
-        for (name, flag) in [
-            ("SHADER_F16", wgpu::Features::SHADER_F16),
-            ("SUBGROUP", wgpu::Features::SUBGROUP),
-            ("TIMESTAMP_QUERY", wgpu::Features::TIMESTAMP_QUERY),
-            ("SHADER_INT64", wgpu::Features::SHADER_INT64),
-            ("SHADER_FLOAT32_ATOMIC", wgpu::Features::SHADER_FLOAT32_ATOMIC),
-            ("PIPELINE_CACHE", wgpu::Features::PIPELINE_CACHE),
-        ] {
-            println!("  {name:<40} {}", if f.contains(flag) { "yes" } else { "no" });
-        }
-        println!("  (all features: {:?})", f);
-    }
-    println!("device features requested by tramway: {:?} (core WGSL f32/u32 only)", gpu.features());
+    print!("{}", tramway::train::info::report()?);
     Ok(())
-}
-
-/// `--config FILE` (TOML): its keys are the long flags of the subcommand (`lr = 2e-5`,
-/// `optimizer = "tram-x"`, `eval = ["dev=data/dev.csv"]`, `no_adaptive = true`). They are
-/// inserted before the command-line flags, which therefore override them.
-fn with_config(args: Vec<String>) -> Result<Vec<String>, String> {
-    let Some(i) = args.iter().position(|a| a == "--config" || a.starts_with("--config=")) else {
-        return Ok(args);
-    };
-    let (path, skip) = match args[i].strip_prefix("--config=") {
-        Some(p) => (p.to_string(), 1),
-        None => (args.get(i + 1).cloned().ok_or("--config needs a file")?, 2),
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-    let table: toml::Table = text.parse().map_err(|e| format!("{path}: not valid TOML: {e}"))?;
-    let flags = table_flags(&path, &table, &[])?;
-    // program, subcommand, config flags, then the rest of the command line (minus --config).
-    let mut out: Vec<String> = args[..2.min(args.len())].to_vec();
-    out.extend(flags);
-    out.extend(
-        args[2.min(args.len())..]
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j + 2 < i || *j + 2 >= i + skip)
-            .map(|(_, a)| a.clone()),
-    );
-    Ok(out)
 }
 
 #[derive(clap::Args)]
@@ -767,48 +525,6 @@ fn generate_cmd(a: GenerateArgs) -> tramway::Result<()> {
     Ok(())
 }
 
-/// The flags a TOML table stands for: `key = value` is `--key value`, `true` a bare flag,
-/// `false` nothing, an array one flag per item, a table `--key name=value` per entry (for
-/// `eval = { dev = "dev.csv" }`). Keys in `skip` are left out.
-fn table_flags(path: &str, table: &toml::Table, skip: &[&str]) -> Result<Vec<String>, String> {
-    let mut flags = Vec::new();
-    for (key, value) in table {
-        if skip.contains(&key.as_str()) {
-            continue;
-        }
-        let flag = format!("--{}", key.replace('_', "-"));
-        let scalar = |v: &toml::Value| -> Result<String, String> {
-            match v {
-                toml::Value::String(s) => Ok(s.clone()),
-                toml::Value::Integer(n) => Ok(n.to_string()),
-                toml::Value::Float(f) => Ok(f.to_string()),
-                other => Err(format!("{path}: {key} = {other:?}: expected a string or a number")),
-            }
-        };
-        match value {
-            toml::Value::Boolean(true) => flags.push(flag),
-            toml::Value::Boolean(false) => {}
-            toml::Value::Array(items) => {
-                for v in items {
-                    flags.push(flag.clone());
-                    flags.push(scalar(v)?);
-                }
-            }
-            toml::Value::Table(t) => {
-                for (name, v) in t {
-                    flags.push(flag.clone());
-                    flags.push(format!("{name}={}", scalar(v)?));
-                }
-            }
-            v => {
-                flags.push(flag);
-                flags.push(scalar(v)?);
-            }
-        }
-    }
-    Ok(flags)
-}
-
 #[derive(clap::Args)]
 struct ExperimentArgs {
     /// The experiment file (TOML): `out`, `seeds`, `optimizers`, a `[finetune]` table of flags
@@ -829,178 +545,28 @@ struct ExperimentArgs {
     out: Option<PathBuf>,
 }
 
-/// Run every (task, optimizer, seed) of the experiment file that has no `summary.json` yet (so
-/// an interrupted experiment continues where it stopped), then write the report.
+/// `tramway experiment`: plan every run of the file (each run's flags parsed as `tramway
+/// finetune` would), run what has not finished, write the report.
 fn experiment(a: ExperimentArgs) -> tramway::Result<()> {
-    use tramway::train::experiment::{load_record, report, run_dir, save_record, RunRecord};
-    let file = a.config.display().to_string();
-    let bad = |m: String| tramway::Error::Model { file: file.clone(), message: m };
-    let text =
-        std::fs::read_to_string(&a.config).map_err(|source| tramway::Error::Io { path: file.clone(), source })?;
-    let t: toml::Table = text.parse().map_err(|e| bad(format!("not valid TOML: {e}")))?;
-    let table = |k: &str| -> tramway::Result<toml::Table> {
-        match t.get(k) {
-            None => Ok(toml::Table::new()),
-            Some(toml::Value::Table(x)) => Ok(x.clone()),
-            Some(v) => Err(bad(format!("{k} must be a table, found {v:?}"))),
-        }
+    use tramway::train::experiment::{plan, run};
+    let parse = |args: &[String]| -> Result<tramway::train::FinetuneOptions, String> {
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string().trim().to_string())?;
+        let Cmd::Finetune(fa) = cli.cmd else { unreachable!("parsed as finetune") };
+        finetune_options(*fa).map_err(|e| e.to_string())
     };
-    let (finetune_t, optim_t, quick_t) = (table("finetune")?, table("optimizer")?, table("quick")?);
-    let seeds_of = |v: Option<&toml::Value>| -> tramway::Result<Option<Vec<u64>>> {
-        match v {
-            None => Ok(None),
-            Some(toml::Value::Array(xs)) => xs
-                .iter()
-                .map(|x| x.as_integer().filter(|&i| i >= 0).map(|i| i as u64))
-                .collect::<Option<Vec<u64>>>()
-                .map(Some)
-                .ok_or_else(|| bad("seeds must be a list of non-negative integers".into())),
-            Some(v) => Err(bad(format!("seeds must be a list, found {v:?}"))),
-        }
-    };
-    let mut seeds = seeds_of(t.get("seeds"))?.unwrap_or(vec![1, 2, 3]);
-    if a.quick {
-        if let Some(q) = seeds_of(quick_t.get("seeds"))? {
-            seeds = q;
-        }
-    }
-    let optimizers: Vec<String> = match t.get("optimizers") {
-        Some(toml::Value::Array(xs)) if !xs.is_empty() => xs
-            .iter()
-            .map(|x| x.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad("optimizers must be a list of names".into()))?,
-        _ => return Err(bad("optimizers = [\"adamw\", \"tram-x\", ...] is missing".into())),
-    };
-    let tasks: Vec<toml::Table> = match t.get("task") {
-        Some(toml::Value::Array(xs)) if !xs.is_empty() => xs
-            .iter()
-            .map(|x| x.as_table().cloned())
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad("[[task]] entries must be tables".into()))?,
-        _ => return Err(bad("no [[task]] tables".into())),
-    };
-    let mut names = Vec::new();
-    for task in &tasks {
-        match task.get("name").and_then(|n| n.as_str()) {
-            Some(n) if !n.is_empty() && !n.contains(['/', '\\']) => names.push(n.to_string()),
-            _ => return Err(bad("every [[task]] needs a name (no slashes)".into())),
-        }
-    }
-    if let Some(unknown) = a.tasks.iter().find(|n| !names.contains(n)) {
-        return Err(tramway::Error::BadSetting {
-            name: "--task",
-            value: unknown.clone(),
-            expected: format!("one of the file's tasks: {}", names.join(", ")),
-        });
-    }
-    let chosen: Vec<String> = names.iter().filter(|n| a.tasks.is_empty() || a.tasks.contains(n)).cloned().collect();
-    let mut out = match (&a.out, t.get("out").and_then(|o| o.as_str())) {
-        (Some(o), _) => o.clone(),
-        (None, Some(o)) => PathBuf::from(o),
-        (None, None) => PathBuf::from("runs/experiment"),
-    };
-    if a.quick && a.out.is_none() {
-        out = PathBuf::from(format!("{}-quick", out.display()));
-    }
-    // `baseline = true`: one more row per task, the starting model evaluated without training
-    // (`--steps 0`, first seed) — the reference a language model's perplexities need.
-    let baseline = match t.get("baseline") {
-        None => false,
-        Some(toml::Value::Boolean(b)) => *b,
-        Some(v) => return Err(bad(format!("baseline must be true or false, found {v:?}"))),
-    };
-    let mut rows: Vec<(String, Vec<u64>)> = Vec::new();
-    if baseline {
-        rows.push(("pretrained".into(), seeds.iter().take(1).copied().collect()));
-    }
-    rows.extend(optimizers.iter().map(|o| (o.clone(), seeds.clone())));
-    // Every run's options are built and checked before the first run starts, so a bad key in
-    // the file fails at once rather than hours in.
-    let mut plan = Vec::new();
-    for (task, name) in tasks.iter().zip(&names).filter(|(_, n)| chosen.contains(n)) {
-        for (o, row_seeds) in &rows {
-            for &seed in row_seeds {
-                let dir = run_dir(&out, name, o, seed);
-                let mut args = vec!["tramway".to_string(), "finetune".to_string()];
-                let flags = |tb: &toml::Table, skip: &[&str]| table_flags(&file, tb, skip).map_err(bad);
-                args.extend(flags(&finetune_t, &[])?);
-                args.extend(flags(task, &["name"])?);
-                if let Some(v) = optim_t.get(o) {
-                    let tb = v.as_table().ok_or_else(|| bad(format!("optimizer.{o} must be a table")))?;
-                    args.extend(flags(tb, &[])?);
-                }
-                if a.quick {
-                    args.extend(flags(&quick_t, &["seeds"])?);
-                }
-                let metrics = dir.join("metrics.jsonl");
-                let optimizer = if o == "pretrained" { "adamw".to_string() } else { o.clone() };
-                for (f, v) in [
-                    ("--optimizer", optimizer),
-                    ("--seed", seed.to_string()),
-                    ("--out", dir.display().to_string()),
-                    ("--metrics", metrics.display().to_string()),
-                ] {
-                    args.push(f.into());
-                    args.push(v);
-                }
-                if o == "pretrained" {
-                    args.extend(["--steps".into(), "0".into()]);
-                }
-                args.push("--no-save".into());
-                let context = |e: String| bad(format!("task {name}, optimizer {o}: {e}"));
-                let cli = Cli::try_parse_from(&args).map_err(|e| context(e.to_string().trim().to_string()))?;
-                let Cmd::Finetune(fa) = cli.cmd else { unreachable!("parsed as finetune") };
-                let opts = finetune_options(*fa).map_err(|e| context(e.to_string()))?;
-                opts.validate().map_err(|e| context(e.to_string()))?;
-                plan.push((name.clone(), o.clone(), seed, dir, opts));
-            }
-        }
-    }
+    let p = plan(&a.config, a.quick, &a.tasks, a.out.as_deref(), parse)?;
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
-    let total = plan.len();
-    let mut ran_secs = 0.0;
-    if !a.report {
-        for (k, (name, o, seed, dir, opts)) in plan.iter().enumerate() {
-            let k = k + 1;
-            if load_record(dir)?.is_some() {
-                eprintln!("[{k}/{total}] {name} {o} seed {seed}: done already");
-                continue;
-            }
-            eprintln!("[{k}/{total}] {name} {o} seed {seed}");
-            let s = tramway::train::finetune(&gpu, opts)?;
-            ran_secs += s.seconds;
-            for e in &s.evals {
-                if e.accuracy.is_nan() {
-                    eprintln!("    {:<20} perplexity {:.3}", e.name, e.loss.exp());
-                } else {
-                    eprintln!("    {:<20} accuracy {:.4}", e.name, e.accuracy);
-                }
-            }
-            save_record(dir, &RunRecord::new(name, o, *seed, &s))?;
-        }
-    }
-    let header = format!(
-        "Experiment `{}`{} on {} ({:?}); {} seeds; runs in `{}`.",
-        file,
-        if a.quick { " (--quick)" } else { "" },
-        gpu.adapter_info().name,
-        gpu.adapter_info().backend,
-        seeds.len(),
-        out.display(),
-    );
-    let names: Vec<String> = rows.into_iter().map(|(o, _)| o).collect();
-    let md = report(&out, &chosen, &names, &header)?;
+    let (md, minutes) = run(&gpu, &p, a.report)?;
     println!("{md}");
     if !a.report {
-        println!("this invocation ran for {:.1} min", ran_secs / 60.0);
+        println!("this invocation ran for {minutes:.1} min");
     }
-    println!("written: {}", out.join("results.md").display());
+    println!("written: {}", p.out.join("results.md").display());
     Ok(())
 }
 
 fn main() -> ExitCode {
-    let args = match with_config(std::env::args().collect()) {
+    let args = match tramway::train::flags::with_config(std::env::args().collect()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e}");
@@ -1024,41 +590,5 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::with_config;
-
-    #[test]
-    fn config_keys_become_flags_that_the_command_line_overrides() {
-        let path = std::env::temp_dir().join(format!("tramway-cfg-{}.toml", std::process::id()));
-        std::fs::write(
-            &path,
-            "lr = 1e-4\noptimizer = \"sam\"\neval = [\"a=x.csv\"]\nno_adaptive = true\nclip = false\n",
-        )
-        .unwrap();
-        let args: Vec<String> = ["tramway", "finetune", "--config", path.to_str().unwrap(), "--optimizer", "adamw"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let out = with_config(args).unwrap();
-        let pos = |f: &str| out.iter().position(|a| a == f).unwrap();
-        assert_eq!(out[out.iter().rposition(|a| a == "--optimizer").unwrap() + 1], "adamw", "{out:?}");
-        assert!(
-            pos("--optimizer") < out.iter().rposition(|a| a == "--optimizer").unwrap(),
-            "config first, command line last"
-        );
-        assert_eq!(out[pos("--lr") + 1], "0.0001");
-        assert_eq!(out[pos("--eval") + 1], "a=x.csv");
-        assert!(out.contains(&"--no-adaptive".to_string()) && !out.contains(&"--clip".to_string()));
-        assert!(!out.iter().any(|a| a == "--config"));
-        let _ = std::fs::remove_file(&path);
-        std::fs::write(&path, "lr = [true]\n").unwrap();
-        let args: Vec<String> =
-            ["tramway", "finetune", "--config", path.to_str().unwrap()].iter().map(|s| s.to_string()).collect();
-        assert!(with_config(args).unwrap_err().contains("lr"));
-        let _ = std::fs::remove_file(&path);
     }
 }

@@ -1,10 +1,12 @@
 //! The comparison experiment's bookkeeping: one `summary.json` per (task, optimizer, seed) run,
 //! and the report built from them — a markdown table (mean ± sample std over seeds, per
-//! evaluation set) and a PNG per task. `tramway experiment` drives the runs.
+//! evaluation set) and a PNG per task; and the experiment file's plan ([`plan`]) and its
+//! runs ([`run`]).
 
 use super::plot::{write_png, Panel, Series};
-use super::Summary;
+use super::{FinetuneOptions, Summary};
 use crate::error::{Error, Result};
+use crate::gpu::Gpu;
 use crate::io::hf::write_atomic;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -228,4 +230,203 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
     }
     write_atomic(&out.join("results.md"), md.as_bytes())?;
     Ok(md)
+}
+
+/// One run of an experiment.
+pub struct PlannedRun {
+    pub task: String,
+    /// The row: an optimizer name, or `pretrained` (the starting model, no training).
+    pub optimizer: String,
+    pub seed: u64,
+    pub dir: PathBuf,
+    pub options: FinetuneOptions,
+}
+
+/// An experiment file read and every run's options built and checked.
+pub struct Plan {
+    pub file: String,
+    pub out: PathBuf,
+    pub quick: bool,
+    pub seeds: Vec<u64>,
+    /// The tasks chosen, in the file's order.
+    pub tasks: Vec<String>,
+    /// The report's rows (optimizers, `pretrained` first with `baseline = true`).
+    pub rows: Vec<String>,
+    pub runs: Vec<PlannedRun>,
+}
+
+/// Read an experiment file (`out`, `seeds`, `optimizers`, `baseline`, a `[finetune]` table of
+/// flags for every run, `[optimizer.NAME]` tables, a `[quick]` table and `[[task]]` tables; see
+/// experiments/domain-shift.toml) and build every (task, optimizer, seed) run's options before
+/// any starts, so a bad key fails at once rather than hours in. `only`: these tasks;
+/// `out_override`: the output folder; `quick`: the `[quick]` overrides into `<out>-quick`.
+/// `finetune` turns a `tramway finetune ...` argument list into options (the CLI's parser).
+pub fn plan(
+    config: &Path,
+    quick: bool,
+    only: &[String],
+    out_override: Option<&Path>,
+    finetune: impl Fn(&[String]) -> std::result::Result<FinetuneOptions, String>,
+) -> Result<Plan> {
+    let file = config.display().to_string();
+    let bad = |m: String| Error::Model { file: file.clone(), message: m };
+    let text = std::fs::read_to_string(config).map_err(|source| Error::Io { path: file.clone(), source })?;
+    let t: toml::Table = text.parse().map_err(|e| bad(format!("not valid TOML: {e}")))?;
+    let table = |k: &str| -> Result<toml::Table> {
+        match t.get(k) {
+            None => Ok(toml::Table::new()),
+            Some(toml::Value::Table(x)) => Ok(x.clone()),
+            Some(v) => Err(bad(format!("{k} must be a table, found {v:?}"))),
+        }
+    };
+    let (finetune_t, optim_t, quick_t) = (table("finetune")?, table("optimizer")?, table("quick")?);
+    let seeds_of = |v: Option<&toml::Value>| -> Result<Option<Vec<u64>>> {
+        match v {
+            None => Ok(None),
+            Some(toml::Value::Array(xs)) => xs
+                .iter()
+                .map(|x| x.as_integer().filter(|&i| i >= 0).map(|i| i as u64))
+                .collect::<Option<Vec<u64>>>()
+                .map(Some)
+                .ok_or_else(|| bad("seeds must be a list of non-negative integers".into())),
+            Some(v) => Err(bad(format!("seeds must be a list, found {v:?}"))),
+        }
+    };
+    let mut seeds = seeds_of(t.get("seeds"))?.unwrap_or(vec![1, 2, 3]);
+    if quick {
+        if let Some(q) = seeds_of(quick_t.get("seeds"))? {
+            seeds = q;
+        }
+    }
+    let optimizers: Vec<String> = match t.get("optimizers") {
+        Some(toml::Value::Array(xs)) if !xs.is_empty() => xs
+            .iter()
+            .map(|x| x.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("optimizers must be a list of names".into()))?,
+        _ => return Err(bad("optimizers = [\"adamw\", \"tram-x\", ...] is missing".into())),
+    };
+    let tasks: Vec<toml::Table> = match t.get("task") {
+        Some(toml::Value::Array(xs)) if !xs.is_empty() => xs
+            .iter()
+            .map(|x| x.as_table().cloned())
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("[[task]] entries must be tables".into()))?,
+        _ => return Err(bad("no [[task]] tables".into())),
+    };
+    let mut names = Vec::new();
+    for task in &tasks {
+        match task.get("name").and_then(|n| n.as_str()) {
+            Some(n) if !n.is_empty() && !n.contains(['/', '\\']) => names.push(n.to_string()),
+            _ => return Err(bad("every [[task]] needs a name (no slashes)".into())),
+        }
+    }
+    if let Some(unknown) = only.iter().find(|n| !names.contains(n)) {
+        return Err(Error::BadSetting {
+            name: "--task",
+            value: unknown.clone(),
+            expected: format!("one of the file's tasks: {}", names.join(", ")),
+        });
+    }
+    let chosen: Vec<String> = names.iter().filter(|n| only.is_empty() || only.contains(n)).cloned().collect();
+    let mut out = match (&out_override, t.get("out").and_then(|o| o.as_str())) {
+        (Some(o), _) => o.to_path_buf(),
+        (None, Some(o)) => PathBuf::from(o),
+        (None, None) => PathBuf::from("runs/experiment"),
+    };
+    if quick && out_override.is_none() {
+        out = PathBuf::from(format!("{}-quick", out.display()));
+    }
+    // `baseline = true`: one more row per task, the starting model evaluated without training
+    // (`--steps 0`, first seed) — the reference a language model's perplexities need.
+    let baseline = match t.get("baseline") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => *b,
+        Some(v) => return Err(bad(format!("baseline must be true or false, found {v:?}"))),
+    };
+    let mut rows: Vec<(String, Vec<u64>)> = Vec::new();
+    if baseline {
+        rows.push(("pretrained".into(), seeds.iter().take(1).copied().collect()));
+    }
+    rows.extend(optimizers.iter().map(|o| (o.clone(), seeds.clone())));
+    // Every run's options are built and checked before the first run starts, so a bad key in
+    // the file fails at once rather than hours in.
+    let mut runs = Vec::new();
+    for (task, name) in tasks.iter().zip(&names).filter(|(_, n)| chosen.contains(n)) {
+        for (o, row_seeds) in &rows {
+            for &seed in row_seeds {
+                let dir = run_dir(&out, name, o, seed);
+                let mut args = vec!["tramway".to_string(), "finetune".to_string()];
+                let flags = |tb: &toml::Table, skip: &[&str]| super::flags::table_flags(&file, tb, skip).map_err(bad);
+                args.extend(flags(&finetune_t, &[])?);
+                args.extend(flags(task, &["name"])?);
+                if let Some(v) = optim_t.get(o) {
+                    let tb = v.as_table().ok_or_else(|| bad(format!("optimizer.{o} must be a table")))?;
+                    args.extend(flags(tb, &[])?);
+                }
+                if quick {
+                    args.extend(flags(&quick_t, &["seeds"])?);
+                }
+                let metrics = dir.join("metrics.jsonl");
+                let optimizer = if o == "pretrained" { "adamw".to_string() } else { o.clone() };
+                for (f, v) in [
+                    ("--optimizer", optimizer),
+                    ("--seed", seed.to_string()),
+                    ("--out", dir.display().to_string()),
+                    ("--metrics", metrics.display().to_string()),
+                ] {
+                    args.push(f.into());
+                    args.push(v);
+                }
+                if o == "pretrained" {
+                    args.extend(["--steps".into(), "0".into()]);
+                }
+                args.push("--no-save".into());
+                let context = |e: String| bad(format!("task {name}, optimizer {o}: {e}"));
+                let options = finetune(&args).map_err(context)?;
+                options.validate().map_err(|e| context(e.to_string()))?;
+                runs.push(PlannedRun { task: name.clone(), optimizer: o.clone(), seed, dir, options });
+            }
+        }
+    }
+    Ok(Plan { file, out, quick, seeds, tasks: chosen, rows: rows.into_iter().map(|(o, _)| o).collect(), runs })
+}
+
+/// Run every planned run that has no `summary.json` yet (an interrupted experiment continues
+/// where it stopped; none with `report_only`), then write `results.md` and the plots. Returns
+/// the report and the minutes this call trained.
+pub fn run(gpu: &Gpu, plan: &Plan, report_only: bool) -> Result<(String, f64)> {
+    let total = plan.runs.len();
+    let mut ran_secs = 0.0;
+    if !report_only {
+        for (k, PlannedRun { task: name, optimizer: o, seed, dir, options: opts }) in plan.runs.iter().enumerate() {
+            let k = k + 1;
+            if load_record(dir)?.is_some() {
+                eprintln!("[{k}/{total}] {name} {o} seed {seed}: done already");
+                continue;
+            }
+            eprintln!("[{k}/{total}] {name} {o} seed {seed}");
+            let s = super::finetune(gpu, opts)?;
+            ran_secs += s.seconds;
+            for e in &s.evals {
+                if e.accuracy.is_nan() {
+                    eprintln!("    {:<20} perplexity {:.3}", e.name, e.loss.exp());
+                } else {
+                    eprintln!("    {:<20} accuracy {:.4}", e.name, e.accuracy);
+                }
+            }
+            save_record(dir, &RunRecord::new(name, o, *seed, &s))?;
+        }
+    }
+    let header = format!(
+        "Experiment `{}`{} on {} ({:?}); {} seeds; runs in `{}`.",
+        plan.file,
+        if plan.quick { " (--quick)" } else { "" },
+        gpu.adapter_info().name,
+        gpu.adapter_info().backend,
+        plan.seeds.len(),
+        plan.out.display(),
+    );
+    let md = report(&plan.out, &plan.tasks, &plan.rows, &header)?;
+    Ok((md, ran_secs / 60.0))
 }

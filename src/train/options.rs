@@ -1,0 +1,148 @@
+//! The options of a fine-tuning run (`tramway finetune`), checked before any work, and what a
+//! run reports.
+
+use crate::error::{Error, Result};
+use crate::optim::OptimConfig;
+use std::path::PathBuf;
+
+use super::*;
+
+/// Everything `tramway finetune` needs.
+#[derive(Clone, Debug)]
+pub struct FinetuneOptions {
+    pub task: TaskKind,
+    pub model: PathBuf,
+    pub train: PathBuf,
+    pub evals: Vec<(String, PathBuf)>,
+    pub text_column: String,
+    pub label_column: String,
+    pub optim: OptimConfig,
+    pub batch_size: usize,
+    /// Total steps (overrides `epochs`).
+    pub steps: Option<u64>,
+    pub epochs: f64,
+    pub max_len: usize,
+    pub eval_every: u64,
+    pub save_every: u64,
+    pub log_every: u64,
+    /// Evaluate on at most this many examples per set (None: all).
+    pub max_eval: Option<usize>,
+    /// Batch size for evaluation (None: `batch_size`).
+    pub eval_batch_size: Option<usize>,
+    /// Side of the images a vision model sees (None: the folder's preprocessor size).
+    pub image_size: Option<usize>,
+    /// Write `out/final` (model + optimizer state) at the end.
+    pub save_final: bool,
+    pub out: PathBuf,
+    pub resume: Option<PathBuf>,
+    pub metrics: Option<PathBuf>,
+    pub progress: bool,
+    /// Profile the run's second step (its first if it has one): every dispatch timed alone,
+    /// the table written to this file (`TRAMWAY_PROFILE=FILE` when `None`).
+    pub profile: Option<PathBuf>,
+}
+
+impl FinetuneOptions {
+    /// Refuse every option that cannot make a sensible run, naming the flag and the range
+    /// (the optimizer's settings included), before anything is read or computed.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |name: &'static str, value: String, expected: &str| {
+            Err(Error::BadSetting { name, value, expected: expected.to_string() })
+        };
+        if self.batch_size == 0 {
+            return bad("--batch-size", "0".into(), "a positive number of examples per step");
+        }
+        if self.steps.is_none() && !(self.epochs.is_finite() && self.epochs > 0.0) {
+            return bad("--epochs", self.epochs.to_string(), "a finite number of epochs > 0 (or --steps)");
+        }
+        let min_len = if self.task == TaskKind::CausalLm { 2 } else { 1 };
+        if self.max_len < min_len {
+            return bad("--max-len", self.max_len.to_string(), &format!("at least {min_len} tokens"));
+        }
+        if self.log_every == 0 {
+            return bad("--log-every", "0".into(), "a positive number of steps");
+        }
+        if self.max_eval == Some(0) {
+            return bad("--max-eval", "0".into(), "a positive number of examples (omit it to use every example)");
+        }
+        if self.eval_batch_size == Some(0) {
+            return bad("--eval-batch-size", "0".into(), "a positive number of examples");
+        }
+        if let Some(s) = self.image_size.filter(|&s| s == 0 || s > crate::data::image::MAX_PREP_SIZE) {
+            return bad(
+                "--image-size",
+                s.to_string(),
+                &format!(
+                    "a positive multiple of the model's patch size, at most {}",
+                    crate::data::image::MAX_PREP_SIZE
+                ),
+            );
+        }
+        if self.evals.is_empty() {
+            let given = [
+                ("--eval-every", (self.eval_every > 0).then_some(self.eval_every as usize)),
+                ("--max-eval", self.max_eval),
+                ("--eval-batch-size", self.eval_batch_size),
+            ];
+            if let Some((flag, Some(v))) = given.into_iter().find(|(_, v)| v.is_some()) {
+                return bad(flag, v.to_string(), "no value without an --eval NAME=PATH set: it would have no effect");
+            }
+        }
+        let mut names: Vec<&str> = self.evals.iter().map(|(n, _)| n.as_str()).collect();
+        names.sort();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return bad("--eval", w[0].to_string(), "a different NAME for each evaluation set");
+        }
+        self.optim.validate()
+    }
+}
+
+/// One evaluation result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EvalResult {
+    pub name: String,
+    pub loss: f64,
+    pub accuracy: f64,
+    pub examples: usize,
+}
+
+/// What a run ends with.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    pub steps: u64,
+    pub final_loss: f32,
+    pub evals: Vec<EvalResult>,
+    pub seconds: f64,
+}
+
+impl Summary {
+    /// What `tramway finetune` prints at the end: steps, time and last loss, each evaluation
+    /// (accuracy, or perplexity for a language model), where the model and plot went.
+    pub fn describe(&self, o: &FinetuneOptions) -> String {
+        let mut out = if self.steps == 0 {
+            format!("no training steps (--steps 0): the starting model evaluated in {:.0} s\n", self.seconds)
+        } else {
+            format!("{} steps in {:.0} s, last training loss {:.4}\n", self.steps, self.seconds, self.final_loss)
+        };
+        for e in &self.evals {
+            out += &if e.accuracy.is_nan() {
+                format!(
+                    "eval {:<20} perplexity {:.4}  loss {:.4}  ({} tokens)\n",
+                    e.name,
+                    e.loss.exp(),
+                    e.loss,
+                    e.examples
+                )
+            } else {
+                format!(
+                    "eval {:<20} accuracy {:.4}  loss {:.4}  ({} examples)\n",
+                    e.name, e.accuracy, e.loss, e.examples
+                )
+            };
+        }
+        if o.save_final {
+            out += &format!("model saved to {}\n", o.out.join("final").display());
+        }
+        out + &format!("plot: {}\n", o.out.join("plot.png").display())
+    }
+}
