@@ -543,6 +543,25 @@ struct ExperimentArgs {
     /// Output folder (overrides the file's `out`).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Run only run I of the grid (in the order of a local run; what a Slurm array task calls).
+    #[arg(long)]
+    run_index: Option<usize>,
+    /// Hand the unfinished runs to Slurm as one job array (`sbatch`; resubmit to finish what is
+    /// missing, `--report` once the array is done).
+    #[arg(long)]
+    slurm: bool,
+    /// With --slurm: write the sbatch script but do not submit it.
+    #[arg(long, requires = "slurm")]
+    dry_run: bool,
+    /// With --slurm: the partition (overrides the file's `[slurm] partition`).
+    #[arg(long, requires = "slurm")]
+    partition: Option<String>,
+    /// With --slurm: GPUs per run (`--gres=gpu:N`; overrides `[slurm] gpus`).
+    #[arg(long, requires = "slurm")]
+    gpus_per_run: Option<u32>,
+    /// With --slurm: the time limit per run, e.g. 02:00:00 (overrides `[slurm] time`).
+    #[arg(long, requires = "slurm")]
+    time: Option<String>,
 }
 
 /// `tramway experiment`: plan every run of the file (each run's flags parsed as `tramway
@@ -555,13 +574,43 @@ fn experiment(a: ExperimentArgs) -> tramway::Result<()> {
         finetune_options(*fa).map_err(|e| e.to_string())
     };
     let p = plan(&a.config, a.quick, &a.tasks, a.out.as_deref(), parse)?;
+    if a.slurm {
+        return slurm(&a, &p);
+    }
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
+    if let Some(i) = a.run_index {
+        tramway::train::experiment::run_one(&gpu, &p, i)?;
+        return Ok(());
+    }
     let (md, minutes) = run(&gpu, &p, a.report)?;
     println!("{md}");
     if !a.report {
         println!("this invocation ran for {minutes:.1} min");
     }
     println!("written: {}", p.out.join("results.md").display());
+    Ok(())
+}
+
+/// `tramway experiment --slurm`: the unfinished runs as one job array.
+fn slurm(a: &ExperimentArgs, p: &tramway::train::experiment::Plan) -> tramway::Result<()> {
+    use tramway::train::slurm::{submit, Callback, Resources};
+    let mut res = Resources::from_file(&a.config)?;
+    res.partition = a.partition.clone().or(res.partition);
+    res.gpus = a.gpus_per_run.unwrap_or(res.gpus);
+    res.time = a.time.clone().or(res.time);
+    let io = |source| tramway::Error::Io { path: "the tramway executable / working folder".into(), source };
+    let (exe, workdir) = (std::env::current_exe().map_err(io)?, std::env::current_dir().map_err(io)?);
+    let cb = Callback { exe: &exe, config: &a.config, quick: a.quick, tasks: &a.tasks, workdir: &workdir };
+    match submit(p, &res, &cb, a.dry_run)? {
+        None => println!("every run of the grid has finished: `tramway experiment {} --report`", a.config.display()),
+        Some(sub) => {
+            println!("{} of {} runs in {}", sub.runs.len(), p.runs.len(), sub.script.display());
+            match sub.job {
+                Some(id) => println!("submitted job array {id}; when it is done: --report"),
+                None => println!("not submitted (--dry-run): sbatch {}", sub.script.display()),
+            }
+        }
+    }
     Ok(())
 }
 

@@ -90,6 +90,10 @@ pub struct GpuOptions {
     pub matmul_tile: Option<[u32; 4]>,
     /// Never take the vec4 matmul kernel (`TRAMWAY_MATMUL_SCALAR=1`; benchmarks).
     pub scalar_matmul: bool,
+    /// The N-th hardware GPU (discrete or integrated, in the driver's order) rather than the
+    /// best-ranked adapter (`TRAMWAY_ADAPTER_INDEX`; a Slurm array task sets it from the GPU it
+    /// was given, the first entry of `CUDA_VISIBLE_DEVICES`).
+    pub adapter_index: Option<usize>,
 }
 
 impl GpuOptions {
@@ -103,6 +107,15 @@ impl GpuOptions {
         if let Ok(v) = std::env::var("TRAMWAY_ADAPTER") {
             if !v.is_empty() {
                 o.adapter = Some(v);
+            }
+        }
+        if let Ok(v) = std::env::var("TRAMWAY_ADAPTER_INDEX") {
+            if !v.is_empty() {
+                o.adapter_index = Some(v.trim().parse().map_err(|_| Error::BadSetting {
+                    name: "TRAMWAY_ADAPTER_INDEX",
+                    value: v.clone(),
+                    expected: "the index of a hardware GPU (0, 1, ...)".into(),
+                })?);
             }
         }
         if let Ok(v) = std::env::var("TRAMWAY_CHECKED") {
@@ -304,6 +317,23 @@ async fn choose_adapter(opts: &GpuOptions) -> Result<wgpu::Adapter> {
                     hint: NO_ADAPTER_HINT.into(),
                 });
             }
+        }
+        if let Some(i) = opts.adapter_index {
+            let hw = |a: &wgpu::Adapter| {
+                matches!(a.get_info().device_type, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu)
+            };
+            adapters.retain(hw);
+            if i >= adapters.len() {
+                return Err(Error::NoAdapter {
+                    detail: format!(
+                        " with index {i} among the hardware GPUs (TRAMWAY_ADAPTER_INDEX): there are {}; all adapters: {}",
+                        adapters.len(),
+                        if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                    ),
+                    hint: NO_ADAPTER_HINT.into(),
+                });
+            }
+            return Ok(adapters.swap_remove(i));
         }
         adapters.sort_by_key(|a| adapter_rank(&a.get_info()));
         adapters.into_iter().next().ok_or_else(|| Error::NoAdapter {

@@ -392,6 +392,30 @@ pub fn plan(
     Ok(Plan { file, out, quick, seeds, tasks: chosen, rows: rows.into_iter().map(|(o, _)| o).collect(), runs })
 }
 
+/// Run run `index` of the plan (the order of the local runs and of a Slurm array), unless its
+/// `summary.json` exists. Returns whether it ran.
+pub fn run_one(gpu: &Gpu, plan: &Plan, index: usize) -> Result<bool> {
+    let Some(r) = plan.runs.get(index) else {
+        return Err(Error::BadSetting {
+            name: "--run-index",
+            value: index.to_string(),
+            expected: format!(
+                "a run of the plan: 0 to {} ({} runs)",
+                plan.runs.len().saturating_sub(1),
+                plan.runs.len()
+            ),
+        });
+    };
+    if load_record(&r.dir)?.is_some() {
+        eprintln!("run {index} ({} {} seed {}): done already", r.task, r.optimizer, r.seed);
+        return Ok(false);
+    }
+    eprintln!("run {index}: {} {} seed {}", r.task, r.optimizer, r.seed);
+    let s = super::finetune(gpu, &r.options)?;
+    save_record(&r.dir, &RunRecord::new(&r.task, &r.optimizer, r.seed, &s))?;
+    Ok(true)
+}
+
 /// Run every planned run that has no `summary.json` yet (an interrupted experiment continues
 /// where it stopped; none with `report_only`), then write `results.md` and the plots. Returns
 /// the report and the minutes this call trained.

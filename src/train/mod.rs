@@ -17,6 +17,7 @@ pub mod lm;
 mod options;
 pub mod plot;
 mod run;
+pub mod slurm;
 
 pub use classifier::Classifier;
 pub use dataset::{

@@ -82,3 +82,15 @@ fn overlapping_writable_bindings_are_refused() {
     r.submit().unwrap();
     assert_eq!(down(&g), vec![14.0, 32.0, 32.0, 77.0]);
 }
+
+/// `TRAMWAY_ADAPTER_INDEX` (what a Slurm array task sets from its allocated GPU) names a
+/// hardware GPU by index; one beyond them is refused with the list of adapters.
+#[test]
+fn an_adapter_index_beyond_the_hardware_gpus_is_refused() {
+    let o = GpuOptions { adapter_index: Some(99), ..GpuOptions::from_env().unwrap() };
+    let e = match Gpu::new_blocking(o) {
+        Ok(_) => panic!("index 99 accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(e.contains("index 99") && e.contains("TRAMWAY_ADAPTER_INDEX") && e.contains("all adapters"), "{e}");
+}
