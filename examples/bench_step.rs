@@ -4,8 +4,15 @@
 //! its pass-count limit ((forward + 2·backward passes) / 3, a backward costing about two
 //! forwards: 2.0 for SAM, 2.33 for TRAM-x).
 //!
+//! The peer in the same run: PyTorch on one CPU thread (tools/torch_step.py: the same model,
+//! batch and passes per method), its steps interleaved with tramway's, when a python with torch
+//! and transformers is found (`TRAMWAY_TORCH_PYTHON`, else the venv `tools/setup-torch.sh`
+//! makes).
+//!
 //!   models/fetch.sh minilm && cargo run --release --example bench_step [MODEL_DIR] [--rounds N] [--batch B] [--seq T]
 
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 use tramway::data::text::TextTokenizer;
 use tramway::io::hf::read_weights;
@@ -18,6 +25,52 @@ use tramway::{Gpu, GpuOptions, Result};
 fn arg(name: &str, default: usize) -> usize {
     let a: Vec<String> = std::env::args().collect();
     a.iter().position(|x| x == name).and_then(|i| a.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// tools/torch_step.py running, fed method names, answering seconds per step.
+struct Peer {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Peer {
+    fn start(dir: &std::path::Path, batch: usize, seq: usize) -> Option<Peer> {
+        let python = std::env::var("TRAMWAY_TORCH_PYTHON").ok().or_else(|| {
+            let home = std::env::var("HOME").ok()?;
+            let cache = std::env::var("TRAMWAY_CACHE").unwrap_or(format!("{home}/.cache/tramway"));
+            let p = format!("{cache}/torch-venv/bin/python");
+            std::path::Path::new(&p).exists().then_some(p)
+        })?;
+        let mut child = Command::new(&python)
+            .arg("tools/torch_step.py")
+            .arg(dir)
+            .args(["--batch", &batch.to_string(), "--seq", &seq.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()?;
+        let stdin = child.stdin.take()?;
+        let mut stdout = BufReader::new(child.stdout.take()?);
+        let mut line = String::new();
+        stdout.read_line(&mut line).ok()?;
+        (line.trim() == "ready").then_some(Peer { child, stdin, stdout })
+    }
+    fn step(&mut self, method: &str) -> Option<f64> {
+        writeln!(self.stdin, "{method}").ok()?;
+        self.stdin.flush().ok()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).ok()?;
+        line.trim().parse().ok()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn main() -> Result<()> {
@@ -64,6 +117,8 @@ fn main() -> Result<()> {
         .collect::<Result<_>>()?;
     let task = EncoderTask { model: &model, acts: &acts, aux: None };
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
+    let mut peer = Peer::start(&dir, batch, seq);
+    let mut peer_times: Vec<Vec<f64>> = vec![Vec::new(); methods.len()];
     // Round 0 warms every kernel up (the driver's JIT) and is not counted.
     for round in 0..=rounds {
         for (k, opt) in opts.iter_mut().enumerate() {
@@ -74,6 +129,13 @@ fn main() -> Result<()> {
             gpu.wait()?;
             if round > 0 {
                 times[k].push(t0.elapsed().as_secs_f64());
+            }
+            if let Some(p) = peer.as_mut() {
+                match p.step(methods[k].0) {
+                    Some(t) if round > 0 => peer_times[k].push(t),
+                    Some(_) => {}
+                    None => peer = None,
+                }
             }
         }
     }
@@ -89,12 +151,28 @@ fn main() -> Result<()> {
         gpu.adapter_info().backend,
         dir.display()
     );
-    println!("\n| optimizer | s / step | ratio to AdamW | pass-count limit |");
-    println!("|---|---|---|---|");
-    for ((name, m), t) in methods.iter().zip(&times) {
+    let have_peer = peer_times.iter().all(|t| t.len() == rounds && rounds > 0);
+    if have_peer {
+        println!("\n| optimizer | s / step | ratio to AdamW | pass-count limit | PyTorch 1 thread s / step | PyTorch ratio to AdamW | tramway / PyTorch |");
+        println!("|---|---|---|---|---|---|---|");
+    } else {
+        println!("\n| optimizer | s / step | ratio to AdamW | pass-count limit |");
+        println!("|---|---|---|---|");
+    }
+    let pbase = if have_peer { median(&peer_times[0]) } else { f64::NAN };
+    for (((name, m), t), pt) in methods.iter().zip(&times).zip(&peer_times) {
         let (f, bw) = m.passes();
         let limit = (f + 2 * bw) as f64 / 3.0;
-        println!("| {name} | {:.3} | {:.2} | {:.2} |", median(t), median(t) / base, limit);
+        let row = format!("| {name} | {:.3} | {:.2} | {:.2} |", median(t), median(t) / base, limit);
+        if have_peer {
+            let p = median(pt);
+            println!("{row} {p:.3} | {:.2} | {:.2} |", p / pbase, median(t) / p);
+        } else {
+            println!("{row}");
+        }
+    }
+    if !have_peer {
+        println!("\n(no PyTorch peer: `bash tools/setup-torch.sh` installs one, or set TRAMWAY_TORCH_PYTHON)");
     }
     Ok(())
 }

@@ -10,8 +10,8 @@ batches) this writes, under tests/fixtures/<name>/:
         grad.<hf tensor name> for every parameter (the gradient of the mean loss)
 
 Dropout is 0 so the numbers are deterministic. Run it with Debian's python3-torch (1.13) and
-pip transformers==4.40.2:
-    /usr/bin/python3 tools/make_fixtures.py
+pip transformers==4.40.2 (tools/setup-torch.sh makes that venv and prints its python):
+    $(bash tools/setup-torch.sh) tools/make_fixtures.py [NAME ...]
 The files are small (tens of kB) and committed; CI never needs torch.
 """
 import json
