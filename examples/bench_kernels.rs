@@ -240,6 +240,9 @@ fn main() -> Result<()> {
     let rows = b * s;
     let x = gpu.from_f32(&data(rows * hid, 3), &[rows, hid])?;
     let y = gpu.zeros(&[rows, hid])?;
+    // The incoming gradient of the norm backward: its own tensor (one tensor bound as two
+    // writable inputs is refused, as browsers do).
+    let dy = gpu.from_f32(&data(rows * hid, 11), &[rows, hid])?;
     let g = gpu.from_f32(&vec![1.0; hid], &[hid])?;
     let be = gpu.zeros(&[hid])?;
     let (mean, rstd) = (gpu.zeros(&[rows])?, gpu.zeros(&[rows])?);
@@ -290,7 +293,7 @@ fn main() -> Result<()> {
                     r,
                     &x,
                     &g,
-                    &x,
+                    &dy,
                     Some(&mean),
                     &rstd,
                     &NormGrads { dx: &y, accumulate_dx: false, dgamma: &dg, dbeta: Some(&db) },

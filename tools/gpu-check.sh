@@ -8,14 +8,26 @@
 #   4. the step benchmark (AdamW, SAM, TRAM-x, TRAM-θ_{t−1} on all-MiniLM-L6-v2) at batch 32 × 128;
 #   5. a MiniLM TRAM-x fine-tune of 2000 steps on the movie sentences, with a profile of a step.
 #
-#   bash tools/gpu-check.sh [RESULTS_FILE]
+#   bash tools/gpu-check.sh [--quick] [RESULTS_FILE]
+#
+# --quick is the rehearsal on a machine without a GPU (lavapipe): the same parts, each shortened
+# (kernel benchmarks in their quick form, the step benchmark at 8 × 24 tokens for 2 rounds, a
+# fine-tune of 20 steps of 8 × 32, the tests in the debug profile CI already built), so the
+# script is checked end to end before a GPU runs it.
 #
 # Needs what `.ci/run` installs (a Rust toolchain, python3 for the fetch scripts); the GPU's
 # driver must already be there. Each part's time is printed; a failing part is recorded and the
 # rest still run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+quick=0
+if [ "${1:-}" = "--quick" ]; then quick=1; shift; fi
 out="${1:-gpu-check-results.md}"
+if [ $quick = 1 ]; then
+  test_profile=(); kernels=(--quick); step=(--batch 8 --seq 24 --rounds 2); ft=(--batch-size 8 --max-len 32 --steps 20 --warmup 2 --log-every 5 --eval-every 10 --max-eval 32)
+else
+  test_profile=(--release); kernels=(); step=(--batch 32 --seq 128 --rounds 5); ft=(--batch-size 32 --max-len 64 --steps 2000 --warmup 100 --log-every 100 --eval-every 500)
+fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tramway/target}"
 export CARGO_TERM_COLOR=never
 status=0
@@ -39,16 +51,16 @@ part() {
 part "build" cargo build --release --examples --bins -q
 part "fetch model and data" bash -c "models/fetch.sh minilm >/dev/null && models/fetch_data.sh sentiment >/dev/null"
 part "tramway info (every adapter opened and self-checked)" "$CARGO_TARGET_DIR/release/tramway" info
-part "engine tests on the chosen adapter" cargo test --release --test engine -q
-part "kernel benchmark" "$CARGO_TARGET_DIR/release/examples/bench_kernels"
-part "matmul layouts (vector vs scalar kernel)" "$CARGO_TARGET_DIR/release/examples/bench_kernels" --layouts
-part "step benchmark, batch 32 x 128" "$CARGO_TARGET_DIR/release/examples/bench_step" models/all-MiniLM-L6-v2 --batch 32 --seq 128 --rounds 5
+part "engine tests on the chosen adapter" cargo test "${test_profile[@]}" --test engine -q
+part "kernel benchmark" "$CARGO_TARGET_DIR/release/examples/bench_kernels" "${kernels[@]}"
+part "matmul layouts (vector vs scalar kernel)" "$CARGO_TARGET_DIR/release/examples/bench_kernels" "${kernels[@]}" --layouts
+part "step benchmark (${step[*]})" "$CARGO_TARGET_DIR/release/examples/bench_step" models/all-MiniLM-L6-v2 "${step[@]}"
 run_dir="$(mktemp -d)/minilm"
-part "MiniLM TRAM-x fine-tune, 2000 steps of 32 x 64" "$CARGO_TARGET_DIR/release/tramway" finetune \
+part "MiniLM TRAM-x fine-tune (${ft[*]})" "$CARGO_TARGET_DIR/release/tramway" finetune \
   --model models/all-MiniLM-L6-v2 --train data/sentiment/movie_sentences.train.csv \
   --eval movie-sentences=data/sentiment/movie_sentences.test.csv --eval movie-reviews=data/sentiment/movie_reviews.csv \
-  --optimizer tram-x --lr 5e-5 --batch-size 32 --max-len 64 --steps 2000 --warmup 100 --log-every 100 \
-  --eval-every 500 --out "$run_dir" --metrics "$run_dir/metrics.jsonl" --profile "$run_dir/profile.md"
+  --optimizer tram-x --lr 5e-5 "${ft[@]}" --no-save \
+  --out "$run_dir" --metrics "$run_dir/metrics.jsonl" --profile "$run_dir/profile.md"
 if [ -f "$run_dir/profile.md" ]; then
   { echo; cat "$run_dir/profile.md"; } >> "$out"
 fi
