@@ -28,6 +28,12 @@ pub const ALIGN: u64 = 256;
 /// block per slot, so two absent inputs of a dispatch never share a range.
 pub(crate) const DUMMY_SLOTS: u64 = 16;
 
+/// What the profiler needs for GPU timestamps between the commands of one submit.
+#[cfg(not(target_arch = "wasm32"))]
+pub(crate) const PROFILE_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS)
+    .union(wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES);
+
 /// One row of a profile ([`Gpu::profile_stop`]).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ProfileRow {
@@ -361,7 +367,12 @@ impl Gpu {
         let adapter = choose_adapter(&opts).await?;
         let info = adapter.get_info();
         // Our kernels need only core WGSL (f32, u32). Optional features are not requested until a
-        // kernel uses them, so every adapter that passes the test-suite keeps passing.
+        // kernel uses them, so every adapter that passes the test-suite keeps passing. The one
+        // exception changes no kernel: timestamps between commands, for the profiler, where the
+        // adapter offers them (native only; browsers coarsen timestamps).
+        #[cfg(not(target_arch = "wasm32"))]
+        let features = adapter.features() & PROFILE_FEATURES;
+        #[cfg(target_arch = "wasm32")]
         let features = wgpu::Features::empty();
         let limits = adapter.limits();
         let (device, queue) = adapter
@@ -496,9 +507,12 @@ impl Gpu {
             .map_err(|e| Error::Gpu { context: "waiting for the queue".into(), message: e.to_string() })
     }
 
-    /// Start profiling: from now on every submit runs its commands one at a time, each waited
-    /// for and timed (per-dispatch wall-clock timing; on a GPU the submit overhead is included,
-    /// on CPU drivers it is small), until [`Gpu::profile_stop`]. Native only.
+    /// Start profiling, until [`Gpu::profile_stop`]: every submit times each of its commands.
+    /// Where the adapter has timestamp queries inside encoders and passes (lavapipe and most
+    /// native drivers), the commands run in one submit as usual with a GPU timestamp between
+    /// each two,
+    /// so the times add up to the step; elsewhere each command is submitted alone, waited for
+    /// and timed on the wall clock (the submit overhead then inflates the total). Native only.
     pub fn profile_start(&self) {
         *self.profile.lock().unwrap() = Some(HashMap::new());
     }
@@ -509,6 +523,12 @@ impl Gpu {
         let mut rows: Vec<ProfileRow> = self.profile.lock().unwrap().take().unwrap_or_default().into_values().collect();
         rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
         rows
+    }
+
+    /// Whether the profiler times commands by GPU timestamps (else one submit per command).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn timestamped_profile(&self) -> bool {
+        self.features.contains(PROFILE_FEATURES)
     }
 
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]

@@ -267,6 +267,12 @@ impl<'g> Recorder<'g> {
             gpu.queue.write_buffer(&uniform, 0, &self.params);
         }
         #[cfg(not(target_arch = "wasm32"))]
+        if gpu.profiling() && gpu.features.contains(super::PROFILE_FEATURES) {
+            let r = self.submit_timestamped(&uniform);
+            gpu.give_uniform(uniform);
+            return r.and_then(|_| gpu.take_error("submitting recorded kernels"));
+        }
+        #[cfg(not(target_arch = "wasm32"))]
         if gpu.profiling() {
             // One command at a time, each waited for and timed.
             gpu.wait()?;
@@ -293,9 +299,78 @@ impl<'g> Recorder<'g> {
         gpu.take_error("submitting recorded kernels")
     }
 
+    /// The profiler's submit where timestamps are available: the commands encoded as usual (one
+    /// compute pass for consecutive dispatches), a timestamp written before each and after the
+    /// last, one submit per query set (at most 4095 commands); then the timestamps are read back
+    /// and each command's time recorded.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn submit_timestamped(&self, uniform: &wgpu::Buffer) -> Result<()> {
+        let gpu = self.gpu;
+        let period_ns = gpu.queue.get_timestamp_period() as f64;
+        for chunk in self.cmds.chunks(wgpu::QUERY_SET_MAX_QUERIES as usize - 1) {
+            let n = chunk.len() as u32 + 1;
+            let qs = gpu.device.create_query_set(&wgpu::QuerySetDescriptor {
+                label: Some("profile"),
+                ty: wgpu::QueryType::Timestamp,
+                count: n,
+            });
+            let mut cbs = vec![self.encode_with(chunk, uniform, Some(&qs))];
+            let bytes = 8 * n as u64;
+            let usage = wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC;
+            let resolved = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile.resolve"),
+                size: bytes,
+                usage,
+                mapped_at_creation: false,
+            });
+            let staging = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("profile.read"),
+                size: bytes,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let mut e = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("resolve") });
+            e.resolve_query_set(&qs, 0..n, &resolved, 0);
+            e.copy_buffer_to_buffer(&resolved, 0, &staging, 0, bytes);
+            cbs.push(e.finish());
+            gpu.queue.submit(cbs);
+            staging.map_async(wgpu::MapMode::Read, .., |_| {});
+            gpu.wait()?;
+            let ticks: Vec<u64> = {
+                let view = staging
+                    .get_mapped_range(..)
+                    .map_err(|e| Error::Readback { what: "profile timestamps".into(), message: e.to_string() })?;
+                bytemuck::cast_slice::<u8, u64>(&view).to_vec()
+            };
+            staging.unmap();
+            for (cmd, w) in chunk.iter().zip(ticks.windows(2)) {
+                let secs = w[1].saturating_sub(w[0]) as f64 * period_ns * 1e-9;
+                match cmd {
+                    Cmd::Dispatch { kernel, bufs, flops, .. } => {
+                        gpu.profile_record(&kernel.name, secs, *flops, bufs.iter().map(|b| b.2).sum())
+                    }
+                    Cmd::Copy { bytes, .. } => gpu.profile_record("copy", secs, 0, 2 * bytes),
+                    Cmd::Clear { bytes, .. } => gpu.profile_record("clear", secs, 0, *bytes),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Encode `cmds` into one command buffer: consecutive dispatches share a compute pass,
     /// bind groups come from the device's cache.
     fn encode(&self, cmds: &[Cmd], uniform: &wgpu::Buffer) -> wgpu::CommandBuffer {
+        self.encode_with(cmds, uniform, None)
+    }
+
+    /// [`Recorder::encode`], writing timestamp `i` of `stamps` just before command `i` (inside
+    /// the compute pass for a dispatch) and the last one after the last command.
+    fn encode_with(
+        &self,
+        cmds: &[Cmd],
+        uniform: &wgpu::Buffer,
+        stamps: Option<&wgpu::QuerySet>,
+    ) -> wgpu::CommandBuffer {
         let gpu = self.gpu;
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tramway") });
         {
@@ -305,7 +380,17 @@ impl<'g> Recorder<'g> {
             }
             let mut pass: Option<wgpu::ComputePass<'static>> = None;
             let mut last: Option<*const Kernel> = None;
-            for cmd in cmds {
+            for (i, cmd) in cmds.iter().enumerate() {
+                if let (Some(qs), Cmd::Dispatch { .. }) = (stamps, cmd) {
+                    let p = pass.get_or_insert_with(|| {
+                        enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default()).forget_lifetime()
+                    });
+                    p.write_timestamp(qs, i as u32);
+                } else if let Some(qs) = stamps {
+                    pass = None;
+                    last = None;
+                    enc.write_timestamp(qs, i as u32);
+                }
                 match cmd {
                     Cmd::Dispatch { kernel, bufs, poff, psize, groups, .. } => {
                         let key = BindKey {
@@ -364,6 +449,11 @@ impl<'g> Recorder<'g> {
                         enc.clear_buffer(buf, *off, Some(*bytes));
                     }
                 }
+            }
+            match (stamps, pass.as_mut()) {
+                (Some(qs), Some(p)) => p.write_timestamp(qs, cmds.len() as u32),
+                (Some(qs), None) => enc.write_timestamp(qs, cmds.len() as u32),
+                _ => {}
             }
             drop(pass);
         }

@@ -347,10 +347,14 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
         rec.submit()?;
         if let (true, Some(path)) = (profiling, &profile) {
             let rows = gpu.profile_stop();
+            let how = if gpu.timestamped_profile() {
+                "timed on the GPU by timestamps between the commands of the step's one submit"
+            } else {
+                "submitted alone and waited for (wall clock: the adapter has no timestamps inside encoders)"
+            };
             let text = format!(
-                "# tramway profile: step {done} of {}, {} on {} ({:?})\n\nEach dispatch, copy and clear of the step submitted alone \
-                 and waited for (wall clock; GFLOP/s counted for matmuls; GB/s of the bytes bound, an upper bound on the \
-                 traffic).\n\n{}",
+                "# tramway profile: step {done} of {}, {} on {} ({:?})\n\nEach dispatch, copy and clear of the step {how}; \
+                 GFLOP/s counted for matmuls; GB/s of the bytes bound, an upper bound on the traffic.\n\n{}",
                 o.model.display(),
                 o.optim.name(),
                 gpu.adapter_info().name,

@@ -71,6 +71,9 @@ pub fn report() -> Result<String> {
         }
         line(format!("  (all features: {:?})", f));
     }
-    line(format!("device features requested by tramway: {:?} (core WGSL f32/u32 only)", gpu.features()));
+    line(format!(
+        "device features requested by tramway: {:?} (kernels use core WGSL f32/u32 only; timestamps are for --profile)",
+        gpu.features()
+    ));
     Ok(out)
 }

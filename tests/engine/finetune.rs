@@ -387,6 +387,9 @@ fn profile_writes_a_table_per_kernel() {
     finetune(&own, &o).unwrap();
     let text = std::fs::read_to_string(dir.join("profile.md")).unwrap();
     assert!(text.starts_with("# tramway profile: step 2 of"), "{text}");
+    // Lavapipe has timestamps inside encoders: the step ran as one submit, timed on the GPU.
+    let how = if own.timestamped_profile() { "timed on the GPU by timestamps" } else { "submitted alone" };
+    assert!(text.contains(how), "{text}");
     let rows: Vec<Vec<&str>> = text
         .lines()
         .filter(|l| l.starts_with("| ") && !l.starts_with("| kernel") && !l.starts_with("| total"))
