@@ -154,14 +154,18 @@ impl TextSession {
             });
         }
         let mut cfg = self.cfg.clone();
-        let mut weights = self.weights.clone();
-        if cfg.id2label.len() != labels.len() {
-            weights.tensors.retain(|k, _| !k.starts_with("classifier."));
-        }
+        let keep_head = cfg.id2label.len() == labels.len();
         cfg.id2label = labels.to_vec();
         self.opt = None;
         self.acts.clear();
-        self.model = Encoder::load(&self.gpu, cfg, &weights, self.seed)?;
+        self.model = if keep_head {
+            Encoder::load(&self.gpu, cfg, &self.weights, self.seed)?
+        } else {
+            // A head of another size: the checkpoint's is dropped (only then is a copy needed).
+            let mut weights = self.weights.clone();
+            weights.tensors.retain(|k, _| !k.starts_with("classifier."));
+            Encoder::load(&self.gpu, cfg, &weights, self.seed)?
+        };
         self.opt = Some(Optimizer::new(&self.gpu, &self.model.params, optim)?);
         Ok(())
     }

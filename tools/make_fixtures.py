@@ -105,6 +105,17 @@ def gpt2():
     save("gpt2", model, {"input_ids": ids, "attention_mask": mask}, labels)
 
 
+def save_lm(name, model, seed):
+    """A causal LM fixture: weights perturbed past their init (so every path matters), the
+    right-padded batch of `seed`, labels = inputs with -100 on padding (shifted inside the loss)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    ids, mask, _ = text_batch(150, 0, batch=3, seq=9, seed=seed)
+    labels = ids.masked_fill(mask == 0, -100)
+    save(name, model, {"input_ids": ids, "attention_mask": mask}, labels)
+
+
 def llama():
     """LlamaForCausalLM with grouped-query attention (4 query heads sharing 2 K/V heads), RoPE
     with a non-default base, SwiGLU, RMSNorm and an untied head; then the same with a tied head
@@ -117,12 +128,7 @@ def llama():
                           rms_norm_eps=1e-5, rope_theta=500.0, tie_word_embeddings=tied,
                           bos_token_id=1, eos_token_id=2, pad_token_id=0)
         model = LlamaForCausalLM(cfg)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p) * 0.05)
-        ids, mask, _ = text_batch(150, 0, batch=3, seq=9, seed=seed)
-        labels = ids.masked_fill(mask == 0, -100)
-        save(name, model, {"input_ids": ids, "attention_mask": mask}, labels)
+        save_lm(name, model, seed)
 
 
 def qwen2():
@@ -138,12 +144,7 @@ def qwen2():
                           rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=tied,
                           use_sliding_window=False, bos_token_id=1, eos_token_id=2)
         model = Qwen2ForCausalLM(cfg)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(torch.randn_like(p) * 0.05)
-        ids, mask, _ = text_batch(150, 0, batch=3, seq=9, seed=seed)
-        labels = ids.masked_fill(mask == 0, -100)
-        save(name, model, {"input_ids": ids, "attention_mask": mask}, labels)
+        save_lm(name, model, seed)
 
 
 PPL_TEXT = (

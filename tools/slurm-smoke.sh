@@ -15,17 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${TRAMWAY_CACHE:-$HOME/.cache/tramway}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
-SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
-need=""
-command -v slurmctld >/dev/null || need="$need slurm-wlm"
-command -v munged >/dev/null || need="$need munge"
-if [ -n "$need" ]; then
-  echo "== installing$need"
-  $SUDO apt-get update -qq
-  # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need >/dev/null
-fi
+bash tools/apt-need.sh slurmctld=slurm-wlm munged=munge
 
 echo "== building tramway (release) and fetching the quick grid's models and data"
 cargo build -q --release --bin tramway

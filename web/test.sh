@@ -9,18 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE="${TRAMWAY_CACHE:-$HOME/.cache/tramway}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CACHE/target}"
-SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 
-need=""
-command -v chromium >/dev/null || need="$need chromium"
-command -v node >/dev/null || need="$need nodejs"
-command -v npm >/dev/null || need="$need npm"
-if [ -n "$need" ]; then
-  echo "== installing$need"
-  $SUDO apt-get update -qq
-  # shellcheck disable=SC2086
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $need >/dev/null
-fi
+bash tools/apt-need.sh chromium=chromium node=nodejs npm=npm
 export TRAMWAY_NPM="$CACHE/npm"
 if ! [ -d "$TRAMWAY_NPM/node_modules/playwright-core" ]; then
   echo "== installing playwright-core (npm) into $TRAMWAY_NPM"

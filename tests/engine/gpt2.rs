@@ -1,7 +1,7 @@
 //! GPT-2 against PyTorch's GPT2LMHeadModel (tools/make_fixtures.py gpt2): logits of every
 //! position, the next-token loss on a right-padded batch, and every parameter gradient.
 
-use super::encoder::{check_grads, fixture, ints, rel_err, LOGITS_TOL};
+use super::encoder::{fixture, rel_err, LOGITS_TOL};
 use super::*;
 use tramway::data::batch::LmBatch;
 use tramway::io::hf::read_weights;
@@ -14,29 +14,11 @@ fn check_on(gpu: &Gpu, split: bool) {
     let cfg = Gpt2Config::parse("config.json", &text).unwrap();
     let model = tramway::models::gpt2::load(gpu, &cfg, &read_weights(&dir.join("model")).unwrap(), 0).unwrap();
     assert_eq!(model.params.parts(0).len() > 1, split, "wte split into row blocks");
-    let expected = read_weights(&dir.join("expected.safetensors")).unwrap();
-    let (shape, _) = expected.ints("input_ids").unwrap();
-    let (b, t) = (shape[0], shape[1]);
-    let batch =
-        LmBatch { batch: b, seq: t, ids: ints(&expected, "input_ids"), mask: ints(&expected, "attention_mask") };
-    let mut acts = model.acts(gpu, b, t).unwrap();
-    model.upload(gpu, &mut acts, &batch).unwrap();
-    let mut rc = gpu.recorder();
-    model.params.zero_grads(&mut rc);
-    model.forward(&mut rc, &acts, true, None).unwrap();
-    model.backward(&mut rc, &acts).unwrap();
-    rc.submit().unwrap();
-    let logits = gpu.read_f32_blocking(&acts.logits).unwrap();
-    let want = &expected.tensors["logits"].data;
-    let e = rel_err(&logits, want);
-    assert!(e < LOGITS_TOL, "gpt2 logits off by {e:.2e} relative");
-    let loss = gpu.read_f32_blocking(&acts.loss).unwrap();
-    let want_loss = expected.tensors["loss"].data[0];
-    assert!((((loss[0] - want_loss) / want_loss).abs() as f64) < LOGITS_TOL, "loss {} vs {want_loss}", loss[0]);
+    let (batch, loss) = super::llama::check_lm(gpu, "gpt2", &model);
+    let b = batch.batch;
     // Tokens counted: every position whose next token is real.
     let real: usize = batch.mask.iter().map(|&m| m as usize).sum();
     assert_eq!(loss[1] as usize, real - b, "every sequence's last real token predicts nothing");
-    check_grads(gpu, "gpt2", &model.params, &expected);
 }
 
 #[test]

@@ -7,6 +7,7 @@ use super::*;
 use tramway::data::batch::LmBatch;
 use tramway::io::hf::read_weights;
 use tramway::models::llama::LlamaConfig;
+use tramway::train::lm::CausalLm;
 
 /// Tolerances as for the encoders: logits and loss `LOGITS_TOL` relative, gradients `GRAD_TOL` of scale.
 fn check_on(gpu: &Gpu, name: &str, split: bool) {
@@ -17,7 +18,14 @@ fn check_on(gpu: &Gpu, name: &str, split: bool) {
         tramway::models::llama::load(gpu, &cfg, &read_weights(&dir.join("model")).unwrap(), 0, "LlamaForCausalLM")
             .unwrap();
     assert_eq!(model.params.parts(0).len() > 1, split, "embedding table split into row blocks");
-    let expected = read_weights(&dir.join("expected.safetensors")).unwrap();
+    check_lm(gpu, name, &model);
+}
+
+/// A causal LM against its fixture `name`: one forward and backward on the fixture's batch;
+/// logits and loss within `LOGITS_TOL` relative, every gradient within `GRAD_TOL` of scale.
+/// Returns the batch and the `[loss, count]` read back.
+pub fn check_lm(gpu: &Gpu, name: &str, model: &CausalLm) -> (LmBatch, Vec<f32>) {
+    let expected = read_weights(&fixture(name).join("expected.safetensors")).unwrap();
     let (shape, _) = expected.ints("input_ids").unwrap();
     let (b, t) = (shape[0], shape[1]);
     let batch =
@@ -32,10 +40,11 @@ fn check_on(gpu: &Gpu, name: &str, split: bool) {
     let logits = gpu.read_f32_blocking(&acts.logits).unwrap();
     let e = rel_err(&logits, &expected.tensors["logits"].data);
     assert!(e < LOGITS_TOL, "{name} logits off by {e:.2e} relative");
-    let loss = gpu.read_f32_blocking(&acts.loss).unwrap()[0];
+    let loss = gpu.read_f32_blocking(&acts.loss).unwrap();
     let want = expected.tensors["loss"].data[0];
-    assert!((((loss - want) / want).abs() as f64) < LOGITS_TOL, "{name} loss {loss} vs {want}");
+    assert!((((loss[0] - want) / want).abs() as f64) < LOGITS_TOL, "{name} loss {} vs {want}", loss[0]);
     check_grads(gpu, name, &model.params, &expected);
+    (batch, loss)
 }
 
 #[test]

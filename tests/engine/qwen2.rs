@@ -4,10 +4,8 @@
 //! user's folder is: logits, the next-token loss on a right-padded batch, every parameter
 //! gradient; K/V-cached decoding equal to the full forward; every optimizer trains it.
 
-use super::encoder::{check_grads, fixture, ints, rel_err, LOGITS_TOL};
+use super::encoder::fixture;
 use super::*;
-use tramway::data::batch::LmBatch;
-use tramway::io::hf::read_weights;
 use tramway::train::lm::CausalLm;
 
 /// Tolerances as for every fixture: logits and loss `LOGITS_TOL` relative, gradients `GRAD_TOL`
@@ -18,25 +16,7 @@ fn check_on(gpu: &Gpu, name: &str, split: bool) {
     assert_eq!(model.params.parts(0).len() > 1, split, "embedding table split into row blocks");
     let bias = "model.layers.0.self_attn.q_proj.bias";
     assert!(model.params.index(bias).is_some() && model.params.index("model.layers.0.self_attn.o_proj.bias").is_none());
-    let expected = read_weights(&dir.join("expected.safetensors")).unwrap();
-    let (shape, _) = expected.ints("input_ids").unwrap();
-    let (b, t) = (shape[0], shape[1]);
-    let batch =
-        LmBatch { batch: b, seq: t, ids: ints(&expected, "input_ids"), mask: ints(&expected, "attention_mask") };
-    let mut acts = model.acts(gpu, b, t).unwrap();
-    model.upload(gpu, &mut acts, &batch).unwrap();
-    let mut rc = gpu.recorder();
-    model.params.zero_grads(&mut rc);
-    model.forward(&mut rc, &acts, true, None).unwrap();
-    model.backward(&mut rc, &acts).unwrap();
-    rc.submit().unwrap();
-    let logits = gpu.read_f32_blocking(&acts.logits).unwrap();
-    let e = rel_err(&logits, &expected.tensors["logits"].data);
-    assert!(e < LOGITS_TOL, "{name} logits off by {e:.2e} relative");
-    let loss = gpu.read_f32_blocking(&acts.loss).unwrap()[0];
-    let want = expected.tensors["loss"].data[0];
-    assert!((((loss - want) / want).abs() as f64) < LOGITS_TOL, "{name} loss {loss} vs {want}");
-    check_grads(gpu, name, &model.params, &expected);
+    super::llama::check_lm(gpu, name, &model);
     assert_eq!(model.config["architectures"][0], "Qwen2ForCausalLM");
 }
 
