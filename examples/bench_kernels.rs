@@ -296,7 +296,7 @@ fn main() -> Result<()> {
                     &dy,
                     Some(&mean),
                     &rstd,
-                    &NormGrads { dx: &y, accumulate_dx: false, dgamma: &dg, dbeta: Some(&db) },
+                    &NormGrads { dx: &y, accumulate_dx: false, dgamma: Some(&dg), dbeta: Some(&db) },
                 )
             }),
         ),

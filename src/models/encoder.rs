@@ -190,9 +190,15 @@ impl Encoder {
     /// Build the model from a config and its weights (see the module docs for what may be
     /// missing). `seed` initialises a missing head.
     pub fn load(gpu: &Gpu, cfg: EncoderConfig, w: &Weights, seed: u64) -> Result<Self> {
+        Self::load_with(gpu, cfg, w, &super::Build { seed, lora: None })
+    }
+
+    /// [`Encoder::load`] as `b` says (LoRA adapters; the classifier head then trains whole,
+    /// as PEFT's `modules_to_save`).
+    pub fn load_with(gpu: &Gpu, cfg: EncoderConfig, w: &Weights, b: &super::Build) -> Result<Self> {
         let c = &cfg;
         let (h, i, p, eps) = (c.hidden_size, c.intermediate_size, c.prefix(), c.layer_norm_eps);
-        let mut s = Specs::default();
+        let mut s = Specs::with_lora(b.lora.clone());
         let word = s.add_split(format!("{p}embeddings.word_embeddings.weight"), &[c.vocab_size, h]);
         let pos = s.add(format!("{p}embeddings.position_embeddings.weight"), &[c.max_position_embeddings, h]);
         let typ = s.add(format!("{p}embeddings.token_type_embeddings.weight"), &[c.type_vocab_size, h]);
@@ -221,7 +227,7 @@ impl Encoder {
         };
         let head = s.linear(&head, h, h, true);
         let out = s.linear(&out, c.num_labels(), h, true);
-        let params = s.load(gpu, w, p, head_from, seed)?;
+        let params = s.load(gpu, w, p, head_from, b.seed)?;
         Ok(Encoder { params, idx: Idx { word, pos, typ, emb_norm, head, out }, blocks, cfg })
     }
 
@@ -517,11 +523,14 @@ impl TaskModel for Encoder {
         }
         let dln = d.back(rec, &dx, &dx2, site::EMB)?;
         x.emb_norm.backward(rec, p, &a.emb_sum, dln, &a.emb_st, &s.dres, false)?;
-        if word_grad {
-            embedding_backward_parts(rec, &s.dres, &index[0], self.params.grad_parts(x.word))?;
+        if let Some(table) = self.params.grad_parts(x.word).filter(|_| word_grad) {
+            embedding_backward_parts(rec, &s.dres, &index[0], table)?;
         }
-        embedding_backward(rec, &s.dres, &index[1], p.g(x.pos))?;
-        embedding_backward(rec, &s.dres, &index[2], p.g(x.typ))?;
+        for (i, t) in [(1, x.pos), (2, x.typ)] {
+            if let Some(g) = p.g(t) {
+                embedding_backward(rec, &s.dres, &index[i], g)?;
+            }
+        }
         Ok(())
     }
     fn outputs(acts: &EncoderActs) -> (&Tensor, &Tensor, &Tensor) {

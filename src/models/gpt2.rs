@@ -9,6 +9,7 @@
 //! bytes is 154 MB): it is a split tensor.
 
 use super::lm::{CausalLm, LmParts};
+use super::Build;
 use crate::error::model_err;
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -98,16 +99,21 @@ impl Gpt2Config {
 
 /// [`load`] from a config text, its layers checked against the weights (the [`super::FAMILIES`]
 /// loader).
-pub fn from_config(gpu: &Gpu, file: &str, text: &str, w: &Weights, seed: u64) -> Result<CausalLm> {
+pub fn from_config(gpu: &Gpu, file: &str, text: &str, w: &Weights, b: &Build) -> Result<CausalLm> {
     let cfg = Gpt2Config::parse(file, text)?;
     w.check_layers(cfg.num_layers, "n_layer")?;
-    load(gpu, &cfg, w, seed)
+    load_with(gpu, &cfg, w, b)
 }
 
 /// Build GPT-2 from its config and weights (names with or without `transformer.`).
 pub fn load(gpu: &Gpu, c: &Gpt2Config, w: &Weights, seed: u64) -> Result<CausalLm> {
+    load_with(gpu, c, w, &Build { seed, lora: None })
+}
+
+/// [`load`] as `b` says (LoRA adapters).
+pub fn load_with(gpu: &Gpu, c: &Gpt2Config, w: &Weights, b: &Build) -> Result<CausalLm> {
     let (h, i, eps, heads) = (c.hidden_size, c.inner_size, c.layer_norm_eps, c.num_heads);
-    let mut s = Specs::default();
+    let mut s = Specs::with_lora(b.lora.clone());
     let tokens = s.add_split("transformer.wte.weight", &[c.vocab_size, h]);
     let positions = s.add("transformer.wpe.weight", &[c.n_positions, h]);
     let mut blocks = Vec::with_capacity(c.num_layers);
@@ -138,7 +144,7 @@ pub fn load(gpu: &Gpu, c: &Gpt2Config, w: &Weights, seed: u64) -> Result<CausalL
         blocks.push(Block::new(attn, Mlp::Act { up, down, act: c.act }, (norm1, norm2), h, i));
     }
     let norm = s.layer_norm("transformer.ln_f.weight", "transformer.ln_f.bias", h, eps);
-    let params = s.load(gpu, w, "transformer.", s.len(), seed)?;
+    let params = s.load(gpu, w, "transformer.", s.len(), b.seed)?;
     let config = super::with_architecture(&c.raw, "GPT2LMHeadModel");
     let parts = LmParts {
         tokens,

@@ -5,6 +5,7 @@
 //! tensors.
 
 use super::lm::{CausalLm, LmParts};
+use super::Build;
 use crate::error::model_err;
 use crate::error::Result;
 use crate::gpu::Gpu;
@@ -116,19 +117,24 @@ impl LlamaConfig {
 
 /// [`load`] from a config text, its layers checked against the weights (the [`super::FAMILIES`]
 /// loader).
-pub fn from_config(gpu: &Gpu, file: &str, text: &str, w: &Weights, seed: u64) -> Result<CausalLm> {
+pub fn from_config(gpu: &Gpu, file: &str, text: &str, w: &Weights, b: &Build) -> Result<CausalLm> {
     let cfg = LlamaConfig::parse(file, text)?;
     w.check_layers(cfg.num_layers, "num_hidden_layers")?;
-    load(gpu, &cfg, w, seed, "LlamaForCausalLM")
+    load_with(gpu, &cfg, w, b, "LlamaForCausalLM")
 }
 
 /// Build a LLaMA-architecture model from its config and weights; `arch` is the
 /// `architectures` entry a saved config.json gets (`LlamaForCausalLM`, `Qwen2ForCausalLM`).
 pub fn load(gpu: &Gpu, c: &LlamaConfig, w: &Weights, seed: u64, arch: &str) -> Result<CausalLm> {
+    load_with(gpu, c, w, &Build { seed, lora: None }, arch)
+}
+
+/// [`load`] as `b` says (LoRA adapters).
+pub fn load_with(gpu: &Gpu, c: &LlamaConfig, w: &Weights, b: &Build, arch: &str) -> Result<CausalLm> {
     let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps);
     let (heads, kv_heads, head_dim) = (c.num_heads, c.num_kv_heads, c.head_dim);
     let (qd, kd) = (heads * head_dim, kv_heads * head_dim);
-    let mut s = Specs::default();
+    let mut s = Specs::with_lora(b.lora.clone());
     let tokens = s.add_split("model.embed_tokens.weight", &[c.vocab_size, h]);
     let mut blocks = Vec::with_capacity(c.num_layers);
     for l in 0..c.num_layers {
@@ -147,7 +153,7 @@ pub fn load(gpu: &Gpu, c: &LlamaConfig, w: &Weights, seed: u64, arch: &str) -> R
     }
     let norm = s.rms_norm("model.norm.weight", h, eps);
     let head = if c.tie_word_embeddings { tokens } else { s.add_split("lm_head.weight", &[c.vocab_size, h]) };
-    let params = s.load(gpu, w, "", s.len(), seed)?;
+    let params = s.load(gpu, w, "", s.len(), b.seed)?;
     let config = super::with_architecture(&c.raw, arch);
     let parts = LmParts {
         tokens,

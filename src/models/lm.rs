@@ -334,11 +334,11 @@ impl TaskModel for CausalLm {
             blk.backward(rec, p, &a.xs[l], la, s, &mut dx, &mut dx2, &self.pass(a, &d, l))?;
         }
         let demb = de.back(rec, &dx, &s.dtmp, site::EMB)?;
-        if input_grad {
-            embedding_backward_parts(rec, demb, &index[0], p.grad_parts(x.tokens))?;
+        if let Some(table) = p.grad_parts(x.tokens).filter(|_| input_grad) {
+            embedding_backward_parts(rec, demb, &index[0], table)?;
         }
-        if let Some(pos) = x.positions {
-            embedding_backward(rec, demb, &index[1], p.g(pos))?;
+        if let Some(gpos) = x.positions.and_then(|pos| p.g(pos)) {
+            embedding_backward(rec, demb, &index[1], gpos)?;
         }
         Ok(())
     }

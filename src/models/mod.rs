@@ -16,11 +16,20 @@ use crate::error::{model_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::io::weights::Weights;
 use crate::nn::{Noise, ParamSet, Train};
-pub use encoder::EncoderKind;
+pub use encoder::{Encoder, EncoderKind};
 pub use vit::VisionKind;
 
 /// Builds a causal LM from its config text (`file` names it in errors) and weights.
-pub type LoadLm = fn(&Gpu, &str, &str, &Weights, u64) -> Result<lm::CausalLm>;
+pub type LoadLm = fn(&Gpu, &str, &str, &Weights, &Build) -> Result<lm::CausalLm>;
+
+/// How a model is built beyond its config and weights.
+#[derive(Clone, Debug, Default)]
+pub struct Build {
+    /// Seeds whatever is initialised here (a new head, LoRA's `A`).
+    pub seed: u64,
+    /// LoRA adapters on the Linears it selects; the base model frozen.
+    pub lora: Option<crate::nn::lora::LoraConfig>,
+}
 
 /// What a `model_type` is.
 #[derive(Clone, Copy)]
@@ -118,8 +127,13 @@ pub(crate) fn check_tokens(
 
 /// A causal LM from its config text and weights, whatever its family.
 pub fn load_causal_lm(gpu: &Gpu, file: &str, text: &str, w: &Weights, seed: u64) -> Result<lm::CausalLm> {
+    load_causal_lm_with(gpu, file, text, w, &Build { seed, lora: None })
+}
+
+/// [`load_causal_lm`] as `b` says.
+pub fn load_causal_lm_with(gpu: &Gpu, file: &str, text: &str, w: &Weights, b: &Build) -> Result<lm::CausalLm> {
     match family_of_config(file, text)? {
-        Family::CausalLm(load) => load(gpu, file, text, w, seed),
+        Family::CausalLm(load) => load(gpu, file, text, w, b),
         _ => model_err(file, "this model is not a causal language model"),
     }
 }

@@ -27,8 +27,8 @@ pub fn parse(file: &str, text: &str) -> Result<LlamaConfig> {
 
 /// Build Qwen2 from a config text and weights, its layers checked (the [`super::FAMILIES`]
 /// loader).
-pub fn from_config(gpu: &Gpu, file: &str, text: &str, w: &Weights, seed: u64) -> Result<CausalLm> {
+pub fn from_config(gpu: &Gpu, file: &str, text: &str, w: &Weights, b: &super::Build) -> Result<CausalLm> {
     let cfg = parse(file, text)?;
     w.check_layers(cfg.num_layers, "num_hidden_layers")?;
-    llama::load(gpu, &cfg, w, seed, "Qwen2ForCausalLM")
+    llama::load_with(gpu, &cfg, w, b, "Qwen2ForCausalLM")
 }

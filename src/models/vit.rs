@@ -250,8 +250,8 @@ impl Vit {
         let params = s.load(gpu, w, if dino { "dinov2." } else { "vit." }, head_w, seed)?;
         let (g0, g1) = (c.pos_grid(), c.grid());
         let pos_map = gpu.from_f32(&position_map(g0, g1), &[g1 * g1 + 1, g0 * g0 + 1])?;
-        let patch = Linear { w: patch_w, b: Some(patch_b), layout: Layout::OutIn };
-        let head = Linear { w: head_w, b: Some(head_b), layout: Layout::OutIn };
+        let patch = Linear { w: patch_w, b: Some(patch_b), layout: Layout::OutIn, lora: None };
+        let head = Linear { w: head_w, b: Some(head_b), layout: Layout::OutIn, lora: None };
         let idx = Idx { cls, pos, patch, norm, head };
         Ok(Vit { cfg, params, idx, blocks, pos_map })
     }
@@ -456,12 +456,12 @@ impl TaskModel for Vit {
     fn backward_acts(&self, rec: &mut Recorder, a: &VitActs, dlogits: &Tensor, patch_grad: bool) -> Result<()> {
         let (p, x, c) = (&self.params, &self.idx, &self.cfg);
         let d = Drop::new(a.train.get(), c.hidden_dropout, c.attention_dropout);
-        let g = |i: usize| p.g(i);
+        let g = |i: usize| p.grad(i);
         rec.zero(&a.dhidden);
         if c.kind == VisionKind::Dinov2 {
             let (b, h, s_, nl) = (a.batch, c.hidden_size, c.seq(), c.num_labels());
-            let (w, gw) = (p.p(x.head.w), g(x.head.w));
-            colsum(rec, dlogits, b, nl, g(x.head.b.expect("a classifier bias")), true, 1.0)?;
+            let (w, gw) = (p.p(x.head.w), g(x.head.w)?);
+            colsum(rec, dlogits, b, nl, g(x.head.b.expect("a classifier bias"))?, true, 1.0)?;
             for (half, input, dinput) in [(0, &a.cls, &a.dcls), (h, &a.mean, &a.dmean)] {
                 // dW[:, half..half+h] += dlogits^T input ; dinput = dlogits W[:, half..half+h]
                 let dw = Matmul {
@@ -525,8 +525,8 @@ impl TaskModel for Vit {
         }
         let demb = d.back(rec, &dx, &dx2, site::EMB)?;
         rec.zero(&a.dpos_full);
-        assemble_backward(rec, demb, &a.dpe, g(x.cls), &a.dpos_full, a.batch, c.seq())?;
-        let gpos = g(x.pos).reshape(&[self.pos_map.cols(), c.hidden_size])?;
+        assemble_backward(rec, demb, &a.dpe, g(x.cls)?, &a.dpos_full, a.batch, c.seq())?;
+        let gpos = g(x.pos)?.reshape(&[self.pos_map.cols(), c.hidden_size])?;
         matmul(rec, &Matmul::new(&self.pos_map, true, &a.dpos_full, false, &gpos)?.accumulate(1.0))?;
         if patch_grad {
             x.patch.backward(rec, p, &a.patches, &a.dpe, None, &a.s.ones)?;

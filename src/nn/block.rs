@@ -272,8 +272,10 @@ fn layer_scale_backward<'t>(
     s: &'t Scratch,
 ) -> Result<&'t Tensor> {
     let h = p.p(ls).len();
-    mul(rec, dy, o, &s.dtmp2, 1.0)?;
-    colsum(rec, &s.dtmp2, dy.len() / h, h, p.g(ls), true, 1.0)?;
+    if let Some(g) = p.g(ls) {
+        mul(rec, dy, o, &s.dtmp2, 1.0)?;
+        colsum(rec, &s.dtmp2, dy.len() / h, h, g, true, 1.0)?;
+    }
     mul_cols(rec, dy, p.p(ls), None, &s.dls)?;
     Ok(&s.dls)
 }

@@ -4,6 +4,7 @@
 //! [`ParamSet`]; forward reads the set it is given (the model's, or a reference copy), backward
 //! accumulates (+=) into the model's gradients.
 
+use super::lora::LoraIds;
 use super::ParamSet;
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Part, Recorder, Tensor};
@@ -21,12 +22,14 @@ pub enum Layout {
     InOut { cols: Option<(usize, usize)> },
 }
 
-/// `y = act(x W + b)` with parameter ids into a [`ParamSet`].
+/// `y = act(x W + b)` with parameter ids into a [`ParamSet`], plus `s (x A^T) B^T` with a
+/// LoRA adapter (see [`super::lora`]).
 #[derive(Clone, Copy, Debug)]
 pub struct Linear {
     pub w: usize,
     pub b: Option<usize>,
     pub layout: Layout,
+    pub lora: Option<LoraIds>,
 }
 
 /// A plain (batch 1) matmul of strided views: `C (+)= A . B`.
@@ -58,8 +61,54 @@ impl Linear {
         }
     }
 
+    /// (first output column, columns, input width) of this Linear.
+    fn dims(&self, w: &Tensor) -> (usize, usize, usize) {
+        match self.layout {
+            Layout::OutIn => (0, w.rows(), w.cols()),
+            Layout::InOut { .. } => {
+                let (c0, n, _) = self.block(w);
+                (c0, n, w.rows())
+            }
+        }
+    }
+
     /// `y (+)= act(x W + b)`; with an activation, `pre` receives `x W + b` for the backward.
+    /// With a LoRA adapter, its term joins before the activation.
+    #[allow(clippy::too_many_arguments)]
     pub fn forward(
+        &self,
+        rec: &mut Recorder,
+        p: &ParamSet,
+        x: &Tensor,
+        y: &Tensor,
+        act: Act,
+        pre: Option<&Tensor>,
+        accumulate: bool,
+    ) -> Result<()> {
+        let Some(l) = self.lora else { return self.base_forward(rec, p, x, y, act, pre, accumulate) };
+        let dims = self.dims(&self.weight(p.p(self.w))?);
+        if act == Act::None {
+            self.base_forward(rec, p, x, y, Act::None, None, accumulate)?;
+            return self.lora_forward(rec, p, &l, x, y, dims);
+        }
+        if accumulate {
+            return shape_err("linear", "an activation cannot accumulate into its output");
+        }
+        let scratch;
+        let z = match pre {
+            Some(pre) => pre,
+            None => {
+                scratch = super::lora::pre_scratch(rec, p, y.len())?;
+                &scratch
+            }
+        };
+        self.base_forward(rec, p, x, z, Act::None, None, false)?;
+        self.lora_forward(rec, p, &l, x, z, dims)?;
+        crate::ops::elementwise::activation(rec, z, y, act)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn base_forward(
         &self,
         rec: &mut Recorder,
         p: &ParamSet,
@@ -102,9 +151,10 @@ impl Linear {
         }
     }
 
-    /// Backward (no activation): `dW += dy^T x` (its layout), `db += colsum(dy)`, and
-    /// `dx (=|+=) dy W^T` when `dx` is given (`(tensor, accumulate)`). `ones` (`[rows]` of 1)
-    /// serves a column block's bias gradient.
+    /// Backward (no activation): `dW += dy^T x` (its layout), `db += colsum(dy)` (each only
+    /// when it trains), and `dx (=|+=) dy W^T` when `dx` is given (`(tensor, accumulate)`);
+    /// a LoRA adapter's gradients and its share of `dx` on top. `ones` (`[rows]` of 1) serves a
+    /// column block's bias gradient.
     pub fn backward(
         &self,
         rec: &mut Recorder,
@@ -114,16 +164,19 @@ impl Linear {
         dx: Option<(&Tensor, bool)>,
         ones: &Tensor,
     ) -> Result<()> {
-        let (w, dw) = (&self.weight(p.p(self.w))?, &self.weight(p.g(self.w))?);
+        let w = &self.weight(p.p(self.w))?;
+        let dw = p.g(self.w).map(|g| self.weight(g)).transpose()?;
         match self.layout {
             Layout::OutIn => {
                 let (out, inp) = (w.rows(), w.cols());
                 let rows = dy.len() / out;
                 let x2 = x.reshape(&[rows, inp])?;
                 let dy2 = dy.reshape(&[rows, out])?;
-                matmul(rec, &Matmul::new(&dy2, true, &x2, false, dw)?.accumulate(1.0))?;
-                if let Some(b) = self.b {
-                    colsum(rec, &dy2, rows, out, p.g(b), true, 1.0)?;
+                if let Some(dw) = &dw {
+                    matmul(rec, &Matmul::new(&dy2, true, &x2, false, dw)?.accumulate(1.0))?;
+                }
+                if let Some(db) = self.b.and_then(|b| p.g(b)) {
+                    colsum(rec, &dy2, rows, out, db, true, 1.0)?;
                 }
                 if let Some((dx, acc)) = dx {
                     let dx2 = dx.reshape(&[rows, inp])?;
@@ -138,11 +191,13 @@ impl Linear {
                 let (c0, n, out) = self.block(w);
                 let inp = w.rows();
                 let rows = x.len() / inp;
-                let mut gw = mm(inp, n, rows, view(x, 0, 1, inp), view(dy, 0, n, 1), view(dw, c0, out, 1));
-                gw.beta = Some(1.0);
-                matmul(rec, &gw)?;
-                if let Some(b) = self.b {
-                    let mut gb = mm(1, n, rows, view(ones, 0, rows, 1), view(dy, 0, n, 1), view(p.g(b), c0, n, 1));
+                if let Some(dw) = &dw {
+                    let mut gw = mm(inp, n, rows, view(x, 0, 1, inp), view(dy, 0, n, 1), view(dw, c0, out, 1));
+                    gw.beta = Some(1.0);
+                    matmul(rec, &gw)?;
+                }
+                if let Some(db) = self.b.and_then(|b| p.g(b)) {
+                    let mut gb = mm(1, n, rows, view(ones, 0, rows, 1), view(dy, 0, n, 1), view(db, c0, n, 1));
                     gb.beta = Some(1.0);
                     matmul(rec, &gb)?;
                 }
@@ -154,6 +209,9 @@ impl Linear {
                     matmul(rec, &gx)?;
                 }
             }
+        }
+        if let Some(l) = self.lora {
+            self.lora_backward(rec, p, &l, x, dy, dx.map(|d| d.0), self.dims(w))?;
         }
         Ok(())
     }
@@ -209,7 +267,7 @@ impl Norm {
         dx: &Tensor,
         accumulate: bool,
     ) -> Result<()> {
-        let ng = NormGrads { dx, accumulate_dx: accumulate, dgamma: p.g(self.g), dbeta: self.b.map(|b| p.g(b)) };
+        let ng = NormGrads { dx, accumulate_dx: accumulate, dgamma: p.g(self.g), dbeta: self.b.and_then(|b| p.g(b)) };
         norm_backward(rec, x, p.p(self.g), dy, st.mean.as_ref(), &st.rstd, &ng)
     }
 }
@@ -229,27 +287,30 @@ pub fn lm_head(rec: &mut Recorder, w: &[Part], x: &Tensor, row0: usize, logits: 
 }
 
 /// Backward of [`lm_head`] (from row 0): `dx = dlogits . W` (written) and
-/// `dW += dlogits^T . x`, per block.
+/// `dW += dlogits^T . x` (when the table trains), per block.
 pub fn lm_head_backward(
     rec: &mut Recorder,
     w: &[Part],
-    dw: &[Part],
+    dw: Option<&[Part]>,
     x: &Tensor,
     dlogits: &Tensor,
     dx: &Tensor,
 ) -> Result<()> {
     let (rows, nv) = (dlogits.rows(), dlogits.cols());
     let h = x.cols();
-    for (part, gpart) in w.iter().zip(dw) {
+    for (i, part) in w.iter().enumerate() {
         let n = part.tensor.rows();
         let mut gx = mm(rows, h, n, view(dlogits, part.row0, nv, 1), view(&part.tensor, 0, h, 1), view(dx, 0, h, 1));
         if part.row0 > 0 {
             gx.beta = Some(1.0);
         }
         matmul(rec, &gx)?;
-        let mut gw = mm(n, h, rows, view(dlogits, part.row0, 1, nv), view(x, 0, h, 1), view(&gpart.tensor, 0, h, 1));
-        gw.beta = Some(1.0);
-        matmul(rec, &gw)?;
+        if let Some(gpart) = dw.and_then(|d| d.get(i)) {
+            let mut gw =
+                mm(n, h, rows, view(dlogits, part.row0, 1, nv), view(x, 0, h, 1), view(&gpart.tensor, 0, h, 1));
+            gw.beta = Some(1.0);
+            matmul(rec, &gw)?;
+        }
     }
     Ok(())
 }

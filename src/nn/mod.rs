@@ -10,6 +10,7 @@
 
 pub mod block;
 pub mod layers;
+pub mod lora;
 
 use crate::error::{model_err, Result};
 use crate::gpu::{Arena, ArenaBuilder, Gpu, Part, Recorder, Tensor};
@@ -20,6 +21,7 @@ use crate::ops::elementwise::axpby;
 use crate::ops::matmul::Act;
 use crate::ops::rng::{dropout, normal, uniform, RngKey};
 use safetensors::Dtype;
+use std::sync::Arc;
 
 /// A model's parameter list as it is built: each layer adds its tensors under their Hugging Face
 /// names and gets their ids back, so a name and its id cannot drift apart.
@@ -28,6 +30,11 @@ pub struct Specs {
     pub list: Vec<(String, Vec<usize>)>,
     /// Tensors that may be stored as row blocks (see [`ParamSet::new`]).
     pub split: Vec<usize>,
+    /// LoRA adapters on the Linears it selects; the rest of the model frozen.
+    pub lora: Option<lora::LoraConfig>,
+    /// The first `--lora-targets` error met while adding Linears, (value, expected), reported
+    /// by `load`.
+    lora_error: Option<(String, String)>,
 }
 
 impl Specs {
@@ -42,17 +49,44 @@ impl Specs {
         self.split.push(i);
         i
     }
+    /// Specs of a model with LoRA adapters (`None`: every parameter trains).
+    pub fn with_lora(lora: Option<lora::LoraConfig>) -> Self {
+        Specs { lora, ..Default::default() }
+    }
     /// An `nn.Linear` `name.weight` `[out, inp]` (and `name.bias` `[out]`).
     pub fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> layers::Linear {
         let w = self.add(format!("{name}.weight"), &[out, inp]);
         let b = bias.then(|| self.add(format!("{name}.bias"), &[out]));
-        layers::Linear { w, b, layout: layers::Layout::OutIn }
+        let lora = self.adapter(name, out, inp);
+        layers::Linear { w, b, layout: layers::Layout::OutIn, lora }
     }
     /// A GPT-2 `Conv1D` `name.weight` `[inp, out]` and `name.bias` `[out]`.
     pub fn conv1d(&mut self, name: &str, inp: usize, out: usize) -> layers::Linear {
         let w = self.add(format!("{name}.weight"), &[inp, out]);
         let b = Some(self.add(format!("{name}.bias"), &[out]));
-        layers::Linear { w, b, layout: layers::Layout::InOut { cols: None } }
+        let lora = self.adapter(name, out, inp);
+        layers::Linear { w, b, layout: layers::Layout::InOut { cols: None }, lora }
+    }
+    /// The adapter tensors of Linear `name` when the LoRA config selects it.
+    fn adapter(&mut self, name: &str, out: usize, inp: usize) -> Option<lora::LoraIds> {
+        let cfg = self.lora.clone()?;
+        match cfg.wants(name) {
+            Ok(true) => {
+                let (an, bn) = lora::adapter_names(name);
+                let a = self.add(an, &[cfg.rank, inp]);
+                let b = self.add(bn, &[out, cfg.rank]);
+                Some(lora::LoraIds { a, b, rank: cfg.rank, scale: cfg.scale() })
+            }
+            Ok(false) => None,
+            Err(crate::error::Error::BadSetting { value, expected, .. }) => {
+                self.lora_error.get_or_insert((value, expected));
+                None
+            }
+            Err(e) => {
+                self.lora_error.get_or_insert((String::new(), e.to_string()));
+                None
+            }
+        }
     }
     /// A LayerNorm with weight and bias tensors of width `h`.
     pub fn layer_norm(&mut self, weight: &str, bias: &str, h: usize, eps: f32) -> layers::Norm {
@@ -64,9 +98,23 @@ impl Specs {
     pub fn rms_norm(&mut self, weight: &str, h: usize, eps: f32) -> layers::Norm {
         layers::Norm { g: self.add(weight, &[h]), b: None, rms: true, eps }
     }
-    /// Allocate the parameters and fill them from `w` (see [`ParamSet::load`]).
+    /// Allocate the parameters and fill them from `w` (see [`ParamSet::load`]). With LoRA,
+    /// the adapters (initialised as PEFT does) and a task head train, the rest is frozen.
     pub fn load(&self, gpu: &Gpu, w: &Weights, prefix: &str, optional_from: usize, seed: u64) -> Result<ParamSet> {
-        ParamSet::load(gpu, &self.list, w, prefix, optional_from, &self.split, seed)
+        if let Some((value, expected)) = &self.lora_error {
+            let (value, expected) = (value.clone(), expected.clone());
+            return Err(crate::error::Error::BadSetting { name: "--lora-targets", value, expected });
+        }
+        let frozen: Vec<bool> = match &self.lora {
+            None => vec![false; self.list.len()],
+            Some(_) => {
+                if !self.list.iter().any(|(n, _)| lora::is_adapter(n)) {
+                    return model_err(&w.file, "no Linear of this model matches --lora-targets");
+                }
+                self.list.iter().map(|(n, _)| !lora::is_adapter(n) && !lora::is_head(n)).collect()
+            }
+        };
+        ParamSet::load_frozen(gpu, &self.list, w, prefix, optional_from, &self.split, &frozen, seed)
     }
     pub fn len(&self) -> usize {
         self.list.len()
@@ -77,13 +125,29 @@ impl Specs {
 }
 
 /// Parameters and their gradients: two arenas with the same layout, tensors named by their
-/// Hugging Face names.
+/// Hugging Face names; and, with LoRA, the frozen base weights in a third arena without
+/// gradients or optimizer state. Parameter ids (`p(i)`, `names()[i]`) count every tensor;
+/// `params`/`grads` hold the trainable ones (all of them without LoRA, in the same order), the
+/// arenas the optimizer updates.
 pub struct ParamSet {
     pub params: Arena,
     pub grads: Arena,
+    /// Frozen tensors (LoRA's base model), shared with reference copies.
+    pub frozen: Option<Arena>,
+    /// Where each parameter id lives.
+    slots: Arc<Vec<Slot>>,
+    names: Arc<Vec<String>>,
     /// The dtype each parameter had in the file it came from (F32 when initialised here), so
     /// a saved model keeps them.
     pub dtypes: Vec<Dtype>,
+    lora_scratch: lora::SharedScratch,
+}
+
+/// Where a parameter id lives: its index in the trainable or the frozen arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Train(usize),
+    Frozen(usize),
 }
 
 impl ParamSet {
@@ -91,25 +155,37 @@ impl ParamSet {
     /// listed in `split` may be stored as row blocks when they exceed one binding (the model
     /// reaches them through [`ParamSet::parts`]).
     pub fn new(gpu: &Gpu, specs: &[(String, Vec<usize>)], split: &[usize]) -> Result<Self> {
-        let mut b = ArenaBuilder::new();
+        Self::new_frozen(gpu, specs, split, &vec![false; specs.len()])
+    }
+
+    /// [`ParamSet::new`] with the tensors marked in `frozen` in an arena of their own, without
+    /// gradients.
+    pub fn new_frozen(gpu: &Gpu, specs: &[(String, Vec<usize>)], split: &[usize], frozen: &[bool]) -> Result<Self> {
+        let (mut train, mut fro) = (ArenaBuilder::new(), ArenaBuilder::new());
+        let mut slots = Vec::with_capacity(specs.len());
         for (i, (n, s)) in specs.iter().enumerate() {
-            if split.contains(&i) {
-                b.add_split(n.clone(), s);
-            } else {
-                b.add(n.clone(), s);
-            }
+            let is_frozen = frozen.get(i).copied().unwrap_or(false);
+            let b = if is_frozen { &mut fro } else { &mut train };
+            let local = if split.contains(&i) { b.add_split(n.clone(), s) } else { b.add(n.clone(), s) };
+            slots.push(if is_frozen { Slot::Frozen(local) } else { Slot::Train(local) });
         }
+        let any_frozen = slots.iter().any(|s| matches!(s, Slot::Frozen(_)));
         Ok(ParamSet {
-            params: b.build(gpu, "params")?,
-            grads: b.build(gpu, "grads")?,
+            params: train.build(gpu, "params")?,
+            grads: train.build(gpu, "grads")?,
+            frozen: if any_frozen { Some(fro.build(gpu, "frozen")?) } else { None },
+            slots: Arc::new(slots),
+            names: Arc::new(specs.iter().map(|(n, _)| n.clone()).collect()),
             dtypes: vec![Dtype::F32; specs.len()],
+            lora_scratch: Default::default(),
         })
     }
 
     /// Allocate `specs` and fill them from `w`, where each name may also appear without
     /// `prefix` (a base-model checkpoint). Tensors from index `optional_from` on (a task head)
     /// may be missing: their weights are initialised like Hugging Face's (normal, std 0.02,
-    /// drawn from `seed`), their biases stay zero.
+    /// drawn from `seed`), their biases stay zero. LoRA adapters are always initialised here,
+    /// as PEFT does (`A` uniform in ±1/sqrt(in), `B` zero).
     pub fn load(
         gpu: &Gpu,
         specs: &[(String, Vec<usize>)],
@@ -119,13 +195,41 @@ impl ParamSet {
         split: &[usize],
         seed: u64,
     ) -> Result<Self> {
-        let mut set = Self::new(gpu, specs, split)?;
+        Self::load_frozen(gpu, specs, w, prefix, optional_from, split, &vec![false; specs.len()], seed)
+    }
+
+    /// [`ParamSet::load`] with the tensors marked in `frozen` kept without gradients.
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_frozen(
+        gpu: &Gpu,
+        specs: &[(String, Vec<usize>)],
+        w: &Weights,
+        prefix: &str,
+        optional_from: usize,
+        split: &[usize],
+        frozen: &[bool],
+        seed: u64,
+    ) -> Result<Self> {
+        let mut set = Self::new_frozen(gpu, specs, split, frozen)?;
         for (i, (name, shape)) in specs.iter().enumerate() {
             let short = name.strip_prefix(prefix).unwrap_or(name);
+            if name.ends_with(".lora_A.weight") {
+                let bound = 1.0 / (shape[1] as f64).sqrt();
+                let n: usize = shape.iter().product();
+                let data: Vec<f32> = crate::ops::reference::uniform(n, seed, i as u64, -bound, bound)
+                    .into_iter()
+                    .map(|v| v as f32)
+                    .collect();
+                set.write(gpu, i, &data)?;
+                continue;
+            }
+            if lora::is_adapter(name) {
+                continue;
+            }
             match [name.as_str(), short].into_iter().find(|n| w.tensors.contains_key(*n)) {
                 Some(n) => {
                     let t = w.get(n, shape)?;
-                    set.params.write(gpu, i, &t.data)?;
+                    set.write(gpu, i, &t.data)?;
                     set.dtypes[i] = t.dtype;
                 }
                 None if i >= optional_from => {
@@ -135,7 +239,7 @@ impl ParamSet {
                             .into_iter()
                             .map(|v| v as f32)
                             .collect();
-                        set.params.write(gpu, i, &data)?;
+                        set.write(gpu, i, &data)?;
                     }
                 }
                 None => {
@@ -149,36 +253,98 @@ impl ParamSet {
         Ok(set)
     }
 
+    /// The arena and index of parameter `i`.
+    fn slot(&self, i: usize) -> (&Arena, usize) {
+        match self.slots[i] {
+            Slot::Train(j) => (&self.params, j),
+            Slot::Frozen(j) => (self.frozen.as_ref().expect("a frozen slot has its arena"), j),
+        }
+    }
+
+    /// Write parameter `i` from the host.
+    pub fn write(&self, gpu: &Gpu, i: usize, data: &[f32]) -> Result<()> {
+        let (a, j) = self.slot(i);
+        a.write(gpu, j, data)
+    }
+
+    /// Read parameter `i` back.
+    pub async fn read(&self, gpu: &Gpu, i: usize) -> Result<Vec<f32>> {
+        let (a, j) = self.slot(i);
+        a.read(gpu, j).await
+    }
+
     /// Every parameter under its name, read back from the GPU, in the dtype it was loaded in.
     pub async fn state(&self, gpu: &Gpu) -> Result<Vec<(String, HostTensor)>> {
         let mut out = Vec::with_capacity(self.len());
         for (i, name) in self.names().iter().enumerate() {
-            let data = self.params.read(gpu, i).await?;
-            out.push((name.clone(), HostTensor { shape: self.params.shape(i).to_vec(), data, dtype: self.dtypes[i] }));
+            let data = self.read(gpu, i).await?;
+            out.push((name.clone(), HostTensor { shape: self.shape(i).to_vec(), data, dtype: self.dtypes[i] }));
         }
         Ok(out)
     }
     /// Parameter `i`.
     pub fn p(&self, i: usize) -> &Tensor {
-        self.params.get(i)
+        let (a, j) = self.slot(i);
+        a.get(j)
     }
-    /// Gradient of parameter `i`.
-    pub fn g(&self, i: usize) -> &Tensor {
-        self.grads.get(i)
+    /// Gradient of parameter `i`; `None` when it is frozen.
+    pub fn g(&self, i: usize) -> Option<&Tensor> {
+        match self.slots[i] {
+            Slot::Train(j) => Some(self.grads.get(j)),
+            Slot::Frozen(_) => None,
+        }
+    }
+    /// Gradient of parameter `i`, or an error naming it when it is frozen (for passes that
+    /// have no frozen variant).
+    pub fn grad(&self, i: usize) -> Result<&Tensor> {
+        match self.g(i) {
+            Some(g) => Ok(g),
+            None => crate::error::shape_err(
+                "backward",
+                format!("{} is frozen; this model cannot train with it frozen", self.names[i]),
+            ),
+        }
+    }
+    /// Whether parameter `i` trains (has a gradient).
+    pub fn trains(&self, i: usize) -> bool {
+        matches!(self.slots[i], Slot::Train(_))
+    }
+    /// Shape of parameter `i`.
+    pub fn shape(&self, i: usize) -> &[usize] {
+        let (a, j) = self.slot(i);
+        a.shape(j)
     }
     /// Row blocks of parameter `i` (see [`ParamSet::new`]).
     pub fn parts(&self, i: usize) -> &[Part] {
-        self.params.parts(i)
+        let (a, j) = self.slot(i);
+        a.parts(j)
     }
-    /// Row blocks of the gradient of parameter `i`.
-    pub fn grad_parts(&self, i: usize) -> &[Part] {
-        self.grads.parts(i)
+    /// Row blocks of the gradient of parameter `i`; `None` when it is frozen.
+    pub fn grad_parts(&self, i: usize) -> Option<&[Part]> {
+        match self.slots[i] {
+            Slot::Train(j) => Some(self.grads.parts(j)),
+            Slot::Frozen(_) => None,
+        }
     }
+    /// Every parameter's name, by id.
     pub fn names(&self) -> &[String] {
-        self.params.names()
+        &self.names
     }
     pub fn len(&self) -> usize {
-        self.params.len()
+        self.names.len()
+    }
+    /// Number of scalar parameters that train (all of them without LoRA).
+    pub fn trainable_count(&self) -> usize {
+        (0..self.params.len()).map(|i| self.params.numel(i)).sum()
+    }
+    /// Bytes the parameters take on the GPU: (trainable, frozen).
+    pub fn bytes(&self) -> (u64, u64) {
+        let sum = |a: &Arena| a.chunks().iter().map(|c| c.bytes()).sum::<u64>();
+        (sum(&self.params), self.frozen.as_ref().map(sum).unwrap_or(0))
+    }
+    /// A LoRA scratch buffer (see [`lora::Scratch`]).
+    pub(crate) fn lora_scratch(&self, gpu: &Gpu, slot: usize, n: usize) -> Result<Tensor> {
+        self.lora_scratch.get(gpu, slot, n)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -187,9 +353,9 @@ impl ParamSet {
     pub fn index(&self, name: &str) -> Option<usize> {
         self.names().iter().position(|n| n == name)
     }
-    /// Number of scalar parameters.
+    /// Number of scalar parameters (frozen ones included).
     pub fn count(&self) -> usize {
-        (0..self.len()).map(|i| self.params.numel(i)).sum()
+        (0..self.len()).map(|i| self.shape(i).iter().product::<usize>()).sum()
     }
     /// Set every gradient to zero (a few clears, one per chunk).
     pub fn zero_grads(&self, rec: &mut Recorder) {
@@ -322,6 +488,14 @@ impl ParamSet {
     /// Another parameter set with this layout whose values live in `params` (e.g. a
     /// trust-region reference copy) and which shares this set's gradient arena.
     pub fn with_values(&self, params: Arena) -> ParamSet {
-        ParamSet { params, grads: self.grads.clone(), dtypes: self.dtypes.clone() }
+        ParamSet {
+            params,
+            grads: self.grads.clone(),
+            frozen: self.frozen.clone(),
+            slots: self.slots.clone(),
+            names: self.names.clone(),
+            dtypes: self.dtypes.clone(),
+            lora_scratch: self.lora_scratch.clone(),
+        }
     }
 }

@@ -54,11 +54,12 @@ pub fn rmsnorm(rec: &mut Recorder, x: &Tensor, gamma: &Tensor, y: &Tensor, rstd:
 }
 
 /// Gradients of a norm layer. `dx` is written (or added to, when `accumulate_dx`); `dgamma` and
-/// `dbeta` are always accumulated (+=), like every parameter gradient.
+/// `dbeta` are always accumulated (+=), like every parameter gradient, and both `None` for a
+/// frozen norm (LoRA), whose parameter gradients are then not computed.
 pub struct NormGrads<'a> {
     pub dx: &'a Tensor,
     pub accumulate_dx: bool,
-    pub dgamma: &'a Tensor,
+    pub dgamma: Option<&'a Tensor>,
     /// LayerNorm only.
     pub dbeta: Option<&'a Tensor>,
 }
@@ -78,12 +79,14 @@ pub fn norm_backward(
     expect_len("norm_backward", "dy", dy, x.len())?;
     expect_len("norm_backward", "dx", g.dx, x.len())?;
     expect_len("norm_backward", "rstd", rstd, rows)?;
-    expect_len("norm_backward", "dgamma", g.dgamma, cols)?;
+    if let Some(dg) = g.dgamma {
+        expect_len("norm_backward", "dgamma", dg, cols)?;
+    }
     if let Some(m) = mean {
         expect_len("norm_backward", "mean", m, rows)?;
     }
-    if !rms && g.dbeta.is_none() {
-        return shape_err("norm_backward", "LayerNorm backward needs dbeta");
+    if !rms && g.dbeta.is_none() != g.dgamma.is_none() {
+        return shape_err("norm_backward", "LayerNorm backward needs dbeta with dgamma (or neither: frozen)");
     }
     let gpu = rec.gpu();
     let d = gpu.dummy_tensor();
@@ -92,13 +95,14 @@ pub fn norm_backward(
     let p = Params::new().n(rows).n(cols).f(0.0).n(nb);
     let k = gpu.kernel(&spec("backward_dx", rms, g.accumulate_dx))?;
     rec.dispatch(&k, p.clone(), &[x, gamma, dy, g.dx, mean_t, rstd], grid(gpu, rows)?)?;
+    let Some(dgamma) = g.dgamma else { return Ok(()) };
     if rows == 0 {
         return Ok(());
     }
     let parts = gpu.scratch(slot::COLSUM, 2 * nb * cols)?;
     let k = gpu.kernel(&spec("backward_params", rms, false))?;
     rec.dispatch(&k, p, &[x, gamma, dy, &parts, mean_t, rstd], [cols.div_ceil(WG as usize) as u32, nb as u32, 1])?;
-    colsum_finish(rec, &parts, 0, nb, cols, g.dgamma, true, 1.0)?;
+    colsum_finish(rec, &parts, 0, nb, cols, dgamma, true, 1.0)?;
     if let Some(db) = g.dbeta {
         if !rms {
             colsum_finish(rec, &parts, nb * cols, nb, cols, db, true, 1.0)?;

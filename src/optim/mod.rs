@@ -429,7 +429,7 @@ impl Optimizer {
             list.push(("ref", &r.params));
         }
         for (prefix, arena) in list {
-            for (i, n) in params.names().iter().enumerate() {
+            for (i, n) in params.params.names().iter().enumerate() {
                 let data = arena.read(gpu, i).await?;
                 let shape = arena.shape(i).to_vec();
                 out.push((format!("{prefix}.{n}"), HostTensor { shape, data, dtype: safetensors::Dtype::F32 }));
@@ -441,7 +441,7 @@ impl Optimizer {
     /// Restore what [`Optimizer::state`] saved, and the step count.
     pub fn load_state(&mut self, gpu: &Gpu, params: &ParamSet, w: &Weights, step: u64) -> Result<()> {
         let put = |prefix: &str, arena: &Arena| -> Result<()> {
-            for (i, n) in params.names().iter().enumerate() {
+            for (i, n) in params.params.names().iter().enumerate() {
                 arena.write(gpu, i, &w.get(&format!("{prefix}.{n}"), arena.shape(i))?.data)?;
             }
             Ok(())

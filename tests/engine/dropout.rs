@@ -24,7 +24,7 @@ fn loss_and_grads(model: &Encoder, batch: &TextBatch, train: Option<Train>, grad
 }
 
 fn flat(p: &ParamSet, grads: bool) -> Vec<Vec<f32>> {
-    (0..p.len()).map(|i| down(if grads { p.g(i) } else { p.p(i) })).collect()
+    (0..p.len()).map(|i| down(if grads { p.grad(i).unwrap() } else { p.p(i) })).collect()
 }
 
 #[test]

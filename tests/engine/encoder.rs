@@ -52,6 +52,14 @@ fn check_against_pytorch_on(gpu: &Gpu, name: &str, split: bool) {
     let weights = read_weights(&dir.join("model")).unwrap();
     let expected = read_weights(&dir.join("expected.safetensors")).unwrap();
     let model = Encoder::load(gpu, cfg, &weights, 0).unwrap();
+    assert_eq!(model.params.parts(0).len() > 1, split, "{name}: word embeddings split into blocks");
+    check_encoder(gpu, name, &model, &expected);
+}
+
+/// An encoder's logits, loss and every trainable parameter's gradient on the batch of the
+/// fixture `expected` ([`LOGITS_TOL`], [`GRAD_TOL`]).
+pub fn check_encoder(gpu: &Gpu, name: &str, model: &Encoder, expected: &Weights) {
+    let expected = expected.clone();
     let (shape, _) = expected.ints("input_ids").unwrap();
     let (b, t) = (shape[0], shape[1]);
     let batch = TextBatch {
@@ -62,7 +70,6 @@ fn check_against_pytorch_on(gpu: &Gpu, name: &str, split: bool) {
         types: expected.ints.contains_key("token_type_ids").then(|| ints(&expected, "token_type_ids")),
         labels: Some(ints(&expected, "labels")),
     };
-    assert_eq!(model.params.parts(0).len() > 1, split, "{name}: word embeddings split into blocks");
     let mut acts = model.acts(gpu, b, t).unwrap();
     model.upload(gpu, &mut acts, &batch).unwrap();
     let mut rc = gpu.recorder();
@@ -83,25 +90,30 @@ fn check_against_pytorch_on(gpu: &Gpu, name: &str, split: bool) {
 /// Every parameter gradient against the fixture's `grad.<name>`: finite, non-zero, and within
 /// [`GRAD_TOL`] of the tensor's scale (see [`rel_err`]).
 pub fn check_grads(gpu: &Gpu, name: &str, params: &tramway::nn::ParamSet, expected: &Weights) {
-    let down = |i: usize| params.grads.read_blocking(gpu, i).unwrap();
+    // The trainable tensors (all of them, or a LoRA model's adapters and head), by their
+    // index in the gradient arena.
+    let trainable = params.params.names();
+    let local = |n: &str| trainable.iter().position(|x| x == n).unwrap();
+    let down = |n: &str| params.grads.read_blocking(gpu, local(n)).unwrap();
     // DINOv2's mask token only serves masked-image modelling: PyTorch gives it no gradient.
     let no_grad = |n: &str| n.ends_with("embeddings.mask_token");
-    let names: Vec<String> = params.names().iter().filter(|n| !no_grad(n)).cloned().collect();
+    let names: Vec<String> = trainable.iter().filter(|n| !no_grad(n)).cloned().collect();
     let grads_in_fixture = expected.tensors.keys().filter(|k| k.starts_with("grad.")).count();
-    assert_eq!(grads_in_fixture, names.len(), "{name}: the fixture and the model must have the same parameters");
-    for (i, n) in params.names().iter().enumerate() {
-        if no_grad(n) {
-            assert!(down(i).iter().all(|&v| v == 0.0), "{name}: {n} must get no gradient");
-        }
+    assert_eq!(
+        grads_in_fixture,
+        names.len(),
+        "{name}: the fixture and the model must have the same trainable parameters"
+    );
+    for n in trainable.iter().filter(|n| no_grad(n)) {
+        assert!(down(n).iter().all(|&v| v == 0.0), "{name}: {n} must get no gradient");
     }
-    let index = |n: &str| params.index(n).unwrap();
     let wants: Vec<&[f32]> = names
         .iter()
-        .map(|n| &expected.get(&format!("grad.{n}"), params.grads.shape(index(n))).unwrap().data[..])
+        .map(|n| &expected.get(&format!("grad.{n}"), params.grads.shape(local(n))).unwrap().data[..])
         .collect();
     let global = wants.iter().flat_map(|w| w.iter()).fold(0f32, |m, &v| m.max(v.abs()));
     for (i, n) in names.iter().enumerate() {
-        let got = down(index(n));
+        let got = down(n);
         assert!(got.iter().all(|v| v.is_finite()), "{name}: gradient of {n} is not finite");
         if n.ends_with("attention.self.key.bias") || n.ends_with("attention.attention.key.bias") {
             // Analytically zero: the key bias adds q.b to every score of a row, and softmax is

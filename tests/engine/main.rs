@@ -20,6 +20,7 @@ mod gpu;
 mod guarantees;
 mod kl;
 mod llama;
+mod lora;
 mod loss;
 mod matmul;
 mod norm;

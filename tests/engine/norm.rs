@@ -22,7 +22,7 @@ fn run(rows: usize, cols: usize, rms: bool, seed: u64) {
     } else {
         layernorm(&mut rc, &xt, &gt, &bt, &y, &mean, &rstd, eps).unwrap();
     }
-    let grads = NormGrads { dx: &dx, accumulate_dx: true, dgamma: &dg, dbeta: Some(&db) };
+    let grads = NormGrads { dx: &dx, accumulate_dx: true, dgamma: Some(&dg), dbeta: Some(&db) };
     norm_backward(&mut rc, &xt, &gt, &dyt, if rms { None } else { Some(&mean) }, &rstd, &grads).unwrap();
     rc.submit().unwrap();
     let what = format!("{} {rows}x{cols}", if rms { "rmsnorm" } else { "layernorm" });

@@ -15,7 +15,7 @@ use tramway::optim::*;
 fn tiny(theta: &[f32], g: &[f32]) -> ParamSet {
     let p = ParamSet::new(gpu(), &[("w".to_string(), vec![theta.len()])], &[]).unwrap();
     gpu().write_f32(p.p(0), theta).unwrap();
-    gpu().write_f32(p.g(0), g).unwrap();
+    gpu().write_f32(p.grad(0).unwrap(), g).unwrap();
     p
 }
 
@@ -409,7 +409,7 @@ fn one_step_of_every_method_matches_pytorch() {
         let want = |kind: &str, n: &str| &fx.tensors[&format!("{name}.{kind}.{n}")].data;
         let global = names.iter().flat_map(|n| want("grad", n).iter()).fold(0f32, |a, &v| a.max(v.abs()));
         for (i, n) in names.iter().enumerate() {
-            let g = down(r.model.params.g(i));
+            let g = down(r.model.params.grad(i).unwrap());
             let theta = down(r.model.params.p(i));
             if steps == 2 {
                 let e = rel_err(&theta, want("theta", n));
