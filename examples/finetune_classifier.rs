@@ -59,6 +59,8 @@ fn main() -> tramway::Result<()> {
         metrics: None,
         progress: true,
         profile: None,
+        lora: None,
+        merge: false,
     };
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
     let summary = finetune(&gpu, &options)?;

@@ -2,7 +2,8 @@
 # A PyTorch CPU install for the peer of examples/bench_step.rs (tools/torch_step.py) and for
 # writing the model fixtures (tools/make_fixtures.py): Debian's python3-torch (1.13) with
 # OpenBLAS as the system BLAS (the reference BLAS Debian falls back to is ~8x slower), and a venv
-# (system site packages) with transformers 4.40.2, in ${TRAMWAY_CACHE:-~/.cache/tramway}/torch-venv.
+# (system site packages) with transformers 4.40.2 and PEFT 0.10.0 (the LoRA fixtures and
+# tools/check_adapter.py), in ${TRAMWAY_CACHE:-~/.cache/tramway}/torch-venv.
 # Prints the venv's python.
 set -euo pipefail
 CACHE="${TRAMWAY_CACHE:-$HOME/.cache/tramway}"
@@ -21,5 +22,9 @@ fi
 if ! "$venv/bin/python" -c "import torch, transformers" 2>/dev/null; then
   /usr/bin/python3 -m venv --system-site-packages "$venv"
   "$venv/bin/pip" install -q transformers==4.40.2 safetensors >&2
+fi
+if ! "$venv/bin/python" -c "import peft" 2>/dev/null; then
+  # --no-deps: PEFT's own requirements would replace Debian's torch with a wheel.
+  "$venv/bin/pip" install -q --no-deps peft==0.10.0 accelerate==0.29.3 >&2
 fi
 echo "$venv/bin/python"

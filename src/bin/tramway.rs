@@ -251,6 +251,20 @@ struct FinetuneArgs {
     /// calls, ms, share of the step, GFLOP/s (matmuls), GB/s of the bytes bound.
     #[arg(long)]
     profile: Option<PathBuf>,
+    /// Train LoRA adapters of this rank on a frozen base (causal LMs); checkpoints and final/
+    /// are then PEFT adapter folders (adapter_config.json, adapter_model.safetensors).
+    #[arg(long)]
+    lora_rank: Option<usize>,
+    /// LoRA's alpha (the scale is alpha / rank; default 2 x rank).
+    #[arg(long)]
+    lora_alpha: Option<f32>,
+    /// The Linears that get adapters: a comma-separated list of q, k, v, o, gate, up, down
+    /// (default all). GPT-2's fused c_attn takes q, k and v together.
+    #[arg(long)]
+    lora_targets: Option<String>,
+    /// With --lora-rank: also write final-merged/, a full model folder with the adapters merged.
+    #[arg(long)]
+    merge: bool,
 }
 
 fn parse_eval(s: &str) -> Result<(String, PathBuf), String> {
@@ -308,6 +322,16 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
         momentum: a.momentum,
     };
     let (base, method) = spec.build()?;
+    let lora = match (a.lora_rank, a.lora_alpha.is_some() || a.lora_targets.is_some()) {
+        (None, true) => return Err(bad("--lora-alpha/--lora-targets", "", "--lora-rank as well")),
+        (None, false) => None,
+        (Some(rank), _) => {
+            let targets = tramway::nn::lora::Target::parse_list(a.lora_targets.as_deref().unwrap_or("all"))?;
+            let l = tramway::nn::lora::LoraConfig::new(rank, a.lora_alpha.unwrap_or(2.0 * rank as f32), targets);
+            l.validate()?;
+            Some(l)
+        }
+    };
     if !(a.lr.is_finite() && a.lr >= 0.0) {
         return Err(bad("--lr", &a.lr.to_string(), "a finite learning rate >= 0"));
     }
@@ -359,6 +383,8 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
         metrics: a.metrics,
         progress: true,
         profile: a.profile,
+        lora,
+        merge: a.merge,
     })
 }
 
@@ -445,6 +471,9 @@ struct PerplexityArgs {
     /// Blocks per forward pass.
     #[arg(long, default_value_t = 4)]
     batch_size: usize,
+    /// A PEFT LoRA adapter folder to apply to --model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
 }
 
 fn perplexity_cmd(a: PerplexityArgs) -> tramway::Result<()> {
@@ -460,7 +489,10 @@ fn perplexity_cmd(a: PerplexityArgs) -> tramway::Result<()> {
     let text = std::fs::read_to_string(&a.text_file)
         .map_err(|source| tramway::Error::Io { path: a.text_file.display().to_string(), source })?;
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
-    let model = CausalLm::load(&gpu, &a.model, 0)?;
+    let model = match &a.adapter {
+        Some(dir) => CausalLm::load_adapted(&gpu, &a.model, dir)?,
+        None => CausalLm::load(&gpu, &a.model, 0)?,
+    };
     let ids = lm_tokenizer(&a.model, &model)?.ids(&text, false)?;
     let p = perplexity(&gpu, &model, &ids, a.block.min(model.max_positions()), a.batch_size)?;
     println!("perplexity: {:.4}", p.perplexity);
@@ -493,6 +525,10 @@ struct GenerateArgs {
     /// Seed of the sampling draws (the same seed gives the same text).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// A PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) to apply to
+    /// --model, such as a `tramway finetune --lora-rank` run's final/.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
 }
 
 fn generate_cmd(a: GenerateArgs) -> tramway::Result<()> {
@@ -500,7 +536,10 @@ fn generate_cmd(a: GenerateArgs) -> tramway::Result<()> {
     let sampling = Sampling { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, seed: a.seed };
     sampling.check()?;
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
-    let model = CausalLm::load(&gpu, &a.model, 0)?;
+    let model = match &a.adapter {
+        Some(dir) => CausalLm::load_adapted(&gpu, &a.model, dir)?,
+        None => CausalLm::load(&gpu, &a.model, 0)?,
+    };
     let tok = lm_tokenizer(&a.model, &model)?;
     let prompt = if a.chat {
         format!(

@@ -111,6 +111,7 @@ impl ArenaBuilder {
         let mut chunks = Vec::new();
         for (i, &s) in sizes.iter().enumerate() {
             let size = s.max(4).div_ceil(ALIGN) * ALIGN;
+            gpu.count_allocation(size);
             let buffer = gpu.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(&format!("{label}[{i}]")),
                 size,

@@ -212,6 +212,9 @@ pub struct Gpu {
     /// Uniform buffers for dispatch parameters, reused across submits (queue order makes a
     /// `write_buffer` after a submit safe).
     uniform_pool: Mutex<Vec<wgpu::Buffer>>,
+    /// Bytes of every tensor and arena buffer created so far (never decreases): what a run
+    /// plans on the device, measured rather than estimated.
+    allocated: std::sync::atomic::AtomicU64,
     /// Bound where a kernel's optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
     errors: Arc<Mutex<Vec<String>>>,
@@ -411,6 +414,7 @@ impl Gpu {
             scalar_matmul: opts.scalar_matmul,
             kernels: Mutex::default(),
             uniform_pool: Mutex::default(),
+            allocated: Default::default(),
             dummy,
             errors,
             bind_cache: Default::default(),
@@ -588,6 +592,15 @@ impl Gpu {
     /// read). The recorder moves it to a block of its own for each binding slot.
     pub(crate) fn dummy_tensor(&self) -> Tensor {
         Tensor { buffer: self.dummy.clone(), offset: 0, shape: vec![4], dtype: DType::F32 }
+    }
+
+    /// Bytes of the tensors and arenas created on this device so far (freed ones included).
+    pub fn allocated_bytes(&self) -> u64 {
+        self.allocated.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub(crate) fn count_allocation(&self, bytes: u64) {
+        self.allocated.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub(crate) fn take_uniform(&self, size: u64) -> wgpu::Buffer {

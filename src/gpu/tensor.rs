@@ -110,6 +110,7 @@ impl Gpu {
         let bytes = n as u64 * 4;
         self.check_binding(&format!("tensor {label} {shape:?}"), bytes)?;
         let size = bytes.max(4).div_ceil(ALIGN) * ALIGN;
+        self.count_allocation(size);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(label),
             size,

@@ -64,6 +64,17 @@ mod native {
         Ok(())
     }
 
+    /// Copy the [`SIDE_FILES`] present in `source` into `dir` (each atomically).
+    pub fn copy_side_files(source: &Path, dir: &Path) -> Result<()> {
+        for f in SIDE_FILES {
+            let from = source.join(f);
+            if from.is_file() && from != dir.join(f) {
+                write_atomic(&dir.join(f), &read(&from)?)?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn read(path: &Path) -> Result<Vec<u8>> {
         std::fs::read(path).map_err(|source| Error::Io { path: path.display().to_string(), source })
     }

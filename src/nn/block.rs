@@ -281,6 +281,17 @@ fn layer_scale_backward<'t>(
 }
 
 impl Block {
+    /// Every Linear of the block (GPT-2's Q, K and V column blocks share one weight).
+    pub fn linears(&self) -> Vec<&Linear> {
+        let a = &self.attn;
+        let mut out = vec![&a.q, &a.k, &a.v, &a.o];
+        match &self.mlp {
+            Mlp::Act { up, down, .. } => out.extend([up, down]),
+            Mlp::SwiGlu { gate, up, down } => out.extend([gate, up, down]),
+        }
+        out
+    }
+
     /// A pre-norm block (`norms`: before attention, before the MLP) without LayerScale.
     pub fn new(attn: Attention, mlp: Mlp, norms: (Norm, Norm), hidden: usize, inter: usize) -> Self {
         Block { attn, mlp, norm1: norms.0, norm2: norms.1, post_norm: false, scale: None, hidden, inter }

@@ -294,6 +294,35 @@ pub(crate) fn pre_scratch(rec: &Recorder, p: &ParamSet, n: usize) -> Result<Tens
     p.lora_scratch(rec.gpu(), 2, n)
 }
 
+/// A model's state with every adapter merged into its base weight and dropped: what a full
+/// model folder holds (`--merge`). `linears` are the model's Linears (their layouts tell how
+/// a weight is stored); each merged weight keeps its dtype.
+pub fn merged_state(
+    mut state: Vec<(String, crate::io::weights::HostTensor)>,
+    names: &[String],
+    linears: &[&Linear],
+) -> Vec<(String, crate::io::weights::HostTensor)> {
+    let mut done = Vec::new();
+    for lin in linears {
+        let Some(l) = lin.lora else { continue };
+        if done.contains(&lin.w) {
+            continue; // GPT-2's Q, K and V blocks: one weight, one adapter
+        }
+        done.push(lin.w);
+        let find = |n: &str| state.iter().position(|(x, _)| x == n);
+        let (Some(wi), Some(ai), Some(bi)) = (find(&names[lin.w]), find(&names[l.a]), find(&names[l.b])) else {
+            continue;
+        };
+        let (a, b) = (state[ai].1.data.clone(), state[bi].1.data.clone());
+        let out = state[bi].1.shape[0];
+        let inp = state[ai].1.shape[1];
+        let in_out = matches!(lin.layout, super::layers::Layout::InOut { .. });
+        merge_into(&mut state[wi].1.data, &a, &b, l.rank, l.scale, (out, inp), in_out);
+    }
+    state.retain(|(n, _)| !is_adapter(n));
+    state
+}
+
 /// Merge an adapter into its base weight on the host: `W += s . B A` for an `[out, in]`
 /// weight, `W += s . (B A)^T` for a GPT-2 `Conv1D` `[in, out]` (`in_out`). f64 accumulation.
 pub fn merge_into(

@@ -457,6 +457,16 @@ impl Optimizer {
         Ok(())
     }
 
+    /// Bytes of the optimizer's per-parameter state on the device: moments, the backup of a
+    /// sharpness-aware step, a trust-region reference copy.
+    pub fn state_bytes(&self) -> u64 {
+        let sum = |a: &Arena| a.chunks().iter().map(|c| c.bytes()).sum::<u64>();
+        sum(&self.m)
+            + self.v.as_ref().map(sum).unwrap_or(0)
+            + self.backup.as_ref().map(sum).unwrap_or(0)
+            + self.reference.as_ref().map(|r| sum(&r.params)).unwrap_or(0)
+    }
+
     /// The GPU scalar buffer (see [`slot`]).
     pub fn scalars(&self) -> &Tensor {
         &self.scal

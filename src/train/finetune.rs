@@ -2,6 +2,7 @@
 //! guard, checkpoints without ever losing the last good one, saves, then evaluates.
 
 use super::checkpoint::{self, Fnv, OutLock, TrainerState};
+use super::MemoryPlan;
 use super::{
     io_err, load_net, metrics_panels, pack_documents, plot, Dataset, EvalResult, FinetuneOptions, Head, Loaded, Net,
     Run, Summary, TaskKind,
@@ -137,7 +138,8 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
     let started = Instant::now();
     o.validate()?;
     let kind = o.task;
-    let source_dir = o.resume.as_ref().unwrap_or(&o.model);
+    // A LoRA checkpoint is an adapter folder: the base is always --model.
+    let source_dir = if o.lora.is_some() { &o.model } else { o.resume.as_ref().unwrap_or(&o.model) };
     let model_kind = TaskKind::of_model(source_dir)?;
     if model_kind != kind {
         return Err(Error::BadSetting {
@@ -167,7 +169,8 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
     };
     let model_dir = source_dir.clone();
     let head = Head::Train { labels: &labels, resume: o.resume.is_some() };
-    let Loaded { net, labels: map } = load_net(gpu, kind, &model_dir, head, o.max_len, o.image_size, o.optim.seed)?;
+    let Loaded { net, labels: map } =
+        load_net(gpu, kind, &model_dir, head, o.max_len, o.image_size, o.optim.seed, o.lora.as_ref())?;
     // Every example is checked before the first step: labels, token ids, images.
     if !lm {
         map.check(&o.train, &train)?;
@@ -211,10 +214,16 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
         total_steps: total,
         seed: o.optim.seed,
         optimizer: o.optim.name().to_string(),
-        optimizer_settings: format!(
-            "{:?}; {:?}; lr {}; {:?}; clip {:?}",
-            o.optim.method, o.optim.base, o.optim.lr, o.optim.schedule, o.optim.clip
-        ),
+        optimizer_settings: match &o.lora {
+            None => format!(
+                "{:?}; {:?}; lr {}; {:?}; clip {:?}",
+                o.optim.method, o.optim.base, o.optim.lr, o.optim.schedule, o.optim.clip
+            ),
+            Some(l) => format!(
+                "{:?}; {:?}; lr {}; {:?}; clip {:?}; LoRA r {} alpha {} on {:?}",
+                o.optim.method, o.optim.base, o.optim.lr, o.optim.schedule, o.optim.clip, l.rank, l.alpha, l.targets
+            ),
+        },
         task: format!("{kind:?}"),
         batch_size: o.batch_size,
         max_len: o.max_len,
@@ -227,7 +236,7 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
             let diffs = st.differences(&settings);
             if !diffs.is_empty() {
                 return Err(Error::Model {
-                    file: model_dir.join("trainer_state.json").display().to_string(),
+                    file: o.resume.as_ref().unwrap_or(&model_dir).join("trainer_state.json").display().to_string(),
                     message: format!(
                         "the checkpoint was trained with other settings; resume with the same ones ({})",
                         diffs.join("; ")
@@ -246,10 +255,30 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
         None => 0,
     };
     let needs_aux = matches!(o.optim.method, Method::R3f { .. });
-    let mut run = Run { gpu, net, labels: map, acts: HashMap::new(), needs_aux };
+    let mut run = Run { gpu, net, labels: map, acts: HashMap::new(), needs_aux, lora: o.lora.clone() };
+    if let (Some(dir), Some(l)) = (&o.resume, &o.lora) {
+        let a = crate::io::adapter::read_adapter(dir)?;
+        if (a.config.rank, a.config.alpha, a.config.rslora) != (l.rank, l.alpha, l.rslora) {
+            return Err(Error::Model {
+                file: dir.join("adapter_config.json").display().to_string(),
+                message: format!(
+                    "the adapter has r {} and alpha {}; resume with --lora-rank {} --lora-alpha {}",
+                    a.config.rank, a.config.alpha, a.config.rank, a.config.alpha
+                ),
+            });
+        }
+        crate::io::adapter::load_adapter(gpu, run.params(), &a)?;
+    }
     let mut opt = Optimizer::new(gpu, run.params(), o.optim)?;
-    if o.resume.is_some() {
-        let st = read_weights(&model_dir.join("optimizer.safetensors"))?;
+    // The largest training batch's activations are planned now, so the memory report is whole.
+    let before = gpu.allocated_bytes();
+    run.plan_acts(&train, o.batch_size)?;
+    let plan = MemoryPlan::of(run.params(), &opt, gpu.allocated_bytes() - before);
+    if o.progress {
+        eprintln!("{}", plan.describe());
+    }
+    if let Some(dir) = &o.resume {
+        let st = read_weights(&dir.join("optimizer.safetensors"))?;
         opt.load_state(gpu, run.params(), &st, start_step)?;
     }
     // Every metrics line of the run (those before a resume included), for the plot. A resumed
@@ -409,11 +438,24 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
     // the run.
     if o.save_final {
         save_checkpoint(&run, &opt, &settings, &o.out.join("final"), &model_dir)?;
+        if o.merge {
+            let dir = o.out.join("final-merged");
+            let tmp = checkpoint::temp_dir_for(&dir);
+            let _ = std::fs::remove_dir_all(&tmp);
+            run.save_merged(&tmp, &model_dir)?;
+            checkpoint::swap_in(&tmp, &dir)?;
+        }
     }
     eval_results = if evals.is_empty() { eval_results } else { do_eval(&mut run, total, &mut log)? };
     let title = format!("{} — {}", o.model.display(), o.optim.name());
     plot::write_png(&o.out.join("plot.png"), &title, &metrics_panels(&history))?;
-    Ok(Summary { steps: total, final_loss, evals: eval_results, seconds: started.elapsed().as_secs_f64() })
+    Ok(Summary {
+        steps: total,
+        final_loss,
+        evals: eval_results,
+        seconds: started.elapsed().as_secs_f64(),
+        memory: plan,
+    })
 }
 
 #[cfg(test)]

@@ -5,8 +5,11 @@ use crate::data::batch::LmBatch;
 use crate::data::text::TextTokenizer;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::io::adapter::{load_adapter, read_adapter};
 use crate::io::hf::read_weights;
+use crate::io::weights::HostTensor;
 pub use crate::models::lm::{CausalLm, LmActs, LmDecoder};
+use crate::models::Build;
 use crate::models::TaskModel;
 use std::path::Path;
 
@@ -14,16 +17,33 @@ impl CausalLm {
     /// Load a causal LM folder (config.json of a causal family in `models::FAMILIES`,
     /// model.safetensors).
     pub fn load(gpu: &Gpu, dir: &Path, seed: u64) -> Result<CausalLm> {
-        load_lm(gpu, dir, seed)
+        Self::load_with(gpu, dir, &Build { seed, lora: None })
     }
-}
 
-fn load_lm(gpu: &Gpu, dir: &Path, seed: u64) -> Result<CausalLm> {
-    let p = dir.join("config.json");
-    let file = p.display().to_string();
-    let text = std::fs::read_to_string(&p).map_err(|source| Error::Io { path: file.clone(), source })?;
-    let w = read_weights(dir)?;
-    crate::models::load_causal_lm(gpu, &file, &text, &w, seed)
+    /// [`CausalLm::load`] as `b` says (LoRA adapters, the base frozen).
+    pub fn load_with(gpu: &Gpu, dir: &Path, b: &Build) -> Result<CausalLm> {
+        let p = dir.join("config.json");
+        let file = p.display().to_string();
+        let text = std::fs::read_to_string(&p).map_err(|source| Error::Io { path: file.clone(), source })?;
+        let w = read_weights(dir)?;
+        crate::models::load_causal_lm_with(gpu, &file, &text, &w, b)
+    }
+
+    /// The base folder `dir` with the PEFT LoRA adapter folder `adapter` on it.
+    pub fn load_adapted(gpu: &Gpu, dir: &Path, adapter: &Path) -> Result<CausalLm> {
+        let a = read_adapter(adapter)?;
+        let model = Self::load_with(gpu, dir, &Build { seed: 0, lora: Some(a.config.clone()) })?;
+        load_adapter(gpu, &model.params, &a)?;
+        Ok(model)
+    }
+
+    /// Every parameter under its name with the adapters merged into their base weights (the
+    /// state itself without adapters).
+    pub async fn merged_state(&self, gpu: &Gpu) -> Result<Vec<(String, HostTensor)>> {
+        let state = self.params.state(gpu).await?;
+        let linears: Vec<&crate::nn::layers::Linear> = self.parts.blocks.iter().flat_map(|b| b.linears()).collect();
+        Ok(crate::nn::lora::merged_state(state, self.params.names(), &linears))
+    }
 }
 
 /// Tokens fed per step while a prompt is read into the cache: bounds the scores of one step

@@ -24,7 +24,7 @@ pub use dataset::{
     batch_indices, count_lm_blocks, epoch_order, pack_documents, read_documents, Dataset, LabelMap, TaskKind,
 };
 pub use finetune::finetune;
-pub use options::{EvalResult, FinetuneOptions, Summary};
+pub use options::{EvalResult, FinetuneOptions, MemoryPlan, Summary};
 pub(crate) use run::{finite_eval, load_net, Head, Loaded, Net, Run};
 
 use crate::error::Error;

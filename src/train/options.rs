@@ -40,6 +40,11 @@ pub struct FinetuneOptions {
     /// Profile the run's second step (its first if it has one): every dispatch timed alone,
     /// the table written to this file (`TRAMWAY_PROFILE=FILE` when `None`).
     pub profile: Option<PathBuf>,
+    /// Train LoRA adapters on a frozen base (causal LMs): checkpoints and `final/` are PEFT
+    /// adapter folders for `--model`.
+    pub lora: Option<crate::nn::lora::LoraConfig>,
+    /// With `lora`: also write `final-merged/`, a full model folder with the adapters merged.
+    pub merge: bool,
 }
 
 impl FinetuneOptions {
@@ -58,6 +63,23 @@ impl FinetuneOptions {
         let min_len = if self.task == TaskKind::CausalLm { 2 } else { 1 };
         if self.max_len < min_len {
             return bad("--max-len", self.max_len.to_string(), &format!("at least {min_len} tokens"));
+        }
+        if let Some(l) = &self.lora {
+            l.validate()?;
+            if self.task != TaskKind::CausalLm {
+                return bad(
+                    "--lora-rank",
+                    l.rank.to_string(),
+                    "a causal language model (--task causal-lm): LoRA fine-tuning of classifiers is not in the CLI yet",
+                );
+            }
+        }
+        if self.merge && self.lora.is_none() {
+            return bad(
+                "--merge",
+                "true".into(),
+                "--lora-rank as well (a full fine-tune's final/ is already a full model)",
+            );
         }
         if self.log_every == 0 {
             return bad("--log-every", "0".into(), "a positive number of steps");
@@ -113,6 +135,73 @@ pub struct Summary {
     pub final_loss: f32,
     pub evals: Vec<EvalResult>,
     pub seconds: f64,
+    /// The device memory the run planned.
+    pub memory: MemoryPlan,
+}
+
+/// Device memory of a run by purpose, in bytes (buffers as allocated: tensors padded to 256
+/// bytes, arenas' chunks whole).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct MemoryPlan {
+    /// Parameters without gradients (a LoRA run's base model) and how many.
+    pub frozen: u64,
+    pub frozen_params: usize,
+    /// Parameters that train and how many.
+    pub trainable: u64,
+    pub trainable_params: usize,
+    pub gradients: u64,
+    /// Moments, a sharpness-aware backup, a trust-region reference.
+    pub optimizer: u64,
+    /// The largest training batch's activations (a language model's; 0 where they are
+    /// planned per batch shape as batches come).
+    pub activations: u64,
+}
+
+impl MemoryPlan {
+    /// The plan of a model's parameters, its optimizer and `activations` bytes.
+    pub fn of(p: &crate::nn::ParamSet, opt: &crate::optim::Optimizer, activations: u64) -> Self {
+        let (trainable, frozen) = p.bytes();
+        let gradients = p.grads.chunks().iter().map(|c| c.bytes()).sum();
+        let trainable_params = p.trainable_count();
+        MemoryPlan {
+            frozen,
+            frozen_params: p.count() - trainable_params,
+            trainable,
+            trainable_params,
+            gradients,
+            optimizer: opt.state_bytes(),
+            activations,
+        }
+    }
+    pub fn total(&self) -> u64 {
+        self.frozen + self.trainable + self.gradients + self.optimizer + self.activations
+    }
+    /// One line for the start of a run.
+    pub fn describe(&self) -> String {
+        let mib = |b: u64| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0));
+        let per =
+            |b: u64, n: usize| if n == 0 { String::new() } else { format!(", {:.2} B each", b as f64 / n as f64) };
+        let m = |n: usize| format!("{:.2}M", n as f64 / 1e6);
+        let mut s = format!("GPU memory planned: {} =", mib(self.total()));
+        if self.frozen > 0 {
+            s += &format!(
+                " frozen weights {} ({} parameters{}) +",
+                mib(self.frozen),
+                m(self.frozen_params),
+                per(self.frozen, self.frozen_params)
+            );
+        }
+        s += &format!(
+            " trainable {} ({}{}) + gradients {} + optimizer state {} + activations {}",
+            mib(self.trainable),
+            m(self.trainable_params),
+            per(self.trainable, self.trainable_params),
+            mib(self.gradients),
+            mib(self.optimizer),
+            if self.activations > 0 { mib(self.activations) } else { "(per batch shape)".into() }
+        );
+        s
+    }
 }
 
 impl Summary {

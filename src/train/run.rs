@@ -101,7 +101,15 @@ pub(crate) fn load_net(
     max_len: usize,
     image_size: Option<usize>,
     seed: u64,
+    lora: Option<&crate::nn::lora::LoraConfig>,
 ) -> Result<Loaded> {
+    if lora.is_some() && kind != TaskKind::CausalLm {
+        return Err(Error::BadSetting {
+            name: "--lora-rank",
+            value: lora.map(|l| l.rank.to_string()).unwrap_or_default(),
+            expected: "a causal language model (LoRA fine-tuning of classifiers is not in the CLI yet)".into(),
+        });
+    }
     let mut weights: Weights = if kind == TaskKind::CausalLm { Weights::default() } else { read_weights(dir)? };
     match kind {
         TaskKind::TextClassification => {
@@ -142,7 +150,7 @@ pub(crate) fn load_net(
             Ok(Loaded { net: Net::Image { model, prep }, labels })
         }
         TaskKind::CausalLm => {
-            let model = CausalLm::load(gpu, dir, seed)?;
+            let model = CausalLm::load_with(gpu, dir, &crate::models::Build { seed, lora: lora.cloned() })?;
             if max_len < 2 || max_len > model.max_positions() {
                 return Err(Error::BadSetting {
                     name: "--max-len",
@@ -162,6 +170,8 @@ pub(crate) struct Run<'a> {
     pub(crate) labels: LabelMap,
     pub(crate) acts: HashMap<(usize, usize), Acts>,
     pub(crate) needs_aux: bool,
+    /// The LoRA adapters being trained (a causal LM's), if any.
+    pub(crate) lora: Option<crate::nn::lora::LoraConfig>,
 }
 
 impl Run<'_> {
@@ -252,6 +262,22 @@ impl Run<'_> {
         }
     }
 
+    /// Create a language model's activations for its largest training batch (`batch` blocks
+    /// of the longest block) before the first step, so the memory plan is known at the start.
+    /// Other models plan theirs per batch shape as batches come.
+    pub(crate) fn plan_acts(&mut self, data: &Dataset, batch: usize) -> Result<()> {
+        if let (Net::Lm { model, .. }, Dataset::Blocks(blocks)) = (&self.net, data) {
+            let seq = blocks.iter().map(|b| b.len()).max().unwrap_or(2);
+            let key = (batch.min(blocks.len()).max(1), seq);
+            if !self.acts.contains_key(&key) {
+                let main = model.acts(self.gpu, key.0, key.1)?;
+                let aux = if self.needs_aux { Some(model.acts(self.gpu, key.0, key.1)?) } else { None };
+                self.acts.insert(key, Acts::Lm(main, aux));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn kind(&self) -> TaskKind {
         match self.net {
             Net::Text { .. } => TaskKind::TextClassification,
@@ -320,10 +346,28 @@ impl Run<'_> {
                 let pre = serde_json::to_string_pretty(&prep.config_json()).unwrap_or_default().into_bytes();
                 save_folder(dir, &state, &model.config_json(), Some(source), &[("preprocessor_config.json", pre)])
             }
+            Net::Lm { model, .. } => match &self.lora {
+                Some(lora) => {
+                    let base = source.display().to_string();
+                    crate::io::adapter::save_adapter(self.gpu, &model.params, lora, dir, &base, "CAUSAL_LM")?;
+                    crate::io::hf::copy_side_files(source, dir)
+                }
+                None => {
+                    let state = pollster::block_on(model.state(self.gpu))?;
+                    save_folder(dir, &state, &model.config, Some(source), &[])
+                }
+            },
+        }
+    }
+
+    /// A LoRA run's model with its adapters merged, as a full Hugging Face folder.
+    pub(crate) fn save_merged(&self, dir: &Path, source: &Path) -> Result<()> {
+        match &self.net {
             Net::Lm { model, .. } => {
-                let state = pollster::block_on(model.state(self.gpu))?;
+                let state = pollster::block_on(model.merged_state(self.gpu))?;
                 save_folder(dir, &state, &model.config, Some(source), &[])
             }
+            _ => self.save(dir, source),
         }
     }
 

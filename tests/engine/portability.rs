@@ -126,6 +126,8 @@ fn workload(gpu: &Gpu, dir: &Path, families: &[&str], methods: &[(Base, Method)]
                 metrics: None,
                 progress: false,
                 profile: None,
+                lora: None,
+                merge: false,
             };
             finetune(gpu, &o).unwrap_or_else(|e| panic!("{name} {method:?}: {e}"));
         }
