@@ -106,6 +106,7 @@ const SHADERS: &[(&str, &str)] = &[
     ("kl", include_str!("../../shaders/kl.wgsl")),
     ("decoder", include_str!("../../shaders/decoder.wgsl")),
     ("guard", include_str!("../../shaders/guard.wgsl")),
+    ("half", include_str!("../../shaders/half.wgsl")),
 ];
 
 fn shader_source(name: &str) -> Option<&'static str> {

@@ -18,7 +18,7 @@ use crate::nn::layers::{Linear, Norm, NormStats};
 use crate::nn::{act_backward, site, Drop, ParamSet, Specs, Train};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use crate::ops::elementwise::axpby;
-use crate::ops::embedding::{embedding, embedding_backward, embedding_backward_parts, embedding_parts, EmbeddingIndex};
+use crate::ops::embedding::{embedding, embedding_backward, embedding_backward_parts, EmbeddingIndex};
 use crate::ops::matmul::{matmul, Act, MatView, Matmul};
 
 /// Which embedding/position scheme and head naming the checkpoint uses.
@@ -470,7 +470,7 @@ impl TaskModel for Encoder {
         a.train.set(train);
         let d = Drop::new(train, c.hidden_dropout, c.attention_dropout);
         let bt = a.batch * a.seq;
-        embedding_parts(rec, p.parts(x.word), &a.ids, &a.emb_sum)?;
+        p.gather_rows(rec, x.word, &a.ids, &a.emb_sum)?;
         if let Some(n) = noise {
             n.fill(rec, &s.dres)?;
             axpby(rec, 1.0, &s.dres, 1.0, &a.emb_sum)?;

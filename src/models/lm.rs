@@ -9,12 +9,12 @@ use crate::data::batch::{row_weights, LmBatch};
 use crate::error::{shape_err, Result};
 use crate::gpu::{Gpu, Recorder, Tensor};
 use crate::nn::block::{Block, BlockActs, DecodeBufs, Pass, Scratch};
-use crate::nn::layers::{lm_head, lm_head_backward, KvCache, Norm, NormStats};
+use crate::nn::layers::{lm_head_backward_of, lm_head_of, KvCache, Norm, NormStats};
 use crate::nn::{site, Drop, ParamSet, Train};
 use crate::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use crate::ops::decoder::rope_table_from;
 use crate::ops::elementwise::axpby;
-use crate::ops::embedding::{embedding, embedding_backward, embedding_backward_parts, embedding_parts, EmbeddingIndex};
+use crate::ops::embedding::{embedding, embedding_backward, embedding_backward_parts, EmbeddingIndex};
 
 /// What a family builds: parameter ids and the settings the shared code needs.
 pub struct LmParts {
@@ -227,7 +227,7 @@ impl CausalLm {
         let b = d.bufs.rows(t)?;
         let mut rec = gpu.recorder();
         let rc = &mut rec;
-        embedding_parts(rc, p.parts(x.tokens), &idt, &b.x)?;
+        p.gather_rows(rc, x.tokens, &idt, &b.x)?;
         if let Some(pos) = x.positions {
             let (post, tmp) = (d.pos.narrow(0, &[t])?, d.tmp.narrow(0, &[t, d.tmp.cols()])?);
             gpu.write_u32(&post, &(past as u32..(past + t) as u32).collect::<Vec<_>>())?;
@@ -239,7 +239,7 @@ impl CausalLm {
         }
         let (n, st) = b.norm_out();
         x.norm.forward(rc, p, &b.x, n, st)?;
-        lm_head(rc, p.parts(x.head), n, t - 1, &d.logits)?;
+        lm_head_of(rc, p, x.head, n, t - 1, &d.logits)?;
         rec.submit()?;
         d.cache.advance(t);
         Ok(())
@@ -296,7 +296,7 @@ impl TaskModel for CausalLm {
         // Embeddings are summed in `emb` when anything follows the gather, else in x_0 itself.
         let direct = x.positions.is_none() && !de.hidden();
         let e = if direct { &a.xs[0] } else { &a.emb };
-        embedding_parts(rec, p.parts(x.tokens), &a.ids, e)?;
+        p.gather_rows(rec, x.tokens, &a.ids, e)?;
         if let Some(n) = noise {
             n.fill(rec, &a.s.dtmp)?;
             axpby(rec, 1.0, &a.s.dtmp, 1.0, e)?;
@@ -312,7 +312,7 @@ impl TaskModel for CausalLm {
             blk.forward(rec, p, &a.xs[l], &a.xs[l + 1], la, &a.s, &self.pass(a, &d, l))?;
         }
         x.norm.forward(rec, p, &a.xs[x.blocks.len()], &a.lnf, &a.stf)?;
-        lm_head(rec, p.parts(x.head), &a.lnf, 0, &a.logits)?;
+        lm_head_of(rec, p, x.head, &a.lnf, 0, &a.logits)?;
         if with_loss {
             cross_entropy(rec, &a.logits, &a.targets, &a.loss, Some(&a.dlogits), IGNORE_INDEX, 1.0)?;
         }
@@ -328,7 +328,7 @@ impl TaskModel for CausalLm {
         };
         let (d, de) = self.drops(a.train.get());
         let (mut dx, mut dx2) = (s.dx.clone(), s.dx2.clone());
-        lm_head_backward(rec, p.parts(x.head), p.grad_parts(x.head), &a.lnf, dlogits, &s.dh)?;
+        lm_head_backward_of(rec, p, x.head, &a.lnf, dlogits, &s.dh)?;
         x.norm.backward(rec, p, &a.xs[x.blocks.len()], &s.dh, &a.stf, &dx, false)?;
         for (l, (blk, la)) in x.blocks.iter().zip(&a.layers).enumerate().rev() {
             blk.backward(rec, p, &a.xs[l], la, s, &mut dx, &mut dx2, &self.pass(a, &d, l))?;

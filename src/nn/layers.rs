@@ -85,10 +85,11 @@ impl Linear {
         pre: Option<&Tensor>,
         accumulate: bool,
     ) -> Result<()> {
-        let Some(l) = self.lora else { return self.base_forward(rec, p, x, y, act, pre, accumulate) };
-        let dims = self.dims(&self.weight(p.p(self.w))?);
+        let w = &self.weight(&p.weight(rec, self.w)?)?;
+        let Some(l) = self.lora else { return self.base_forward(rec, p, w, x, y, act, pre, accumulate) };
+        let dims = self.dims(w);
         if act == Act::None {
-            self.base_forward(rec, p, x, y, Act::None, None, accumulate)?;
+            self.base_forward(rec, p, w, x, y, Act::None, None, accumulate)?;
             return self.lora_forward(rec, p, &l, x, y, dims);
         }
         if accumulate {
@@ -102,7 +103,7 @@ impl Linear {
                 &scratch
             }
         };
-        self.base_forward(rec, p, x, z, Act::None, None, false)?;
+        self.base_forward(rec, p, w, x, z, Act::None, None, false)?;
         self.lora_forward(rec, p, &l, x, z, dims)?;
         crate::ops::elementwise::activation(rec, z, y, act)
     }
@@ -112,13 +113,13 @@ impl Linear {
         &self,
         rec: &mut Recorder,
         p: &ParamSet,
+        w: &Tensor,
         x: &Tensor,
         y: &Tensor,
         act: Act,
         pre: Option<&Tensor>,
         accumulate: bool,
     ) -> Result<()> {
-        let w = &self.weight(p.p(self.w))?;
         match self.layout {
             Layout::OutIn => {
                 let x2 = x.reshape(&[x.len() / w.cols(), w.cols()])?;
@@ -164,7 +165,7 @@ impl Linear {
         dx: Option<(&Tensor, bool)>,
         ones: &Tensor,
     ) -> Result<()> {
-        let w = &self.weight(p.p(self.w))?;
+        let w = &self.weight(&p.weight(rec, self.w)?)?;
         let dw = p.g(self.w).map(|g| self.weight(g)).transpose()?;
         match self.layout {
             Layout::OutIn => {
@@ -270,6 +271,48 @@ impl Norm {
         let ng = NormGrads { dx, accumulate_dx: accumulate, dgamma: p.g(self.g), dbeta: self.b.and_then(|b| p.g(b)) };
         norm_backward(rec, x, p.p(self.g), dy, st.mean.as_ref(), &st.rstd, &ng)
     }
+}
+
+/// Rows of a 16-bit table unpacked per matmul of the LM head (bounds its scratch).
+const HEAD_CHUNK: usize = 4096;
+
+/// The LM head over parameter `i` of `p` (see [`lm_head`]), whatever its storage: a 16-bit
+/// table is unpacked [`HEAD_CHUNK`] rows at a time.
+pub fn lm_head_of(rec: &mut Recorder, p: &ParamSet, i: usize, x: &Tensor, row0: usize, logits: &Tensor) -> Result<()> {
+    let Some(h) = p.half(i) else { return lm_head(rec, p.parts(i), x, row0, logits) };
+    let (rows, nv, d) = (logits.rows(), logits.cols(), x.cols());
+    for c0 in (0..nv).step_by(HEAD_CHUNK) {
+        let n = HEAD_CHUNK.min(nv - c0);
+        let t = p.lora_scratch(rec.gpu(), 4, n * d)?;
+        h.unpack_rows(rec, c0, &t)?;
+        matmul(rec, &mm(rows, n, d, view(x, row0 * d, d, 1), view(&t, 0, 1, d), view(logits, c0, nv, 1)))?;
+    }
+    Ok(())
+}
+
+/// [`lm_head_backward`] over parameter `i` of `p`, whatever its storage (a frozen table gets
+/// no gradient).
+pub fn lm_head_backward_of(
+    rec: &mut Recorder,
+    p: &ParamSet,
+    i: usize,
+    x: &Tensor,
+    dlogits: &Tensor,
+    dx: &Tensor,
+) -> Result<()> {
+    let Some(h) = p.half(i) else { return lm_head_backward(rec, p.parts(i), p.grad_parts(i), x, dlogits, dx) };
+    let (rows, nv, d) = (dlogits.rows(), dlogits.cols(), x.cols());
+    for c0 in (0..nv).step_by(HEAD_CHUNK) {
+        let n = HEAD_CHUNK.min(nv - c0);
+        let t = p.lora_scratch(rec.gpu(), 4, n * d)?;
+        h.unpack_rows(rec, c0, &t)?;
+        let mut gx = mm(rows, d, n, view(dlogits, c0, nv, 1), view(&t, 0, d, 1), view(dx, 0, d, 1));
+        if c0 > 0 {
+            gx.beta = Some(1.0);
+        }
+        matmul(rec, &gx)?;
+    }
+    Ok(())
 }
 
 /// The LM head on a `[vocab, h]` table stored as row blocks: `logits[:, r0..r0+n] = x . block^T`

@@ -18,6 +18,7 @@ use crate::io::weights::{HostTensor, Weights};
 use crate::ops::attention::AttnDropout;
 use crate::ops::elementwise::activation_backward;
 use crate::ops::elementwise::axpby;
+use crate::ops::half::Half16;
 use crate::ops::matmul::Act;
 use crate::ops::rng::{dropout, normal, uniform, RngKey};
 use safetensors::Dtype;
@@ -35,6 +36,9 @@ pub struct Specs {
     /// The first `--lora-targets` error met while adding Linears, (value, expected), reported
     /// by `load`.
     lora_error: Option<(String, String)>,
+    /// Tensors that may stay 16-bit when frozen: Linear weights and token tables (the kernels
+    /// that read them unpack; see [`ParamSet::weight`]).
+    half_ok: Vec<usize>,
 }
 
 impl Specs {
@@ -47,6 +51,7 @@ impl Specs {
     pub fn add_split(&mut self, name: impl Into<String>, shape: &[usize]) -> usize {
         let i = self.add(name, shape);
         self.split.push(i);
+        self.half_ok.push(i);
         i
     }
     /// Specs of a model with LoRA adapters (`None`: every parameter trains).
@@ -57,6 +62,7 @@ impl Specs {
     pub fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> layers::Linear {
         let w = self.add(format!("{name}.weight"), &[out, inp]);
         let b = bias.then(|| self.add(format!("{name}.bias"), &[out]));
+        self.half_ok.push(w);
         let lora = self.adapter(name, out, inp);
         layers::Linear { w, b, layout: layers::Layout::OutIn, lora }
     }
@@ -64,6 +70,7 @@ impl Specs {
     pub fn conv1d(&mut self, name: &str, inp: usize, out: usize) -> layers::Linear {
         let w = self.add(format!("{name}.weight"), &[inp, out]);
         let b = Some(self.add(format!("{name}.bias"), &[out]));
+        self.half_ok.push(w);
         let lora = self.adapter(name, out, inp);
         layers::Linear { w, b, layout: layers::Layout::InOut { cols: None }, lora }
     }
@@ -114,7 +121,16 @@ impl Specs {
                 self.list.iter().map(|(n, _)| !lora::is_adapter(n) && !lora::is_head(n)).collect()
             }
         };
-        ParamSet::load_frozen(gpu, &self.list, w, prefix, optional_from, &self.split, &frozen, seed)
+        // A frozen Linear weight or token table stored as bf16/f16 stays 16-bit on the device.
+        let half: Vec<bool> = (0..self.list.len())
+            .map(|i| {
+                let name = &self.list[i].0;
+                let short = name.strip_prefix(prefix).unwrap_or(name);
+                let dtype = w.tensors.get(name.as_str()).or_else(|| w.tensors.get(short)).map(|t| t.dtype);
+                frozen[i] && self.half_ok.contains(&i) && matches!(dtype, Some(Dtype::BF16 | Dtype::F16))
+            })
+            .collect();
+        ParamSet::load_frozen(gpu, &self.list, w, prefix, optional_from, &self.split, &frozen, &half, seed)
     }
     pub fn len(&self) -> usize {
         self.list.len()
@@ -134,6 +150,8 @@ pub struct ParamSet {
     pub grads: Arena,
     /// Frozen tensors (LoRA's base model), shared with reference copies.
     pub frozen: Option<Arena>,
+    /// Frozen tensors kept 16-bit (a bf16/f16 checkpoint's Linear weights and token tables).
+    half: Arc<Vec<Half16>>,
     /// Where each parameter id lives.
     slots: Arc<Vec<Slot>>,
     names: Arc<Vec<String>>,
@@ -148,6 +166,7 @@ pub struct ParamSet {
 enum Slot {
     Train(usize),
     Frozen(usize),
+    Half(usize),
 }
 
 impl ParamSet {
@@ -155,15 +174,28 @@ impl ParamSet {
     /// listed in `split` may be stored as row blocks when they exceed one binding (the model
     /// reaches them through [`ParamSet::parts`]).
     pub fn new(gpu: &Gpu, specs: &[(String, Vec<usize>)], split: &[usize]) -> Result<Self> {
-        Self::new_frozen(gpu, specs, split, &vec![false; specs.len()])
+        Self::new_frozen(gpu, specs, split, &vec![false; specs.len()], &[])
     }
 
     /// [`ParamSet::new`] with the tensors marked in `frozen` in an arena of their own, without
     /// gradients.
-    pub fn new_frozen(gpu: &Gpu, specs: &[(String, Vec<usize>)], split: &[usize], frozen: &[bool]) -> Result<Self> {
+    /// `half` marks frozen tensors that will be given as 16-bit (not allocated here).
+    pub fn new_frozen(
+        gpu: &Gpu,
+        specs: &[(String, Vec<usize>)],
+        split: &[usize],
+        frozen: &[bool],
+        half: &[bool],
+    ) -> Result<Self> {
         let (mut train, mut fro) = (ArenaBuilder::new(), ArenaBuilder::new());
         let mut slots = Vec::with_capacity(specs.len());
+        let mut halves = 0;
         for (i, (n, s)) in specs.iter().enumerate() {
+            if half.get(i).copied().unwrap_or(false) {
+                slots.push(Slot::Half(halves));
+                halves += 1;
+                continue;
+            }
             let is_frozen = frozen.get(i).copied().unwrap_or(false);
             let b = if is_frozen { &mut fro } else { &mut train };
             let local = if split.contains(&i) { b.add_split(n.clone(), s) } else { b.add(n.clone(), s) };
@@ -174,6 +206,7 @@ impl ParamSet {
             params: train.build(gpu, "params")?,
             grads: train.build(gpu, "grads")?,
             frozen: if any_frozen { Some(fro.build(gpu, "frozen")?) } else { None },
+            half: Arc::new(Vec::new()),
             slots: Arc::new(slots),
             names: Arc::new(specs.iter().map(|(n, _)| n.clone()).collect()),
             dtypes: vec![Dtype::F32; specs.len()],
@@ -195,7 +228,7 @@ impl ParamSet {
         split: &[usize],
         seed: u64,
     ) -> Result<Self> {
-        Self::load_frozen(gpu, specs, w, prefix, optional_from, split, &vec![false; specs.len()], seed)
+        Self::load_frozen(gpu, specs, w, prefix, optional_from, split, &vec![false; specs.len()], &[], seed)
     }
 
     /// [`ParamSet::load`] with the tensors marked in `frozen` kept without gradients.
@@ -208,10 +241,20 @@ impl ParamSet {
         optional_from: usize,
         split: &[usize],
         frozen: &[bool],
+        half: &[bool],
         seed: u64,
     ) -> Result<Self> {
-        let mut set = Self::new_frozen(gpu, specs, split, frozen)?;
+        let mut set = Self::new_frozen(gpu, specs, split, frozen, half)?;
+        let mut halves = Vec::new();
         for (i, (name, shape)) in specs.iter().enumerate() {
+            if half.get(i).copied().unwrap_or(false) {
+                let short = name.strip_prefix(prefix).unwrap_or(name);
+                let n = if w.tensors.contains_key(name.as_str()) { name.as_str() } else { short };
+                let t = w.get(n, shape)?;
+                halves.push(Half16::upload(gpu, &t.data, shape, t.dtype == Dtype::BF16)?);
+                set.dtypes[i] = t.dtype;
+                continue;
+            }
             let short = name.strip_prefix(prefix).unwrap_or(name);
             if name.ends_with(".lora_A.weight") {
                 let bound = 1.0 / (shape[1] as f64).sqrt();
@@ -250,27 +293,54 @@ impl ParamSet {
                 }
             }
         }
+        set.half = Arc::new(halves);
         Ok(set)
     }
 
-    /// The arena and index of parameter `i`.
-    fn slot(&self, i: usize) -> (&Arena, usize) {
+    /// The arena and index of parameter `i` (`None`: a 16-bit tensor).
+    fn slot(&self, i: usize) -> Option<(&Arena, usize)> {
         match self.slots[i] {
-            Slot::Train(j) => (&self.params, j),
-            Slot::Frozen(j) => (self.frozen.as_ref().expect("a frozen slot has its arena"), j),
+            Slot::Train(j) => Some((&self.params, j)),
+            Slot::Frozen(j) => Some((self.frozen.as_ref().expect("a frozen slot has its arena"), j)),
+            Slot::Half(_) => None,
         }
     }
 
-    /// Write parameter `i` from the host.
-    pub fn write(&self, gpu: &Gpu, i: usize, data: &[f32]) -> Result<()> {
-        let (a, j) = self.slot(i);
-        a.write(gpu, j, data)
+    /// Parameter `i` when it is kept 16-bit.
+    pub fn half(&self, i: usize) -> Option<&Half16> {
+        match self.slots[i] {
+            Slot::Half(j) => Some(&self.half[j]),
+            _ => None,
+        }
     }
 
-    /// Read parameter `i` back.
+    /// Write parameter `i` from the host (not a frozen 16-bit one).
+    pub fn write(&self, gpu: &Gpu, i: usize, data: &[f32]) -> Result<()> {
+        match self.slot(i) {
+            Some((a, j)) => a.write(gpu, j, data),
+            None => crate::error::shape_err("params", format!("{} is frozen in 16 bits", self.names[i])),
+        }
+    }
+
+    /// Read parameter `i` back (f32).
     pub async fn read(&self, gpu: &Gpu, i: usize) -> Result<Vec<f32>> {
-        let (a, j) = self.slot(i);
-        a.read(gpu, j).await
+        match self.slot(i) {
+            Some((a, j)) => a.read(gpu, j).await,
+            None => self.half(i).expect("a 16-bit slot").read(gpu).await,
+        }
+    }
+
+    /// Parameter `i` as an f32 tensor of its shape: itself, or a 16-bit one unpacked into a
+    /// scratch buffer (valid until the next 16-bit weight is unpacked).
+    pub fn weight(&self, rec: &mut Recorder, i: usize) -> Result<Tensor> {
+        match self.half(i) {
+            None => Ok(self.p(i).clone()),
+            Some(h) => {
+                let t = self.lora_scratch(rec.gpu(), 3, h.numel())?;
+                h.unpack_rows(rec, 0, &t)?;
+                t.reshape(&h.shape)
+            }
+        }
     }
 
     /// Every parameter under its name, read back from the GPU, in the dtype it was loaded in.
@@ -282,16 +352,19 @@ impl ParamSet {
         }
         Ok(out)
     }
-    /// Parameter `i`.
+    /// Parameter `i`. A frozen 16-bit tensor gives its packed words: read those through
+    /// [`ParamSet::weight`] or [`ParamSet::half`].
     pub fn p(&self, i: usize) -> &Tensor {
-        let (a, j) = self.slot(i);
-        a.get(j)
+        match self.slot(i) {
+            Some((a, j)) => a.get(j),
+            None => &self.half(i).expect("a 16-bit slot").parts[0].2,
+        }
     }
     /// Gradient of parameter `i`; `None` when it is frozen.
     pub fn g(&self, i: usize) -> Option<&Tensor> {
         match self.slots[i] {
             Slot::Train(j) => Some(self.grads.get(j)),
-            Slot::Frozen(_) => None,
+            Slot::Frozen(_) | Slot::Half(_) => None,
         }
     }
     /// Gradient of parameter `i`, or an error naming it when it is frozen (for passes that
@@ -311,19 +384,31 @@ impl ParamSet {
     }
     /// Shape of parameter `i`.
     pub fn shape(&self, i: usize) -> &[usize] {
-        let (a, j) = self.slot(i);
-        a.shape(j)
+        match self.slot(i) {
+            Some((a, j)) => a.shape(j),
+            None => &self.half(i).expect("a 16-bit slot").shape,
+        }
     }
-    /// Row blocks of parameter `i` (see [`ParamSet::new`]).
+    /// Row blocks of parameter `i` (see [`ParamSet::new`]); none for a 16-bit tensor (see
+    /// [`ParamSet::gather_rows`] and [`layers::lm_head_of`]).
     pub fn parts(&self, i: usize) -> &[Part] {
-        let (a, j) = self.slot(i);
-        a.parts(j)
+        match self.slot(i) {
+            Some((a, j)) => a.parts(j),
+            None => &[],
+        }
+    }
+    /// Record the embedding gather `out[r, :] = table_i[ids[r], :]`, whatever its storage.
+    pub fn gather_rows(&self, rec: &mut Recorder, i: usize, ids: &Tensor, out: &Tensor) -> Result<()> {
+        match self.half(i) {
+            Some(h) => h.gather(rec, ids, out),
+            None => crate::ops::embedding::embedding_parts(rec, self.parts(i), ids, out),
+        }
     }
     /// Row blocks of the gradient of parameter `i`; `None` when it is frozen.
     pub fn grad_parts(&self, i: usize) -> Option<&[Part]> {
         match self.slots[i] {
             Slot::Train(j) => Some(self.grads.parts(j)),
-            Slot::Frozen(_) => None,
+            Slot::Frozen(_) | Slot::Half(_) => None,
         }
     }
     /// Every parameter's name, by id.
@@ -340,7 +425,8 @@ impl ParamSet {
     /// Bytes the parameters take on the GPU: (trainable, frozen).
     pub fn bytes(&self) -> (u64, u64) {
         let sum = |a: &Arena| a.chunks().iter().map(|c| c.bytes()).sum::<u64>();
-        (sum(&self.params), self.frozen.as_ref().map(sum).unwrap_or(0))
+        let half: u64 = self.half.iter().map(|h| h.bytes()).sum();
+        (sum(&self.params), self.frozen.as_ref().map(sum).unwrap_or(0) + half)
     }
     /// A LoRA scratch buffer (see [`lora::Scratch`]).
     pub(crate) fn lora_scratch(&self, gpu: &Gpu, slot: usize, n: usize) -> Result<Tensor> {
@@ -492,6 +578,7 @@ impl ParamSet {
             params,
             grads: self.grads.clone(),
             frozen: self.frozen.clone(),
+            half: self.half.clone(),
             slots: self.slots.clone(),
             names: self.names.clone(),
             dtypes: self.dtypes.clone(),

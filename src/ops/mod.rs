@@ -7,6 +7,7 @@ pub mod cross_entropy;
 pub mod decoder;
 pub mod elementwise;
 pub mod embedding;
+pub mod half;
 pub mod kl;
 pub mod matmul;
 pub mod norm;

@@ -3,7 +3,7 @@
 //! the gradient of every trainable tensor (adapters, and a classifier's head) within the same
 //! tolerances as the full models (`LOGITS_TOL`, `GRAD_TOL`), the base weights frozen.
 
-use super::encoder::fixture;
+use super::encoder::{fixture, ints};
 use super::*;
 use tramway::io::adapter::{adapter_files, load_adapter, read_adapter, PEFT_PREFIX};
 use tramway::io::hf::read_weights;
@@ -139,4 +139,130 @@ fn bad_adapters_and_targets_give_clear_errors() {
     assert!(parse(r#"{"r": 3}"#).contains("[r = 3, in]"));
     assert!(parse(r#"{"peft_type": "IA3", "r": 4}"#).contains("IA3"));
     assert!(parse("{").contains("not valid JSON"));
+}
+
+/// The packed 16-bit kernels against the host: unpacking any run of rows and gathering rows by
+/// id, bf16 and f16, with awkward sizes (odd widths and counts, one row) and a binding limit
+/// small enough to store the table as several row blocks. Exact: unpacking is a bit move.
+#[test]
+fn half_unpack_and_gather_match_the_host() {
+    use tramway::ops::half::{unpack_host, Half16};
+    let small = Gpu::new_blocking(GpuOptions { max_binding: Some(256), ..GpuOptions::from_env().unwrap() }).unwrap();
+    for (bf16, rows, cols) in [(true, 37, 5), (false, 37, 5), (true, 1, 3), (false, 9, 1)] {
+        let round = |v: f32| if bf16 { half::bf16::from_f32(v).to_f32() } else { half::f16::from_f32(v).to_f32() };
+        let data: Vec<f32> = (0..rows * cols).map(|i| round(((i * 7919 % 211) as f32 - 105.0) / 17.0)).collect();
+        let h = Half16::upload(&small, &data, &[rows, cols], bf16).unwrap();
+        assert_eq!(h.parts.len() > 1, rows * cols * 2 > 256, "{rows}x{cols}: blocks {}", h.parts.len());
+        for (r0, n) in [(0, rows), (rows - 1, 1), (rows / 3, rows / 2)] {
+            if n == 0 || r0 + n > rows || n * cols * 4 > 256 {
+                continue;
+            }
+            let out = small.zeros(&[n * cols]).unwrap();
+            let mut rc = small.recorder();
+            let spans_blocks = h.parts.iter().filter(|(b0, bn, _)| r0 < b0 + bn && b0 < &(r0 + n)).count() > 1;
+            let r = h.unpack_rows(&mut rc, r0, &out);
+            if spans_blocks && r0 % 24 != 0 {
+                continue; // a run starting inside one block and ending in the next is refused
+            }
+            r.unwrap();
+            rc.submit().unwrap();
+            assert_eq!(
+                small.read_f32_blocking(&out).unwrap(),
+                data[r0 * cols..(r0 + n) * cols],
+                "{rows}x{cols} rows {r0}+{n}"
+            );
+        }
+        let ids: Vec<u32> = [rows - 1, 0, rows / 2, rows - 1].iter().map(|&i| i as u32).collect();
+        let idt = small.from_u32(&ids, &[ids.len()]).unwrap();
+        let out = small.zeros(&[ids.len() * cols]).unwrap();
+        let mut rc = small.recorder();
+        h.gather(&mut rc, &idt, &out).unwrap();
+        rc.submit().unwrap();
+        let want: Vec<f32> =
+            ids.iter().flat_map(|&i| data[i as usize * cols..(i as usize + 1) * cols].to_vec()).collect();
+        assert_eq!(small.read_f32_blocking(&out).unwrap(), want, "{rows}x{cols} gather");
+        let back = pollster::block_on(h.read(&small)).unwrap();
+        assert_eq!(back, data);
+        assert_eq!(unpack_host(&tramway::ops::half::pack(&data, bf16), data.len(), bf16), data);
+    }
+}
+
+/// A bf16 (LLaMA) or f16 (GPT-2, tied and split-free table) checkpoint with LoRA keeps its
+/// frozen Linear weights and token table in 16 bits: about 2 bytes per frozen parameter, and
+/// the same logits, loss and adapter gradients, bitwise, as the f32 model holding the same
+/// (16-bit-rounded) values.
+#[test]
+fn frozen_16_bit_weights_give_the_f32_results() {
+    use safetensors::Dtype;
+    for (base, dtype) in [("llama", Dtype::BF16), ("gpt2", Dtype::F16)] {
+        let a = read_adapter(&fixture(&format!("lora_{base}/adapter"))).unwrap();
+        let dir = fixture(base).join("model");
+        let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let mut w16 = read_weights(&dir).unwrap();
+        for t in w16.tensors.values_mut() {
+            t.data = t
+                .data
+                .iter()
+                .map(|&v| match dtype {
+                    Dtype::BF16 => half::bf16::from_f32(v).to_f32(),
+                    _ => half::f16::from_f32(v).to_f32(),
+                })
+                .collect();
+            t.dtype = dtype;
+        }
+        let mut w32 = w16.clone();
+        for t in w32.tensors.values_mut() {
+            t.dtype = Dtype::F32;
+        }
+        let run = |w: &tramway::io::weights::Weights| {
+            let m = tramway::models::load_causal_lm_with(gpu(), "config.json", &text, w, &build(&a.config)).unwrap();
+            load_adapter(gpu(), &m.params, &a).unwrap();
+            let expected = read_weights(&fixture(&format!("lora_{base}/expected.safetensors"))).unwrap();
+            let (shape, _) = expected.ints("input_ids").unwrap();
+            let batch = tramway::data::batch::LmBatch {
+                batch: shape[0],
+                seq: shape[1],
+                ids: ints(&expected, "input_ids"),
+                mask: ints(&expected, "attention_mask"),
+            };
+            let mut acts = m.acts(gpu(), batch.batch, batch.seq).unwrap();
+            m.upload(gpu(), &mut acts, &batch).unwrap();
+            let mut rc = gpu().recorder();
+            m.params.zero_grads(&mut rc);
+            m.forward(&mut rc, &acts, true, None).unwrap();
+            m.backward(&mut rc, &acts).unwrap();
+            rc.submit().unwrap();
+            let logits = gpu().read_f32_blocking(&acts.logits).unwrap();
+            let grads: Vec<Vec<f32>> =
+                (0..m.params.params.len()).map(|j| m.params.grads.read_blocking(gpu(), j).unwrap()).collect();
+            (m, logits, grads)
+        };
+        let (m16, l16, g16) = run(&w16);
+        let (m32, l32, g32) = run(&w32);
+        let p = &m16.params;
+        let should = |n: &str| {
+            let table = ["wte.weight", "embed_tokens.weight", "lm_head.weight"].iter().any(|t| n.ends_with(t));
+            let linear = (n.contains(".c_") || n.ends_with("_proj.weight")) && n.ends_with(".weight");
+            table || (linear && !n.contains("lora_"))
+        };
+        for (i, n) in p.names().iter().enumerate() {
+            assert_eq!(p.half(i).is_some(), should(n), "{base}: {n} 16-bit");
+        }
+        let (_, frozen16) = p.bytes();
+        let (_, frozen32) = m32.params.bytes();
+        let frozen_params = p.count() - p.trainable_count();
+        let per = frozen16 as f64 / frozen_params as f64;
+        // Norm vectors and biases stay f32 and every buffer is padded to 256 bytes: a little
+        // above 2 on these tiny models (2.0 on SmolLM2, see BENCHMARKS.md).
+        assert!(per < 2.4 && frozen32 as f64 / frozen16 as f64 > 1.6, "{base}: {per:.2} bytes per frozen parameter");
+        assert_eq!(l16, l32, "{base}: logits");
+        assert_eq!(g16, g32, "{base}: adapter gradients");
+        // Saving reads the 16-bit values back exactly, in their dtype.
+        let state = pollster::block_on(p.state(gpu())).unwrap();
+        let (_, t) = state
+            .iter()
+            .find(|(n, _)| n.ends_with("layers.0.self_attn.q_proj.weight") || n.ends_with("h.0.attn.c_attn.weight"))
+            .unwrap();
+        assert_eq!(t.dtype, dtype);
+    }
 }
