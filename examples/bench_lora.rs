@@ -113,7 +113,7 @@ fn main() -> Result<()> {
         gpu.adapter_info().backend,
         2 * rank
     );
-    println!("\n| configuration | planned MiB | frozen B / param | trainable params | memory vs full | s / step | time vs full |");
+    println!("\n| configuration | planned MiB | frozen B / param | trainable params | full's memory / this | s / step | this / full's time |");
     println!("|---|---|---|---|---|---|---|");
     for (i, (_, _, row)) in runs.iter().enumerate() {
         let full = &runs[i % methods.len()].2;
@@ -121,7 +121,7 @@ fn main() -> Result<()> {
         let per =
             if p.frozen_params > 0 { format!("{:.2}", p.frozen as f64 / p.frozen_params as f64) } else { "-".into() };
         println!(
-            "| {} | {:.1} | {per} | {:.2}M | {:.2}x less | {:.2} | {:.2} |",
+            "| {} | {:.1} | {per} | {:.2}M | {:.2} | {:.2} | {:.2} |",
             row.name,
             mib(p.total()),
             p.trainable_params as f64 / 1e6,

@@ -151,7 +151,7 @@ pub struct ParamSet {
     /// Frozen tensors (LoRA's base model), shared with reference copies.
     pub frozen: Option<Arena>,
     /// Frozen tensors kept 16-bit (a bf16/f16 checkpoint's Linear weights and token tables).
-    half: Arc<Vec<Half16>>,
+    half: Vec<Half16>,
     /// Where each parameter id lives.
     slots: Arc<Vec<Slot>>,
     names: Arc<Vec<String>>,
@@ -206,7 +206,7 @@ impl ParamSet {
             params: train.build(gpu, "params")?,
             grads: train.build(gpu, "grads")?,
             frozen: if any_frozen { Some(fro.build(gpu, "frozen")?) } else { None },
-            half: Arc::new(Vec::new()),
+            half: Vec::new(),
             slots: Arc::new(slots),
             names: Arc::new(specs.iter().map(|(n, _)| n.clone()).collect()),
             dtypes: vec![Dtype::F32; specs.len()],
@@ -293,7 +293,7 @@ impl ParamSet {
                 }
             }
         }
-        set.half = Arc::new(halves);
+        set.half = halves;
         Ok(set)
     }
 
