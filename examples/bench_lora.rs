@@ -55,7 +55,7 @@ fn main() -> Result<()> {
     }
     let mut models = Vec::new();
     for (name, dir, l) in &builds {
-        let model = CausalLm::load_with(&gpu, dir, &Build { seed: 1, lora: l.clone() })?;
+        let model = CausalLm::load_with(&gpu, dir, &Build { seed: 1, lora: l.clone(), ..Default::default() })?;
         let tok = lm_tokenizer(dir, &model)?;
         let ids = tok.ids(TEXT, false)?;
         let mut b = LmBatch { batch, seq, ids: Vec::new(), mask: Vec::new() };

@@ -61,6 +61,7 @@ fn main() -> tramway::Result<()> {
         profile: None,
         lora: None,
         merge: false,
+        freeze_base: false,
     };
     let gpu = Gpu::new_blocking(GpuOptions::from_env()?)?;
     let summary = finetune(&gpu, &options)?;

@@ -265,6 +265,9 @@ struct FinetuneArgs {
     /// With --lora-rank: also write final-merged/, a full model folder with the adapters merged.
     #[arg(long)]
     merge: bool,
+    /// Train only the classifier head on the frozen encoder (a linear probe of its features).
+    #[arg(long)]
+    freeze_base: bool,
 }
 
 fn parse_eval(s: &str) -> Result<(String, PathBuf), String> {
@@ -385,6 +388,7 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
         profile: a.profile,
         lora,
         merge: a.merge,
+        freeze_base: a.freeze_base,
     })
 }
 

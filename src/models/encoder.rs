@@ -190,7 +190,7 @@ impl Encoder {
     /// Build the model from a config and its weights (see the module docs for what may be
     /// missing). `seed` initialises a missing head.
     pub fn load(gpu: &Gpu, cfg: EncoderConfig, w: &Weights, seed: u64) -> Result<Self> {
-        Self::load_with(gpu, cfg, w, &super::Build { seed, lora: None })
+        Self::load_with(gpu, cfg, w, &super::Build { seed, ..Default::default() })
     }
 
     /// [`Encoder::load`] as `b` says (LoRA adapters; the classifier head then trains whole,
@@ -198,7 +198,7 @@ impl Encoder {
     pub fn load_with(gpu: &Gpu, cfg: EncoderConfig, w: &Weights, b: &super::Build) -> Result<Self> {
         let c = &cfg;
         let (h, i, p, eps) = (c.hidden_size, c.intermediate_size, c.prefix(), c.layer_norm_eps);
-        let mut s = Specs::with_lora(b.lora.clone());
+        let mut s = Specs::for_build(b);
         let word = s.add_split(format!("{p}embeddings.word_embeddings.weight"), &[c.vocab_size, h]);
         let pos = s.add(format!("{p}embeddings.position_embeddings.weight"), &[c.max_position_embeddings, h]);
         let typ = s.add(format!("{p}embeddings.token_type_embeddings.weight"), &[c.type_vocab_size, h]);

@@ -107,13 +107,13 @@ pub fn from_config(gpu: &Gpu, file: &str, text: &str, w: &Weights, b: &Build) ->
 
 /// Build GPT-2 from its config and weights (names with or without `transformer.`).
 pub fn load(gpu: &Gpu, c: &Gpt2Config, w: &Weights, seed: u64) -> Result<CausalLm> {
-    load_with(gpu, c, w, &Build { seed, lora: None })
+    load_with(gpu, c, w, &Build { seed, ..Default::default() })
 }
 
 /// [`load`] as `b` says (LoRA adapters).
 pub fn load_with(gpu: &Gpu, c: &Gpt2Config, w: &Weights, b: &Build) -> Result<CausalLm> {
     let (h, i, eps, heads) = (c.hidden_size, c.inner_size, c.layer_norm_eps, c.num_heads);
-    let mut s = Specs::with_lora(b.lora.clone());
+    let mut s = Specs::for_build(b);
     let tokens = s.add_split("transformer.wte.weight", &[c.vocab_size, h]);
     let positions = s.add("transformer.wpe.weight", &[c.n_positions, h]);
     let mut blocks = Vec::with_capacity(c.num_layers);

@@ -126,7 +126,7 @@ pub fn from_config(gpu: &Gpu, file: &str, text: &str, w: &Weights, b: &Build) ->
 /// Build a LLaMA-architecture model from its config and weights; `arch` is the
 /// `architectures` entry a saved config.json gets (`LlamaForCausalLM`, `Qwen2ForCausalLM`).
 pub fn load(gpu: &Gpu, c: &LlamaConfig, w: &Weights, seed: u64, arch: &str) -> Result<CausalLm> {
-    load_with(gpu, c, w, &Build { seed, lora: None }, arch)
+    load_with(gpu, c, w, &Build { seed, ..Default::default() }, arch)
 }
 
 /// [`load`] as `b` says (LoRA adapters).
@@ -134,7 +134,7 @@ pub fn load_with(gpu: &Gpu, c: &LlamaConfig, w: &Weights, b: &Build, arch: &str)
     let (h, i, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps);
     let (heads, kv_heads, head_dim) = (c.num_heads, c.num_kv_heads, c.head_dim);
     let (qd, kd) = (heads * head_dim, kv_heads * head_dim);
-    let mut s = Specs::with_lora(b.lora.clone());
+    let mut s = Specs::for_build(b);
     let tokens = s.add_split("model.embed_tokens.weight", &[c.vocab_size, h]);
     let mut blocks = Vec::with_capacity(c.num_layers);
     for l in 0..c.num_layers {

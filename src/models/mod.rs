@@ -29,6 +29,8 @@ pub struct Build {
     pub seed: u64,
     /// LoRA adapters on the Linears it selects; the base model frozen.
     pub lora: Option<crate::nn::lora::LoraConfig>,
+    /// Freeze everything but a classifier head (a linear probe of the frozen features).
+    pub freeze_base: bool,
 }
 
 /// What a `model_type` is.
@@ -127,7 +129,7 @@ pub(crate) fn check_tokens(
 
 /// A causal LM from its config text and weights, whatever its family.
 pub fn load_causal_lm(gpu: &Gpu, file: &str, text: &str, w: &Weights, seed: u64) -> Result<lm::CausalLm> {
-    load_causal_lm_with(gpu, file, text, w, &Build { seed, lora: None })
+    load_causal_lm_with(gpu, file, text, w, &Build { seed, ..Default::default() })
 }
 
 /// [`load_causal_lm`] as `b` says.

@@ -36,6 +36,8 @@ pub struct Specs {
     /// The first `--lora-targets` error met while adding Linears, (value, expected), reported
     /// by `load`.
     lora_error: Option<(String, String)>,
+    /// Freeze everything but a classifier head (a linear probe), without adapters.
+    pub freeze_base: bool,
     /// Tensors that may stay 16-bit when frozen: Linear weights and token tables (the kernels
     /// that read them unpack; see [`ParamSet::weight`]).
     half_ok: Vec<usize>,
@@ -54,9 +56,10 @@ impl Specs {
         self.half_ok.push(i);
         i
     }
-    /// Specs of a model with LoRA adapters (`None`: every parameter trains).
-    pub fn with_lora(lora: Option<lora::LoraConfig>) -> Self {
-        Specs { lora, ..Default::default() }
+    /// Specs of a model built as `b` says: LoRA adapters (`None`: every parameter trains),
+    /// or a frozen base under a trainable head.
+    pub fn for_build(b: &crate::models::Build) -> Self {
+        Specs { lora: b.lora.clone(), freeze_base: b.freeze_base, ..Default::default() }
     }
     /// An `nn.Linear` `name.weight` `[out, inp]` (and `name.bias` `[out]`).
     pub fn linear(&mut self, name: &str, out: usize, inp: usize, bias: bool) -> layers::Linear {
@@ -112,15 +115,17 @@ impl Specs {
             let (value, expected) = (value.clone(), expected.clone());
             return Err(crate::error::Error::BadSetting { name: "--lora-targets", value, expected });
         }
-        let frozen: Vec<bool> = match &self.lora {
-            None => vec![false; self.list.len()],
-            Some(_) => {
-                if !self.list.iter().any(|(n, _)| lora::is_adapter(n)) {
-                    return model_err(&w.file, "no Linear of this model matches --lora-targets");
-                }
-                self.list.iter().map(|(n, _)| !lora::is_adapter(n) && !lora::is_head(n)).collect()
-            }
+        if self.lora.is_some() && !self.list.iter().any(|(n, _)| lora::is_adapter(n)) {
+            return model_err(&w.file, "no Linear of this model matches --lora-targets");
+        }
+        let frozen: Vec<bool> = if self.lora.is_some() || self.freeze_base {
+            self.list.iter().map(|(n, _)| !lora::is_adapter(n) && !lora::is_head(n)).collect()
+        } else {
+            vec![false; self.list.len()]
         };
+        if frozen.iter().all(|&f| f) {
+            return model_err(&w.file, "--freeze-base leaves nothing to train: this model has no classifier head");
+        }
         // A frozen Linear weight or token table stored as bf16/f16 stays 16-bit on the device.
         let half: Vec<bool> = (0..self.list.len())
             .map(|i| {

@@ -31,7 +31,7 @@ impl<'g> Classifier<'g> {
             TaskKind::TextClassification => max_len.min(read_encoder_config(dir)?.max_position_embeddings),
             TaskKind::ImageClassification | TaskKind::CausalLm => max_len,
         };
-        let Loaded { net, labels } = load_net(gpu, kind, dir, Head::Keep, max_len, None, 0, None)?;
+        let Loaded { net, labels } = load_net(gpu, kind, dir, Head::Keep, max_len, None, 0, None, false)?;
         Ok(Classifier {
             labels: labels.names.clone(),
             run: Run { gpu, net, labels, acts: HashMap::new(), needs_aux: false, lora: None },

@@ -130,8 +130,89 @@ pub fn task_table(task: &str, optimizers: &[String], records: &[RunRecord]) -> S
     s
 }
 
+/// The two-sided 95 % quantile of Student's t with `df` degrees of freedom.
+pub fn t975(df: usize) -> f64 {
+    const T: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    ];
+    match df {
+        0 => f64::NAN,
+        d if d <= 30 => T[d - 1],
+        _ => 1.96,
+    }
+}
+
+/// Mean of paired differences and its 95 % interval (Student's t): `(mean, low, high)`; NaN
+/// bounds for fewer than two pairs.
+pub fn paired_interval(diffs: &[f64]) -> (f64, f64, f64) {
+    let (m, sd) = mean_std(diffs);
+    let half = t975(diffs.len().saturating_sub(1)) * sd / (diffs.len() as f64).sqrt();
+    (m, m - half, m + half)
+}
+
+/// Each row's paired difference to `reference` on one task, per evaluation set, over the seeds
+/// both rows ran (a seed fixes the data order and the head's initialisation, so the pairs share
+/// their batches): mean and 95 % interval, in accuracy points (perplexity for a language
+/// model). `None` when the reference has no runs.
+pub fn paired_table(task: &str, optimizers: &[String], records: &[RunRecord], reference: &str) -> Option<String> {
+    let rs: Vec<&RunRecord> = records.iter().filter(|r| r.task == task).collect();
+    let refs: Vec<&&RunRecord> = rs.iter().filter(|r| r.optimizer == reference).collect();
+    if refs.is_empty() {
+        return None;
+    }
+    let lm = is_lm(&rs);
+    let scale = if lm { 1.0 } else { 100.0 };
+    let mut sets: Vec<String> = Vec::new();
+    for r in &rs {
+        for e in &r.evals {
+            if !sets.contains(&e.0) {
+                sets.push(e.0.clone());
+            }
+        }
+    }
+    let mut s = format!("| optimizer − {reference} | {} | pairs |\n", sets.join(" | "));
+    s += &format!("|---|{}---|\n", "---|".repeat(sets.len()));
+    let mut rows = 0;
+    for o in optimizers.iter().filter(|o| *o != reference && *o != "pretrained") {
+        let mut pairs = 0;
+        let cells: Vec<String> = sets
+            .iter()
+            .map(|set| {
+                let at = |r: &RunRecord| r.evals.iter().find(|e| &e.0 == set).map(score);
+                let diffs: Vec<f64> = rs
+                    .iter()
+                    .filter(|r| &r.optimizer == o)
+                    .filter_map(|r| {
+                        let base = refs.iter().find(|b| b.seed == r.seed)?;
+                        Some((at(r)? - at(base)?) * scale)
+                    })
+                    .collect();
+                pairs = pairs.max(diffs.len());
+                let (m, lo, hi) = paired_interval(&diffs);
+                if diffs.len() < 2 {
+                    format!("{m:+.2}")
+                } else {
+                    format!("{m:+.2} [{lo:+.2}, {hi:+.2}]")
+                }
+            })
+            .collect();
+        if pairs == 0 {
+            continue;
+        }
+        rows += 1;
+        s += &format!("| {o} | {} | {pairs} |\n", cells.join(" | "));
+    }
+    (rows > 0).then_some(s)
+}
+
 /// Mean training loss over seeds at each logged step of `metrics.jsonl` files.
 fn mean_loss_curve(dirs: &[PathBuf]) -> Vec<(f64, f64)> {
+    mean_curve(dirs, "loss")
+}
+
+/// Mean over seeds of a training metric (`loss`, TRAM's `d`) at each logged step.
+fn mean_curve(dirs: &[PathBuf], key: &str) -> Vec<(f64, f64)> {
     let mut sums: std::collections::BTreeMap<u64, (f64, usize)> = Default::default();
     for d in dirs {
         let Ok(text) = std::fs::read_to_string(d.join("metrics.jsonl")) else { continue };
@@ -139,7 +220,7 @@ fn mean_loss_curve(dirs: &[PathBuf]) -> Vec<(f64, f64)> {
             if v.get("eval").is_some() {
                 continue;
             }
-            if let (Some(step), Some(loss)) = (v["step"].as_u64(), v["loss"].as_f64()) {
+            if let (Some(step), Some(loss)) = (v["step"].as_u64(), v[key].as_f64()) {
                 let e = sums.entry(step).or_default();
                 e.0 += loss;
                 e.1 += 1;
@@ -180,6 +261,15 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
         let lm = is_lm(&records.iter().filter(|r| &r.task == t).collect::<Vec<_>>());
         let what = if lm { "Perplexity (lower is better)" } else { "Accuracy" };
         md += &format!("\n### {t}\n\n{what} (mean ± std over seeds):\n\n{}", task_table(t, optimizers, &records));
+        if let Some(p) = paired_table(t, optimizers, &records, "adamw") {
+            let unit = if lm { "perplexity" } else { "accuracy points" };
+            md += &format!(
+                "\nPaired difference to adamw over the same seeds (same data order), mean and 95 % interval \
+                 (Student's t, pairs − 1 degrees of freedom), in {unit}:\n\n{p}\nAn interval that contains 0 \
+                 does not tell that optimizer from AdamW at this number of seeds; one that excludes it does, for \
+                 this model, data and length of run only.\n"
+            );
+        }
         let mut loss = Vec::new();
         let mut sets: Vec<String> = Vec::new();
         for r in records.iter().filter(|r| &r.task == t) {
@@ -190,6 +280,7 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
             }
         }
         let mut acc = Vec::new();
+        let mut dcurves = Vec::new();
         for o in optimizers {
             let runs: Vec<&RunRecord> = records.iter().filter(|r| &r.task == t && &r.optimizer == o).collect();
             if runs.is_empty() {
@@ -199,6 +290,9 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
             // A baseline row has no loss curve; its empty series keeps the colours of the two
             // panels in step (empty series are not drawn).
             loss.push(Series { name: o.clone(), points: mean_loss_curve(&dirs), err: None });
+            let d = mean_curve(&dirs, "d");
+            let d = if d.iter().any(|p| p.1 > 0.0) { d } else { Vec::new() };
+            dcurves.push(Series { name: o.clone(), points: d, err: None });
             let (mut points, mut err) = (Vec::new(), Vec::new());
             for (k, set) in sets.iter().enumerate() {
                 let a: Vec<f64> = runs.iter().filter_map(|r| r.evals.iter().find(|e| &e.0 == set).map(score)).collect();
@@ -208,7 +302,7 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
             }
             acc.push(Series { name: o.clone(), points, err: Some(err) });
         }
-        let panels = [
+        let mut panels = vec![
             Panel {
                 title: "training loss (mean over seeds)".into(),
                 x_label: "step".into(),
@@ -224,6 +318,15 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
                 categories: sets,
             },
         ];
+        if dcurves.iter().any(|s| !s.points.is_empty()) {
+            panels.push(Panel {
+                title: "TRAM's trust-region distance d (mean over seeds)".into(),
+                x_label: "step".into(),
+                y_label: "d".into(),
+                series: dcurves,
+                categories: vec![],
+            });
+        }
         let png = out.join(format!("{t}.png"));
         write_png(&png, t, &panels)?;
         md += &format!("\n![{t}]({t}.png)\n");
@@ -280,6 +383,15 @@ pub fn plan(
         }
     };
     let (finetune_t, optim_t, quick_t) = (table("finetune")?, table("optimizer")?, table("quick")?);
+    // `[optimizer.tram-x-0.1]` is TOML for a table "0.1" inside "tram-x-0": say so.
+    for (k, v) in &optim_t {
+        if let Some((inner, _)) = v.as_table().and_then(|t| t.iter().find(|(_, x)| x.is_table())) {
+            return Err(bad(format!(
+                "[optimizer.{k}.{inner}] is a table inside optimizer.{k}: a row name with a dot needs quotes, \
+                 [optimizer.\"{k}.{inner}\"]"
+            )));
+        }
+    }
     let seeds_of = |v: Option<&toml::Value>| -> Result<Option<Vec<u64>>> {
         match v {
             None => Ok(None),
@@ -351,24 +463,38 @@ pub fn plan(
     rows.extend(optimizers.iter().map(|o| (o.clone(), seeds.clone())));
     // Every run's options are built and checked before the first run starts, so a bad key in
     // the file fails at once rather than hours in.
+    // Seed by seed, every row of a seed before the next seed: an experiment stopped part way
+    // has whole seeds, each a paired comparison of every optimizer.
     let mut runs = Vec::new();
     for (task, name) in tasks.iter().zip(&names).filter(|(_, n)| chosen.contains(n)) {
-        for (o, row_seeds) in &rows {
-            for &seed in row_seeds {
+        for &seed in &seeds {
+            for (o, _) in rows.iter().filter(|(_, s)| s.contains(&seed)) {
                 let dir = run_dir(&out, name, o, seed);
                 let mut args = vec!["tramway".to_string(), "finetune".to_string()];
                 let flags = |tb: &toml::Table, skip: &[&str]| super::flags::table_flags(&file, tb, skip).map_err(bad);
                 args.extend(flags(&finetune_t, &[])?);
                 args.extend(flags(task, &["name"])?);
-                if let Some(v) = optim_t.get(o) {
+                // A row's table: the method's settings, or a variant of a method (`method =
+                // "tram-x"` with its own settings, e.g. a σ of a sweep, or a frozen-base probe).
+                let mut method = None;
+                if let Some(v) = optim_t.get(o.as_str()) {
                     let tb = v.as_table().ok_or_else(|| bad(format!("optimizer.{o} must be a table")))?;
-                    args.extend(flags(tb, &[])?);
+                    method = match tb.get("method") {
+                        None => None,
+                        Some(toml::Value::String(m)) => Some(m.clone()),
+                        Some(m) => return Err(bad(format!("optimizer.{o}.method must be a name, found {m:?}"))),
+                    };
+                    args.extend(flags(tb, &["method"])?);
                 }
                 if quick {
                     args.extend(flags(&quick_t, &["seeds"])?);
                 }
                 let metrics = dir.join("metrics.jsonl");
-                let optimizer = if o == "pretrained" { "adamw".to_string() } else { o.clone() };
+                let optimizer = match (o.as_str(), method) {
+                    ("pretrained", _) => "adamw".to_string(),
+                    (_, Some(m)) => m,
+                    _ => o.clone(),
+                };
                 for (f, v) in [
                     ("--optimizer", optimizer),
                     ("--seed", seed.to_string()),
@@ -416,6 +542,42 @@ pub fn run_one(gpu: &Gpu, plan: &Plan, index: usize) -> Result<bool> {
     Ok(true)
 }
 
+/// Where a report came from: the command, the commit (with `+changes` when the work tree
+/// differs), the machine (host, CPU, cores, OS) and the date.
+pub fn provenance() -> String {
+    let command: Vec<String> = std::env::args().collect();
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = match (git(&["rev-parse", "--short", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"]))
+    {
+        (Some(c), Some(st)) if !st.is_empty() => format!("{c}+changes"),
+        (Some(c), _) => c,
+        _ => "unknown (not a git checkout)".into(),
+    };
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "?".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let date = git(&["log", "-1", "--format=%cI"]).unwrap_or_default();
+    format!(
+        "Command: `{}`; commit {commit} (committed {date}); machine: {host}, {cpu}, {cores} cores, {}.",
+        command.join(" "),
+        std::env::consts::OS
+    )
+}
+
 /// Run every planned run that has no `summary.json` yet (an interrupted experiment continues
 /// where it stopped; none with `report_only`), then write `results.md` and the plots. Returns
 /// the report and the minutes this call trained.
@@ -443,7 +605,8 @@ pub fn run(gpu: &Gpu, plan: &Plan, report_only: bool) -> Result<(String, f64)> {
         }
     }
     let header = format!(
-        "Experiment `{}`{} on {} ({:?}); {} seeds; runs in `{}`.",
+        "{}\n\nExperiment `{}`{} on {} ({:?}); {} seeds; runs in `{}`.",
+        provenance(),
         plan.file,
         if plan.quick { " (--quick)" } else { "" },
         gpu.adapter_info().name,

@@ -170,7 +170,7 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
     let model_dir = source_dir.clone();
     let head = Head::Train { labels: &labels, resume: o.resume.is_some() };
     let Loaded { net, labels: map } =
-        load_net(gpu, kind, &model_dir, head, o.max_len, o.image_size, o.optim.seed, o.lora.as_ref())?;
+        load_net(gpu, kind, &model_dir, head, o.max_len, o.image_size, o.optim.seed, o.lora.as_ref(), o.freeze_base)?;
     // Every example is checked before the first step: labels, token ids, images.
     if !lm {
         map.check(&o.train, &train)?;
@@ -224,7 +224,7 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
                 o.optim.method, o.optim.base, o.optim.lr, o.optim.schedule, o.optim.clip, l.rank, l.alpha, l.targets
             ),
         },
-        task: format!("{kind:?}"),
+        task: if o.freeze_base { format!("{kind:?} (frozen base)") } else { format!("{kind:?}") },
         batch_size: o.batch_size,
         max_len: o.max_len,
         image_size: o.image_size,

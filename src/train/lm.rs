@@ -17,7 +17,7 @@ impl CausalLm {
     /// Load a causal LM folder (config.json of a causal family in `models::FAMILIES`,
     /// model.safetensors).
     pub fn load(gpu: &Gpu, dir: &Path, seed: u64) -> Result<CausalLm> {
-        Self::load_with(gpu, dir, &Build { seed, lora: None })
+        Self::load_with(gpu, dir, &Build { seed, ..Default::default() })
     }
 
     /// [`CausalLm::load`] as `b` says (LoRA adapters, the base frozen).
@@ -32,7 +32,7 @@ impl CausalLm {
     /// The base folder `dir` with the PEFT LoRA adapter folder `adapter` on it.
     pub fn load_adapted(gpu: &Gpu, dir: &Path, adapter: &Path) -> Result<CausalLm> {
         let a = read_adapter(adapter)?;
-        let model = Self::load_with(gpu, dir, &Build { seed: 0, lora: Some(a.config.clone()) })?;
+        let model = Self::load_with(gpu, dir, &Build { seed: 0, lora: Some(a.config.clone()), ..Default::default() })?;
         load_adapter(gpu, &model.params, &a)?;
         Ok(model)
     }

@@ -45,6 +45,8 @@ pub struct FinetuneOptions {
     pub lora: Option<crate::nn::lora::LoraConfig>,
     /// With `lora`: also write `final-merged/`, a full model folder with the adapters merged.
     pub merge: bool,
+    /// Train only the classifier head on the frozen encoder (a linear probe).
+    pub freeze_base: bool,
 }
 
 impl FinetuneOptions {
@@ -73,6 +75,13 @@ impl FinetuneOptions {
                     "a causal language model (--task causal-lm): LoRA fine-tuning of classifiers is not in the CLI yet",
                 );
             }
+        }
+        if self.freeze_base && (self.task != TaskKind::TextClassification || self.lora.is_some()) {
+            return bad(
+                "--freeze-base",
+                "true".into(),
+                "a text classifier without --lora-rank (it trains the head alone on the frozen encoder)",
+            );
         }
         if self.merge && self.lora.is_none() {
             return bad(

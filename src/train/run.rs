@@ -102,6 +102,7 @@ pub(crate) fn load_net(
     image_size: Option<usize>,
     seed: u64,
     lora: Option<&crate::nn::lora::LoraConfig>,
+    freeze_base: bool,
 ) -> Result<Loaded> {
     if lora.is_some() && kind != TaskKind::CausalLm {
         return Err(Error::BadSetting {
@@ -124,7 +125,8 @@ pub(crate) fn load_net(
                 });
             }
             let tok = TextTokenizer::from_dir(dir, max_len, cfg.pad_token_id)?;
-            let model = Encoder::load(gpu, cfg, &weights, seed)?;
+            let model =
+                Encoder::load_with(gpu, cfg, &weights, &crate::models::Build { seed, lora: None, freeze_base })?;
             Ok(Loaded { net: Net::Text { model, tok }, labels })
         }
         TaskKind::ImageClassification => {
@@ -150,7 +152,11 @@ pub(crate) fn load_net(
             Ok(Loaded { net: Net::Image { model, prep }, labels })
         }
         TaskKind::CausalLm => {
-            let model = CausalLm::load_with(gpu, dir, &crate::models::Build { seed, lora: lora.cloned() })?;
+            let model = CausalLm::load_with(
+                gpu,
+                dir,
+                &crate::models::Build { seed, lora: lora.cloned(), ..Default::default() },
+            )?;
             if max_len < 2 || max_len > model.max_positions() {
                 return Err(Error::BadSetting {
                     name: "--max-len",

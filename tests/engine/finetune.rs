@@ -49,6 +49,7 @@ fn options(model: &Path, data: &Path, out: &Path, steps: u64) -> FinetuneOptions
         profile: None,
         lora: None,
         merge: false,
+        freeze_base: false,
     }
 }
 
@@ -530,4 +531,127 @@ fn lora_finetune_end_to_end() {
         assert!(e.contains("trainer_state.json") && e.contains("LoRA r 4") && e.contains("LoRA r 2"), "{name}: {e}");
         let _ = std::fs::remove_dir_all(&dir);
     }
+}
+
+/// The paired comparison of the experiment report: per seed differences to AdamW, their mean
+/// and a Student-t 95 % interval (t(0.975, 2) = 4.303), in accuracy points.
+#[test]
+fn experiment_paired_differences() {
+    use tramway::train::experiment::{paired_interval, paired_table, RunRecord};
+    let (m, lo, hi) = paired_interval(&[1.0, 2.0, 3.0]);
+    assert!(
+        (m - 2.0).abs() < 1e-12 && (hi - m - 4.303 / 3f64.sqrt()).abs() < 1e-9 && (m - lo - (hi - m)).abs() < 1e-12
+    );
+    let rec = |o: &str, seed: u64, acc: f64| RunRecord {
+        task: "t".into(),
+        optimizer: o.into(),
+        seed,
+        steps: 200,
+        seconds: 1.0,
+        final_loss: Some(0.3),
+        evals: vec![("in".into(), Some(acc), 0.5, 400)],
+    };
+    let rs = vec![
+        rec("adamw", 1, 0.70),
+        rec("adamw", 2, 0.72),
+        rec("adamw", 3, 0.74),
+        rec("tram-x", 1, 0.71),
+        rec("tram-x", 2, 0.74),
+        rec("tram-x", 3, 0.77),
+        rec("sam", 1, 0.69), // one pair only: no interval
+        rec("pretrained", 1, 0.5),
+    ];
+    let t =
+        paired_table("t", &["pretrained".into(), "adamw".into(), "tram-x".into(), "sam".into()], &rs, "adamw").unwrap();
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines[0], "| optimizer − adamw | in | pairs |");
+    // differences 1, 2, 3 points: mean 2, half-width 4.303 / sqrt 3 = 2.48
+    assert_eq!(lines[2], "| tram-x | +2.00 [-0.48, +4.48] | 3 |");
+    assert_eq!(lines[3], "| sam | -1.00 | 1 |");
+    assert_eq!(lines.len(), 4, "no row for adamw itself or pretrained: {t}");
+    assert!(paired_table("t", &["sam".into()], &rs[6..], "adamw").is_none());
+}
+
+/// An experiment file's plan: seed by seed (every row of seed 1 before seed 2, `pretrained`
+/// first and once), a row that is a variant of a method (`method = "tram-x"` with its own
+/// settings) and a frozen-base probe, each row's table overriding the shared settings.
+#[test]
+fn experiment_plan_runs_seed_by_seed_with_variants() {
+    use std::cell::RefCell;
+    use tramway::train::experiment::plan;
+    let dir = std::env::temp_dir().join(format!("tramway-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("e.toml");
+    std::fs::write(
+        &file,
+        r#"
+out = "runs/x"
+seeds = [1, 2]
+optimizers = ["adamw", "tram-x", "tram-x-s0.01", "probe"]
+baseline = true
+[finetune]
+lr = 3e-5
+[optimizer."tram-x-s0.01"]
+method = "tram-x"
+noise_std = 0.01
+[optimizer.probe]
+method = "adamw"
+freeze_base = true
+lr = 1e-3
+[[task]]
+name = "t"
+model = "m"
+train = "x.csv"
+"#,
+    )
+    .unwrap();
+    let seen: RefCell<Vec<Vec<String>>> = RefCell::new(Vec::new());
+    let model = dir.join("m");
+    let p = plan(&file, false, &[], None, |args: &[String]| {
+        seen.borrow_mut().push(args.to_vec());
+        Ok(options(&model, &dir, &dir.join("out"), 1))
+    })
+    .unwrap();
+    let order: Vec<(String, u64)> = p.runs.iter().map(|r| (r.optimizer.clone(), r.seed)).collect();
+    let want: Vec<(String, u64)> = [
+        ("pretrained", 1),
+        ("adamw", 1),
+        ("tram-x", 1),
+        ("tram-x-s0.01", 1),
+        ("probe", 1),
+        ("adamw", 2),
+        ("tram-x", 2),
+        ("tram-x-s0.01", 2),
+        ("probe", 2),
+    ]
+    .iter()
+    .map(|(o, s)| (o.to_string(), *s))
+    .collect();
+    assert_eq!(order, want);
+    let seen = seen.borrow();
+    let value = |args: &[String], flag: &str| -> Option<String> {
+        args.iter().rposition(|a| a == flag).and_then(|i| args.get(i + 1).cloned())
+    };
+    let variant = &seen[3];
+    assert_eq!(value(variant, "--optimizer").as_deref(), Some("tram-x"), "{variant:?}");
+    assert_eq!(value(variant, "--noise-std").as_deref(), Some("0.01"));
+    assert!(!variant.iter().any(|a| a == "--method"));
+    assert!(value(variant, "--out").unwrap().ends_with("tram-x-s0.01/seed-1"));
+    let probe = &seen[4];
+    assert_eq!(value(probe, "--optimizer").as_deref(), Some("adamw"));
+    assert!(probe.iter().any(|a| a == "--freeze-base"), "{probe:?}");
+    assert_eq!(value(probe, "--lr").as_deref(), Some("0.001"), "the row's lr overrides the shared one");
+    // An unquoted row name with a dot is a nested table in TOML: refused with the fix.
+    let dotted = dir.join("dotted.toml");
+    std::fs::write(
+        &dotted,
+        "optimizers = [\"tram-x-0.1\"]\n[optimizer.tram-x-0.1]\nmethod = \"tram-x\"\n[[task]]\nname = \"t\"\n",
+    )
+    .unwrap();
+    let e = plan(&dotted, false, &[], None, |_: &[String]| Ok(options(&model, &dir, &dir.join("out"), 1)))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("needs quotes") && e.contains("[optimizer.\"tram-x-0.1\"]"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

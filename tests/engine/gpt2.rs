@@ -62,8 +62,13 @@ fn gpt2_configs_give_clear_errors() {
 /// `LOGITS_TOL` of the logits' scale, as against PyTorch (measured: 0, bitwise equal on lavapipe).
 /// Plus the errors of a full cache and a bad id.
 pub fn decode_matches_forward_on(gpu: &Gpu, name: &str) {
-    use tramway::train::lm::{generate_greedy, CausalLm, LmActs};
-    let model = CausalLm::load(gpu, &fixture(name).join("model"), 0).unwrap();
+    let model = tramway::train::lm::CausalLm::load(gpu, &fixture(name).join("model"), 0).unwrap();
+    decode_matches_forward(gpu, name, &model);
+}
+
+/// [`decode_matches_forward_on`] for a model already built (a LoRA one, 16-bit weights).
+pub fn decode_matches_forward(gpu: &Gpu, name: &str, model: &tramway::train::lm::CausalLm) {
+    use tramway::train::lm::{generate_greedy, LmActs};
     let (n, nv) = (13, model.vocab_size());
     let mut rng = Rng::new(name.len() as u64);
     let ids: Vec<u32> = (0..n).map(|_| rng.below(nv) as u32).collect();
@@ -93,7 +98,7 @@ pub fn decode_matches_forward_on(gpu: &Gpu, name: &str) {
     assert_eq!(d.len(), 13, "a refused call feeds nothing");
     // Greedy generation with the cache = argmax of the full forward, step by step.
     let prompt = &ids[..5];
-    let got = generate_greedy(gpu, &model, prompt, 6, &[]).unwrap();
+    let got = generate_greedy(gpu, model, prompt, 6, &[]).unwrap();
     let mut seq = prompt.to_vec();
     for _ in 0..6 {
         let l = full(&seq);
@@ -104,7 +109,7 @@ pub fn decode_matches_forward_on(gpu: &Gpu, name: &str) {
     // Stopping at a stop token: the stop token is the last one returned.
     let stop = got[2];
     let first = got.iter().position(|&t| t == stop).unwrap();
-    assert_eq!(generate_greedy(gpu, &model, prompt, 6, &[stop]).unwrap(), got[..=first]);
+    assert_eq!(generate_greedy(gpu, model, prompt, 6, &[stop]).unwrap(), got[..=first]);
 }
 
 #[test]

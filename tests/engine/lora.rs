@@ -13,7 +13,7 @@ use tramway::nn::lora::{is_adapter, LoraConfig, Target};
 use tramway::nn::ParamSet;
 
 fn build(lora: &LoraConfig) -> Build {
-    Build { seed: 0, lora: Some(lora.clone()) }
+    Build { seed: 0, lora: Some(lora.clone()), ..Default::default() }
 }
 
 /// Only the adapters (and a head) train: no gradient or optimizer state for the base.
@@ -319,5 +319,72 @@ fn every_optimizer_trains_adapters_only() {
             frozen_before,
             "{name}: the base moved"
         );
+    }
+}
+
+/// A linear probe (`--freeze-base`): only the classifier trains; its gradient and the logits
+/// are the full model's (PyTorch's BERT fixture), since freezing changes what is updated, not
+/// the function. A causal LM has no head to probe.
+#[test]
+fn freeze_base_trains_the_head_alone() {
+    use super::encoder::{rel_err, GRAD_TOL, LOGITS_TOL};
+    let dir = fixture("bert").join("model");
+    let cfg = read_encoder_config(&dir).unwrap();
+    let b = Build { seed: 0, lora: None, freeze_base: true };
+    let model = Encoder::load_with(gpu(), cfg, &read_weights(&dir).unwrap(), &b).unwrap();
+    let p = &model.params;
+    let trainable: Vec<&String> = p.names().iter().enumerate().filter(|(i, _)| p.trains(*i)).map(|(_, n)| n).collect();
+    assert_eq!(trainable, ["classifier.weight", "classifier.bias"]);
+    let expected = read_weights(&fixture("bert/expected.safetensors")).unwrap();
+    let (shape, _) = expected.ints("input_ids").unwrap();
+    let batch = tramway::data::batch::TextBatch {
+        batch: shape[0],
+        seq: shape[1],
+        ids: ints(&expected, "input_ids"),
+        mask: ints(&expected, "attention_mask"),
+        types: Some(ints(&expected, "token_type_ids")),
+        labels: Some(ints(&expected, "labels")),
+    };
+    let mut acts = model.acts(gpu(), batch.batch, batch.seq).unwrap();
+    model.upload(gpu(), &mut acts, &batch).unwrap();
+    let mut rc = gpu().recorder();
+    p.zero_grads(&mut rc);
+    model.forward(&mut rc, &acts, true, None).unwrap();
+    model.backward(&mut rc, &acts).unwrap();
+    rc.submit().unwrap();
+    let logits = gpu().read_f32_blocking(&acts.logits).unwrap();
+    assert!(rel_err(&logits, &expected.tensors["logits"].data) < LOGITS_TOL);
+    for (j, n) in ["classifier.weight", "classifier.bias"].iter().enumerate() {
+        let got = p.grads.read_blocking(gpu(), j).unwrap();
+        let e = rel_err(&got, &expected.tensors[&format!("grad.{n}")].data);
+        assert!(e < GRAD_TOL, "{n}: {e:.2e}");
+    }
+    let gdir = fixture("gpt2").join("model");
+    let text = std::fs::read_to_string(gdir.join("config.json")).unwrap();
+    let e = tramway::models::load_causal_lm_with(gpu(), "config.json", &text, &read_weights(&gdir).unwrap(), &b)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("--freeze-base") && e.contains("nothing to train"), "{e}");
+}
+
+/// K/V-cached decoding of adapted models (the adapters join every Linear of the decode path)
+/// equals their full forward, for the f32 and the 16-bit base (generation with `--adapter`).
+#[test]
+fn adapted_models_decode_as_their_full_forward() {
+    for base in ["gpt2", "llama"] {
+        let (model, a) = causal(gpu(), base);
+        super::gpt2::decode_matches_forward(gpu(), &format!("lora_{base}"), &model);
+        let dir = fixture(base).join("model");
+        let text = std::fs::read_to_string(dir.join("config.json")).unwrap();
+        let mut w = read_weights(&dir).unwrap();
+        for t in w.tensors.values_mut() {
+            t.data = t.data.iter().map(|&v| half::bf16::from_f32(v).to_f32()).collect();
+            t.dtype = safetensors::Dtype::BF16;
+        }
+        let m16 = tramway::models::load_causal_lm_with(gpu(), "config.json", &text, &w, &build(&a.config)).unwrap();
+        load_adapter(gpu(), &m16.params, &a).unwrap();
+        assert!(m16.params.half(0).is_some());
+        super::gpt2::decode_matches_forward(gpu(), &format!("lora_{base} (bf16 base)"), &m16);
     }
 }

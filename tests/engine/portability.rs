@@ -128,6 +128,7 @@ fn workload(gpu: &Gpu, dir: &Path, families: &[&str], methods: &[(Base, Method)]
                 profile: None,
                 lora: None,
                 merge: false,
+                freeze_base: false,
             };
             finetune(gpu, &o).unwrap_or_else(|e| panic!("{name} {method:?}: {e}"));
         }
