@@ -258,6 +258,9 @@ struct FinetuneArgs {
     /// LoRA's alpha (the scale is alpha / rank; default 2 x rank).
     #[arg(long)]
     lora_alpha: Option<f32>,
+    /// Dropout on each adapter's input while training (PEFT's lora_dropout; default 0).
+    #[arg(long)]
+    lora_dropout: Option<f32>,
     /// The Linears that get adapters: a comma-separated list of q, k, v, o, gate, up, down
     /// (default all). GPT-2's fused c_attn takes q, k and v together.
     #[arg(long)]
@@ -325,12 +328,13 @@ fn finetune_options(a: FinetuneArgs) -> tramway::Result<tramway::train::Finetune
         momentum: a.momentum,
     };
     let (base, method) = spec.build()?;
-    let lora = match (a.lora_rank, a.lora_alpha.is_some() || a.lora_targets.is_some()) {
-        (None, true) => return Err(bad("--lora-alpha/--lora-targets", "", "--lora-rank as well")),
+    let lora = match (a.lora_rank, a.lora_alpha.is_some() || a.lora_targets.is_some() || a.lora_dropout.is_some()) {
+        (None, true) => return Err(bad("--lora-alpha/--lora-targets/--lora-dropout", "", "--lora-rank as well")),
         (None, false) => None,
         (Some(rank), _) => {
             let targets = tramway::nn::lora::Target::parse_list(a.lora_targets.as_deref().unwrap_or("all"))?;
-            let l = tramway::nn::lora::LoraConfig::new(rank, a.lora_alpha.unwrap_or(2.0 * rank as f32), targets);
+            let mut l = tramway::nn::lora::LoraConfig::new(rank, a.lora_alpha.unwrap_or(2.0 * rank as f32), targets);
+            l.dropout = a.lora_dropout.unwrap_or(0.0);
             l.validate()?;
             Some(l)
         }

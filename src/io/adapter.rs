@@ -75,8 +75,15 @@ pub fn parse_adapter(file: &str, config: &str, weights: Weights) -> Result<Adapt
         return model_err(&weights.file, "no lora_A tensors: this is not a LoRA adapter");
     }
     modules.sort();
-    let config =
-        LoraConfig { rank, alpha, targets: Target::ALL.to_vec(), modules: Some(modules), rslora: flag("use_rslora") };
+    let config = LoraConfig {
+        rank,
+        alpha,
+        dropout: v.get("lora_dropout").and_then(|d| d.as_f64()).unwrap_or(0.0) as f32,
+        targets: Target::ALL.to_vec(),
+        modules: Some(modules),
+        rslora: flag("use_rslora"),
+    };
+    config.validate().or_else(|e| model_err(file, e.to_string()))?;
     let base = v.get("base_model_name_or_path").and_then(|b| b.as_str()).map(str::to_string);
     Ok(Adapter { config, weights: Weights { file: weights.file, tensors, ints: Default::default() }, base })
 }
@@ -148,7 +155,7 @@ pub async fn adapter_files(
         "base_model_name_or_path": base,
         "r": lora.rank,
         "lora_alpha": lora.alpha,
-        "lora_dropout": 0.0,
+        "lora_dropout": lora.dropout,
         "use_rslora": lora.rslora,
         "use_dora": false,
         "bias": "none",

@@ -468,6 +468,7 @@ impl TaskModel for Encoder {
         let Run { params, with_loss, train, noise } = run;
         let (p, x, c, s) = (params, &self.idx, &self.cfg, &a.s);
         a.train.set(train);
+        p.set_lora_train(train);
         let d = Drop::new(train, c.hidden_dropout, c.attention_dropout);
         let bt = a.batch * a.seq;
         p.gather_rows(rec, x.word, &a.ids, &a.emb_sum)?;
@@ -501,6 +502,7 @@ impl TaskModel for Encoder {
     /// word-embedding table out (a branch whose embeddings were detached, as R3F's noised one).
     fn backward_acts(&self, rec: &mut Recorder, a: &EncoderActs, dlogits: &Tensor, word_grad: bool) -> Result<()> {
         let (p, x, c, s) = (&self.params, &self.idx, &self.cfg, &a.s);
+        p.set_lora_train(a.train.get());
         let Some(index) = &a.index else {
             return shape_err("encoder", "backward before a batch was uploaded");
         };

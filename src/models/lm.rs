@@ -212,6 +212,7 @@ impl CausalLm {
     /// `d.logits`. The same values as [`CausalLm::forward`] on the whole sequence.
     pub fn decode_chunk(&self, gpu: &Gpu, d: &mut LmDecoder, ids: &[u32]) -> Result<()> {
         let (p, x) = (&self.params, &self.parts);
+        p.set_lora_train(None);
         let past = d.cache.begin(ids, x.vocab)?;
         let t = ids.len();
         let idt = d.ids.narrow(0, &[t])?;
@@ -292,6 +293,7 @@ impl TaskModel for CausalLm {
         let Run { params: p, with_loss, train, noise } = run;
         let x = &self.parts;
         a.train.set(train);
+        p.set_lora_train(train);
         let (d, de) = self.drops(train);
         // Embeddings are summed in `emb` when anything follows the gather, else in x_0 itself.
         let direct = x.positions.is_none() && !de.hidden();
@@ -323,6 +325,7 @@ impl TaskModel for CausalLm {
     /// head's gradient always reaches the table.
     fn backward_acts(&self, rec: &mut Recorder, a: &LmActs, dlogits: &Tensor, input_grad: bool) -> Result<()> {
         let (p, x, s) = (&self.params, &self.parts, &a.s);
+        p.set_lora_train(a.train.get());
         let Some(index) = &a.index else {
             return shape_err("causal lm", "backward before a batch was uploaded");
         };

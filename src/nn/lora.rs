@@ -108,6 +108,8 @@ pub fn roles_of(name: &str) -> Option<&'static [Target]> {
 pub struct LoraConfig {
     pub rank: usize,
     pub alpha: f32,
+    /// Dropout on each adapter's input while training (PEFT's `lora_dropout`).
+    pub dropout: f32,
     /// The roles adapted (`--lora-targets`).
     pub targets: Vec<Target>,
     /// Exactly these Linears (module names without `.weight`) instead of `targets`: an
@@ -120,7 +122,7 @@ pub struct LoraConfig {
 impl LoraConfig {
     /// Adapters of `rank` on the Linears of `targets`, scale `alpha / rank`.
     pub fn new(rank: usize, alpha: f32, targets: Vec<Target>) -> Self {
-        LoraConfig { rank, alpha, targets, modules: None, rslora: false }
+        LoraConfig { rank, alpha, dropout: 0.0, targets, modules: None, rslora: false }
     }
     /// `alpha / rank`, PEFT's scaling (`alpha / sqrt(rank)` with rsLoRA).
     pub fn scale(&self) -> f32 {
@@ -144,6 +146,13 @@ impl LoraConfig {
                 name: "--lora-alpha",
                 value: self.alpha.to_string(),
                 expected: "a positive finite number (PEFT's default is 8; 2 x rank is usual)".into(),
+            });
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::BadSetting {
+                name: "--lora-dropout",
+                value: self.dropout.to_string(),
+                expected: "a probability in [0, 1) (0.05 or 0.1 are usual)".into(),
             });
         }
         if self.targets.is_empty() {
@@ -182,6 +191,7 @@ pub struct LoraIds {
     pub b: usize,
     pub rank: usize,
     pub scale: f32,
+    pub dropout: f32,
 }
 
 /// PEFT's names of an adapter on the Linear `name`.
@@ -206,11 +216,22 @@ pub fn is_adapter(name: &str) -> bool {
 #[derive(Debug, Default)]
 pub struct Scratch {
     bufs: Mutex<Vec<Vec<Tensor>>>,
+    /// The training mode of the pass being recorded (LoRA dropout is on in training only,
+    /// its masks keyed like every dropout's so the backward regenerates them).
+    train: Mutex<Option<super::Train>>,
 }
 
 impl Scratch {
     /// Buffer `slot` (0, 1: the `[rows, r]` intermediates; 2: a pre-activation) with at least
     /// `n` elements, as a flat tensor of exactly `n`.
+    pub(crate) fn set_train(&self, t: Option<super::Train>) {
+        *self.train.lock().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+
+    pub(crate) fn train(&self) -> Option<super::Train> {
+        *self.train.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn get(&self, gpu: &Gpu, slot: usize, n: usize) -> Result<Tensor> {
         let mut bufs = self.bufs.lock().unwrap_or_else(|e| e.into_inner());
         if bufs.len() <= slot {
@@ -243,6 +264,8 @@ impl Linear {
         let r = l.rank;
         let t = p.lora_scratch(rec.gpu(), 0, rows * r)?;
         let (a, b) = (p.p(l.a), p.p(l.b));
+        let xd = dropped_input(rec, p, l, x)?;
+        let x = xd.as_ref().unwrap_or(x);
         rec_mm(rec, mm(rows, r, inp, view(x, 0, inp, 1), view(a, 0, 1, inp), view(&t, 0, r, 1)), 1.0, false)?;
         rec_mm(rec, mm(rows, n, r, view(&t, 0, r, 1), view(b, c0 * r, 1, r), view(y, 0, n, 1)), l.scale, true)
     }
@@ -264,6 +287,10 @@ impl Linear {
         let gpu = rec.gpu();
         let (t, u) = (p.lora_scratch(gpu, 0, rows * r)?, p.lora_scratch(gpu, 1, rows * r)?);
         let (a, b) = (p.p(l.a), p.p(l.b));
+        // With dropout the adapter saw mask(x): the same mask, regenerated from its key.
+        let key = dropout_key(p, l);
+        let xd = dropped_input(rec, p, l, x)?;
+        let x = xd.as_ref().unwrap_or(x);
         rec_mm(rec, mm(rows, r, inp, view(x, 0, inp, 1), view(a, 0, 1, inp), view(&t, 0, r, 1)), 1.0, false)?;
         rec_mm(rec, mm(rows, r, n, view(dy, 0, n, 1), view(b, c0 * r, r, 1), view(&u, 0, r, 1)), 1.0, false)?;
         if let Some(db) = p.g(l.b) {
@@ -272,11 +299,42 @@ impl Linear {
         if let Some(da) = p.g(l.a) {
             rec_mm(rec, mm(r, inp, rows, view(&u, 0, 1, r), view(x, 0, inp, 1), view(da, 0, inp, 1)), l.scale, true)?;
         }
-        if let Some(dx) = dx {
-            rec_mm(rec, mm(rows, inp, r, view(&u, 0, r, 1), view(a, 0, inp, 1), view(dx, 0, inp, 1)), l.scale, true)?;
+        match (dx, key) {
+            (Some(dx), None) => rec_mm(
+                rec,
+                mm(rows, inp, r, view(&u, 0, r, 1), view(a, 0, inp, 1), view(dx, 0, inp, 1)),
+                l.scale,
+                true,
+            )?,
+            (Some(dx), Some(key)) => {
+                let tmp = p.lora_scratch(gpu, 6, rows * inp)?;
+                rec_mm(
+                    rec,
+                    mm(rows, inp, r, view(&u, 0, r, 1), view(a, 0, inp, 1), view(&tmp, 0, inp, 1)),
+                    l.scale,
+                    false,
+                )?;
+                crate::ops::rng::dropout(rec, &tmp, dx, l.dropout, key, true)?;
+            }
+            (None, _) => {}
         }
         Ok(())
     }
+}
+
+/// The dropout key of an adapter's input in the pass being recorded (training, dropout > 0).
+fn dropout_key(p: &ParamSet, l: &LoraIds) -> Option<crate::ops::rng::RngKey> {
+    let t = p.lora_train()?;
+    // Sites 0xE_0000 + A's id: apart from the layers' (1 + 3 l ...) and the head's (0xF_FFF0).
+    (l.dropout > 0.0).then(|| t.key(0xE_0000 + l.a as u64))
+}
+
+/// `dropout(x)` in a scratch when the adapter's dropout is on, else `None` (use `x`).
+fn dropped_input(rec: &mut Recorder, p: &ParamSet, l: &LoraIds, x: &Tensor) -> Result<Option<Tensor>> {
+    let Some(key) = dropout_key(p, l) else { return Ok(None) };
+    let xd = p.lora_scratch(rec.gpu(), 5, x.len())?;
+    crate::ops::rng::dropout(rec, x, &xd, l.dropout, key, false)?;
+    Ok(Some(xd))
 }
 
 /// Record `C (+)= alpha . A B`.

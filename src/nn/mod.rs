@@ -85,7 +85,7 @@ impl Specs {
                 let (an, bn) = lora::adapter_names(name);
                 let a = self.add(an, &[cfg.rank, inp]);
                 let b = self.add(bn, &[out, cfg.rank]);
-                Some(lora::LoraIds { a, b, rank: cfg.rank, scale: cfg.scale() })
+                Some(lora::LoraIds { a, b, rank: cfg.rank, scale: cfg.scale(), dropout: cfg.dropout })
             }
             Ok(false) => None,
             Err(crate::error::Error::BadSetting { value, expected, .. }) => {
@@ -432,6 +432,13 @@ impl ParamSet {
         let sum = |a: &Arena| a.chunks().iter().map(|c| c.bytes()).sum::<u64>();
         let half: u64 = self.half.iter().map(|h| h.bytes()).sum();
         (sum(&self.params), self.frozen.as_ref().map(sum).unwrap_or(0) + half)
+    }
+    /// Record passes in training mode `t` (LoRA dropout on) or evaluation mode (`None`).
+    pub fn set_lora_train(&self, t: Option<Train>) {
+        self.lora_scratch.set_train(t)
+    }
+    pub(crate) fn lora_train(&self) -> Option<Train> {
+        self.lora_scratch.train()
     }
     /// A LoRA scratch buffer (see [`lora::Scratch`]).
     pub(crate) fn lora_scratch(&self, gpu: &Gpu, slot: usize, n: usize) -> Result<Tensor> {

@@ -220,8 +220,16 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
                 o.optim.method, o.optim.base, o.optim.lr, o.optim.schedule, o.optim.clip
             ),
             Some(l) => format!(
-                "{:?}; {:?}; lr {}; {:?}; clip {:?}; LoRA r {} alpha {} on {:?}",
-                o.optim.method, o.optim.base, o.optim.lr, o.optim.schedule, o.optim.clip, l.rank, l.alpha, l.targets
+                "{:?}; {:?}; lr {}; {:?}; clip {:?}; LoRA r {} alpha {} dropout {} on {:?}",
+                o.optim.method,
+                o.optim.base,
+                o.optim.lr,
+                o.optim.schedule,
+                o.optim.clip,
+                l.rank,
+                l.alpha,
+                l.dropout,
+                l.targets
             ),
         },
         task: if o.freeze_base { format!("{kind:?} (frozen base)") } else { format!("{kind:?}") },

@@ -23,8 +23,13 @@ fn loss_and_grads(model: &Encoder, batch: &TextBatch, train: Option<Train>, grad
     (down(&acts.loss)[0], down(&acts.logits))
 }
 
+/// Every trainable parameter (or its gradient), by id.
 fn flat(p: &ParamSet, grads: bool) -> Vec<Vec<f32>> {
-    (0..p.len()).map(|i| down(if grads { p.grad(i).unwrap() } else { p.p(i) })).collect()
+    trainable(p).map(|i| down(if grads { p.grad(i).unwrap() } else { p.p(i) })).collect()
+}
+
+fn trainable(p: &ParamSet) -> impl Iterator<Item = usize> + '_ {
+    (0..p.len()).filter(|&i| p.trains(i))
 }
 
 #[test]
@@ -50,7 +55,7 @@ fn encoder_dropout_is_keyed_and_its_gradient_is_exact() {
 
 /// Dropout changes the loss, the same key gives the same numbers, and the gradient (masks
 /// regenerated in the backward) matches a directional finite difference with the masks fixed.
-fn check_training_mode(params: &ParamSet, run: &dyn Fn(Option<Train>, bool) -> (f32, Vec<f32>)) {
+pub fn check_training_mode(params: &ParamSet, run: &dyn Fn(Option<Train>, bool) -> (f32, Vec<f32>)) {
     let t = Train { seed: 11, step: 4 };
     let (l_eval, _) = run(None, false);
     let (l1, logits1) = run(Some(t), true);
@@ -65,7 +70,7 @@ fn check_training_mode(params: &ParamSet, run: &dyn Fn(Option<Train>, bool) -> (
     let v: Vec<Vec<f32>> = theta.iter().map(|t| rng.vec(t.len())).collect();
     let h = 1e-3f32;
     let at = |sign: f32| {
-        for (i, (t, d)) in theta.iter().zip(&v).enumerate() {
+        for (i, (t, d)) in trainable(params).zip(theta.iter().zip(&v)) {
             let moved: Vec<f32> = t.iter().zip(d).map(|(a, b)| a + sign * h * b).collect();
             gpu().write_f32(params.p(i), &moved).unwrap();
         }
