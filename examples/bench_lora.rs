@@ -64,6 +64,7 @@ fn main() -> Result<()> {
             b.mask.extend(std::iter::repeat_n(1, seq));
         }
         let before = gpu.allocated_bytes();
+        model.params.reserve_scratch(&gpu, batch * seq)?;
         let mut acts = model.acts(&gpu, batch, seq)?;
         let act_bytes = gpu.allocated_bytes() - before;
         model.upload(&gpu, &mut acts, &b)?;

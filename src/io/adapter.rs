@@ -105,8 +105,10 @@ pub fn load_adapter(gpu: &Gpu, params: &ParamSet, adapter: &Adapter) -> Result<(
         }
         params.write(gpu, i, &t.data)?;
     }
-    for n in params.names().iter().filter(|n| is_adapter(n)) {
-        if !adapter.weights.tensors.contains_key(n) {
+    // Every trainable tensor (the adapters, and a head PEFT saves as modules_to_save) must
+    // come from the file: a missing one would keep its random initialisation silently.
+    for (i, n) in params.names().iter().enumerate() {
+        if params.trains(i) && !adapter.weights.tensors.contains_key(n) {
             return model_err(file, format!("{n} is missing"));
         }
     }

@@ -274,15 +274,31 @@ impl Norm {
 }
 
 /// Rows of a 16-bit table unpacked per matmul of the LM head (bounds its scratch).
-const HEAD_CHUNK: usize = 4096;
+pub(crate) const HEAD_CHUNK: usize = 4096;
+
+/// The row chunks `(first, rows)` a 16-bit head is unpacked in: at most [`HEAD_CHUNK`] rows and
+/// one binding of f32, never across two of the table's blocks.
+fn head_chunks(gpu: &Gpu, h: &crate::ops::half::Half16, nv: usize, d: usize) -> Vec<(usize, usize)> {
+    let per = HEAD_CHUNK.min((gpu.max_binding_bytes() as usize / (4 * d.max(1))).max(1));
+    let mut out = Vec::new();
+    for (b0, bn, _) in &h.parts {
+        let end = (b0 + bn).min(nv);
+        let mut c0 = *b0;
+        while c0 < end {
+            let n = per.min(end - c0);
+            out.push((c0, n));
+            c0 += n;
+        }
+    }
+    out
+}
 
 /// The LM head over parameter `i` of `p` (see [`lm_head`]), whatever its storage: a 16-bit
 /// table is unpacked [`HEAD_CHUNK`] rows at a time.
 pub fn lm_head_of(rec: &mut Recorder, p: &ParamSet, i: usize, x: &Tensor, row0: usize, logits: &Tensor) -> Result<()> {
     let Some(h) = p.half(i) else { return lm_head(rec, p.parts(i), x, row0, logits) };
     let (rows, nv, d) = (logits.rows(), logits.cols(), x.cols());
-    for c0 in (0..nv).step_by(HEAD_CHUNK) {
-        let n = HEAD_CHUNK.min(nv - c0);
+    for (c0, n) in head_chunks(rec.gpu(), h, nv, d) {
         let t = p.lora_scratch(rec.gpu(), 4, n * d)?;
         h.unpack_rows(rec, c0, &t)?;
         matmul(rec, &mm(rows, n, d, view(x, row0 * d, d, 1), view(&t, 0, 1, d), view(logits, c0, nv, 1)))?;
@@ -302,8 +318,7 @@ pub fn lm_head_backward_of(
 ) -> Result<()> {
     let Some(h) = p.half(i) else { return lm_head_backward(rec, p.parts(i), p.grad_parts(i), x, dlogits, dx) };
     let (rows, nv, d) = (dlogits.rows(), dlogits.cols(), x.cols());
-    for c0 in (0..nv).step_by(HEAD_CHUNK) {
-        let n = HEAD_CHUNK.min(nv - c0);
+    for (c0, n) in head_chunks(rec.gpu(), h, nv, d) {
         let t = p.lora_scratch(rec.gpu(), 4, n * d)?;
         h.unpack_rows(rec, c0, &t)?;
         let mut gx = mm(rows, d, n, view(dlogits, c0, nv, 1), view(&t, 0, d, 1), view(dx, 0, d, 1));

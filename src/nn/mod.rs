@@ -115,11 +115,27 @@ impl Specs {
             let (value, expected) = (value.clone(), expected.clone());
             return Err(crate::error::Error::BadSetting { name: "--lora-targets", value, expected });
         }
-        if self.lora.is_some() && !self.list.iter().any(|(n, _)| lora::is_adapter(n)) {
-            return model_err(&w.file, "no Linear of this model matches --lora-targets");
+        if let Some(l) = &self.lora {
+            if !self.list.iter().any(|(n, _)| lora::is_adapter(n)) {
+                return model_err(
+                    &w.file,
+                    match &l.modules {
+                        Some(m) => {
+                            format!("none of the adapter's modules ({}) is a Linear of this model", m.join(", "))
+                        }
+                        None => "no Linear of this model matches --lora-targets".to_string(),
+                    },
+                );
+            }
         }
+        let in_file = |name: &str| {
+            let short = name.strip_prefix(prefix).unwrap_or(name);
+            w.tensors.contains_key(name) || w.tensors.contains_key(short)
+        };
+        // Frozen: everything but adapters, a classifier head, and whatever is initialised here
+        // (a head or pooler the checkpoint lacks must learn, not stay random).
         let frozen: Vec<bool> = if self.lora.is_some() || self.freeze_base {
-            self.list.iter().map(|(n, _)| !lora::is_adapter(n) && !lora::is_head(n)).collect()
+            self.list.iter().map(|(n, _)| !lora::is_adapter(n) && !lora::is_head(n) && in_file(n)).collect()
         } else {
             vec![false; self.list.len()]
         };
@@ -127,15 +143,22 @@ impl Specs {
             return model_err(&w.file, "--freeze-base leaves nothing to train: this model has no classifier head");
         }
         // A frozen Linear weight or token table stored as bf16/f16 stays 16-bit on the device.
+        // A Linear weight is unpacked whole before its matmul, so it must fit one binding in
+        // f32 (otherwise it stays f32 and the arena names it); tables are read by row blocks.
+        let limit = gpu.max_binding_bytes();
         let half: Vec<bool> = (0..self.list.len())
             .map(|i| {
-                let name = &self.list[i].0;
+                let (name, shape) = &self.list[i];
                 let short = name.strip_prefix(prefix).unwrap_or(name);
                 let dtype = w.tensors.get(name.as_str()).or_else(|| w.tensors.get(short)).map(|t| t.dtype);
-                frozen[i] && self.half_ok.contains(&i) && matches!(dtype, Some(Dtype::BF16 | Dtype::F16))
+                let fits = self.split.contains(&i) || shape.iter().product::<usize>() as u64 * 4 <= limit;
+                frozen[i] && fits && self.half_ok.contains(&i) && matches!(dtype, Some(Dtype::BF16 | Dtype::F16))
             })
             .collect();
-        ParamSet::load_frozen(gpu, &self.list, w, prefix, optional_from, &self.split, &frozen, &half, seed)
+        let mut set =
+            ParamSet::load_frozen(gpu, &self.list, w, prefix, optional_from, &self.split, &frozen, &half, seed)?;
+        set.lora_dropout = self.lora.as_ref().map(|l| l.dropout > 0.0).unwrap_or(false);
+        Ok(set)
     }
     pub fn len(&self) -> usize {
         self.list.len()
@@ -164,6 +187,10 @@ pub struct ParamSet {
     /// a saved model keeps them.
     pub dtypes: Vec<Dtype>,
     lora_scratch: lora::SharedScratch,
+    /// Tensors stored as row blocks (token tables), by id.
+    tables: Vec<bool>,
+    /// Whether the adapters use dropout (it needs two more scratch buffers).
+    lora_dropout: bool,
 }
 
 /// Where a parameter id lives: its index in the trainable or the frozen arena.
@@ -216,6 +243,8 @@ impl ParamSet {
             names: Arc::new(specs.iter().map(|(n, _)| n.clone()).collect()),
             dtypes: vec![Dtype::F32; specs.len()],
             lora_scratch: Default::default(),
+            tables: (0..specs.len()).map(|i| split.contains(&i)).collect(),
+            lora_dropout: false,
         })
     }
 
@@ -440,6 +469,38 @@ impl ParamSet {
     pub(crate) fn lora_train(&self) -> Option<Train> {
         self.lora_scratch.train()
     }
+    /// Allocate now the scratch buffers that batches of `rows` rows will use (LoRA's
+    /// intermediates, 16-bit weights unpacked), so a memory plan made after this is whole.
+    pub fn reserve_scratch(&self, gpu: &Gpu, rows: usize) -> Result<()> {
+        let (mut r, mut inp, mut out) = (0, 0, 0);
+        for (i, n) in self.names.iter().enumerate() {
+            let s = self.shape(i);
+            if n.ends_with(".lora_A.weight") {
+                r = r.max(s[0]);
+                inp = inp.max(s[1]);
+            } else if n.ends_with(".lora_B.weight") {
+                out = out.max(s[0]);
+            }
+        }
+        let mut need = vec![(0, rows * r), (1, rows * r), (2, rows * out)];
+        if self.lora_dropout {
+            need.extend([(5, rows * inp), (6, rows * inp)]);
+        }
+        for (i, h) in self.half.iter().enumerate() {
+            let id = self.slots.iter().position(|s| *s == Slot::Half(i)).unwrap_or(0);
+            if self.tables[id] {
+                let d = *h.shape.last().unwrap_or(&1);
+                let per = layers::HEAD_CHUNK.min((gpu.max_binding_bytes() as usize / (4 * d.max(1))).max(1));
+                need.push((4, per * d));
+            } else {
+                need.push((3, h.numel()));
+            }
+        }
+        for (slot, n) in need.into_iter().filter(|&(_, n)| n > 0) {
+            self.lora_scratch(gpu, slot, n)?;
+        }
+        Ok(())
+    }
     /// A LoRA scratch buffer (see [`lora::Scratch`]).
     pub(crate) fn lora_scratch(&self, gpu: &Gpu, slot: usize, n: usize) -> Result<Tensor> {
         self.lora_scratch.get(gpu, slot, n)
@@ -595,6 +656,8 @@ impl ParamSet {
             names: self.names.clone(),
             dtypes: self.dtypes.clone(),
             lora_scratch: self.lora_scratch.clone(),
+            tables: self.tables.clone(),
+            lora_dropout: self.lora_dropout,
         }
     }
 }

@@ -139,7 +139,8 @@ pub fn t975(df: usize) -> f64 {
     match df {
         0 => f64::NAN,
         d if d <= 30 => T[d - 1],
-        _ => 1.96,
+        // Within 0.002 of the exact quantile from 31 on.
+        d => 1.96 + 2.4 / d as f64,
     }
 }
 
@@ -190,7 +191,9 @@ pub fn paired_table(task: &str, optimizers: &[String], records: &[RunRecord], re
                     .collect();
                 pairs = pairs.max(diffs.len());
                 let (m, lo, hi) = paired_interval(&diffs);
-                if diffs.len() < 2 {
+                if diffs.is_empty() {
+                    "–".to_string()
+                } else if diffs.len() < 2 {
                     format!("{m:+.2}")
                 } else {
                     format!("{m:+.2} [{lo:+.2}, {hi:+.2}]")

@@ -138,6 +138,15 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
     let started = Instant::now();
     o.validate()?;
     let kind = o.task;
+    if let Some(dir) = o.resume.as_ref().filter(|d| d.join("adapter_config.json").is_file()) {
+        if o.lora.is_none() {
+            return Err(Error::BadSetting {
+                name: "--resume",
+                value: dir.display().to_string(),
+                expected: "with --lora-rank (and the run's other --lora-* flags): this checkpoint is a LoRA adapter for --model".into(),
+            });
+        }
+    }
     // A LoRA checkpoint is an adapter folder: the base is always --model.
     let source_dir = if o.lora.is_some() { &o.model } else { o.resume.as_ref().unwrap_or(&o.model) };
     let model_kind = TaskKind::of_model(source_dir)?;
@@ -274,6 +283,16 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
                     a.config.rank, a.config.alpha, a.config.rank, a.config.alpha
                 ),
             });
+        }
+        // The adapter's base, where it names a folder that exists here, must be --model.
+        let canon = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+        if let (Some(b), Some(m)) = (a.base.as_deref().and_then(|b| canon(std::path::Path::new(b))), canon(&o.model)) {
+            if b != m {
+                return Err(Error::Model {
+                    file: dir.join("adapter_config.json").display().to_string(),
+                    message: format!("the adapter was trained on {} but --model is {}", b.display(), m.display()),
+                });
+            }
         }
         crate::io::adapter::load_adapter(gpu, run.params(), &a)?;
     }

@@ -83,6 +83,9 @@ impl FinetuneOptions {
                 "a text classifier without --lora-rank (it trains the head alone on the frozen encoder)",
             );
         }
+        if self.merge && !self.save_final {
+            return bad("--merge", "true".into(), "final/ to merge: drop --no-save");
+        }
         if self.merge && self.lora.is_none() {
             return bad(
                 "--merge",
@@ -161,8 +164,8 @@ pub struct MemoryPlan {
     pub gradients: u64,
     /// Moments, a sharpness-aware backup, a trust-region reference.
     pub optimizer: u64,
-    /// The largest training batch's activations (a language model's; 0 where they are
-    /// planned per batch shape as batches come).
+    /// The largest training batch's activations and scratch buffers (a language model's; 0
+    /// where they are planned per batch shape as batches come).
     pub activations: u64,
 }
 
@@ -201,7 +204,7 @@ impl MemoryPlan {
             );
         }
         s += &format!(
-            " trainable {} ({}{}) + gradients {} + optimizer state {} + activations {}",
+            " trainable {} ({}{}) + gradients {} + optimizer state {} + activations and scratch {}",
             mib(self.trainable),
             m(self.trainable_params),
             per(self.trainable, self.trainable_params),

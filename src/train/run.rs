@@ -275,6 +275,7 @@ impl Run<'_> {
         if let (Net::Lm { model, .. }, Dataset::Blocks(blocks)) = (&self.net, data) {
             let seq = blocks.iter().map(|b| b.len()).max().unwrap_or(2);
             let key = (batch.min(blocks.len()).max(1), seq);
+            model.params.reserve_scratch(self.gpu, key.0 * key.1)?;
             if !self.acts.contains_key(&key) {
                 let main = model.acts(self.gpu, key.0, key.1)?;
                 let aux = if self.needs_aux { Some(model.acts(self.gpu, key.0, key.1)?) } else { None };

@@ -523,6 +523,12 @@ fn lora_finetune_end_to_end() {
         for (k, t) in &a.tensors {
             assert_eq!(t.data, b.tensors[k].data, "{name}: {k} after resuming");
         }
+        // An adapter checkpoint resumed as a full model is refused with the fix.
+        let mut full = r.clone();
+        full.out = dir.join("full");
+        full.lora = None;
+        let e = finetune(gpu(), &full).err().unwrap().to_string();
+        assert!(e.contains("--resume") && e.contains("--lora-rank"), "{name}: {e}");
         // A different rank cannot resume that checkpoint.
         let mut bad = r.clone();
         bad.out = dir.join("bad");
