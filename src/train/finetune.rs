@@ -474,7 +474,11 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
         }
     }
     eval_results = if evals.is_empty() { eval_results } else { do_eval(&mut run, total, &mut log)? };
-    let title = format!("{} — {}", o.model.display(), o.optim.name());
+    let title = match (&o.lora, o.freeze_base) {
+        (Some(l), _) => format!("{} — {}, LoRA r {}", o.model.display(), o.optim.name(), l.rank),
+        (None, true) => format!("{} — {}, frozen base", o.model.display(), o.optim.name()),
+        (None, false) => format!("{} — {}", o.model.display(), o.optim.name()),
+    };
     plot::write_png(&o.out.join("plot.png"), &title, &metrics_panels(&history))?;
     Ok(Summary {
         steps: total,
