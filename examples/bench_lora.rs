@@ -5,7 +5,7 @@
 //! kept 16-bit); steps interleaved round by round so the machine's drift hits every
 //! configuration alike; medians.
 //!
-//!   models/fetch.sh smollm2 && python3 tools/cast_bf16.py models/SmolLM2-135M-Instruct models/SmolLM2-135M-Instruct-bf16
+//!   models/fetch.sh smollm2 && $(bash tools/setup-torch.sh) tools/cast_bf16.py models/SmolLM2-135M-Instruct models/SmolLM2-135M-Instruct-bf16
 //!   cargo run --release --example bench_lora [--rounds N] [--batch B] [--seq T] [--rank R]
 
 use std::path::Path;

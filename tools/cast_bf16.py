@@ -3,7 +3,9 @@
 nearest even), as most checkpoints on the Hub are published: the input of tramway's frozen
 16-bit weights (LoRA keeps a bf16 base at 2 bytes per parameter on the GPU).
 
-    python3 tools/cast_bf16.py models/SmolLM2-135M-Instruct models/SmolLM2-135M-Instruct-bf16
+    $(bash tools/setup-torch.sh) tools/cast_bf16.py models/SmolLM2-135M-Instruct models/SmolLM2-135M-Instruct-bf16
+
+(any python3 with numpy and safetensors; the torch venv has both)
 
 Pure numpy (no torch): reads model.safetensors, writes the safetensors format by hand (an
 8-byte header length, the JSON header, the little-endian data); every other file is copied.
