@@ -3,7 +3,7 @@
 
 use super::real_models::model_dir;
 use super::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tramway::ops::kl::KlKind;
 use tramway::optim::{Base, KlNorm, Method, OptimConfig, Schedule, TramRef};
 use tramway::train::{batch_indices, epoch_order, finetune, Classifier, Dataset, FinetuneOptions, TaskKind};
@@ -144,7 +144,7 @@ fn data_files_give_clear_errors() {
 
 /// Write an IDX pair: `n` grey `side`×`side` images, class 0 dark with a bright top half, class 1
 /// bright with a dark top half (learnable from pixels), gzipped when `gz`.
-pub fn write_idx(dir: &Path, prefix: &str, n: usize, side: usize, gz: bool) -> std::path::PathBuf {
+pub fn write_idx(dir: &Path, prefix: &str, n: usize, side: usize, gz: bool) -> PathBuf {
     let mut rng = Rng::new(n as u64);
     let mut img = vec![0u8, 0, 8, 3, 0, 0, 0, n as u8, 0, 0, 0, side as u8, 0, 0, 0, side as u8];
     let mut lab = vec![0u8, 0, 8, 1, 0, 0, 0, n as u8];
@@ -246,36 +246,45 @@ fn image_classification_end_to_end() {
 /// tokenizer.json over their 150-token vocabulary): documents packed into blocks, the loss
 /// falling on a repetitive text, perplexity per evaluation set in the metrics, and the saved
 /// folder loading back with the fine-tuned weights.
+/// A repetitive "language": the next word is always the previous plus 7 (mod 150).
+fn word_text(start: usize, n: usize) -> String {
+    (0..n).map(|i| format!("w{}", (start + 7 * i) % 150)).collect::<Vec<_>>().join(" ")
+}
+
+/// A causal-LM run on the `name` fixture's random model with a 150-word word-level tokenizer,
+/// trained on [`word_text`] (400 words) and evaluated on 4 documents of 40 words: the folder
+/// (`tramway-{tag}-PID-{name}` in the temp dir), the model folder in it, and the options.
+fn word_lm(tag: &str, name: &str, steps: u64) -> (PathBuf, PathBuf, FinetuneOptions) {
+    let dir = std::env::temp_dir().join(format!("tramway-{tag}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(super::encoder::fixture(name).join("model").join(f), model.join(f)).unwrap();
+    }
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        (0..150).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
+    let tok = serde_json::json!({
+        "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w3"}
+    });
+    std::fs::write(model.join("tokenizer.json"), tok.to_string()).unwrap();
+    std::fs::write(dir.join("train.txt"), word_text(3, 400)).unwrap();
+    let dev: Vec<String> = (0..4).map(|k| serde_json::json!({ "text": word_text(11 + k, 40) }).to_string()).collect();
+    std::fs::write(dir.join("dev.jsonl"), dev.join("\n")).unwrap();
+    let mut o = options(&model, &dir, &dir.join("out"), steps);
+    o.task = TaskKind::CausalLm;
+    o.train = dir.join("train.txt");
+    o.evals = vec![("dev".into(), dir.join("dev.jsonl"))];
+    (dir, model, o)
+}
+
 #[test]
 fn causal_lm_finetune_end_to_end() {
     use tramway::train::lm::{lm_tokenizer, perplexity, CausalLm};
     for name in ["gpt2", "llama"] {
-        let dir = std::env::temp_dir().join(format!("tramway-lm-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let model = dir.join("model");
-        std::fs::create_dir_all(&model).unwrap();
-        for f in ["config.json", "model.safetensors"] {
-            std::fs::copy(super::encoder::fixture(name).join("model").join(f), model.join(f)).unwrap();
-        }
-        let vocab: serde_json::Map<String, serde_json::Value> =
-            (0..150).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
-        let tok = serde_json::json!({
-            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
-            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w3"}
-        });
-        std::fs::write(model.join("tokenizer.json"), tok.to_string()).unwrap();
-        // A repetitive "language": the next word is always the previous plus 7 (mod 150).
-        let text = |start: usize, n: usize| {
-            (0..n).map(|i| format!("w{}", (start + 7 * i) % 150)).collect::<Vec<_>>().join(" ")
-        };
-        std::fs::write(dir.join("train.txt"), text(3, 400)).unwrap();
-        let dev: Vec<String> = (0..4).map(|k| serde_json::json!({ "text": text(11 + k, 40) }).to_string()).collect();
-        std::fs::write(dir.join("dev.jsonl"), dev.join("\n")).unwrap();
-        let mut o = options(&model, &dir, &dir.join("out"), 30);
-        o.task = TaskKind::CausalLm;
-        o.train = dir.join("train.txt");
-        o.evals = vec![("dev".into(), dir.join("dev.jsonl"))];
+        let (dir, _, mut o) = word_lm("lm", name, 30);
         o.optim.method = Method::Plain;
         o.optim.lr = 1e-2;
         o.optim.schedule = Schedule::Constant;
@@ -302,7 +311,7 @@ fn causal_lm_finetune_end_to_end() {
         let saved = dir.join("out/final");
         let lm = CausalLm::load(gpu(), &saved, 0).unwrap();
         let tok = lm_tokenizer(&saved, &lm).unwrap();
-        let ids = tok.ids(&text(11, 40), false).unwrap();
+        let ids = tok.ids(&word_text(11, 40), false).unwrap();
         let p = perplexity(gpu(), &lm, &ids, 16, 2).unwrap();
         assert!(p.perplexity.is_finite() && p.perplexity < 150.0 && p.predicted == 40 - 3, "{p:?}");
         // Zero steps evaluate the starting model (an experiment's baseline row): no training
@@ -441,31 +450,7 @@ fn lora_finetune_end_to_end() {
     use tramway::nn::lora::{LoraConfig, Target};
     use tramway::train::lm::{lm_tokenizer, perplexity, CausalLm};
     for name in ["gpt2", "llama"] {
-        let dir = std::env::temp_dir().join(format!("tramway-lora-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let model = dir.join("model");
-        std::fs::create_dir_all(&model).unwrap();
-        for f in ["config.json", "model.safetensors"] {
-            std::fs::copy(super::encoder::fixture(name).join("model").join(f), model.join(f)).unwrap();
-        }
-        let vocab: serde_json::Map<String, serde_json::Value> =
-            (0..150).map(|i| (format!("w{i}"), serde_json::json!(i))).collect();
-        let tok = serde_json::json!({
-            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
-            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
-            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "w3"}
-        });
-        std::fs::write(model.join("tokenizer.json"), tok.to_string()).unwrap();
-        let text = |start: usize, n: usize| {
-            (0..n).map(|i| format!("w{}", (start + 7 * i) % 150)).collect::<Vec<_>>().join(" ")
-        };
-        std::fs::write(dir.join("train.txt"), text(3, 400)).unwrap();
-        let dev: Vec<String> = (0..4).map(|k| serde_json::json!({ "text": text(11 + k, 40) }).to_string()).collect();
-        std::fs::write(dir.join("dev.jsonl"), dev.join("\n")).unwrap();
-        let mut o = options(&model, &dir, &dir.join("out"), 120);
-        o.task = TaskKind::CausalLm;
-        o.train = dir.join("train.txt");
-        o.evals = vec![("dev".into(), dir.join("dev.jsonl"))];
+        let (dir, model, mut o) = word_lm("lora", name, 120);
         o.optim.lr = 1e-2;
         o.optim.schedule = Schedule::Constant;
         o.batch_size = 4;
@@ -499,7 +484,7 @@ fn lora_finetune_end_to_end() {
         // The adapter on the base, and the merged folder, give the run's dev perplexity.
         let ids = {
             let lm = CausalLm::load(gpu(), &model, 0).unwrap();
-            lm_tokenizer(&model, &lm).unwrap().ids(&text(11, 40), false).unwrap()
+            lm_tokenizer(&model, &lm).unwrap().ids(&word_text(11, 40), false).unwrap()
         };
         let adapted = CausalLm::load_adapted(gpu(), &model, &fin).unwrap();
         let pa = perplexity(gpu(), &adapted, &ids, 16, 2).unwrap().perplexity;

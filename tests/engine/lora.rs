@@ -27,6 +27,18 @@ fn check_frozen(name: &str, p: &ParamSet, head: &[&str]) {
     assert!(p.frozen.is_some() && p.trainable_count() < p.count() / 4, "{name}: the base is frozen");
 }
 
+/// The token batch a PEFT fixture's `expected.safetensors` was computed on.
+fn fixture_batch(name: &str) -> tramway::data::batch::LmBatch {
+    let expected = read_weights(&fixture(&format!("{name}/expected.safetensors"))).unwrap();
+    let (shape, _) = expected.ints("input_ids").unwrap();
+    tramway::data::batch::LmBatch {
+        batch: shape[0],
+        seq: shape[1],
+        ids: ints(&expected, "input_ids"),
+        mask: ints(&expected, "attention_mask"),
+    }
+}
+
 fn causal(gpu: &Gpu, base: &str) -> (tramway::models::lm::CausalLm, tramway::io::adapter::Adapter) {
     let a = read_adapter(&fixture(&format!("lora_{base}/adapter"))).unwrap();
     let dir = fixture(base).join("model");
@@ -217,14 +229,7 @@ fn frozen_16_bit_weights_give_the_f32_results() {
         let run = |w: &tramway::io::weights::Weights| {
             let m = tramway::models::load_causal_lm_with(gpu(), "config.json", &text, w, &build(&a.config)).unwrap();
             load_adapter(gpu(), &m.params, &a).unwrap();
-            let expected = read_weights(&fixture(&format!("lora_{base}/expected.safetensors"))).unwrap();
-            let (shape, _) = expected.ints("input_ids").unwrap();
-            let batch = tramway::data::batch::LmBatch {
-                batch: shape[0],
-                seq: shape[1],
-                ids: ints(&expected, "input_ids"),
-                mask: ints(&expected, "attention_mask"),
-            };
+            let batch = fixture_batch(&format!("lora_{base}"));
             let mut acts = m.acts(gpu(), batch.batch, batch.seq).unwrap();
             m.upload(gpu(), &mut acts, &batch).unwrap();
             let mut rc = gpu().recorder();
@@ -275,14 +280,7 @@ fn every_optimizer_trains_adapters_only() {
     use tramway::models::Task;
     use tramway::optim::{Method, OptimConfig, Optimizer, Schedule, METHOD_NAMES};
     let (model, _) = causal(gpu(), "llama");
-    let expected = read_weights(&fixture("lora_llama/expected.safetensors")).unwrap();
-    let (shape, _) = expected.ints("input_ids").unwrap();
-    let batch = tramway::data::batch::LmBatch {
-        batch: shape[0],
-        seq: shape[1],
-        ids: ints(&expected, "input_ids"),
-        mask: ints(&expected, "attention_mask"),
-    };
+    let batch = fixture_batch("lora_llama");
     let mut acts = model.acts(gpu(), batch.batch, batch.seq).unwrap();
     model.upload(gpu(), &mut acts, &batch).unwrap();
     let aux = {
@@ -409,13 +407,7 @@ fn lora_dropout_is_keyed_and_its_gradient_is_exact() {
         .unwrap();
         load_adapter(gpu(), &model.params, &a).unwrap();
         let expected = read_weights(&fixture(&format!("lora_{base}/expected.safetensors"))).unwrap();
-        let (shape, _) = expected.ints("input_ids").unwrap();
-        let batch = tramway::data::batch::LmBatch {
-            batch: shape[0],
-            seq: shape[1],
-            ids: ints(&expected, "input_ids"),
-            mask: ints(&expected, "attention_mask"),
-        };
+        let batch = fixture_batch(&format!("lora_{base}"));
         let run = |t: Option<tramway::nn::Train>, grads: bool| {
             let mut acts = model.acts(gpu(), batch.batch, batch.seq).unwrap();
             model.upload(gpu(), &mut acts, &batch).unwrap();
