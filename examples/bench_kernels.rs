@@ -6,6 +6,7 @@
 //!   cargo run --release --example bench_kernels -- --quick # small shapes (CI smoke)
 //!   cargo run --release --example bench_kernels -- --decode # only the one-row (decoding) table
 //!   cargo run --release --example bench_kernels -- --layouts # each layout: vector vs scalar kernel
+//!   cargo run --release --example bench_kernels -- --subgroups [TILE..] # A shared across subgroups vs plain
 //!
 //! Each GPU figure is the median of several single-submit runs after a warm-up call (which pays
 //! the driver's JIT); upload and readback are excluded. Results are checked against the CPU.
@@ -18,7 +19,7 @@ use tramway::ops::cross_entropy::{cross_entropy, IGNORE_INDEX};
 use tramway::ops::elementwise::{activation, axpby};
 use tramway::ops::embedding::{embedding, embedding_backward, EmbeddingIndex};
 use tramway::ops::kl::{kl_mean, KlKind};
-use tramway::ops::matmul::{matmul_with, Act, Matmul, MatmulPath};
+use tramway::ops::matmul::{matmul, matmul_with, Act, Matmul, MatmulPath};
 use tramway::ops::norm::{layernorm, norm_backward, NormGrads};
 use tramway::ops::reduce::{reduce, Reduction};
 use tramway::ops::softmax::{softmax, SoftmaxMask};
@@ -202,6 +203,80 @@ fn bench_layouts(gpu: &Gpu, quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// `--subgroups [TMxTNxWGXxWGY ...]`: the register kernels that share A across a subgroup
+/// (their default tile, or each tile given) against the plain register kernels (8x4 in 8x8),
+/// on two devices of the same adapter, interleaved call by call (5 rounds, medians of the
+/// times and of the per-round ratios), results compared element by element.
+fn bench_subgroups(gpu: &Gpu) -> Result<()> {
+    let Some(size) = gpu.subgroup_rows() else {
+        println!("this adapter's subgroups are not workgroup rows: the subgroup kernels do not run here");
+        return Ok(());
+    };
+    let mut tiles: Vec<Option<[u32; 4]>> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .map(|a| {
+            let v: Vec<u32> = a.split('x').filter_map(|x| x.parse().ok()).collect();
+            match v[..] {
+                [tm, tn, wx, wy] => Ok(Some([tm, tn, wx, wy])),
+                _ => Err(tramway::Error::BadSetting { name: "tile", value: a, expected: "TMxTNxWGXxWGY".into() }),
+            }
+        })
+        .collect::<Result<_>>()?;
+    if tiles.is_empty() {
+        tiles.push(None);
+    }
+    let (t, h, f) = (192, 384, 1536);
+    let shapes = [
+        ("NN x.W (up)", t, f, h, false, false),
+        ("NN dX = dY.W (down)", t, h, f, false, false),
+        ("TN dW = x^T.dY", h, f, t, true, false),
+        ("NT x.W^T (HF layout)", t, f, h, false, true),
+        ("NN up, 2048 rows", 2048, f, h, false, false),
+        ("NT up, 2048 rows", 2048, f, h, false, true),
+        ("NN odd sizes", 77, 36, 1003, false, false),
+    ];
+    let plain = Gpu::new_blocking(GpuOptions { no_subgroup_matmul: true, ..GpuOptions::from_env()? })?;
+    for tile in tiles {
+        let g = Gpu::new_blocking(GpuOptions { matmul_tile: tile, ..GpuOptions::from_env()? })?;
+        let (tm, tn, wy) = tile.map(|t| (t[0], t[1], t[3])).unwrap_or(tramway::ops::matmul::SUBGROUP_TILE);
+        println!(
+            "\nsubgroup kernels, tile {tm}x{tn} in {size}x{wy} workgroups, against the plain kernels (tile {:?})",
+            tramway::ops::matmul::tile(&plain)
+        );
+        println!("\n| layout | m x n x k | plain GFLOP/s | subgroup GFLOP/s | speed-up | max abs difference |");
+        println!("|---|---|---|---|---|---|");
+        for (name, m, n, k, ta, tb) in shapes {
+            let (a, b) = (data(m * k, 1), data(k * n, 2));
+            let run = |gpu: &Gpu| -> Result<(f64, Vec<f32>)> {
+                let at = gpu.from_f32(&a, &if ta { [k, m] } else { [m, k] })?;
+                let bt = gpu.from_f32(&b, &if tb { [n, k] } else { [k, n] })?;
+                let ct = gpu.zeros(&[m, n])?;
+                let t = time_gpu(gpu, 1, &|r| matmul(r, &Matmul::new(&at, ta, &bt, tb, &ct)?))?;
+                Ok((t, gpu.read_f32_blocking(&ct)?))
+            };
+            let (mut t0, mut t1, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+            let mut err = 0f32;
+            for _ in 0..5 {
+                let (x, c0) = run(&plain)?;
+                let (y, c1) = run(&g)?;
+                err = err.max(c0.iter().zip(&c1).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max));
+                t0.push(x);
+                t1.push(y);
+                ratio.push(x / y);
+            }
+            let flop = 2.0 * (m * n * k) as f64;
+            println!(
+                "| {name} | {m}x{n}x{k} | {:.2} | {:.2} | {:.2} | {err:.1e} |",
+                flop / median(t0) / 1e9,
+                flop / median(t1) / 1e9,
+                median(ratio)
+            );
+        }
+    }
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--decode`: only the one-row (decoding) table, at full size.
@@ -213,6 +288,9 @@ fn main() -> Result<()> {
     let reps = if quick { 2 } else { 3 };
     if decode_only {
         return bench_decode(&gpu, false, reps);
+    }
+    if std::env::args().any(|a| a == "--subgroups") {
+        return bench_subgroups(&gpu);
     }
     if std::env::args().any(|a| a == "--layouts") {
         return bench_layouts(&gpu, quick);

@@ -96,6 +96,10 @@ pub struct GpuOptions {
     pub matmul_tile: Option<[u32; 4]>,
     /// Never take the vec4 matmul kernel (`TRAMWAY_MATMUL_SCALAR=1`; benchmarks).
     pub scalar_matmul: bool,
+    /// Never share A across a subgroup in the register-blocked matmuls
+    /// (`TRAMWAY_MATMUL_SUBGROUPS=0`; benchmarks and tests of the plain kernels). By default the
+    /// subgroup kernels run where [`Gpu::subgroup_rows`] holds.
+    pub no_subgroup_matmul: bool,
     /// The N-th hardware GPU (discrete or integrated, in the driver's order) rather than the
     /// best-ranked adapter (`TRAMWAY_ADAPTER_INDEX`; a Slurm array task sets it from the GPU it
     /// was given, the first entry of `CUDA_VISIBLE_DEVICES`).
@@ -159,6 +163,9 @@ impl GpuOptions {
         if let Ok(v) = std::env::var("TRAMWAY_MATMUL_SCALAR") {
             o.scalar_matmul = matches!(v.as_str(), "1" | "true" | "yes");
         }
+        if let Ok(v) = std::env::var("TRAMWAY_MATMUL_SUBGROUPS") {
+            o.no_subgroup_matmul = matches!(v.as_str(), "0" | "false" | "no");
+        }
         if let Ok(v) = std::env::var("TRAMWAY_MAX_BINDING") {
             let bytes = v.trim().parse::<u64>().ok().filter(|&b| b >= ALIGN);
             o.max_binding = Some(bytes.ok_or_else(|| Error::BadSetting {
@@ -208,6 +215,9 @@ pub struct Gpu {
     tiled_matmul: Option<bool>,
     matmul_tile: Option<[u32; 4]>,
     scalar_matmul: bool,
+    no_subgroup_matmul: bool,
+    /// [`Gpu::subgroup_rows`], probed once.
+    subgroup_rows: std::sync::OnceLock<Option<u32>>,
     kernels: Mutex<HashMap<KernelSpec, Arc<Kernel>>>,
     /// Uniform buffers for dispatch parameters, reused across submits (queue order makes a
     /// `write_buffer` after a submit safe).
@@ -369,12 +379,13 @@ impl Gpu {
     pub async fn new(opts: GpuOptions) -> Result<Self> {
         let adapter = choose_adapter(&opts).await?;
         let info = adapter.get_info();
-        // Our kernels need only core WGSL (f32, u32). Optional features are not requested until a
-        // kernel uses them, so every adapter that passes the test-suite keeps passing. The one
-        // exception changes no kernel: timestamps between commands, for the profiler, where the
-        // adapter offers them (native only; browsers coarsen timestamps).
+        // Our kernels need only core WGSL (f32, u32); optional features are requested where the
+        // adapter offers them, and only kernels chosen after a check use them: timestamps
+        // between commands, for the profiler, and subgroups, for the matmul kernels that share
+        // A across a subgroup once `subgroup_rows` has probed the layout. Native only (browsers
+        // coarsen timestamps, and their subgroups are not probed).
         #[cfg(not(target_arch = "wasm32"))]
-        let features = adapter.features() & PROFILE_FEATURES;
+        let features = adapter.features() & (PROFILE_FEATURES | wgpu::Features::SUBGROUP);
         #[cfg(target_arch = "wasm32")]
         let features = wgpu::Features::empty();
         let limits = adapter.limits();
@@ -412,6 +423,8 @@ impl Gpu {
             tiled_matmul: opts.tiled_matmul,
             matmul_tile: opts.matmul_tile,
             scalar_matmul: opts.scalar_matmul,
+            no_subgroup_matmul: opts.no_subgroup_matmul,
+            subgroup_rows: Default::default(),
             kernels: Mutex::default(),
             uniform_pool: Mutex::default(),
             allocated: Default::default(),
@@ -463,6 +476,49 @@ impl Gpu {
     /// Whether the vec4 matmul kernel is off ([`GpuOptions::scalar_matmul`]).
     pub fn scalar_matmul(&self) -> bool {
         self.scalar_matmul
+    }
+    /// Whether the subgroup matmul kernels are off ([`GpuOptions::no_subgroup_matmul`]).
+    pub fn no_subgroup_matmul(&self) -> bool {
+        self.no_subgroup_matmul
+    }
+
+    /// The subgroup size where the subgroups of a one-dimensional workgroup are its runs of
+    /// consecutive invocations (`subgroup_invocation_id = local_invocation_index % size`), which
+    /// the matmul kernels that share A across a subgroup assume; `None` where the device has no
+    /// subgroups, their size varies, or a probe dispatch (run once, on first use) finds another
+    /// layout. Neither Vulkan nor WebGPU promises that mapping; lavapipe (8 lanes) has it.
+    pub fn subgroup_rows(&self) -> Option<u32> {
+        *self.subgroup_rows.get_or_init(|| self.probe_subgroup_rows())
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn probe_subgroup_rows(&self) -> Option<u32> {
+        let size = self.info.subgroup_min_size;
+        if !self.features.contains(wgpu::Features::SUBGROUP)
+            || size != self.info.subgroup_max_size
+            || !(4..=64).contains(&size)
+        {
+            return None;
+        }
+        let run = || -> Result<bool> {
+            let kernel = self.kernel(&KernelSpec::new("probe_subgroup", "main", 1).u("SGS", size))?;
+            let groups = 3u32;
+            let out = self.zeros_u32(&[(groups * size * 4) as usize])?;
+            let mut rec = self.recorder();
+            rec.dispatch(&kernel, Params::new().u(0), &[&out], [groups, 1, 1])?;
+            rec.submit()?;
+            let ok = self.read_u32_blocking(&out)?.iter().all(|&v| v == 1);
+            // The probe's buffer is not a run's memory (`allocated_bytes`).
+            self.allocated.fetch_sub(out.buffer.size(), std::sync::atomic::Ordering::Relaxed);
+            Ok(ok)
+        };
+        // A failed probe (a driver that rejects the kernel) only means the plain kernels run.
+        matches!(run(), Ok(true)).then_some(size)
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn probe_subgroup_rows(&self) -> Option<u32> {
+        None
     }
 
     /// Largest byte size one storage binding (hence one tensor) may have on this device.

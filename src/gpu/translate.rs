@@ -3,11 +3,17 @@
 //! Shading Language (Metal) and HLSL (DX12), and the entry point is checked against the limits
 //! of the strictest common targets, so a shader that one of them would refuse is found here
 //! rather than on a user's Mac or Windows machine.
+//!
+//! Kernels that use subgroup operations (the matmuls that share A across a subgroup, chosen
+//! only on devices that offer subgroups and pass a layout probe) are validated with the
+//! subgroup capability and written for the targets whose wgpu backends offer subgroups:
+//! SPIR-V 1.3 (Vulkan 1.1), MSL and HLSL shader model 6.0; wgpu's GL backend has no subgroups,
+//! so they have no GLSL.
 
 use super::kernel::{expand, KernelSpec};
 use crate::error::{Error, Result};
 use naga::back::{glsl, hlsl, msl, spv};
-use naga::valid::{Capabilities, ModuleInfo, ValidationFlags, Validator};
+use naga::valid::{Capabilities, ModuleInfo, ShaderStages, SubgroupOperationSet, ValidationFlags, Validator};
 use naga::{AddressSpace, Module, ShaderStage};
 
 /// Limits every target shares: WebGPU's defaults (what a browser grants without asking) and
@@ -48,6 +54,7 @@ pub struct Translation {
     pub label: String,
     pub wgsl: String,
     pub spirv: Vec<u32>,
+    /// Empty for a subgroup kernel (no GL device runs one).
     pub glsl: String,
     pub msl: String,
     pub hlsl: String,
@@ -56,6 +63,9 @@ pub struct Translation {
     pub storage_buffers: u32,
     pub uniform_buffers: u32,
     pub workgroup_bytes: u32,
+    /// Whether the kernel uses subgroup operations (and so needs SPIR-V 1.3 / Vulkan 1.1, HLSL
+    /// shader model 6.0, and a device that offers subgroups).
+    pub subgroups: bool,
     pub workgroup_size: [u32; 3],
 }
 
@@ -70,10 +80,18 @@ pub fn translate(spec: &KernelSpec, limits: &PortableLimits) -> Result<Translati
     let wgsl = expand(spec)?;
     let module: Module =
         naga::front::wgsl::parse_str(&wgsl).map_err(|e| fail(&label, "naga IR", e.emit_to_string(&wgsl)))?;
-    // No optional capability: what every backend supports.
-    let info: ModuleInfo = Validator::new(ValidationFlags::all(), Capabilities::empty())
-        .validate(&module)
-        .map_err(|e| fail(&label, "naga IR (validation)", e.emit_to_string(&wgsl)))?;
+    // No optional capability (what every backend supports), else subgroups (see the module
+    // docs); any other capability is refused.
+    let (info, subgroups): (ModuleInfo, bool) =
+        match Validator::new(ValidationFlags::all(), Capabilities::empty()).validate(&module) {
+            Ok(info) => (info, false),
+            Err(plain) => Validator::new(ValidationFlags::all(), Capabilities::SUBGROUP)
+                .subgroup_stages(ShaderStages::COMPUTE)
+                .subgroup_operations(SubgroupOperationSet::all())
+                .validate(&module)
+                .map(|info| (info, true))
+                .map_err(|_| fail(&label, "naga IR (validation)", plain.emit_to_string(&wgsl)))?,
+        };
     let (ep_index, ep) = module
         .entry_points
         .iter()
@@ -112,10 +130,11 @@ pub fn translate(spec: &KernelSpec, limits: &PortableLimits) -> Result<Translati
         over(&format!("workgroup size {axis} (WebGPU default)"), size[i], limits.workgroup_size[i])?;
     }
 
+    let spv_options = spv::Options { lang_version: if subgroups { (1, 3) } else { (1, 0) }, ..Default::default() };
     let spirv = spv::write_vec(
         &module,
         &info,
-        &spv::Options::default(),
+        &spv_options,
         Some(&spv::PipelineOptions { shader_stage: ShaderStage::Compute, entry_point: spec.entry.to_string() }),
     )
     .map_err(|e| fail(&label, "SPIR-V", e.to_string()))?;
@@ -128,9 +147,11 @@ pub fn translate(spec: &KernelSpec, limits: &PortableLimits) -> Result<Translati
         entry_point: spec.entry.to_string(),
         multiview: None,
     };
-    glsl::Writer::new(&mut glsl_text, &module, &info, &glsl_options, &glsl_pipeline, Default::default())
-        .and_then(|mut w| w.write().map(|_| ()))
-        .map_err(|e| fail(&label, "GLSL ES 3.10", e.to_string()))?;
+    if !subgroups {
+        glsl::Writer::new(&mut glsl_text, &module, &info, &glsl_options, &glsl_pipeline, Default::default())
+            .and_then(|mut w| w.write().map(|_| ()))
+            .map_err(|e| fail(&label, "GLSL ES 3.10", e.to_string()))?;
+    }
 
     let msl_pipeline = msl::PipelineOptions {
         entry_point: Some((ShaderStage::Compute, spec.entry.to_string())),
@@ -140,7 +161,8 @@ pub fn translate(spec: &KernelSpec, limits: &PortableLimits) -> Result<Translati
         .map_err(|e| fail(&label, "MSL", e.to_string()))?;
 
     let mut hlsl_text = String::new();
-    let hlsl_options = hlsl::Options { shader_model: hlsl::ShaderModel::V5_1, ..Default::default() };
+    let shader_model = if subgroups { hlsl::ShaderModel::V6_0 } else { hlsl::ShaderModel::V5_1 };
+    let hlsl_options = hlsl::Options { shader_model, ..Default::default() };
     let hlsl_pipeline = hlsl::PipelineOptions { entry_point: Some((ShaderStage::Compute, spec.entry.to_string())) };
     hlsl::Writer::new(&mut hlsl_text, &hlsl_options, &hlsl_pipeline)
         .write(&module, &info, None)
@@ -157,6 +179,7 @@ pub fn translate(spec: &KernelSpec, limits: &PortableLimits) -> Result<Translati
         uniform_buffers: uniform,
         workgroup_bytes: wg_bytes,
         workgroup_size: size,
+        subgroups,
     })
 }
 
@@ -170,7 +193,8 @@ impl Translation {
         format!("{}.{}.{:012x}", spec.shader, spec.entry, h & 0xffff_ffff_ffff)
     }
 
-    /// Write `STEM.wgsl`, `.spv`, `.comp` (GLSL), `.metal` and `.hlsl` into `dir`.
+    /// Write `STEM.wgsl`, `.spv`, `.comp` (GLSL; none for a subgroup kernel), `.metal` and
+    /// `.hlsl` into `dir`.
     pub fn write(&self, spec: &KernelSpec, dir: &std::path::Path) -> Result<()> {
         let stem = self.stem(spec);
         let io = |p: std::path::PathBuf, bytes: &[u8]| {
@@ -178,7 +202,9 @@ impl Translation {
         };
         io(dir.join(format!("{stem}.wgsl")), self.wgsl.as_bytes())?;
         io(dir.join(format!("{stem}.spv")), &self.spirv.iter().flat_map(|w| w.to_le_bytes()).collect::<Vec<u8>>())?;
-        io(dir.join(format!("{stem}.comp")), self.glsl.as_bytes())?;
+        if !self.subgroups {
+            io(dir.join(format!("{stem}.comp")), self.glsl.as_bytes())?;
+        }
         io(dir.join(format!("{stem}.metal")), self.msl.as_bytes())?;
         io(dir.join(format!("{stem}.hlsl")), self.hlsl.as_bytes())
     }

@@ -168,24 +168,46 @@ pub fn tile(gpu: &Gpu) -> (u32, u32, u32, u32) {
     (8, 4, 8, 8)
 }
 
+/// Register tile of the kernels that share A across a subgroup (`matmul_n4_sg`, `matmul_k4_sg`):
+/// (rows, column groups, workgroup y); the workgroup is one subgroup wide. With A loads shared
+/// by the 8 lanes of a lavapipe subgroup, taller tiles pay: 16 rows x 2 groups in 8x4
+/// workgroups ran the MiniLM shapes 1.5-2x faster than the plain kernels' best (8x4 in 8x8),
+/// against 8x4, 16x3, 16x4 and 12x2 (BENCHMARKS.md). `TRAMWAY_MATMUL_TILE` overrides it too
+/// (its WGX is replaced by the subgroup size).
+pub const SUBGROUP_TILE: (u32, u32, u32) = (16, 2, 4);
+
 /// Which matmul kernel family runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulPath {
     /// Register-blocked straight from storage buffers (vec4 along k when both operands are
-    /// k-contiguous): best on CPU drivers such as lavapipe, where workgroup memory is no faster.
+    /// k-contiguous, along n when B is n-contiguous): for CPU drivers such as lavapipe, where
+    /// workgroup memory is no faster.
     Register,
+    /// [`MatmulPath::Register`] with each A load shared across a subgroup (`subgroupBroadcast`)
+    /// and a taller tile ([`SUBGROUP_TILE`]), where [`Gpu::subgroup_rows`] holds; elsewhere (and
+    /// for layouts without a vec4 kernel) the same as `Register`. Identical results: each
+    /// output's sum runs in the same order.
+    Subgroup,
     /// Tiles staged in workgroup memory, then register-blocked: for GPUs.
     Tiled,
 }
 
 impl MatmulPath {
     /// The device's choice (`GpuOptions::tiled_matmul`, `TRAMWAY_MATMUL=register|tiled`), else
-    /// tiled on GPUs and register-blocked on CPU drivers.
+    /// tiled on GPUs and register-blocked on CPU drivers; register-blocked means `Subgroup` where
+    /// the device's subgroups are workgroup rows, unless `TRAMWAY_MATMUL_SUBGROUPS=0`.
     pub fn auto(gpu: &Gpu) -> Self {
+        let register = || {
+            if !gpu.no_subgroup_matmul() && gpu.subgroup_rows().is_some() {
+                MatmulPath::Subgroup
+            } else {
+                MatmulPath::Register
+            }
+        };
         match gpu.tiled_matmul() {
-            Some(false) => MatmulPath::Register,
+            Some(false) => register(),
             Some(true) => MatmulPath::Tiled,
-            None if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu => MatmulPath::Register,
+            None if gpu.adapter_info().device_type == wgpu::DeviceType::Cpu => register(),
             None => MatmulPath::Tiled,
         }
     }
@@ -241,15 +263,12 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
     if k == 0 {
         return shape_err("matmul", "inner dimension k is 0");
     }
-    let (tm, tn, wgx, wgy) = match path {
-        // A few rows (decoding one token, a short chunk): one row per workgroup row, so that the
-        // 64-row block of the general tile does not compute the same clamped row 64 times.
-        MatmulPath::Register if m < 8 && gpu.matmul_tile().is_none() => (1, 8, 8, 1),
-        MatmulPath::Register => tile(gpu),
-        MatmulPath::Tiled => (4, 4, 16, 16),
-    };
+    // A few rows (decoding one token, a short chunk): one row per workgroup row, so that the
+    // 64-row block of the general tile does not compute the same clamped row 64 times.
+    let few_rows = m < 8 && gpu.matmul_tile().is_none();
+    let register = path != MatmulPath::Tiled;
     // Both operands contiguous along k and 16-byte aligned: the vec4 path.
-    let k4 = path == MatmulPath::Register
+    let k4 = register
         && a.cs == 1
         && b.rs == 1
         && k.is_multiple_of(4)
@@ -260,16 +279,32 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
     let same_ab = a.t.buffer == b.t.buffer && a.t.offset == b.t.offset && a.t.bytes() == b.t.bytes();
     // Otherwise B contiguous along n (x·W, the backward dY·W and dYᵀ·X, P·V) and 16-byte
     // aligned: B read as vec4 along n.
-    let n4 = path == MatmulPath::Register
+    let n4 = register
         && !k4
         && !same_ab
         && b.cs == 1
         && n.is_multiple_of(4)
         && [b.off, b.rs, b.bo, b.bi].iter().all(|v| v.is_multiple_of(4))
         && !gpu.scalar_matmul();
+    // Subgroups that are workgroup rows (lavapipe): the vec4 kernels can share A's loads.
+    let sgs = match path {
+        MatmulPath::Subgroup if !few_rows && (k4 || n4) => gpu.subgroup_rows(),
+        _ => None,
+    };
+    let (tm, tn, wgx, wgy) = match path {
+        _ if register && few_rows => (1, 8, 8, 1),
+        MatmulPath::Tiled => (4, 4, 16, 16),
+        _ => match (sgs, gpu.matmul_tile()) {
+            (Some(s), Some([tm, tn, _, wy])) => (tm, tn, s, wy),
+            (Some(s), None) => (SUBGROUP_TILE.0, SUBGROUP_TILE.1, s, SUBGROUP_TILE.2),
+            (None, _) => tile(gpu),
+        },
+    };
     let shader = match path {
         MatmulPath::Tiled => "matmul_tiled",
+        _ if k4 && sgs.is_some() => "matmul_k4_sg",
         _ if k4 => "matmul_k4",
+        _ if n4 && sgs.is_some() => "matmul_n4_sg",
         _ if n4 => "matmul_n4",
         _ => "matmul",
     };
@@ -285,6 +320,9 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         .b("SAME_AB", same_ab);
     if path == MatmulPath::Tiled {
         spec = spec.u("BK", 16);
+    }
+    if let Some(s) = sgs {
+        spec = spec.u("SGS", s);
     }
     let kernel = gpu.kernel(&spec)?;
     let dummy = gpu.dummy_tensor();

@@ -101,7 +101,7 @@ pub async fn self_check(gpu: &Gpu) -> Result<()> {
             want[i * n + j] = reference::gelu_erf(s);
         }
     }
-    for path in [MatmulPath::Register, MatmulPath::Tiled] {
+    for path in [MatmulPath::Register, MatmulPath::Subgroup, MatmulPath::Tiled] {
         let c = gpu.zeros(&[m, n])?;
         let mut rec = gpu.recorder();
         matmul_with(&mut rec, &Matmul::new(&at, false, &bt, false, &c)?.bias(&biast).act(Act::GeluErf), path)?;

@@ -1,7 +1,7 @@
 use super::*;
 use tramway::ops::matmul::{matmul, matmul_with, Act, MatView, Matmul, MatmulPath};
 
-const PATHS: [MatmulPath; 2] = [MatmulPath::Register, MatmulPath::Tiled];
+const PATHS: [MatmulPath; 3] = [MatmulPath::Register, MatmulPath::Subgroup, MatmulPath::Tiled];
 use tramway::ops::reference as r;
 
 /// f32 accumulation over k terms of products in [-1, 1): the error is a random walk of
@@ -51,6 +51,45 @@ fn matmul_all_transposes_awkward_sizes() {
         for ta in [false, true] {
             for tb in [false, true] {
                 check_2d(m, n, k, ta, tb, i as u64 * 4 + ta as u64 * 2 + tb as u64);
+            }
+        }
+    }
+}
+
+/// The kernels that share A across a subgroup: where the device's subgroups are workgroup rows
+/// (lavapipe's are, and CI runs there, so the path cannot silently fall back), at sizes around
+/// their 16-row tile, 2 column groups and 8-step k blocks (full blocks only, a tail only, both;
+/// vec4 along n and along k), against the CPU and bitwise against the plain register kernels
+/// (the same order of operations per output).
+#[test]
+fn subgroup_matmul_matches_the_plain_kernels() {
+    let info = gpu().adapter_info();
+    if info.name.contains("llvmpipe") && gpu().features().contains(wgpu::Features::SUBGROUP) {
+        assert_eq!(gpu().subgroup_rows(), Some(8), "lavapipe's subgroups are rows of 8 invocations");
+    }
+    let sizes = [(8, 4, 8), (16, 8, 3), (17, 12, 16), (37, 44, 44), (9, 36, 1003), (64, 68, 100), (33, 4, 9)];
+    for (i, &(m, n, k)) in sizes.iter().enumerate() {
+        for ta in [false, true] {
+            for tb in [false, true] {
+                let mut rng = Rng::new(100 + i as u64);
+                let (a, b) = (rng.vec(m * k), rng.vec(k * n));
+                let at = up_shape(&a, &if ta { [k, m] } else { [m, k] });
+                let bt = up_shape(&b, &if tb { [n, k] } else { [k, n] });
+                let run = |path| {
+                    let c = gpu().zeros(&[m, n]).unwrap();
+                    let mut rc = rec();
+                    matmul_with(&mut rc, &Matmul::new(&at, ta, &bt, tb, &c).unwrap(), path).unwrap();
+                    rc.submit().unwrap();
+                    down(&c)
+                };
+                let (sg, plain) = (run(MatmulPath::Subgroup), run(MatmulPath::Register));
+                let what = format!("subgroup matmul {m}x{n}x{k} ta={ta} tb={tb}");
+                close(&what, &sg, &r::matmul(&a, ta, &b, tb, m, n, k), tol(k), 1e-5);
+                assert_eq!(sg.len(), plain.len());
+                assert!(
+                    sg.iter().zip(&plain).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{what}: not bitwise the plain kernels' result"
+                );
             }
         }
     }

@@ -178,8 +178,16 @@ fn every_pipeline_translates_to_every_platform() {
     // The workgroup-tiled matmul family, which a real GPU chooses.
     let tiled = Gpu::new_blocking(GpuOptions { tiled_matmul: Some(true), ..GpuOptions::from_env().unwrap() }).unwrap();
     workload(&tiled, &dir, &families, &methods()[..1], 4, 16);
+    // The plain register-blocked matmuls, where the device shares A across subgroups (lavapipe).
+    let plain = Gpu::new_blocking(GpuOptions {
+        tiled_matmul: Some(false),
+        no_subgroup_matmul: true,
+        ..GpuOptions::from_env().unwrap()
+    })
+    .unwrap();
+    workload(&plain, &dir, &families, &methods()[..1], 4, 16);
     let mut specs: Vec<KernelSpec> = gpu.kernel_specs();
-    for s in others.into_iter().chain(tiled.kernel_specs()) {
+    for s in others.into_iter().chain(tiled.kernel_specs()).chain(plain.kernel_specs()) {
         if !specs.contains(&s) {
             specs.push(s);
         }
@@ -195,11 +203,11 @@ fn every_pipeline_translates_to_every_platform() {
         match translate(spec, &limits) {
             Ok(t) => {
                 assert!(!t.spirv.is_empty() && t.spirv[0] == 0x0723_0203, "{}: SPIR-V magic", t.label);
-                assert!(t.glsl.contains("void main()"), "{}: GLSL entry", t.label);
+                assert!(t.subgroups || t.glsl.contains("void main()"), "{}: GLSL entry", t.label);
                 assert!(t.msl.contains("kernel void"), "{}: MSL kernel", t.label);
                 assert!(t.hlsl.contains("[numthreads("), "{}: HLSL entry", t.label);
                 t.write(spec, &out).unwrap();
-                stems.push(out.join(t.stem(spec)));
+                stems.push((out.join(t.stem(spec)), t.subgroups));
             }
             Err(e) => failures.push(e.to_string()),
         }
@@ -214,9 +222,11 @@ fn every_pipeline_translates_to_every_platform() {
     // The Khronos validators on the SPIR-V and GLSL, where installed (CI installs them and sets
     // TRAMWAY_REQUIRE_TOOLS=1).
     let require = std::env::var("TRAMWAY_REQUIRE_TOOLS").as_deref() == Ok("1");
-    for (tool, ext, args) in
-        [("spirv-val", "spv", &["--target-env", "vulkan1.0"][..]), ("glslangValidator", "comp", &[][..])]
-    {
+    // Subgroup kernels are SPIR-V 1.3 (Vulkan 1.1) and have no GLSL.
+    for (tool, ext, args, args_sg) in [
+        ("spirv-val", "spv", &["--target-env", "vulkan1.0"][..], Some(&["--target-env", "vulkan1.1"][..])),
+        ("glslangValidator", "comp", &[][..], None),
+    ] {
         if Command::new(tool).arg("--version").output().is_err() {
             assert!(!require, "{tool} is not installed (TRAMWAY_REQUIRE_TOOLS=1)");
             println!("{tool} not installed: its check skipped");
@@ -224,7 +234,15 @@ fn every_pipeline_translates_to_every_platform() {
         }
         let mut bad = Vec::new();
         let mut n = 0;
-        for stem in &stems {
+        for (stem, subgroups) in &stems {
+            let args = match (subgroups, args_sg) {
+                (false, _) => args,
+                (true, Some(a)) => a,
+                (true, None) => {
+                    n += 1;
+                    continue;
+                }
+            };
             let p = PathBuf::from(format!("{}.{ext}", stem.display()));
             n += 1;
             let r = Command::new(tool).args(args).arg(&p).output().unwrap();
@@ -262,7 +280,13 @@ fn every_pipeline_translates_to_every_platform() {
         "decoder",
         "guard",
     ];
-    for f in all {
+    // The subgroup matmuls, where the device chooses them (lavapipe).
+    let sg: &[&str] = if tramway::ops::matmul::MatmulPath::auto(&gpu) == tramway::ops::matmul::MatmulPath::Subgroup {
+        &["matmul_k4_sg", "matmul_n4_sg"]
+    } else {
+        &[]
+    };
+    for f in all.iter().chain(sg) {
         assert!(shaders.contains(f), "no pipeline of shaders/{f}.wgsl was created");
     }
     let _ = std::fs::remove_dir_all(&dir);
