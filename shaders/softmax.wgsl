@@ -56,3 +56,35 @@ fn backward(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg:
         OUT[base + j] = p.scale * X[base + j] * (DY[base + j] - dot);
     }
 }
+
+// One invocation per row (CPU drivers, chosen by the Rust side on CPU adapters): a row of
+// attention scores is short (the sequence length), and on lavapipe a workgroup's tree reduction
+// costs a coroutine switch per barrier, while an invocation's serial loop over the row costs
+// nothing extra. The same three passes as `forward`, summed left to right. Rows are
+// invocations: 64 per workgroup, groups laid out as `linear_group`.
+@compute @workgroup_size(64)
+fn forward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = linear_group(wid, nwg) * 64u + lid;
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    var m = NEG_BIG;
+    for (var j = 0u; j < p.cols; j++) { m = max(m, score(row, base, j)); }
+    var s = 0.0;
+    for (var j = 0u; j < p.cols; j++) { s += exp(score(row, base, j) - m); }
+    let inv = 1.0 / s;
+    for (var j = 0u; j < p.cols; j++) {
+        OUT[base + j] = exp(score(row, base, j) - m) * inv;
+    }
+}
+
+@compute @workgroup_size(64)
+fn backward_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+    let row = linear_group(wid, nwg) * 64u + lid;
+    if (row >= p.rows) { return; }
+    let base = row * p.cols;
+    var dot = 0.0;
+    for (var j = 0u; j < p.cols; j++) { dot += DY[base + j] * X[base + j]; }
+    for (var j = 0u; j < p.cols; j++) {
+        OUT[base + j] = p.scale * X[base + j] * (DY[base + j] - dot);
+    }
+}

@@ -99,7 +99,23 @@ fn optim_spec(entry: &'static str, n: usize, mode: u32, use_d: bool) -> Result<K
     if !n.is_multiple_of(4) {
         return shape_err("optim", format!("a chunk of {n} elements (the optimizer kernels read vec4)"));
     }
-    Ok(KernelSpec::new("optim", entry, 6).u("WG", WG_REDUCE).u("SPAN", SPAN).u("MODE", mode).b("USE_D", use_d))
+    let span = span_of(entry);
+    Ok(KernelSpec::new("optim", entry, 6).u("WG", WG_REDUCE).u("SPAN", span).u("MODE", mode).b("USE_D", use_d))
+}
+
+/// Elements one workgroup of an optimizer update (or the ascent) writes, summing the updated
+/// w² for the guard. 4096: at 16384 the AdamW update ran 2x slower on lavapipe (fewer, longer
+/// workgroups over four arrays), while the read-only ascent sum gains from long spans, as the
+/// norms do (`reduce::SPAN`).
+const UPDATE_SPAN: u32 = 4096;
+
+/// The span of an optim.wgsl entry point: the read-only ascent sum takes the reductions' span.
+fn span_of(entry: &str) -> u32 {
+    if entry == "ascent_partial" {
+        SPAN
+    } else {
+        UPDATE_SPAN
+    }
 }
 
 impl Optimizer {
@@ -127,7 +143,8 @@ impl Optimizer {
             }
             _ => None,
         };
-        let groups: usize = params.params.chunks().iter().map(|c| c.len().div_ceil(SPAN as usize)).sum();
+        // Partial sums of the updates (the widest use of `parts`; the ascent's are fewer).
+        let groups: usize = params.params.chunks().iter().map(|c| c.len().div_ceil(UPDATE_SPAN as usize)).sum();
         Ok(Optimizer {
             cfg,
             step: 0,
@@ -208,7 +225,7 @@ impl Optimizer {
     /// non-finite one is recorded with its step on the GPU and read with the next
     /// [`Optimizer::metrics`].
     fn guard(&self, rec: &mut Recorder, p: &ParamSet) -> Result<()> {
-        let groups: usize = p.params.chunks().iter().map(|c| c.len().div_ceil(SPAN as usize)).sum();
+        let groups: usize = p.params.chunks().iter().map(|c| c.len().div_ceil(UPDATE_SPAN as usize)).sum();
         reduce_prefix(rec, &self.parts, groups, &self.scal, slot::PARAM_NORM, true)?;
         let k = rec.gpu().kernel(&KernelSpec::new("guard", "finite_guard", 2))?;
         let prm = Params::new().n(self.step as usize + 1).n(slot::LOSS).n(slot::BAD_STEP).n(slot::BAD_WHAT);
@@ -320,7 +337,7 @@ impl Optimizer {
         let mut at = 0;
         for (w, g) in p.params.chunks().iter().zip(p.grads.chunks()) {
             let k1 = gpu.kernel(&optim_spec("ascent_partial", w.len(), mode, false)?)?;
-            let groups = w.len().div_ceil(SPAN as usize);
+            let groups = w.len().div_ceil(span_of("ascent_partial") as usize);
             let prm = ascent_params(w.len(), mode, 0, at, eta, 0.0);
             rec.dispatch(&k1, prm, &[w, g, &dummy, &dummy, &self.scal, &self.parts], grid(gpu, groups)?)?;
             at += groups;
@@ -347,7 +364,7 @@ impl Optimizer {
         let mut at = 0;
         for (i, (w, g)) in p.params.chunks().iter().zip(p.grads.chunks()).enumerate() {
             let m = &self.m.chunks()[i];
-            let spans = w.len().div_ceil(SPAN as usize);
+            let spans = w.len().div_ceil(UPDATE_SPAN as usize);
             let groups = grid(gpu, spans)?;
             match self.cfg.base {
                 Base::AdamW { beta1, beta2, eps, weight_decay } => {

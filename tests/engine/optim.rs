@@ -443,7 +443,15 @@ fn one_step_of_every_method_matches_pytorch() {
             if std::env::var("TRAMWAY_PRINT_ERR").is_ok() {
                 eprintln!("{name} d {e:.2e}");
             }
-            assert!(e < 1e-3, "{name}: d = {} vs PyTorch {want_d}", m.d);
+            // TRAM-x's (and TRAM-Fisher's) d is the KL to a noised pass (TRAM-x 1.3e-5 from
+            // PyTorch). TRAM-θ's d is the KL
+            // between two models one SGD step apart (2.4e-5): a difference of nearly equal
+            // f32 log-probabilities, where the summation order alone moves it (the attention
+            // softmax summed as a workgroup tree: 5.6e-4 from PyTorch's f32 value; summed row
+            // by row, as on CPU drivers: 1.1e-3). 3e-3 is above that noise and far below a
+            // wrong d (off by its own size).
+            let tol = if matches!(name, "tram_prev" | "tram_ema") { 3e-3 } else { 1e-3 };
+            assert!(e < tol, "{name}: d = {} vs PyTorch {want_d} (relative {e:.2e}, tolerance {tol:.0e})", m.d);
         }
     }
 }

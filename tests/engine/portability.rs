@@ -89,6 +89,24 @@ fn ragged_matmuls(gpu: &Gpu) {
     }
 }
 
+/// Both softmax paths (a workgroup per row for GPUs, an invocation per row for CPU drivers;
+/// the device runs one of them) with each mask, forward and backward.
+fn softmax_paths(gpu: &Gpu) {
+    use tramway::ops::softmax::{softmax_backward_with, softmax_with, SoftmaxMask, SoftmaxPath};
+    let (rows, t) = (2 * 3, 3);
+    let (x, y, dx) = (gpu.zeros(&[rows, t]).unwrap(), gpu.zeros(&[rows, t]).unwrap(), gpu.zeros(&[rows, t]).unwrap());
+    let mask = gpu.from_u32(&[1; 2 * 3], &[2 * 3]).unwrap();
+    for path in [SoftmaxPath::Workgroup, SoftmaxPath::Row] {
+        for (with_mask, causal) in [(false, false), (true, false), (false, true), (true, true)] {
+            let m = SoftmaxMask { mask: with_mask.then_some(&mask), causal, tq: t, heads: 1 };
+            let mut rec = gpu.recorder();
+            softmax_with(&mut rec, &x, &y, 1.0, &m, path).unwrap();
+            softmax_backward_with(&mut rec, &y, &x, &dx, 1.0, path).unwrap();
+            rec.submit().unwrap();
+        }
+    }
+}
+
 /// Fine-tuning steps (batches of `batch`, `max_len` tokens) of every family with every optimizer, then evaluation; decoding,
 /// perplexity and embedding. On `gpu`.
 fn workload(gpu: &Gpu, dir: &Path, families: &[&str], methods: &[(Base, Method)], batch: usize, max_len: usize) {
@@ -166,6 +184,7 @@ fn every_pipeline_translates_to_every_platform() {
     let gpu = Gpu::new_blocking(GpuOptions::from_env().unwrap()).unwrap();
     workload(&gpu, &dir, &families, &methods(), 4, 16);
     ragged_matmuls(&gpu);
+    softmax_paths(&gpu);
     // Split tables: a device that stores the embedding tables as several row blocks (their
     // gather, scatter and tied head run per block).
     let mut others = Vec::new();
