@@ -56,14 +56,15 @@ pub fn profile_table(rows: &[ProfileRow]) -> String {
     for r in rows {
         let gflops =
             if r.flops > 0 { format!("{:.2}", r.flops as f64 / r.seconds.max(1e-12) / 1e9) } else { "".into() };
+        let gbs = if r.bytes > 0 { format!("{:.2}", r.bytes as f64 / r.seconds.max(1e-12) / 1e9) } else { "".into() };
         out.push_str(&format!(
-            "| {} | {} | {:.3} | {:.1} % | {} | {:.2} |\n",
+            "| {} | {} | {:.3} | {:.1} % | {} | {} |\n",
             r.kernel,
             r.calls,
             r.seconds * 1e3,
             100.0 * r.seconds / total,
             gflops,
-            r.bytes as f64 / r.seconds.max(1e-12) / 1e9
+            gbs
         ));
     }
     out.push_str(&format!(

@@ -398,23 +398,47 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
         if profiling {
             gpu.profile_start();
         }
+        let started = std::time::Instant::now();
         let mut rec = gpu.recorder();
         run.step(&mut opt, &mut rec, key)?;
+        let recorded = started.elapsed().as_secs_f64();
         rec.submit()?;
         if let (true, Some(path)) = (profiling, &profile) {
-            let rows = gpu.profile_stop();
+            // The profiled submit returns once the timestamps are read back: the step is done.
+            let wall = started.elapsed().as_secs_f64();
+            let mut rows = gpu.profile_stop();
+            let commands: f64 = rows.iter().map(|r| r.seconds).sum();
             let how = if gpu.timestamped_profile() {
                 "timed on the GPU by timestamps between the commands of the step's one submit"
             } else {
                 "submitted alone and waited for (wall clock: the adapter has no timestamps inside encoders)"
             };
+            // The CPU's share, so that the table adds up to the step's wall time: recording the
+            // commands (measured) and the rest of the wall time beyond the commands' own
+            // (encoding, submitting, waiting; never below zero).
+            rows.push(crate::gpu::ProfileRow {
+                kernel: "host: recording the step's commands".into(),
+                calls: 1,
+                seconds: recorded,
+                ..Default::default()
+            });
+            rows.push(crate::gpu::ProfileRow {
+                kernel: "host: encoding, submit and wait beyond the commands".into(),
+                calls: 1,
+                seconds: (wall - recorded - commands).max(0.0),
+                ..Default::default()
+            });
             let text = format!(
                 "# tramway profile: step {done} of {}, {} on {} ({:?})\n\nEach dispatch, copy and clear of the step {how}; \
-                 GFLOP/s counted for matmuls; GB/s of the bytes bound, an upper bound on the traffic.\n\n{}",
+                 GFLOP/s counted for matmuls; GB/s of the bytes bound, an upper bound on the traffic. The two `host` rows \
+                 are the CPU's share of the step's wall time ({:.1} ms, of which the commands are {:.1} ms, {:.0} %).\n\n{}",
                 o.model.display(),
                 o.optim.name(),
                 gpu.adapter_info().name,
                 gpu.adapter_info().backend,
+                wall * 1e3,
+                commands * 1e3,
+                100.0 * commands / wall.max(1e-12),
                 crate::gpu::profile_table(&rows)
             );
             write_atomic(path, text.as_bytes())?;

@@ -416,6 +416,12 @@ fn profile_writes_a_table_per_kernel() {
     assert!(rows.iter().filter(|r| r[1].starts_with("matmul")).all(|r| r[5].parse::<f64>().unwrap() > 0.0));
     let share: f64 = rows.iter().map(|r| r[4].trim_end_matches(" %").parse::<f64>().unwrap()).sum();
     assert!((share - 100.0).abs() < 0.05 * rows.len() as f64 + 0.1, "shares add up to {share}");
+    // The host rows make the table add up to the step's wall time, which the text states.
+    assert!(rows.iter().any(|r| r[1].starts_with("host: recording")), "{text}");
+    let wall: f64 = text.split("wall time (").nth(1).and_then(|t| t.split(" ms").next()).unwrap().parse().unwrap();
+    let total: f64 =
+        text.lines().find(|l| l.starts_with("| total")).unwrap().split('|').nth(3).unwrap().trim().parse().unwrap();
+    assert!(wall > 0.0 && (total - wall).abs() <= 0.002 * wall + 0.1, "table total {total} ms, wall {wall} ms");
     // Profiling leaves the device as it was: the next step is submitted whole again.
     assert!(own.profile_stop().is_empty());
     let _ = std::fs::remove_dir_all(&dir);
