@@ -47,6 +47,17 @@ pub struct ProfileRow {
     pub bytes: u64,
 }
 
+/// A rate with two decimals, or three significant digits below 1 (a one-row matmul's 0.004
+/// GFLOP/s must not print as 0.00).
+fn three_digits(v: f64) -> String {
+    if v >= 1.0 || v == 0.0 {
+        format!("{v:.2}")
+    } else {
+        let decimals = (2.0 - v.log10().floor()).clamp(2.0, 12.0) as usize;
+        format!("{v:.decimals$}")
+    }
+}
+
 /// A profile as a markdown table: calls, milliseconds, share of the total, GFLOP/s where FLOPs
 /// are counted, GB/s of the bound bytes.
 pub fn profile_table(rows: &[ProfileRow]) -> String {
@@ -54,9 +65,8 @@ pub fn profile_table(rows: &[ProfileRow]) -> String {
     let mut out =
         String::from("| kernel | calls | ms | share | GFLOP/s | GB/s (bytes bound) |\n|---|---|---|---|---|---|\n");
     for r in rows {
-        let gflops =
-            if r.flops > 0 { format!("{:.2}", r.flops as f64 / r.seconds.max(1e-12) / 1e9) } else { "".into() };
-        let gbs = if r.bytes > 0 { format!("{:.2}", r.bytes as f64 / r.seconds.max(1e-12) / 1e9) } else { "".into() };
+        let rate = |n: u64| if n > 0 { three_digits(n as f64 / r.seconds.max(1e-12) / 1e9) } else { String::new() };
+        let (gflops, gbs) = (rate(r.flops), rate(r.bytes));
         out.push_str(&format!(
             "| {} | {} | {:.3} | {:.1} % | {} | {} |\n",
             r.kernel,
@@ -679,5 +689,17 @@ impl Gpu {
         if pool.len() < 8 {
             pool.push(b);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn profile_rates_keep_three_digits_below_one() {
+        assert_eq!(super::three_digits(24.254), "24.25");
+        assert_eq!(super::three_digits(0.17), "0.170");
+        assert_eq!(super::three_digits(0.0043), "0.00430");
+        assert_eq!(super::three_digits(0.0), "0.00");
+        assert!(super::three_digits(1e-9).parse::<f64>().unwrap() > 0.0);
     }
 }
