@@ -239,7 +239,9 @@ fn bench_subgroups(gpu: &Gpu) -> Result<()> {
     let plain = Gpu::new_blocking(GpuOptions { no_subgroup_matmul: true, ..GpuOptions::from_env()? })?;
     for tile in tiles {
         let g = Gpu::new_blocking(GpuOptions { matmul_tile: tile, ..GpuOptions::from_env()? })?;
-        let (tm, tn, wy) = tile.map(|t| (t[0], t[1], t[3])).unwrap_or(tramway::ops::matmul::SUBGROUP_TILE);
+        // The override sets rows and column groups; the workgroup keeps the probed shape.
+        let sub = tramway::ops::matmul::SUBGROUP_TILE;
+        let (tm, tn, wy) = tile.map(|t| (t[0], t[1], sub.2)).unwrap_or(sub);
         println!(
             "\nsubgroup kernels, tile {tm}x{tn} in {size}x{wy} workgroups, against the plain kernels (tile {:?})",
             tramway::ops::matmul::tile(&plain)

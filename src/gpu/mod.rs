@@ -423,7 +423,7 @@ impl Gpu {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        Ok(Gpu {
+        let gpu = Gpu {
             device,
             queue,
             info,
@@ -446,7 +446,13 @@ impl Gpu {
             profile: Mutex::default(),
             #[cfg(target_arch = "wasm32")]
             pending: Mutex::default(),
-        })
+        };
+        // CPU drivers choose the subgroup matmuls by the probe: run it now, before any work
+        // (its first use would otherwise fall inside a recording).
+        if gpu.info.device_type == wgpu::DeviceType::Cpu {
+            let _ = gpu.subgroup_rows();
+        }
+        Ok(gpu)
     }
 
     /// [`Gpu::new`] for native callers.
@@ -511,20 +517,30 @@ impl Gpu {
         {
             return None;
         }
+        let rows = crate::ops::matmul::SUBGROUP_TILE.2;
+        let groups = 3u32;
+        let Ok(out) = self.zeros_u32(&[(groups * size * rows) as usize]) else { return None };
+        // Errors pending from earlier work are the caller's: set aside while the probe's own
+        // submit checks for errors, then put back.
+        let pending = std::mem::take(&mut *self.errors.lock().unwrap_or_else(|e| e.into_inner()));
         let run = || -> Result<bool> {
-            let kernel = self.kernel(&KernelSpec::new("probe_subgroup", "main", 1).u("SGS", size))?;
-            let groups = 3u32;
-            let out = self.zeros_u32(&[(groups * size * 4) as usize])?;
+            let spec = KernelSpec::new("probe_subgroup", "main", 1).u("SGS", size).u("ROWS", rows);
+            let kernel = self.kernel(&spec)?;
             let mut rec = self.recorder();
             rec.dispatch(&kernel, Params::new().u(0), &[&out], [groups, 1, 1])?;
             rec.submit()?;
-            let ok = self.read_u32_blocking(&out)?.iter().all(|&v| v == 1);
-            // The probe's buffer is not a run's memory (`allocated_bytes`).
-            self.allocated.fetch_sub(out.buffer.size(), std::sync::atomic::Ordering::Relaxed);
-            Ok(ok)
+            Ok(self.read_u32_blocking(&out)?.iter().all(|&v| v == 1))
         };
         // A failed probe (a driver that rejects the kernel) only means the plain kernels run.
-        matches!(run(), Ok(true)).then_some(size)
+        let ok = matches!(run(), Ok(true));
+        let mut errors = self.errors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut restored = pending;
+        restored.append(&mut errors);
+        *errors = restored;
+        drop(errors);
+        // The probe's buffer is not a run's memory (`allocated_bytes`).
+        self.allocated.fetch_sub(out.buffer.size(), std::sync::atomic::Ordering::Relaxed);
+        ok.then_some(size)
     }
 
     #[cfg(target_arch = "wasm32")]
@@ -585,6 +601,8 @@ impl Gpu {
     /// so the times add up to the step; elsewhere each command is submitted alone, waited for
     /// and timed on the wall clock (the submit overhead then inflates the total). Native only.
     pub fn profile_start(&self) {
+        // The subgroup probe (run once per device) is never part of a profile.
+        let _ = self.subgroup_rows();
         *self.profile.lock().unwrap() = Some(HashMap::new());
     }
 

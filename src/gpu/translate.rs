@@ -7,7 +7,7 @@
 //! Kernels that use subgroup operations (the matmuls that share A across a subgroup, chosen
 //! only on devices that offer subgroups and pass a layout probe) are validated with the
 //! subgroup capability and written for the targets whose wgpu backends offer subgroups:
-//! SPIR-V 1.3 (Vulkan 1.1), MSL and HLSL shader model 6.0; wgpu's GL backend has no subgroups,
+//! SPIR-V 1.3 (Vulkan 1.1), MSL 2.2 and HLSL shader model 6.0; wgpu's GL backend has no subgroups,
 //! so they have no GLSL.
 
 use super::kernel::{expand, KernelSpec};
@@ -90,7 +90,10 @@ pub fn translate(spec: &KernelSpec, limits: &PortableLimits) -> Result<Translati
                 .subgroup_operations(SubgroupOperationSet::all())
                 .validate(&module)
                 .map(|info| (info, true))
-                .map_err(|_| fail(&label, "naga IR (validation)", plain.emit_to_string(&wgsl)))?,
+                .map_err(|sg| {
+                    let (plain, sg) = (plain.emit_to_string(&wgsl), sg.emit_to_string(&wgsl));
+                    fail(&label, "naga IR (validation)", format!("{plain}\nwith the subgroup capability: {sg}"))
+                })?,
         };
     let (ep_index, ep) = module
         .entry_points
@@ -157,7 +160,9 @@ pub fn translate(spec: &KernelSpec, limits: &PortableLimits) -> Result<Translati
         entry_point: Some((ShaderStage::Compute, spec.entry.to_string())),
         ..Default::default()
     };
-    let (msl_text, _) = msl::write_string(&module, &info, &msl::Options::default(), &msl_pipeline)
+    // SIMD-group functions need MSL 2.0 on macOS, 2.2 on iOS.
+    let msl_options = msl::Options { lang_version: if subgroups { (2, 2) } else { (1, 0) }, ..Default::default() };
+    let (msl_text, _) = msl::write_string(&module, &info, &msl_options, &msl_pipeline)
         .map_err(|e| fail(&label, "MSL", e.to_string()))?;
 
     let mut hlsl_text = String::new();

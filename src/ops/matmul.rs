@@ -172,8 +172,9 @@ pub fn tile(gpu: &Gpu) -> (u32, u32, u32, u32) {
 /// (rows, column groups, workgroup y); the workgroup is one subgroup wide. With A loads shared
 /// by the 8 lanes of a lavapipe subgroup, taller tiles pay: 16 rows x 2 groups in 8x4
 /// workgroups ran the MiniLM shapes 1.5-2x faster than the plain kernels' best (8x4 in 8x8),
-/// against 8x4, 16x3, 16x4 and 12x2 (BENCHMARKS.md). `TRAMWAY_MATMUL_TILE` overrides it too
-/// (its WGX is replaced by the subgroup size).
+/// against 8x4, 16x3, 16x4 and 12x2 (BENCHMARKS.md). `TRAMWAY_MATMUL_TILE` overrides its
+/// rows and column groups; the workgroup stays the shape [`Gpu::subgroup_rows`] probed (one
+/// subgroup wide, `SUBGROUP_TILE.2` rows).
 pub const SUBGROUP_TILE: (u32, u32, u32) = (16, 2, 4);
 
 /// Which matmul kernel family runs.
@@ -295,7 +296,9 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         _ if register && few_rows => (1, 8, 8, 1),
         MatmulPath::Tiled => (4, 4, 16, 16),
         _ => match (sgs, gpu.matmul_tile()) {
-            (Some(s), Some([tm, tn, _, wy])) => (tm, tn, s, wy),
+            // The workgroup keeps the shape the probe checked: SUBGROUP_TILE.2 rows of one
+            // subgroup each.
+            (Some(s), Some([tm, tn, _, _])) => (tm, tn, s, SUBGROUP_TILE.2),
             (Some(s), None) => (SUBGROUP_TILE.0, SUBGROUP_TILE.1, s, SUBGROUP_TILE.2),
             (None, _) => tile(gpu),
         },
