@@ -118,13 +118,15 @@ impl ArenaBuilder {
                 usage: STORAGE_USAGE,
                 mapped_at_creation: false,
             });
+            let live = std::sync::Arc::new(());
             chunks.push(Tensor {
                 buffer: buffer.clone(),
                 offset: 0,
                 shape: vec![(size / 4) as usize],
                 dtype: DType::F32,
+                live: live.clone(),
             });
-            buffers.push(buffer);
+            buffers.push((buffer, live));
         }
         let parts = self
             .entries
@@ -142,10 +144,11 @@ impl ArenaBuilder {
                         Part {
                             row0,
                             tensor: Tensor {
-                                buffer: buffers[c].clone(),
+                                buffer: buffers[c].0.clone(),
                                 offset: off,
                                 shape: part_shape,
                                 dtype: DType::F32,
+                                live: buffers[c].1.clone(),
                             },
                         }
                     })

@@ -238,6 +238,7 @@ pub struct Gpu {
     allocated: std::sync::atomic::AtomicU64,
     /// Bound where a kernel's optional input is absent.
     pub(crate) dummy: wgpu::Buffer,
+    dummy_live: Arc<()>,
     errors: Arc<Mutex<Vec<String>>>,
     pub(crate) bind_cache: recorder::BindCache,
     scratch: Mutex<HashMap<u32, Tensor>>,
@@ -440,6 +441,7 @@ impl Gpu {
             uniform_pool: Mutex::default(),
             allocated: Default::default(),
             dummy,
+            dummy_live: Arc::new(()),
             errors,
             bind_cache: Default::default(),
             scratch: Mutex::default(),
@@ -676,7 +678,13 @@ impl Gpu {
     /// A small tensor (16 bytes, one vec4) bound where a kernel's optional input is absent (never
     /// read). The recorder moves it to a block of its own for each binding slot.
     pub(crate) fn dummy_tensor(&self) -> Tensor {
-        Tensor { buffer: self.dummy.clone(), offset: 0, shape: vec![4], dtype: DType::F32 }
+        Tensor {
+            buffer: self.dummy.clone(),
+            offset: 0,
+            shape: vec![4],
+            dtype: DType::F32,
+            live: self.dummy_live.clone(),
+        }
     }
 
     /// Bytes of the tensors and arenas created on this device so far (freed ones included).

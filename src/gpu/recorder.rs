@@ -8,7 +8,7 @@
 use super::{Gpu, Kernel, Tensor, ALIGN};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 /// A kernel's parameter block: a sequence of 4-byte words matching the WGSL `struct Params`
 /// field by field (all fields are `u32`, `i32` or `f32`).
@@ -58,6 +58,8 @@ enum Cmd {
     Dispatch {
         kernel: Arc<Kernel>,
         bufs: Vec<(wgpu::Buffer, u64, u64)>,
+        /// The bound tensors' liveness tokens, for the bind-group cache.
+        live: Vec<Weak<()>>,
         poff: u64,
         psize: u64,
         groups: [u32; 3],
@@ -94,10 +96,16 @@ struct BindKey {
     bufs: Vec<(wgpu::Buffer, u64, u64)>,
 }
 
-/// Bind groups survive across submits; bounded so dropped tensors are eventually released, and
-/// emptied by [`super::Gpu::trim`] (which `finetune` calls when a run ends).
+/// Bind groups survive across submits. A bind group holds on to the buffers it binds, so an
+/// entry is dropped as soon as one of its tensors is gone (every buffer has gone with its last
+/// tensor: the entry could never be used again, and it would keep that memory allocated —
+/// a loop over batches with fresh activations grew by gigabytes). Also bounded in count, and
+/// emptied by [`super::Gpu::trim`].
 #[derive(Default)]
-pub(crate) struct BindCache(Mutex<HashMap<BindKey, wgpu::BindGroup>>);
+pub(crate) struct BindCache(Mutex<HashMap<BindKey, CachedGroup>>);
+
+/// A cached bind group and the liveness tokens of the tensors it binds.
+type CachedGroup = (wgpu::BindGroup, Vec<Weak<()>>);
 
 impl BindCache {
     pub(crate) fn clear(&self) {
@@ -207,7 +215,16 @@ impl<'g> Recorder<'g> {
                 }
             }
         }
-        self.cmds.push(Cmd::Dispatch { kernel: kernel.clone(), bufs, poff, psize: bytes.len() as u64, groups, flops });
+        let live = tensors.iter().map(|t| Arc::downgrade(&t.live)).collect();
+        self.cmds.push(Cmd::Dispatch {
+            kernel: kernel.clone(),
+            bufs,
+            live,
+            poff,
+            psize: bytes.len() as u64,
+            groups,
+            flops,
+        });
         Ok(())
     }
 
@@ -378,6 +395,8 @@ impl<'g> Recorder<'g> {
             if cache.len() > BIND_CACHE_MAX {
                 cache.clear();
             }
+            // Entries whose tensors were dropped since the last submit.
+            cache.retain(|_, (_, live)| live.iter().all(|w| w.strong_count() > 0));
             let mut pass: Option<wgpu::ComputePass<'static>> = None;
             let mut last: Option<*const Kernel> = None;
             for (i, cmd) in cmds.iter().enumerate() {
@@ -392,7 +411,7 @@ impl<'g> Recorder<'g> {
                     enc.write_timestamp(qs, i as u32);
                 }
                 match cmd {
-                    Cmd::Dispatch { kernel, bufs, poff, psize, groups, .. } => {
+                    Cmd::Dispatch { kernel, bufs, live, poff, psize, groups, .. } => {
                         let key = BindKey {
                             layout: kernel.layout.clone(),
                             uniform: uniform.clone(),
@@ -420,12 +439,14 @@ impl<'g> Recorder<'g> {
                                         }),
                                     });
                                 }
-                                gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                                let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                                     label: None,
                                     layout: &kernel.layout,
                                     entries: &entries,
-                                })
+                                });
+                                (bg, live.clone())
                             })
+                            .0
                             .clone();
                         let p = pass.get_or_insert_with(|| {
                             enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default()).forget_lifetime()

@@ -2,6 +2,7 @@
 
 use super::{Gpu, ALIGN};
 use crate::error::{Error, Result};
+use std::sync::Arc;
 
 /// Element type. Both are 4 bytes; `U32` holds token ids, targets and masks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -20,6 +21,9 @@ pub struct Tensor {
     pub(crate) offset: u64,
     pub(crate) shape: Vec<usize>,
     pub(crate) dtype: DType,
+    /// Held by every tensor (and view) of the buffer: when the last one is dropped, the
+    /// device's cached bind groups that bind the buffer are released (see `recorder::BindCache`).
+    pub(crate) live: Arc<()>,
 }
 
 impl Tensor {
@@ -117,7 +121,7 @@ impl Gpu {
             usage: STORAGE_USAGE,
             mapped_at_creation: false,
         });
-        Ok(Tensor { buffer, offset: 0, shape: shape.to_vec(), dtype })
+        Ok(Tensor { buffer, offset: 0, shape: shape.to_vec(), dtype, live: Arc::new(()) })
     }
 
     /// A zero-filled f32 tensor in its own buffer.

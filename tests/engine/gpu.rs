@@ -94,3 +94,39 @@ fn an_adapter_index_beyond_the_hardware_gpus_is_refused() {
     };
     assert!(e.contains("index 99") && e.contains("TRAMWAY_ADAPTER_INDEX") && e.contains("all adapters"), "{e}");
 }
+
+/// A loop over batches with fresh tensors each time (embedding texts of varying lengths) must
+/// not keep the dropped tensors' memory: a cached bind group holds its buffers, so the cache
+/// lets go of every entry that binds a dropped tensor, while entries of live tensors stay.
+#[test]
+fn dropped_tensors_leave_the_bind_group_cache() {
+    let own = tramway::gpu::Gpu::new_blocking(tramway::gpu::GpuOptions::from_env().unwrap()).unwrap();
+    let (ka, kb) = (own.from_f32(&[1.0; 8], &[8]).unwrap(), own.zeros(&[8]).unwrap());
+    let submit_with = |n: usize| {
+        let x = own.from_f32(&vec![2.0; n], &[n]).unwrap();
+        let y = own.zeros(&[n]).unwrap();
+        let mut r = own.recorder();
+        tramway::ops::elementwise::axpby(&mut r, 1.0, &ka, 0.0, &kb).unwrap();
+        tramway::ops::elementwise::axpby(&mut r, 1.0, &x, 0.0, &y).unwrap();
+        r.submit().unwrap();
+        own.read_f32_blocking(&y).unwrap()
+    };
+    assert_eq!(submit_with(5), vec![2.0; 5]);
+    let after_one = own.cached_bind_groups();
+    assert!(after_one >= 2, "each dispatch caches its bind group");
+    for n in 6..40 {
+        assert_eq!(submit_with(n), vec![2.0; n]);
+    }
+    // Each submit's fresh pair is gone by the next submit (the last one's is still there); the
+    // live pair's entry is reused.
+    assert_eq!(own.cached_bind_groups(), after_one, "bind groups of dropped tensors are released");
+    // A view of a live tensor keeps its buffer's entries too.
+    let view = ka.reshape(&[2, 4]).unwrap();
+    drop(ka);
+    let mut r = own.recorder();
+    tramway::ops::elementwise::axpby(&mut r, 1.0, &view, 0.0, &kb.reshape(&[2, 4]).unwrap()).unwrap();
+    r.submit().unwrap();
+    // The last fresh pair's entry went at this submit; the live pair's stayed and was reused.
+    assert_eq!(own.cached_bind_groups(), after_one - 1);
+    assert_eq!(own.read_f32_blocking(&kb).unwrap(), vec![1.0; 8]);
+}
