@@ -23,6 +23,9 @@ enum Cmd {
     Info,
     /// Print one JSON line per input: {"text", "tokens", "embedding"}.
     Embed(EmbedArgs),
+    /// A logistic-regression probe of a text encoder's frozen (pooled) features: what the
+    /// pre-trained features give without fine-tuning, as a reference for fine-tuned runs.
+    Probe(ProbeArgs),
     /// Fine-tune a text (BERT/RoBERTa/XLM-R) or image (ViT/DINOv2) classifier with TRAM or a baseline.
     #[command(allow_negative_numbers = true)]
     Finetune(Box<FinetuneArgs>),
@@ -460,6 +463,90 @@ fn embed(a: EmbedArgs) -> tramway::Result<()> {
     Ok(())
 }
 
+#[derive(clap::Args)]
+struct ProbeArgs {
+    /// A text encoder folder (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    model: PathBuf,
+    /// Training examples (.csv, .tsv or .jsonl with text and label columns).
+    #[arg(long)]
+    train: PathBuf,
+    /// Dev examples that choose the L2 strength (default: every fifth training example).
+    #[arg(long)]
+    dev: Option<PathBuf>,
+    /// NAME=PATH (repeatable): a set to evaluate the chosen probe on.
+    #[arg(long = "eval", value_parser = parse_eval)]
+    evals: Vec<(String, PathBuf)>,
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    #[arg(long, default_value = "label")]
+    label_column: String,
+    /// How to pool the last hidden states into features.
+    #[arg(long, value_enum, default_value = "mean")]
+    pooling: PoolingArg,
+    /// Truncate inputs to this many tokens (special tokens included).
+    #[arg(long, default_value_t = 128)]
+    max_len: usize,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// At most N examples per evaluation set (class-balanced, the same cut as finetune's).
+    #[arg(long)]
+    max_eval: Option<usize>,
+    /// L2 strengths to try (comma-separated), the best on dev is kept.
+    #[arg(long, value_delimiter = ',', default_value = "1e-4,1e-3,1e-2,3e-2,1e-1,3e-1,1")]
+    l2: Vec<f64>,
+    /// Also write the report as Markdown to this file (atomically).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn probe_cmd(a: ProbeArgs) -> tramway::Result<()> {
+    positive("--batch-size", a.batch_size)?;
+    positive("--max-len", a.max_len)?;
+    if let Some(m) = a.max_eval {
+        positive("--max-eval", m)?;
+    }
+    let o = tramway::train::probe::ProbeOptions {
+        model: a.model,
+        train: a.train,
+        dev: a.dev,
+        evals: a.evals,
+        text_column: a.text_column,
+        label_column: a.label_column,
+        max_len: a.max_len,
+        batch_size: a.batch_size,
+        max_eval: a.max_eval,
+        pooling: match a.pooling {
+            PoolingArg::Mean => tramway::models::encoder::Pooling::Mean,
+            PoolingArg::Cls => tramway::models::encoder::Pooling::Cls,
+        },
+        l2: a.l2,
+    };
+    let gpu = || -> tramway::Result<Gpu> { Gpu::new_blocking(GpuOptions::from_env()?) };
+    let r = tramway::train::probe::probe(gpu, &o)?;
+    for (l2, acc, loss) in &r.dev {
+        println!("{}", serde_json::json!({"l2": l2, "dev_accuracy": acc, "dev_loss": loss}));
+    }
+    println!(
+        "{}",
+        serde_json::json!({"chosen_l2": r.chosen_l2, "train_accuracy": r.train_accuracy, "iterations": r.iterations})
+    );
+    for e in &r.evals {
+        println!(
+            "{}",
+            serde_json::json!({"eval": e.name, "accuracy": e.accuracy, "loss": e.loss, "examples": e.examples})
+        );
+    }
+    if let Some(out) = &a.out {
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| tramway::Error::Io { path: dir.display().to_string(), source })?;
+        }
+        tramway::io::hf::write_atomic(out, r.markdown(&o).as_bytes())?;
+    }
+    Ok(())
+}
+
 fn info() -> tramway::Result<()> {
     print!("{}", tramway::train::info::report()?);
     Ok(())
@@ -673,6 +760,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Info => info(),
         Cmd::Embed(a) => embed(a),
+        Cmd::Probe(a) => probe_cmd(a),
         Cmd::Finetune(a) => finetune(*a),
         Cmd::Eval(a) => eval_cmd(a),
         Cmd::Predict(a) => predict_cmd(a),

@@ -16,6 +16,7 @@ pub mod info;
 pub mod lm;
 mod options;
 pub mod plot;
+pub mod probe;
 mod run;
 pub mod slurm;
 

@@ -389,6 +389,23 @@ fn bad_inputs_give_clear_errors_and_lose_nothing() {
         ("predict: batch size 0", s(&["predict", "--model", m, "--batch-size", "0", "w1 w2"]), vec!["--batch-size"]),
         ("predict: NaN model", s(&["predict", "--model", inf_w.to_str().unwrap(), "w1 w2"]), vec!["inf"]),
         ("embed: batch size 0", s(&["embed", "--model", m, "--batch-size", "0", "w1"]), vec!["--batch-size"]),
+        (
+            "probe: an eval label the training data lacks",
+            s(&["probe", "--model", m, "--train", t, "--eval", &format!("x={}", p("eval-unknown.csv"))]),
+            vec!["eval-unknown.csv", "\"maybe\"", "training labels"],
+        ),
+        (
+            "probe: one training label",
+            s(&["probe", "--model", m, "--train", &p("onelabel.csv")]),
+            vec!["onelabel.csv", "at least two"],
+        ),
+        ("probe: negative L2", s(&["probe", "--model", m, "--train", t, "--l2=0.1,-1"]), vec!["--l2", "-1"]),
+        ("probe: max-len 0", s(&["probe", "--model", m, "--train", t, "--max-len", "0"]), vec!["--max-len"]),
+        (
+            "probe: missing dev file",
+            s(&["probe", "--model", m, "--train", t, "--dev", &p("nope.csv")]),
+            vec!["nope.csv"],
+        ),
     ];
     assert!(rows.len() >= 40, "{} rows", rows.len());
     let mut failures = Vec::new();
@@ -664,5 +681,59 @@ fn integer_labels_index_a_fine_tuned_head() {
     text_data(&other, 8, ["x", "y"]);
     let fresh = first_loss(&other, "other");
     assert!((fresh - eval_loss).abs() > 1e-3, "a new head gives another loss ({fresh} vs {eval_loss})");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tramway probe` on the BERT fixture: frozen mean-pooled features of two classes with
+/// disjoint words separate, the class-balanced cut has the asked size, the dev choice and the
+/// Markdown report are written.
+#[test]
+fn probe_separates_frozen_features_and_reports() {
+    let dir = scratch("probe");
+    let model = text_model(&dir);
+    let train = dir.join("train.csv");
+    text_data(&train, 120, ["neg", "pos"]);
+    // Held-out rows: the same word ranges, other combinations.
+    let mut s = String::from("text,label\n");
+    for i in 0..30 {
+        let (c, base) = if i % 3 == 0 { ("pos", 50) } else { ("neg", 10) };
+        let words: Vec<String> = (0..4).map(|k| format!("w{}", base + (i * 11 + k * 5 + 1) % 30)).collect();
+        s.push_str(&format!("{},{c}\n", words.join(" ")));
+    }
+    let held = dir.join("held.csv");
+    std::fs::write(&held, s).unwrap();
+    let report = dir.join("report").join("probe.md");
+    let args = [
+        "probe",
+        "--model",
+        model.to_str().unwrap(),
+        "--train",
+        train.to_str().unwrap(),
+        "--eval",
+        &format!("held={}", held.display()),
+        "--max-eval",
+        "20",
+        "--max-len",
+        "16",
+        "--l2",
+        "1e-3,1",
+        "--out",
+        report.to_str().unwrap(),
+    ];
+    let r = run(&args, &[]);
+    assert!(r.status.success(), "{}", text(&r));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&r.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 4, "two dev lines, the choice, one eval: {lines:?}");
+    let chosen = lines[2]["chosen_l2"].as_f64().unwrap();
+    assert!(chosen == 1e-3 || chosen == 1.0, "{chosen}");
+    assert_eq!(lines[3]["eval"], "held");
+    // 10 of each class: the cut is balanced although the file has twice as many neg rows.
+    assert_eq!(lines[3]["examples"], 20);
+    let acc = lines[3]["accuracy"].as_f64().unwrap();
+    // Chance is 0.5; 16 of 20 right by chance has probability 0.6 %.
+    assert!(acc >= 0.8, "held-out accuracy {acc}: {lines:?}");
+    let md = std::fs::read_to_string(&report).unwrap();
+    assert!(md.contains("| held | 20 |") && md.contains("(chosen)") && md.contains("commit"), "{md}");
     let _ = std::fs::remove_dir_all(&dir);
 }
