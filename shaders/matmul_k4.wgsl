@@ -3,6 +3,10 @@
 // along k, four times fewer load instructions per FMA, which is what CPU drivers are limited
 // by. Requires k, every offset and every stride to be multiples of 4 (the Rust side checks).
 // Same Params and epilogue as matmul.wgsl; A and B indices below are in vec4 units.
+//
+// SG (CPU drivers): A shared across the subgroup, as in matmul_n4.wgsl: lane l loads the vec4
+// A[row, 4 (k0 + l) ..] and subgroupBroadcast hands each of the WGX vec4s to every lane of the
+// workgroup row, WGX times fewer A loads; the same order of operations per output as without.
 //@include matmul_common
 
 @group(0) @binding(1) var<storage, read_write> A: array<vec4<f32>>;
@@ -15,8 +19,17 @@ fn read_b(i: u32) -> vec4<f32> {
     return B[i];
 }
 
+//@if SG
+// One-dimensional workgroups (subgroup builtins need them): invocation li is lane li % WGX of
+// tile row li / WGX.
+@compute @workgroup_size(WGX * WGY, 1, 1)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let lid = vec2<u32>(li % WGX, li / WGX);
+//@end
+//@if !SG
 @compute @workgroup_size(WGX, WGY, 1)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+//@end
     let zo = wid.z / p.batch_inner;
     let zi = wid.z % p.batch_inner;
     let a_base = (p.a_off + zo * p.a_bo + zi * p.a_bi) / 4u;
@@ -38,7 +51,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     //@end
     //@end
     let k4 = p.k / 4u;
-    for (var kk = 0u; kk < k4; kk++) {
+    //@if SG
+    let lane = lid.x;
+    let kfull = k4 - k4 % WGX;
+    for (var k0 = 0u; k0 < kfull; k0 += WGX) {
+        //@for i in 0..TM
+        let al{i} = A[ar{i} + k0 + lane];
+        //@end
+        //@for s in 0..WGX
+        {
+            //@for i in 0..TM
+            let a{i} = subgroupBroadcast(al{i}, {s}u);
+            //@end
+            //@for j in 0..TN
+            let b{j} = read_b(bc{j} + k0 + {s}u);
+            //@end
+            //@for i in 0..TM
+            //@for j in 0..TN
+            c{i}_{j} = fma(a{i}, b{j}, c{i}_{j});
+            //@end
+            //@end
+        }
+        //@end
+    }
+    //@end
+    //@if !SG
+    let kfull = 0u;
+    //@end
+    for (var kk = kfull; kk < k4; kk++) {
         //@for i in 0..TM
         let a{i} = A[ar{i} + kk];
         //@end

@@ -91,8 +91,6 @@ const SHADERS: &[(&str, &str)] = &[
     ("matmul", include_str!("../../shaders/matmul.wgsl")),
     ("matmul_k4", include_str!("../../shaders/matmul_k4.wgsl")),
     ("matmul_n4", include_str!("../../shaders/matmul_n4.wgsl")),
-    ("matmul_n4_sg", include_str!("../../shaders/matmul_n4_sg.wgsl")),
-    ("matmul_k4_sg", include_str!("../../shaders/matmul_k4_sg.wgsl")),
     ("probe_subgroup", include_str!("../../shaders/probe_subgroup.wgsl")),
     ("matmul_tiled", include_str!("../../shaders/matmul_tiled.wgsl")),
     ("elementwise", include_str!("../../shaders/elementwise.wgsl")),
@@ -118,8 +116,11 @@ fn shader_source(name: &str) -> Option<&'static str> {
 
 /// Build the full WGSL text of a variant: constants, the shared helpers, then the shader with
 /// `//@for v in 0..N` … `//@end` blocks unrolled (N a constant name or a literal; `{v}` in the
-/// block is replaced by the index; blocks nest) and `//@include NAME` lines replaced by that
-/// shader file (shared pieces such as the workgroup reduction or the matmul epilogue).
+/// block is replaced by the index; blocks nest), `//@if NAME` … `//@end` blocks kept only where
+/// the bool constant NAME is true (`//@if !NAME`: false) — for code that must not reach a
+/// variant at all, such as subgroup builtins, which need a capability wherever they appear —
+/// and `//@include NAME` lines replaced by that shader file (shared pieces such as the
+/// workgroup reduction or the matmul epilogue).
 pub fn expand(spec: &KernelSpec) -> Result<String> {
     let body = shader_source(spec.shader).ok_or_else(|| Error::Gpu {
         context: format!("kernel {}", spec.shader),
@@ -137,71 +138,111 @@ pub fn expand(spec: &KernelSpec) -> Result<String> {
     out.push('\n');
     let lines: Vec<&str> = body.lines().collect();
     let mut pos = 0;
-    unroll(&lines, &mut pos, &spec.defs, &[], &mut out, spec)?;
+    let ctx = Expansion { defs: &spec.defs, shader: spec.shader };
+    ctx.unroll(&lines, &mut pos, &[], &mut out, false)?;
+    if pos < lines.len() {
+        return Err(ctx.bad(format!("//@end without a block, line {}", pos + 1)));
+    }
     Ok(out)
 }
 
-fn unroll(
-    lines: &[&str],
-    pos: &mut usize,
-    defs: &[(&'static str, Def)],
-    vars: &[(String, u32)],
-    out: &mut String,
-    spec: &KernelSpec,
-) -> Result<()> {
-    let bad = |m: String| Error::Gpu { context: format!("expanding shader {}", spec.shader), message: m };
-    while *pos < lines.len() {
-        let line = lines[*pos];
-        let t = line.trim();
-        if t == "//@end" {
-            return Ok(());
-        }
-        if let Some(name) = t.strip_prefix("//@include ") {
-            let src = shader_source(name.trim()).ok_or_else(|| bad(format!("//@include of unknown shader {name}")))?;
-            let inc: Vec<&str> = src.lines().collect();
-            unroll(&inc, &mut 0, defs, vars, out, spec)?;
-            *pos += 1;
-            continue;
-        }
-        if let Some(rest) = t.strip_prefix("//@for ") {
-            // "v in 0..N"
-            let (var, range) = rest.split_once(" in 0..").ok_or_else(|| bad(format!("bad //@for: {t}")))?;
-            let range = range.trim();
-            let n = match range.parse::<u32>() {
-                Ok(n) => n,
-                Err(_) => match defs.iter().find(|(k, _)| *k == range) {
-                    Some((_, Def::U(n))) => *n,
-                    _ => return Err(bad(format!("//@for bound {range} is not a u32 constant"))),
-                },
-            };
-            let start = *pos + 1;
-            let mut end = start;
-            for i in 0..n.max(1) {
-                *pos = start;
-                let mut v = vars.to_vec();
-                v.push((var.trim().to_string(), i));
+struct Expansion<'a> {
+    defs: &'a [(&'static str, Def)],
+    shader: &'static str,
+}
+
+impl Expansion<'_> {
+    fn bad(&self, m: String) -> Error {
+        Error::Gpu { context: format!("expanding shader {}", self.shader), message: m }
+    }
+
+    /// Copy `lines` from `pos` to `out` until the `//@end` of the enclosing block (`in_block`;
+    /// `pos` is left on it) or the end of the text.
+    fn unroll(
+        &self,
+        lines: &[&str],
+        pos: &mut usize,
+        vars: &[(String, u32)],
+        out: &mut String,
+        in_block: bool,
+    ) -> Result<()> {
+        while *pos < lines.len() {
+            let line = lines[*pos];
+            let t = line.trim();
+            if t == "//@end" {
+                return Ok(());
+            }
+            if let Some(name) = t.strip_prefix("//@include ") {
+                let src = shader_source(name.trim())
+                    .ok_or_else(|| self.bad(format!("//@include of unknown shader {name}")))?;
+                let inc: Vec<&str> = src.lines().collect();
+                let mut p = 0;
+                self.unroll(&inc, &mut p, vars, out, false)?;
+                if p < inc.len() {
+                    return Err(self.bad(format!("//@end without a block in included {name}")));
+                }
+                *pos += 1;
+                continue;
+            }
+            if let Some(cond) = t.strip_prefix("//@if ") {
+                let cond = cond.trim();
+                let (negated, name) = match cond.strip_prefix('!') {
+                    Some(n) => (true, n.trim()),
+                    None => (false, cond),
+                };
+                let value = match self.defs.iter().find(|(k, _)| *k == name) {
+                    Some((_, Def::B(b))) => *b,
+                    _ => return Err(self.bad(format!("//@if {name}: not a bool constant of this variant"))),
+                };
+                *pos += 1;
                 let mut sink = String::new();
-                unroll(lines, pos, defs, &v, &mut sink, spec)?;
-                if n > 0 {
+                self.unroll(lines, pos, vars, &mut sink, true)?;
+                if value != negated {
                     out.push_str(&sink);
                 }
-                end = *pos;
+                *pos += 1;
+                continue;
             }
-            *pos = end + 1;
-            continue;
+            if let Some(rest) = t.strip_prefix("//@for ") {
+                // "v in 0..N"
+                let (var, range) = rest.split_once(" in 0..").ok_or_else(|| self.bad(format!("bad //@for: {t}")))?;
+                let range = range.trim();
+                let n = match range.parse::<u32>() {
+                    Ok(n) => n,
+                    Err(_) => match self.defs.iter().find(|(k, _)| *k == range) {
+                        Some((_, Def::U(n))) => *n,
+                        _ => return Err(self.bad(format!("//@for bound {range} is not a u32 constant"))),
+                    },
+                };
+                let start = *pos + 1;
+                let mut end = start;
+                for i in 0..n.max(1) {
+                    *pos = start;
+                    let mut v = vars.to_vec();
+                    v.push((var.trim().to_string(), i));
+                    let mut sink = String::new();
+                    self.unroll(lines, pos, &v, &mut sink, true)?;
+                    if n > 0 {
+                        out.push_str(&sink);
+                    }
+                    end = *pos;
+                }
+                *pos = end + 1;
+                continue;
+            }
+            let mut l = line.to_string();
+            for (v, i) in vars {
+                l = l.replace(&format!("{{{v}}}"), &i.to_string());
+            }
+            out.push_str(&l);
+            out.push('\n');
+            *pos += 1;
         }
-        let mut l = line.to_string();
-        for (v, i) in vars {
-            l = l.replace(&format!("{{{v}}}"), &i.to_string());
+        if in_block {
+            Err(self.bad("//@for or //@if without //@end".into()))
+        } else {
+            Ok(())
         }
-        out.push_str(&l);
-        out.push('\n');
-        *pos += 1;
-    }
-    if vars.is_empty() {
-        Ok(())
-    } else {
-        Err(bad("//@for without //@end".into()))
     }
 }
 

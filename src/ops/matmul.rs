@@ -168,7 +168,7 @@ pub fn tile(gpu: &Gpu) -> (u32, u32, u32, u32) {
     (8, 4, 8, 8)
 }
 
-/// Register tile of the kernels that share A across a subgroup (`matmul_n4_sg`, `matmul_k4_sg`):
+/// Register tile of the kernels that share A across a subgroup (`matmul_n4`, `matmul_k4` with `SG`):
 /// (rows, column groups, workgroup y); the workgroup is one subgroup wide. With A loads shared
 /// by the 8 lanes of a lavapipe subgroup, taller tiles pay: 16 rows x 2 groups in 8x4
 /// workgroups ran the MiniLM shapes 1.5-2x faster than the plain kernels' best (8x4 in 8x8),
@@ -305,9 +305,7 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
     };
     let shader = match path {
         MatmulPath::Tiled => "matmul_tiled",
-        _ if k4 && sgs.is_some() => "matmul_k4_sg",
         _ if k4 => "matmul_k4",
-        _ if n4 && sgs.is_some() => "matmul_n4_sg",
         _ if n4 => "matmul_n4",
         _ => "matmul",
     };
@@ -324,8 +322,8 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
     if path == MatmulPath::Tiled {
         spec = spec.u("BK", 16);
     }
-    if let Some(s) = sgs {
-        spec = spec.u("SGS", s);
+    if k4 || n4 {
+        spec = spec.b("SG", sgs.is_some());
     }
     let kernel = gpu.kernel(&spec)?;
     let dummy = gpu.dummy_tensor();

@@ -407,7 +407,7 @@ fn profile_writes_a_table_per_kernel() {
         .filter(|l| l.starts_with("| ") && !l.starts_with("| kernel") && !l.starts_with("| total"))
         .map(|l| l.split('|').map(|c| c.trim()).collect())
         .collect();
-    // The matmul and softmax kernels by the adapter's choice (`_sg` matmuls where subgroups are
+    // The matmul and softmax kernels by the adapter's choice (`SG` matmuls where subgroups are
     // workgroup rows, the row-per-invocation softmax on CPU drivers).
     for k in ["matmul_n4", "matmul_k4", "optim::adamw", "guard::finite_guard", "softmax::forward"] {
         assert!(rows.iter().any(|r| r[1].starts_with(k)), "no row for {k}: {text}");

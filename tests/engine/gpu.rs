@@ -58,6 +58,32 @@ fn kernel_expansion_unrolls_loops() {
     )
     .unwrap();
     assert!(src.contains("var c1_2 = 0.0;") && !src.contains("c2_0") && !src.contains("//@for"));
+    // `//@if NAME` keeps a block where the bool constant is true, `//@if !NAME` where false: the
+    // subgroup builtins reach only the SG variant.
+    let n4 = |sg: Option<bool>| {
+        let mut spec = KernelSpec::new("matmul_n4", "main", 5)
+            .u("TM", 2)
+            .u("TN", 1)
+            .u("WGX", 4)
+            .u("WGY", 2)
+            .u("EPI", 0)
+            .b("HAS_BIAS", false)
+            .b("STORE_PRE", false)
+            .b("ACC", false);
+        if let Some(sg) = sg {
+            spec = spec.b("SG", sg);
+        }
+        expand(&spec)
+    };
+    let with = n4(Some(true)).unwrap();
+    let without = n4(Some(false)).unwrap();
+    assert!(with.contains("subgroupBroadcast(al1, 3u)") && !with.contains("subgroupBroadcast(al1, 4u)"), "{with}");
+    assert!(with.contains("local_invocation_index") && !with.contains("let kfull = 0u;"), "{with}");
+    assert!(!without.contains("subgroupBroadcast(a") && without.contains("let kfull = 0u;"), "{without}");
+    let directive = |t: &str| t.lines().any(|l| l.trim_start().starts_with("//@"));
+    assert!(!directive(&with) && !directive(&without));
+    let e = n4(None).unwrap_err().to_string();
+    assert!(e.contains("matmul_n4") && e.contains("//@if SG"), "{e}");
 }
 
 /// WebGPU refuses two writable bindings of one byte range, so no dispatch may bind one on any

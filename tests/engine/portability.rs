@@ -299,14 +299,22 @@ fn every_pipeline_translates_to_every_platform() {
         "decoder",
         "guard",
     ];
-    // The subgroup matmuls, where the device chooses them (lavapipe).
-    let sg: &[&str] = if tramway::ops::matmul::MatmulPath::auto(&gpu) == tramway::ops::matmul::MatmulPath::Subgroup {
-        &["matmul_k4_sg", "matmul_n4_sg"]
-    } else {
-        &[]
-    };
-    for f in all.iter().chain(sg) {
+    for f in all {
         assert!(shaders.contains(f), "no pipeline of shaders/{f}.wgsl was created");
+    }
+    // Both variants of the vec4 matmuls, the subgroup one where the device chooses it
+    // (lavapipe), and only the subgroup variants need the capability.
+    let subgroup_device = tramway::ops::matmul::MatmulPath::auto(&gpu) == tramway::ops::matmul::MatmulPath::Subgroup;
+    for f in ["matmul_k4", "matmul_n4"] {
+        for sg in [false, true] {
+            let has = specs.iter().any(|s| s.shader == f && s.defs.contains(&("SG", tramway::gpu::Def::B(sg))));
+            assert!(has || (sg && !subgroup_device), "no pipeline of shaders/{f}.wgsl with SG = {sg}");
+        }
+    }
+    for ((stem, subgroups), spec) in stems.iter().zip(&specs) {
+        let sg = spec.defs.contains(&("SG", tramway::gpu::Def::B(true))) || spec.shader == "probe_subgroup";
+        let what = "the subgroup capability is needed exactly by SG variants and the probe";
+        assert_eq!(*subgroups, sg, "{}: {what}", stem.display());
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
