@@ -587,6 +587,9 @@ pub fn provenance() -> String {
 pub fn run(gpu: &Gpu, plan: &Plan, report_only: bool) -> Result<(String, f64)> {
     let total = plan.runs.len();
     let mut ran_secs = 0.0;
+    // Taken before training: the commit that computes the runs, not whatever the checkout
+    // holds hours later.
+    let provenance = provenance();
     if !report_only {
         for (k, PlannedRun { task: name, optimizer: o, seed, dir, options: opts }) in plan.runs.iter().enumerate() {
             let k = k + 1;
@@ -609,7 +612,7 @@ pub fn run(gpu: &Gpu, plan: &Plan, report_only: bool) -> Result<(String, f64)> {
     }
     let header = format!(
         "{}\n\nExperiment `{}`{} on {} ({:?}); {} seeds; runs in `{}`.",
-        provenance(),
+        provenance,
         plan.file,
         if plan.quick { " (--quick)" } else { "" },
         gpu.adapter_info().name,

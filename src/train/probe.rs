@@ -247,6 +247,8 @@ pub struct ProbeReport {
     pub iterations: usize,
     pub grad_max: f64,
     pub evals: Vec<EvalResult>,
+    /// The command, commit and machine, taken when the probe started.
+    pub provenance: String,
 }
 
 fn class_ids(file: &Path, rows: &[Example], classes: &[String]) -> Result<Vec<usize>> {
@@ -264,6 +266,7 @@ fn class_ids(file: &Path, rows: &[Example], classes: &[String]) -> Result<Vec<us
 /// strength on the training set, keep the one with the best dev accuracy (then the lower dev
 /// loss, then the stronger penalty), and evaluate it.
 pub fn probe(gpu: impl FnOnce() -> Result<Gpu>, o: &ProbeOptions) -> Result<ProbeReport> {
+    let provenance = super::experiment::provenance();
     if o.l2.is_empty() || o.l2.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
         let value = format!("{:?}", o.l2);
         return Err(Error::BadSetting { name: "--l2", value, expected: "one or more finite values ≥ 0".into() });
@@ -382,6 +385,7 @@ pub fn probe(gpu: impl FnOnce() -> Result<Gpu>, o: &ProbeOptions) -> Result<Prob
         iterations: model.iterations,
         grad_max: model.grad_max,
         evals: results,
+        provenance,
     })
 }
 
@@ -390,9 +394,12 @@ impl ProbeReport {
     pub fn markdown(&self, o: &ProbeOptions) -> String {
         let mut s = String::from("# Logistic probe on frozen features\n\n");
         s += &format!(
-            "Model `{}`, {:?} pooling, max_len {}; multinomial logistic regression (f64 L-BFGS, features standardised on the training set, biases not penalised) on {} training examples (`{}`); L2 chosen on {} dev examples ({}).\n\n",
+            "Model `{}`, {} pooling, max_len {}; multinomial logistic regression (f64 L-BFGS, features standardised on the training set, biases not penalised) on {} training examples (`{}`); L2 chosen on {} dev examples ({}).\n\n",
             o.model.display(),
-            o.pooling,
+            match o.pooling {
+                Pooling::Mean => "mean",
+                Pooling::Cls => "first-token",
+            },
             o.max_len,
             self.train_examples,
             o.train.display(),
@@ -412,7 +419,7 @@ impl ProbeReport {
         for r in &self.evals {
             s += &format!("| {} | {} | {:.4} | {:.4} |\n", r.name, r.examples, r.accuracy, r.loss);
         }
-        s += &format!("\n{}\n", super::experiment::provenance());
+        s += &format!("\n{}\n", self.provenance);
         s
     }
 }
