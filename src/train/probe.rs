@@ -251,6 +251,9 @@ pub struct ProbeReport {
     pub provenance: String,
 }
 
+/// Feature rows and their class indices.
+type Labelled = (Vec<Vec<f32>>, Vec<usize>);
+
 fn class_ids(file: &Path, rows: &[Example], classes: &[String]) -> Result<Vec<usize>> {
     rows.iter()
         .map(|e| {
@@ -284,19 +287,9 @@ pub fn probe(gpu: impl FnOnce() -> Result<Gpu>, o: &ProbeOptions) -> Result<Prob
         let message = format!("one label ({classes:?}); a classifier needs at least two");
         return Err(Error::Model { file: o.train.display().to_string(), message });
     }
-    let (fit_rows, dev_rows, dev_file) = match &o.dev {
-        Some(p) => (all_train.clone(), read(p)?, p.clone()),
-        None => {
-            let (mut fit, mut dev) = (Vec::new(), Vec::new());
-            for (i, e) in all_train.iter().enumerate() {
-                if i % 5 == 4 {
-                    dev.push(e.clone())
-                } else {
-                    fit.push(e.clone())
-                }
-            }
-            (fit, dev, o.train.clone())
-        }
+    let dev_rows = match &o.dev {
+        Some(p) => read(p)?,
+        None => Vec::new(),
     };
     let mut evals = Vec::new();
     for (name, p) in &o.evals {
@@ -308,20 +301,20 @@ pub fn probe(gpu: impl FnOnce() -> Result<Gpu>, o: &ProbeOptions) -> Result<Prob
         evals.push((name.clone(), class_ids(p, &rows, &classes)?, rows));
     }
     let y_all = class_ids(&o.train, &all_train, &classes)?;
-    let y_fit = class_ids(&o.train, &fit_rows, &classes)?;
-    let y_dev = class_ids(&dev_file, &dev_rows, &classes)?;
+    let y_dev_file = match &o.dev {
+        Some(p) => class_ids(p, &dev_rows, &classes)?,
+        None => Vec::new(),
+    };
 
-    // One embedding pass over every distinct text.
-    let mut texts: Vec<String> = all_train.iter().map(|e| e.text.clone()).collect();
-    if o.dev.is_some() {
-        texts.extend(dev_rows.iter().map(|e| e.text.clone()));
-    }
-    for (_, _, rows) in &evals {
-        texts.extend(rows.iter().map(|e| e.text.clone()));
-    }
+    // One embedding pass over every text.
+    let texts: Vec<&str> = [&all_train, &dev_rows]
+        .into_iter()
+        .chain(evals.iter().map(|(_, _, rows)| rows))
+        .flat_map(|rows| rows.iter().map(|e| e.text.as_str()))
+        .collect();
     let mut order: Vec<usize> = (0..texts.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(texts[i].len()));
-    let sorted: Vec<String> = order.iter().map(|&i| texts[i].clone()).collect();
+    let sorted: Vec<String> = order.iter().map(|&i| texts[i].to_string()).collect();
     let emb = super::embed::TextEmbedding {
         max_len: o.max_len,
         batch_size: o.batch_size,
@@ -335,18 +328,14 @@ pub fn probe(gpu: impl FnOnce() -> Result<Gpu>, o: &ProbeOptions) -> Result<Prob
     }
     let mut feats = feats.into_iter();
     let train_x: Vec<Vec<f32>> = feats.by_ref().take(all_train.len()).collect();
-    let (fit_x, dev_x): (Vec<Vec<f32>>, Vec<Vec<f32>>) = match o.dev {
-        Some(_) => (train_x.clone(), feats.by_ref().take(dev_rows.len()).collect()),
+    let dev_file_x: Vec<Vec<f32>> = feats.by_ref().take(dev_rows.len()).collect();
+    // The strength is chosen on the dev file, or on every fifth training example held out.
+    let ((fit_x, y_fit), (dev_x, y_dev)): (Labelled, Labelled) = match o.dev {
+        Some(_) => ((train_x.clone(), y_all.clone()), (dev_file_x, y_dev_file)),
         None => {
-            let (mut f, mut d) = (Vec::new(), Vec::new());
-            for (i, r) in train_x.iter().enumerate() {
-                if i % 5 == 4 {
-                    d.push(r.clone())
-                } else {
-                    f.push(r.clone())
-                }
-            }
-            (f, d)
+            let (dev, fit): (Vec<_>, Vec<_>) =
+                train_x.iter().cloned().zip(y_all.iter().copied()).enumerate().partition(|(i, _)| i % 5 == 4);
+            (fit.into_iter().map(|(_, p)| p).unzip(), dev.into_iter().map(|(_, p)| p).unzip())
         }
     };
     let mut dev = Vec::new();
@@ -380,7 +369,7 @@ pub fn probe(gpu: impl FnOnce() -> Result<Gpu>, o: &ProbeOptions) -> Result<Prob
         dev,
         chosen_l2: best.0,
         train_examples: all_train.len(),
-        dev_examples: dev_rows.len(),
+        dev_examples: dev_x.len(),
         train_accuracy,
         iterations: model.iterations,
         grad_max: model.grad_max,
