@@ -203,26 +203,35 @@ fn bench_layouts(gpu: &Gpu, quick: bool) -> Result<()> {
     Ok(())
 }
 
-/// `--subgroups [TMxTNxWGXxWGY ...]`: the register kernels that share A across a subgroup
-/// (their default tile, or each tile given) against the plain register kernels (8x4 in 8x8),
-/// on two devices of the same adapter, interleaved call by call (5 rounds, medians of the
+/// `--subgroups [TMxTNxWGXxWGY ...] [--against=TILE] [--rounds=N]`: the register kernels that
+/// share A across a subgroup (their default tile, or each tile given) against the plain register
+/// kernels (8x4 in 8x8), or against the subgroup kernels at another tile, on two devices of the
+/// same adapter, interleaved call by call (N rounds, default 5, of 3 calls each; medians of the
 /// times and of the per-round ratios), results compared element by element.
 fn bench_subgroups(gpu: &Gpu) -> Result<()> {
     let Some(size) = gpu.subgroup_rows() else {
         println!("this adapter's subgroups are not workgroup rows: the subgroup kernels do not run here");
         return Ok(());
     };
-    let mut tiles: Vec<Option<[u32; 4]>> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .map(|a| {
-            let v: Vec<u32> = a.split('x').filter_map(|x| x.parse().ok()).collect();
-            match v[..] {
-                [tm, tn, wx, wy] => Ok(Some([tm, tn, wx, wy])),
-                _ => Err(tramway::Error::BadSetting { name: "tile", value: a, expected: "TMxTNxWGXxWGY".into() }),
-            }
-        })
-        .collect::<Result<_>>()?;
+    let parse = |a: String| -> Result<Option<[u32; 4]>> {
+        let v: Vec<u32> = a.split('x').filter_map(|x| x.parse().ok()).collect();
+        match v[..] {
+            [tm, tn, wx, wy] => Ok(Some([tm, tn, wx, wy])),
+            _ => Err(tramway::Error::BadSetting { name: "tile", value: a, expected: "TMxTNxWGXxWGY".into() }),
+        }
+    };
+    let mut tiles: Vec<Option<[u32; 4]>> =
+        std::env::args().skip(1).filter(|a| !a.starts_with('-')).map(parse).collect::<Result<_>>()?;
+    let flag = |name: &str| std::env::args().find_map(|a| a.strip_prefix(name).map(str::to_string));
+    let against = flag("--against=").map(parse).transpose()?.flatten();
+    let rounds: usize = match flag("--rounds=") {
+        Some(r) => r.parse().map_err(|_| tramway::Error::BadSetting {
+            name: "--rounds",
+            value: r,
+            expected: "a positive number".into(),
+        })?,
+        None => 5,
+    };
     if tiles.is_empty() {
         tiles.push(None);
     }
@@ -236,17 +245,25 @@ fn bench_subgroups(gpu: &Gpu) -> Result<()> {
         ("NT up, 2048 rows", 2048, f, h, false, true),
         ("NN odd sizes", 77, 36, 1003, false, false),
     ];
-    let plain = Gpu::new_blocking(GpuOptions { no_subgroup_matmul: true, ..GpuOptions::from_env()? })?;
+    let plain = match against {
+        None => Gpu::new_blocking(GpuOptions { no_subgroup_matmul: true, ..GpuOptions::from_env()? })?,
+        Some(t) => Gpu::new_blocking(GpuOptions { matmul_tile: Some(t), ..GpuOptions::from_env()? })?,
+    };
+    let reference = match against {
+        None => format!("the plain kernels (tile {:?})", tramway::ops::matmul::tile(&plain)),
+        Some(t) => format!("the subgroup kernels at tile {}x{}", t[0], t[1]),
+    };
     for tile in tiles {
         let g = Gpu::new_blocking(GpuOptions { matmul_tile: tile, ..GpuOptions::from_env()? })?;
         // The override sets rows and column groups; the workgroup keeps the probed shape.
         let sub = tramway::ops::matmul::SUBGROUP_TILE;
-        let (tm, tn, wy) = tile.map(|t| (t[0], t[1], sub.2)).unwrap_or(sub);
-        println!(
-            "\nsubgroup kernels, tile {tm}x{tn} in {size}x{wy} workgroups, against the plain kernels (tile {:?})",
-            tramway::ops::matmul::tile(&plain)
-        );
-        println!("\n| layout | m x n x k | plain GFLOP/s | subgroup GFLOP/s | speed-up | max abs difference |");
+        let k4 = tramway::ops::matmul::SUBGROUP_TILE_K4;
+        let shape = match tile {
+            Some(t) => format!("tile {}x{}", t[0], t[1]),
+            None => format!("tiles {}x{} (B along n), {}x{} (both along k)", sub.0, sub.1, k4.0, k4.1),
+        };
+        println!("\nsubgroup kernels, {shape} in {size}x{} workgroups, against {reference}, {rounds} rounds", sub.2);
+        println!("\n| layout | m x n x k | reference GFLOP/s | subgroup GFLOP/s | speed-up | max abs difference |");
         println!("|---|---|---|---|---|---|");
         for (name, m, n, k, ta, tb) in shapes {
             let (a, b) = (data(m * k, 1), data(k * n, 2));
@@ -254,12 +271,12 @@ fn bench_subgroups(gpu: &Gpu) -> Result<()> {
                 let at = gpu.from_f32(&a, &if ta { [k, m] } else { [m, k] })?;
                 let bt = gpu.from_f32(&b, &if tb { [n, k] } else { [k, n] })?;
                 let ct = gpu.zeros(&[m, n])?;
-                let t = time_gpu(gpu, 1, &|r| matmul(r, &Matmul::new(&at, ta, &bt, tb, &ct)?))?;
+                let t = time_gpu(gpu, 3, &|r| matmul(r, &Matmul::new(&at, ta, &bt, tb, &ct)?))?;
                 Ok((t, gpu.read_f32_blocking(&ct)?))
             };
             let (mut t0, mut t1, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
             let mut err = 0f32;
-            for _ in 0..5 {
+            for _ in 0..rounds.max(1) {
                 let (x, c0) = run(&plain)?;
                 let (y, c1) = run(&g)?;
                 err = err.max(c0.iter().zip(&c1).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max));

@@ -177,6 +177,13 @@ pub fn tile(gpu: &Gpu) -> (u32, u32, u32, u32) {
 /// subgroup wide, `SUBGROUP_TILE.2` rows).
 pub const SUBGROUP_TILE: (u32, u32, u32) = (16, 2, 4);
 
+/// The same for the kernel that reads both operands along k (`matmul_k4`: the forward x·Wᵀ and
+/// Q·Kᵀ): 12 rows x 4 columns, half the broadcasts per FMA of 16 x 2. Against 16 x 2, interleaved
+/// call by call over 9 rounds, it ran x·Wᵀ at 192 x 1536 x 384 1.11x faster (1.07x at 2048 rows),
+/// while the B-along-n kernel ran 0.84-0.88x at 12 x 4; 16 x 3, 16 x 4 and 12 x 6 were within 5 %
+/// of 12 x 4, 8 x 6 10 % slower (BENCHMARKS.md). The workgroup is the same (`SUBGROUP_TILE.2` rows).
+pub const SUBGROUP_TILE_K4: (u32, u32) = (12, 4);
+
 /// Which matmul kernel family runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulPath {
@@ -299,6 +306,7 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
             // The workgroup keeps the shape the probe checked: SUBGROUP_TILE.2 rows of one
             // subgroup each.
             (Some(s), Some([tm, tn, _, _])) => (tm, tn, s, SUBGROUP_TILE.2),
+            (Some(s), None) if k4 => (SUBGROUP_TILE_K4.0, SUBGROUP_TILE_K4.1, s, SUBGROUP_TILE.2),
             (Some(s), None) => (SUBGROUP_TILE.0, SUBGROUP_TILE.1, s, SUBGROUP_TILE.2),
             (None, _) => tile(gpu),
         },

@@ -67,7 +67,19 @@ fn subgroup_matmul_matches_the_plain_kernels() {
     if info.name.contains("llvmpipe") && gpu().features().contains(wgpu::Features::SUBGROUP) {
         assert_eq!(gpu().subgroup_rows(), Some(8), "lavapipe's subgroups are rows of 8 invocations");
     }
-    let sizes = [(8, 4, 8), (16, 8, 3), (17, 12, 16), (37, 44, 44), (9, 36, 1003), (64, 68, 100), (33, 4, 9)];
+    // Around both tiles: 16 x 2 groups (B along n, 64 rows x 64 columns a workgroup) and 12 x 4
+    // (both along k, 48 rows x 32 columns).
+    let sizes = [
+        (8, 4, 8),
+        (16, 8, 3),
+        (17, 12, 16),
+        (37, 44, 44),
+        (9, 36, 1003),
+        (64, 68, 100),
+        (33, 4, 9),
+        (49, 33, 36),
+        (48, 32, 40),
+    ];
     for (i, &(m, n, k)) in sizes.iter().enumerate() {
         for ta in [false, true] {
             for tb in [false, true] {
