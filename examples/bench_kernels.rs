@@ -224,8 +224,12 @@ fn bench_subgroups(gpu: &Gpu) -> Result<()> {
         std::env::args().skip(1).filter(|a| !a.starts_with('-')).map(parse).collect::<Result<_>>()?;
     let flag = |name: &str| std::env::args().find_map(|a| a.strip_prefix(name).map(str::to_string));
     let against = flag("--against=").map(parse).transpose()?.flatten();
+    if let Some(a) = std::env::args().find(|a| a == "--against" || a == "--rounds") {
+        let expected = format!("{a}=VALUE (one argument)");
+        return Err(tramway::Error::BadSetting { name: "flag", value: a, expected });
+    }
     let rounds: usize = match flag("--rounds=") {
-        Some(r) => r.parse().map_err(|_| tramway::Error::BadSetting {
+        Some(r) => r.parse().ok().filter(|&n: &usize| n > 0).ok_or(tramway::Error::BadSetting {
             name: "--rounds",
             value: r,
             expected: "a positive number".into(),
@@ -276,7 +280,7 @@ fn bench_subgroups(gpu: &Gpu) -> Result<()> {
             };
             let (mut t0, mut t1, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
             let mut err = 0f32;
-            for _ in 0..rounds.max(1) {
+            for _ in 0..rounds {
                 let (x, c0) = run(&plain)?;
                 let (y, c1) = run(&g)?;
                 err = err.max(c0.iter().zip(&c1).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max));

@@ -137,12 +137,7 @@ pub fn expand(spec: &KernelSpec) -> Result<String> {
     out.push_str(shader_source("common").unwrap_or(""));
     out.push('\n');
     let lines: Vec<&str> = body.lines().collect();
-    let mut pos = 0;
-    let ctx = Expansion { defs: &spec.defs, shader: spec.shader };
-    ctx.unroll(&lines, &mut pos, &[], &mut out, false)?;
-    if pos < lines.len() {
-        return Err(ctx.bad(format!("//@end without a block, line {}", pos + 1)));
-    }
+    Expansion { defs: &spec.defs, shader: spec.shader }.text(&lines, &mut out)?;
     Ok(out)
 }
 
@@ -156,15 +151,25 @@ impl Expansion<'_> {
         Error::Gpu { context: format!("expanding shader {}", self.shader), message: m }
     }
 
-    /// Copy `lines` from `pos` to `out` until the `//@end` of the enclosing block (`in_block`;
-    /// `pos` is left on it) or the end of the text.
+    /// Expand a whole text (a shader or an included file) into `out`.
+    fn text(&self, lines: &[&str], out: &mut String) -> Result<()> {
+        let mut pos = 0;
+        self.unroll(lines, &mut pos, &[], out, None)?;
+        if pos < lines.len() {
+            return Err(self.bad(format!("//@end without a block, line {}", pos + 1)));
+        }
+        Ok(())
+    }
+
+    /// Copy `lines` from `pos` to `out` until the `//@end` of the enclosing block (opened on
+    /// line index `block`; `pos` is left on the `//@end`) or the end of the text.
     fn unroll(
         &self,
         lines: &[&str],
         pos: &mut usize,
         vars: &[(String, u32)],
         out: &mut String,
-        in_block: bool,
+        block: Option<usize>,
     ) -> Result<()> {
         while *pos < lines.len() {
             let line = lines[*pos];
@@ -177,9 +182,9 @@ impl Expansion<'_> {
                     .ok_or_else(|| self.bad(format!("//@include of unknown shader {name}")))?;
                 let inc: Vec<&str> = src.lines().collect();
                 let mut p = 0;
-                self.unroll(&inc, &mut p, vars, out, false)?;
+                self.unroll(&inc, &mut p, vars, out, None)?;
                 if p < inc.len() {
-                    return Err(self.bad(format!("//@end without a block in included {name}")));
+                    return Err(self.bad(format!("//@end without a block, line {} of included {name}", p + 1)));
                 }
                 *pos += 1;
                 continue;
@@ -194,9 +199,10 @@ impl Expansion<'_> {
                     Some((_, Def::B(b))) => *b,
                     _ => return Err(self.bad(format!("//@if {name}: not a bool constant of this variant"))),
                 };
+                let open = *pos;
                 *pos += 1;
                 let mut sink = String::new();
-                self.unroll(lines, pos, vars, &mut sink, true)?;
+                self.unroll(lines, pos, vars, &mut sink, Some(open))?;
                 if value != negated {
                     out.push_str(&sink);
                 }
@@ -214,6 +220,7 @@ impl Expansion<'_> {
                         _ => return Err(self.bad(format!("//@for bound {range} is not a u32 constant"))),
                     },
                 };
+                let open = *pos;
                 let start = *pos + 1;
                 let mut end = start;
                 for i in 0..n.max(1) {
@@ -221,7 +228,7 @@ impl Expansion<'_> {
                     let mut v = vars.to_vec();
                     v.push((var.trim().to_string(), i));
                     let mut sink = String::new();
-                    self.unroll(lines, pos, &v, &mut sink, true)?;
+                    self.unroll(lines, pos, &v, &mut sink, Some(open))?;
                     if n > 0 {
                         out.push_str(&sink);
                     }
@@ -238,10 +245,9 @@ impl Expansion<'_> {
             out.push('\n');
             *pos += 1;
         }
-        if in_block {
-            Err(self.bad("//@for or //@if without //@end".into()))
-        } else {
-            Ok(())
+        match block {
+            Some(open) => Err(self.bad(format!("{} on line {} has no //@end", lines[open].trim(), open + 1))),
+            None => Ok(()),
         }
     }
 }
@@ -333,6 +339,37 @@ impl Gpu {
         }
         #[cfg(target_arch = "wasm32")]
         self.pending.lock().unwrap().push((label.clone(), Box::pin(scope.pop())));
-        Ok(Kernel { pipeline, layout, storage: spec.storage, label, name: format!("{}::{}", spec.shader, spec.entry) })
+        // The profile's row: a variant that shares loads across subgroups gets its own.
+        let sg = if spec.defs.contains(&("SG", Def::B(true))) { " (subgroup)" } else { "" };
+        let name = format!("{}::{}{sg}", spec.shader, spec.entry);
+        Ok(Kernel { pipeline, layout, storage: spec.storage, label, name })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn expand_lines(text: &str, defs: &[(&'static str, Def)]) -> Result<String> {
+        let lines: Vec<&str> = text.lines().collect();
+        let mut out = String::new();
+        Expansion { defs, shader: "test" }.text(&lines, &mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn if_blocks_nest_in_for_blocks_and_unmatched_ends_are_refused() {
+        let defs = [("N", Def::U(3)), ("ON", Def::B(true)), ("OFF", Def::B(false))];
+        let text =
+            "a\n//@for i in 0..N\n//@if ON\nx{i}\n//@end\n//@if OFF\ny{i}\n//@end\n//@if !OFF\nz{i}\n//@end\n//@end\nb";
+        assert_eq!(expand_lines(text, &defs).unwrap(), "a\nx0\nz0\nx1\nz1\nx2\nz2\nb\n");
+        let e = expand_lines("a\n//@if ON\nb", &defs).unwrap_err().to_string();
+        assert!(e.contains("//@if ON on line 2 has no //@end"), "{e}");
+        let e = expand_lines("a\n//@for i in 0..N\n//@if ON\nb\n//@end", &defs).unwrap_err().to_string();
+        assert!(e.contains("//@for i in 0..N on line 2 has no //@end"), "{e}");
+        let e = expand_lines("a\n//@end\nb", &defs).unwrap_err().to_string();
+        assert!(e.contains("//@end without a block, line 2"), "{e}");
+        let e = expand_lines("//@if N\n//@end", &defs).unwrap_err().to_string();
+        assert!(e.contains("//@if N: not a bool constant"), "{e}");
     }
 }

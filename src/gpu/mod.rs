@@ -641,8 +641,8 @@ impl Gpu {
     }
 
     /// Release what the device keeps between submits for speed: the cached bind groups (which
-    /// hold on to every buffer they bind, so a dropped model's memory stays allocated until
-    /// the cache overflows) and the scratch tensors. Call it after dropping a model — the
+    /// hold on to every buffer they bind; those of dropped tensors go at the next submit, this
+    /// releases them at once) and the scratch tensors. Call it after dropping a model — the
     /// fine-tuning loop does at the end of each run — or whenever memory matters more than
     /// the next few submits' bind-group creation.
     pub fn trim(&self) {
@@ -653,6 +653,12 @@ impl Gpu {
     /// How many bind groups are cached (see [`Gpu::trim`]).
     pub fn cached_bind_groups(&self) -> usize {
         self.bind_cache.len()
+    }
+
+    /// How many bind groups this device has created (a diagnostic: a step that records the same
+    /// dispatches as the last one creates none).
+    pub fn created_bind_groups(&self) -> u64 {
+        self.bind_cache.created()
     }
 
     /// Start recording a batch of dispatches that is submitted as one command buffer.
@@ -714,6 +720,8 @@ impl Gpu {
         let mut pool = self.uniform_pool.lock().unwrap();
         if pool.len() < 8 {
             pool.push(b);
+        } else {
+            self.bind_cache.forget_uniform(&b);
         }
     }
 }

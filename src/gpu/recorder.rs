@@ -96,13 +96,13 @@ struct BindKey {
     bufs: Vec<(wgpu::Buffer, u64, u64)>,
 }
 
-/// Bind groups survive across submits. A bind group holds on to the buffers it binds, so an
-/// entry is dropped as soon as one of its tensors is gone (every buffer has gone with its last
-/// tensor: the entry could never be used again, and it would keep that memory allocated —
-/// a loop over batches with fresh activations grew by gigabytes). Also bounded in count, and
-/// emptied by [`super::Gpu::trim`].
+/// Bind groups survive across submits. A bind group holds on to the buffers it binds, so the
+/// next submit after the last tensor of a buffer is dropped removes every entry that binds it
+/// (the entry could never be used again, and it would keep that memory allocated — a loop over
+/// batches with fresh activations grew by gigabytes); so does a parameter buffer leaving the
+/// pool. Also bounded in count, and emptied by [`super::Gpu::trim`].
 #[derive(Default)]
-pub(crate) struct BindCache(Mutex<HashMap<BindKey, CachedGroup>>);
+pub(crate) struct BindCache(Mutex<HashMap<BindKey, CachedGroup>>, std::sync::atomic::AtomicU64);
 
 /// A cached bind group and the liveness tokens of the tensors it binds.
 type CachedGroup = (wgpu::BindGroup, Vec<Weak<()>>);
@@ -113,6 +113,14 @@ impl BindCache {
     }
     pub(crate) fn len(&self) -> usize {
         self.0.lock().unwrap().len()
+    }
+    /// Bind groups created so far.
+    pub(crate) fn created(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Remove the entries that bind parameter buffer `u` (it is being dropped).
+    pub(crate) fn forget_uniform(&self, u: &wgpu::Buffer) {
+        self.0.lock().unwrap().retain(|k, _| k.uniform != *u);
     }
 }
 const BIND_CACHE_MAX: usize = 8192;
@@ -392,11 +400,11 @@ impl<'g> Recorder<'g> {
         let mut enc = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tramway") });
         {
             let mut cache = gpu.bind_cache.0.lock().unwrap();
+            // Entries whose tensors were dropped since the last submit; then the bound on count.
+            cache.retain(|_, (_, live)| live.iter().all(|w| w.strong_count() > 0));
             if cache.len() > BIND_CACHE_MAX {
                 cache.clear();
             }
-            // Entries whose tensors were dropped since the last submit.
-            cache.retain(|_, (_, live)| live.iter().all(|w| w.strong_count() > 0));
             let mut pass: Option<wgpu::ComputePass<'static>> = None;
             let mut last: Option<*const Kernel> = None;
             for (i, cmd) in cmds.iter().enumerate() {
@@ -439,6 +447,7 @@ impl<'g> Recorder<'g> {
                                         }),
                                     });
                                 }
+                                gpu.bind_cache.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                                 let bg = gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
                                     label: None,
                                     layout: &kernel.layout,

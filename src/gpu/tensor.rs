@@ -21,8 +21,9 @@ pub struct Tensor {
     pub(crate) offset: u64,
     pub(crate) shape: Vec<usize>,
     pub(crate) dtype: DType,
-    /// Held by every tensor (and view) of the buffer: when the last one is dropped, the
-    /// device's cached bind groups that bind the buffer are released (see `recorder::BindCache`).
+    /// Held by every tensor (and view) of the buffer: once the last one is dropped, the next
+    /// submit releases the device's cached bind groups that bind the buffer (see
+    /// `recorder::BindCache`), and with them the buffer.
     pub(crate) live: Arc<()>,
 }
 

@@ -67,7 +67,8 @@ pub fn objective(x: &[Vec<f64>], y: &[usize], classes: usize, l2: f64, w: &[f64]
 
 /// Minimise a smooth function with L-BFGS (10 pairs, backtracking Armijo line search) from
 /// `x`, until the gradient's largest component is below `tol` or `max_iter` iterations.
-/// Returns the point, the iterations and the final gradient's largest component.
+/// Returns the point, the iterations and the final gradient's largest component (infinite where
+/// the function or its gradient is not finite, at the start or at the end).
 pub fn lbfgs(
     mut f: impl FnMut(&[f64]) -> (f64, Vec<f64>),
     mut x: Vec<f64>,
@@ -75,8 +76,12 @@ pub fn lbfgs(
     max_iter: usize,
 ) -> (Vec<f64>, usize, f64) {
     let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
-    let gmax = |g: &[f64]| g.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    // NaN counts as infinitely large (f64::max would skip it and report convergence).
+    let gmax = |g: &[f64]| g.iter().fold(0.0f64, |m, v| if v.is_nan() { f64::INFINITY } else { m.max(v.abs()) });
     let (mut fx, mut g) = f(&x);
+    if !fx.is_finite() {
+        return (x, 0, f64::INFINITY);
+    }
     let mut pairs: std::collections::VecDeque<(Vec<f64>, Vec<f64>, f64)> = Default::default();
     let mut it = 0;
     while it < max_iter && gmax(&g) > tol {
@@ -177,6 +182,9 @@ impl Logistic {
         };
         let z: Vec<Vec<f64>> = x.iter().map(|r| model.standardise(r)).collect();
         let (w, it, gm) = lbfgs(|w| objective(&z, y, classes, l2, w), model.weights.clone(), 1e-7, 2000);
+        if !gm.is_finite() {
+            return bad(format!("the fit diverged (L2 {l2}): a non-finite loss or gradient"));
+        }
         (model.weights, model.iterations, model.grad_max) = (w, it, gm);
         Ok(model)
     }
@@ -289,6 +297,13 @@ pub fn probe(gpu: impl FnOnce() -> Result<Gpu>, o: &ProbeOptions) -> Result<Prob
     }
     let dev_rows = match &o.dev {
         Some(p) => read(p)?,
+        None if all_train.len() < 5 => {
+            let message = format!(
+                "{} training examples leave no dev set to choose the L2 strength (every fifth is held out): give --dev",
+                all_train.len()
+            );
+            return Err(Error::Model { file: o.train.display().to_string(), message });
+        }
         None => Vec::new(),
     };
     let mut evals = Vec::new();
@@ -325,6 +340,10 @@ pub fn probe(gpu: impl FnOnce() -> Result<Gpu>, o: &ProbeOptions) -> Result<Prob
     let mut feats = vec![Vec::new(); texts.len()];
     for (&i, (_, e)) in order.iter().zip(got) {
         feats[i] = e;
+    }
+    if let Some(i) = feats.iter().position(|f| f.iter().any(|v| !v.is_finite())) {
+        let message = format!("the encoder gave a NaN or infinite feature for the text {:?}", texts[i]);
+        return Err(Error::Model { file: o.model.display().to_string(), message });
     }
     let mut feats = feats.into_iter();
     let train_x: Vec<Vec<f32>> = feats.by_ref().take(all_train.len()).collect();
@@ -443,6 +462,14 @@ mod tests {
             // Central differences of an f64 function: truncation ~h², rounding ~1e-16/h.
             assert!((fd - g[j]).abs() < 1e-8, "component {j}: finite difference {fd}, gradient {}", g[j]);
         }
+    }
+
+    #[test]
+    fn lbfgs_never_reports_a_nan_gradient_as_converged() {
+        let (_, it, gm) = lbfgs(|x| (x[0] * x[0], vec![f64::NAN]), vec![1.0], 1e-8, 50);
+        assert!(gm.is_infinite(), "gradient measure {gm} after {it} iterations");
+        let (_, it, gm) = lbfgs(|_| (f64::NAN, vec![0.0]), vec![1.0], 1e-8, 50);
+        assert!(gm.is_infinite() && it == 0, "a NaN start: {gm} after {it} iterations");
     }
 
     #[test]

@@ -412,6 +412,10 @@ fn profile_writes_a_table_per_kernel() {
     for k in ["matmul_n4", "matmul_k4", "optim::adamw", "guard::finite_guard", "softmax::forward"] {
         assert!(rows.iter().any(|r| r[1].starts_with(k)), "no row for {k}: {text}");
     }
+    // The subgroup variants have rows of their own where they run.
+    if tramway::ops::matmul::MatmulPath::auto(&own) == tramway::ops::matmul::MatmulPath::Subgroup {
+        assert!(rows.iter().any(|r| r[1] == "matmul_n4::main (subgroup)"), "{text}");
+    }
     // Matmul rows carry GFLOP/s; the shares add up to 100 % (rounded per row).
     assert!(rows.iter().filter(|r| r[1].starts_with("matmul")).all(|r| r[5].parse::<f64>().unwrap() > 0.0));
     let share: f64 = rows.iter().map(|r| r[4].trim_end_matches(" %").parse::<f64>().unwrap()).sum();

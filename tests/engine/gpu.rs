@@ -140,8 +140,11 @@ fn dropped_tensors_leave_the_bind_group_cache() {
     assert_eq!(submit_with(5), vec![2.0; 5]);
     let after_one = own.cached_bind_groups();
     assert!(after_one >= 2, "each dispatch caches its bind group");
+    let created = own.created_bind_groups();
     for n in 6..40 {
         assert_eq!(submit_with(n), vec![2.0; n]);
+        // The live pair's group is reused, not rebuilt: one new group per submit, the fresh pair's.
+        assert_eq!(own.created_bind_groups(), created + (n - 5) as u64);
     }
     // Each submit's fresh pair is gone by the next submit (the last one's is still there); the
     // live pair's entry is reused.
@@ -151,8 +154,10 @@ fn dropped_tensors_leave_the_bind_group_cache() {
     drop(ka);
     let mut r = own.recorder();
     tramway::ops::elementwise::axpby(&mut r, 1.0, &view, 0.0, &kb.reshape(&[2, 4]).unwrap()).unwrap();
+    let before_view = own.created_bind_groups();
     r.submit().unwrap();
     // The last fresh pair's entry went at this submit; the live pair's stayed and was reused.
     assert_eq!(own.cached_bind_groups(), after_one - 1);
+    assert_eq!(own.created_bind_groups(), before_view, "the views bind the same ranges: no new group");
     assert_eq!(own.read_f32_blocking(&kb).unwrap(), vec![1.0; 8]);
 }

@@ -178,6 +178,7 @@ fn bad_inputs_give_clear_errors_and_lose_nothing() {
     let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
     std::fs::write(dir.join("nocol.csv"), "sentence,label\nw1 w2,a\nw3,b\n").unwrap();
     std::fs::write(dir.join("onelabel.csv"), "text,label\nw1 w2,a\nw3,a\n").unwrap();
+    std::fs::write(dir.join("tiny.csv"), "text,label\nw1 w2,a\nw3,b\nw4,a\n").unwrap();
     std::fs::write(dir.join("eval-unknown.csv"), "text,label\nw11 w12,neg\nw51,maybe\n").unwrap();
     std::fs::write(dir.join("empty.csv"), "").unwrap();
     std::fs::write(dir.join("eval-oov.csv"), "text,label\nw11 w12,neg\nw51 w120,pos\n").unwrap();
@@ -398,6 +399,11 @@ fn bad_inputs_give_clear_errors_and_lose_nothing() {
             "probe: one training label",
             s(&["probe", "--model", m, "--train", &p("onelabel.csv")]),
             vec!["onelabel.csv", "at least two"],
+        ),
+        (
+            "probe: too few training rows for a dev split",
+            s(&["probe", "--model", m, "--train", &p("onelabel.csv").replace("onelabel", "tiny")]),
+            vec!["tiny.csv", "--dev"],
         ),
         ("probe: negative L2", s(&["probe", "--model", m, "--train", t, "--l2=0.1,-1"]), vec!["--l2", "-1"]),
         ("probe: max-len 0", s(&["probe", "--model", m, "--train", t, "--max-len", "0"]), vec!["--max-len"]),

@@ -67,6 +67,11 @@ fn subgroup_matmul_matches_the_plain_kernels() {
     if info.name.contains("llvmpipe") && gpu().features().contains(wgpu::Features::SUBGROUP) {
         assert_eq!(gpu().subgroup_rows(), Some(8), "lavapipe's subgroups are rows of 8 invocations");
     }
+    if gpu().subgroup_rows().is_none() {
+        // The subgroup path falls back to the plain kernels here: nothing to compare.
+        println!("{}: the subgroup matmuls do not run on this adapter", info.name);
+        return;
+    }
     // Around both tiles: 16 x 2 groups (B along n, 64 rows x 64 columns a workgroup) and 12 x 4
     // (both along k, 48 rows x 32 columns).
     let sizes = [
