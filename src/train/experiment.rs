@@ -233,6 +233,77 @@ fn mean_curve(dirs: &[PathBuf], key: &str) -> Vec<(f64, f64)> {
     sums.into_iter().map(|(s, (sum, n))| (s as f64, sum / n as f64)).collect()
 }
 
+/// A training metric at each logged step.
+type Curve = Vec<(f64, f64)>;
+
+/// The window of the moving average that smooths each run's loss in `<task>-runs.png`.
+const SMOOTH: usize = 10;
+
+/// A trailing moving average over `window` points (the first points average the ones there are).
+pub fn moving_average(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
+    let window = window.max(1);
+    let mut sum = 0.0;
+    let mut out = Vec::with_capacity(points.len());
+    for (i, &(x, y)) in points.iter().enumerate() {
+        sum += y;
+        if i >= window {
+            sum -= points[i - window].1;
+        }
+        out.push((x, sum / (i + 1).min(window) as f64));
+    }
+    out
+}
+
+/// Write `<out>/<task>-runs.png`, the curves of every run: per optimizer that trained, a panel
+/// of training loss ([`moving_average`] over [`SMOOTH`] steps) with a line per seed (the same
+/// colour for a seed in every panel), then a panel of TRAM's d per step for each optimizer that
+/// logs one. Returns the file's name, or None when no run logged a curve.
+fn runs_figure(out: &Path, task: &str, optimizers: &[String], records: &[RunRecord]) -> Result<Option<String>> {
+    let (mut loss_panels, mut d_panels) = (Vec::new(), Vec::new());
+    for o in optimizers {
+        let mut runs: Vec<&RunRecord> =
+            records.iter().filter(|r| r.task == task && &r.optimizer == o && r.steps > 0).collect();
+        runs.sort_by_key(|r| r.seed);
+        // (seed, loss curve, d curve)
+        let curves: Vec<(u64, Curve, Curve)> = runs
+            .iter()
+            .map(|r| {
+                let d = [run_dir(out, task, o, r.seed)];
+                (r.seed, mean_curve(&d, "loss"), mean_curve(&d, "d"))
+            })
+            .collect();
+        if curves.iter().all(|c| c.1.is_empty()) {
+            continue;
+        }
+        let panel = |title: String, y: &str, series| Panel {
+            title,
+            x_label: "step".into(),
+            y_label: y.into(),
+            series,
+            categories: vec![],
+        };
+        let loss = curves
+            .iter()
+            .map(|c| Series { name: format!("seed {}", c.0), points: moving_average(&c.1, SMOOTH), err: None })
+            .collect();
+        loss_panels.push(panel(format!("{o}: training loss"), &format!("loss ({SMOOTH}-step mean)"), loss));
+        if curves.iter().any(|c| c.2.iter().any(|p| p.1 > 0.0)) {
+            let d = curves
+                .iter()
+                .map(|c| Series { name: format!("seed {}", c.0), points: c.2.clone(), err: None })
+                .collect();
+            d_panels.push(panel(format!("{o}: trust-region distance d"), "d", d));
+        }
+    }
+    if loss_panels.is_empty() {
+        return Ok(None);
+    }
+    loss_panels.extend(d_panels);
+    let name = format!("{task}-runs.png");
+    write_png(&out.join(&name), &format!("{task}: every run"), &loss_panels)?;
+    Ok(Some(name))
+}
+
 /// Write `<out>/<task>.png` (mean training loss per optimizer; accuracy per set, mean ± std)
 /// and `<out>/results.md` (every task's table under `header`); returns the markdown.
 pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str) -> Result<String> {
@@ -333,6 +404,12 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
         let png = out.join(format!("{t}.png"));
         write_png(&png, t, &panels)?;
         md += &format!("\n![{t}]({t}.png)\n");
+        if let Some(name) = runs_figure(out, t, optimizers, &records)? {
+            md += &format!(
+                "\nEvery run's training loss (a trailing mean over {SMOOTH} logged steps), a line per seed, \
+                 and TRAM's d at every step:\n\n![{t}: every run]({name})\n"
+            );
+        }
     }
     write_atomic(&out.join("results.md"), md.as_bytes())?;
     Ok(md)

@@ -52,25 +52,34 @@ fn plot_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Model { file: path.display().to_string(), message: format!("cannot draw the plot: {e}") }
 }
 
-/// Draw the panels side by side and write the PNG atomically.
+/// Panels per row of a figure: more go on further rows.
+const PANELS_PER_ROW: usize = 3;
+
+/// Draw the panels side by side (up to three per row, then further rows) and write the PNG
+/// atomically, compressed hard: plots are committed with experiment results.
 pub fn write_png(path: &Path, title: &str, panels: &[Panel]) -> Result<()> {
     register_font();
-    let (pw, h) = (560u32, 420u32);
-    let w = pw * panels.len().max(1) as u32;
+    let (pw, ph) = (560u32, 420u32);
+    let n = panels.len().max(1);
+    let (cols, rows) = (n.min(PANELS_PER_ROW), n.div_ceil(PANELS_PER_ROW));
+    let (w, h) = (pw * cols as u32, ph * rows as u32);
     let mut buf = vec![255u8; (w * h * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| plot_err(path, e))?;
         let root = root.titled(title, ("sans-serif", 20)).map_err(|e| plot_err(path, e))?;
-        let areas = root.split_evenly((1, panels.len().max(1)));
+        let areas = root.split_evenly((rows, cols));
         for (panel, area) in panels.iter().zip(areas) {
             draw_panel(&area, panel).map_err(|e| plot_err(path, e))?;
         }
         root.present().map_err(|e| plot_err(path, e))?;
     }
-    let img = image::RgbImage::from_raw(w, h, buf).ok_or_else(|| plot_err(path, "buffer size"))?;
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    use image::ImageEncoder;
     let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).map_err(|e| plot_err(path, e))?;
+    PngEncoder::new_with_quality(&mut png, CompressionType::Best, FilterType::Adaptive)
+        .write_image(&buf, w, h, image::ExtendedColorType::Rgb8)
+        .map_err(|e| plot_err(path, e))?;
     write_atomic(path, &png)
 }
 

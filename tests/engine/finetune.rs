@@ -575,6 +575,65 @@ fn experiment_paired_differences() {
     assert!(paired_table("t", &["sam".into()], &rs[6..], "adamw").is_none());
 }
 
+/// The report's figures from the runs' files: `<task>.png` (means over seeds) and
+/// `<task>-runs.png`, every run's smoothed loss (a panel per optimizer that trained, a line
+/// per seed) and TRAM's d (a panel per optimizer that logs one), three panels to a row.
+#[test]
+fn experiment_report_draws_every_run() {
+    use tramway::train::experiment::{moving_average, report, run_dir, save_record, RunRecord};
+    // A trailing mean over 3: the first points average what there is.
+    let ma = moving_average(&[(1.0, 3.0), (2.0, 1.0), (3.0, 2.0), (4.0, 6.0)], 3);
+    assert_eq!(ma, vec![(1.0, 3.0), (2.0, 2.0), (3.0, 2.0), (4.0, 3.0)]);
+    let out = super::guarantees::scratch("report-figures");
+    let run = |o: &str, seed: u64, steps: u64, d: bool| {
+        let dir = run_dir(&out, "t", o, seed);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut lines = String::new();
+        for s in 1..=steps {
+            let loss = 0.7 - 0.01 * s as f64 + 0.02 * seed as f64;
+            let d = if d { format!(", \"d\": {}", 0.001 * s as f64) } else { String::new() };
+            lines += &format!("{{\"step\": {s}, \"loss\": {loss}{d}}}\n");
+        }
+        lines += &format!("{{\"step\": {steps}, \"eval\": \"in\", \"accuracy\": 0.7, \"loss\": 0.5}}\n");
+        std::fs::write(dir.join("metrics.jsonl"), lines).unwrap();
+        let r = RunRecord {
+            task: "t".into(),
+            optimizer: o.into(),
+            seed,
+            steps,
+            seconds: 1.0,
+            final_loss: (steps > 0).then_some(0.5),
+            evals: vec![("in".into(), Some(0.7), 0.5, 400)],
+        };
+        save_record(&dir, &r).unwrap();
+    };
+    let rows: Vec<String> = ["pretrained", "adamw", "tram-x"].iter().map(|s| s.to_string()).collect();
+    run("pretrained", 1, 0, false);
+    let md = report(&out, &["t".into()], &rows, "header").unwrap();
+    assert!(!md.contains("t-runs.png") && !out.join("t-runs.png").exists(), "no curves, no figure: {md}");
+    for seed in [1, 2] {
+        run("adamw", seed, 30, false);
+        run("tram-x", seed, 30, true);
+    }
+    let md = report(&out, &["t".into()], &rows, "header").unwrap();
+    assert!(md.contains("![t: every run](t-runs.png)"), "{md}");
+    for (file, panels) in [("t.png", 3), ("t-runs.png", 3)] {
+        let bytes = std::fs::read(out.join(file)).unwrap();
+        assert!(bytes.starts_with(b"\x89PNG"), "{file}");
+        // Three panels in one row of 560 x 420 each (t.png: loss, accuracy, d; t-runs.png:
+        // adamw's and tram-x's loss, tram-x's d).
+        let dims = image::load_from_memory(&bytes).unwrap();
+        assert_eq!((dims.width(), dims.height()), (560 * panels, 420), "{file}");
+    }
+    // A fourth panel starts a second row.
+    run("sam", 1, 30, false);
+    let rows: Vec<String> = ["adamw", "sam", "tram-x"].iter().map(|s| s.to_string()).collect();
+    report(&out, &["t".into()], &rows, "header").unwrap();
+    let img = image::load_from_memory(&std::fs::read(out.join("t-runs.png")).unwrap()).unwrap();
+    assert_eq!((img.width(), img.height()), (3 * 560, 2 * 420));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// An experiment file's plan: seed by seed (every row of seed 1 before seed 2, `pretrained`
 /// first and once), a row that is a variant of a method (`method = "tram-x"` with its own
 /// settings) and a frozen-base probe, each row's table overriding the shared settings.
