@@ -257,7 +257,8 @@ pub fn moving_average(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
 /// Write `<out>/<task>-runs.png`, the curves of every run: per optimizer that trained, a panel
 /// of training loss ([`moving_average`] over [`SMOOTH`] steps) with a line per seed (the same
 /// colour for a seed in every panel), then a panel of TRAM's d per step for each optimizer that
-/// logs one. Returns the file's name, or None when no run logged a curve.
+/// logs one; the loss panels share one y range, the d panels another. Returns the file's name,
+/// or None when no run logged a curve.
 fn runs_figure(out: &Path, task: &str, optimizers: &[String], records: &[RunRecord]) -> Result<Option<String>> {
     let (mut loss_panels, mut d_panels) = (Vec::new(), Vec::new());
     for o in optimizers {
@@ -281,6 +282,7 @@ fn runs_figure(out: &Path, task: &str, optimizers: &[String], records: &[RunReco
             y_label: y.into(),
             series,
             categories: vec![],
+            y_range: None,
         };
         let loss = curves
             .iter()
@@ -297,6 +299,14 @@ fn runs_figure(out: &Path, task: &str, optimizers: &[String], records: &[RunReco
     }
     if loss_panels.is_empty() {
         return Ok(None);
+    }
+    // One y range for all loss panels and one for all d panels, so panels compare by eye.
+    for panels in [&mut loss_panels, &mut d_panels] {
+        let ys = panels.iter().flat_map(|p| &p.series).flat_map(|s| &s.points).map(|p| p.1).filter(|y| y.is_finite());
+        let range = ys.fold((f64::MAX, f64::MIN), |(lo, hi), y| (lo.min(y), hi.max(y)));
+        for p in panels.iter_mut() {
+            p.y_range = Some(range);
+        }
     }
     loss_panels.extend(d_panels);
     let name = format!("{task}-runs.png");
@@ -383,6 +393,7 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
                 y_label: "loss".into(),
                 series: loss,
                 categories: vec![],
+                y_range: None,
             },
             Panel {
                 title: format!("{} (mean ± std over seeds)", if lm { "perplexity" } else { "accuracy" }),
@@ -390,6 +401,7 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
                 y_label: if lm { "perplexity" } else { "accuracy" }.into(),
                 series: acc,
                 categories: sets,
+                y_range: None,
             },
         ];
         if dcurves.iter().any(|s| !s.points.is_empty()) {
@@ -399,6 +411,7 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
                 y_label: "d".into(),
                 series: dcurves,
                 categories: vec![],
+                y_range: None,
             });
         }
         let png = out.join(format!("{t}.png"));

@@ -71,6 +71,7 @@ pub fn metrics_panels(lines: &[serde_json::Value]) -> Vec<plot::Panel> {
         y_label: "loss".into(),
         series: vec![plot::Series { name: "train".into(), points: loss, err: None }],
         categories: vec![],
+        y_range: None,
     }];
     let lm = lines.iter().any(|v| v.get("perplexity").is_some());
     let what = if lm { "perplexity" } else { "accuracy" };
@@ -81,6 +82,7 @@ pub fn metrics_panels(lines: &[serde_json::Value]) -> Vec<plot::Panel> {
             y_label: what.into(),
             series: acc,
             categories: vec![],
+            y_range: None,
         });
     }
     panels

@@ -35,6 +35,9 @@ pub struct Panel {
     pub y_label: String,
     pub series: Vec<Series>,
     pub categories: Vec<String>,
+    /// The y axis's range (before the small margin), when panels should share one; else fitted
+    /// to the data.
+    pub y_range: Option<(f64, f64)>,
 }
 
 const COLORS: [RGBColor; 8] = [
@@ -101,6 +104,9 @@ fn draw_panel(area: &Area<'_>, p: &Panel) -> std::result::Result<(), Box<dyn std
     }
     if x0 > x1 {
         (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    if let Some((lo, hi)) = p.y_range.filter(|(lo, hi)| lo.is_finite() && hi.is_finite() && lo < hi) {
+        (y0, y1) = (lo, hi);
     }
     let cat = !p.categories.is_empty();
     if cat {
