@@ -24,6 +24,10 @@ pub struct RunRecord {
     pub final_loss: Option<f64>,
     /// (eval set, accuracy (None for a language model), mean loss, examples or scored tokens)
     pub evals: Vec<(String, Option<f64>, f64, usize)>,
+    /// What computed the run: the commit and the machine ([`computed_by`]); an experiment
+    /// resumed across sessions mixes them, and the report lists each.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub computed_by: Option<String>,
 }
 
 impl RunRecord {
@@ -40,6 +44,7 @@ impl RunRecord {
                 .iter()
                 .map(|e| (e.name.clone(), Some(e.accuracy).filter(|a| !a.is_nan()), e.loss, e.examples))
                 .collect(),
+            computed_by: None,
         }
     }
 }
@@ -338,6 +343,20 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
          the runs' wall times).\n",
         ran.len()
     );
+    // What computed the runs (a resumed experiment may span commits and machines).
+    let mut by: Vec<(String, usize)> = Vec::new();
+    for r in &ran {
+        let k = r.computed_by.clone().unwrap_or_else(|| "not recorded".into());
+        match by.iter_mut().find(|(b, _)| *b == k) {
+            Some((_, n)) => *n += 1,
+            None => by.push((k, 1)),
+        }
+    }
+    if !by.is_empty() {
+        let list: Vec<String> =
+            by.iter().map(|(b, n)| format!("{b} ({n} run{})", if *n == 1 { "" } else { "s" })).collect();
+        md += &format!("Runs computed by: {}.\n", list.join("; "));
+    }
     for t in tasks {
         if !records.iter().any(|r| &r.task == t) {
             continue;
@@ -630,29 +649,39 @@ pub fn run_one(gpu: &Gpu, plan: &Plan, index: usize) -> Result<bool> {
         return Ok(false);
     }
     eprintln!("run {index}: {} {} seed {}", r.task, r.optimizer, r.seed);
+    let by = computed_by();
     let s = super::finetune(gpu, &r.options)?;
-    save_record(&r.dir, &RunRecord::new(&r.task, &r.optimizer, r.seed, &s))?;
+    save_record(&r.dir, &RunRecord { computed_by: Some(by), ..RunRecord::new(&r.task, &r.optimizer, r.seed, &s) })?;
     Ok(true)
 }
 
-/// Where a report came from: the command, the commit (with `+changes` when the work tree
-/// differs), the machine (host, CPU, cores, OS) and the date.
-pub fn provenance() -> String {
-    let command: Vec<String> = std::env::args().collect();
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let commit = match (git(&["rev-parse", "--short", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"]))
-    {
+/// A git command's output in the working directory, if it succeeds.
+fn git(args: &[&str]) -> Option<String> {
+    std::process::Command::new("git")
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+}
+
+/// The checkout's commit, with `+changes` when tracked files differ from it.
+fn commit() -> String {
+    match (git(&["rev-parse", "--short", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"])) {
         (Some(c), Some(st)) if !st.is_empty() => format!("{c}+changes"),
         (Some(c), _) => c,
         _ => "unknown (not a git checkout)".into(),
-    };
+    }
+}
+
+/// A run's record of what computed it, `commit C on MACHINE`: taken when the experiment
+/// starts (the checkout the binary was started from; later commits do not change it).
+pub fn computed_by() -> String {
+    format!("commit {} on {}", commit(), machine())
+}
+
+/// The machine: host, CPU, cores, OS.
+fn machine() -> String {
     let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "?".into());
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -663,12 +692,15 @@ pub fn provenance() -> String {
         })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    format!("{host}, {cpu}, {cores} cores, {}", std::env::consts::OS)
+}
+
+/// Where a report came from: the command, the commit (with `+changes` when the work tree
+/// differs), the machine (host, CPU, cores, OS) and the date.
+pub fn provenance() -> String {
+    let command: Vec<String> = std::env::args().collect();
     let date = git(&["log", "-1", "--format=%cI"]).unwrap_or_default();
-    format!(
-        "Command: `{}`; commit {commit} (committed {date}); machine: {host}, {cpu}, {cores} cores, {}.",
-        command.join(" "),
-        std::env::consts::OS
-    )
+    format!("Command: `{}`; commit {} (committed {date}); machine: {}.", command.join(" "), commit(), machine())
 }
 
 /// Run every planned run that has no `summary.json` yet (an interrupted experiment continues
@@ -680,6 +712,7 @@ pub fn run(gpu: &Gpu, plan: &Plan, report_only: bool) -> Result<(String, f64)> {
     // Taken before training: the commit that computes the runs, not whatever the checkout
     // holds hours later.
     let provenance = provenance();
+    let by = computed_by();
     if !report_only {
         for (k, PlannedRun { task: name, optimizer: o, seed, dir, options: opts }) in plan.runs.iter().enumerate() {
             let k = k + 1;
@@ -697,7 +730,7 @@ pub fn run(gpu: &Gpu, plan: &Plan, report_only: bool) -> Result<(String, f64)> {
                     eprintln!("    {:<20} accuracy {:.4}", e.name, e.accuracy);
                 }
             }
-            save_record(dir, &RunRecord::new(name, o, *seed, &s))?;
+            save_record(dir, &RunRecord { computed_by: Some(by.clone()), ..RunRecord::new(name, o, *seed, &s) })?;
         }
     }
     let header = format!(

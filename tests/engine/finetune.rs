@@ -359,6 +359,7 @@ fn experiment_table_rows() {
         seconds: 10.0 * seed as f64,
         final_loss: (steps > 0).then_some(0.5),
         evals: evals.into_iter().map(|(n, a, l)| (n.to_string(), a, l, 32)).collect(),
+        computed_by: None,
     };
     let rs = vec![
         rec("adamw", 1, 5, vec![("in", Some(0.5), 0.7), ("out", Some(0.25), 0.9)]),
@@ -553,6 +554,7 @@ fn experiment_paired_differences() {
         seconds: 1.0,
         final_loss: Some(0.3),
         evals: vec![("in".into(), Some(acc), 0.5, 400)],
+        computed_by: None,
     };
     let rs = vec![
         rec("adamw", 1, 0.70),
@@ -604,6 +606,8 @@ fn experiment_report_draws_every_run() {
             seconds: 1.0,
             final_loss: (steps > 0).then_some(0.5),
             evals: vec![("in".into(), Some(0.7), 0.5, 400)],
+            // A record from before the field (the baseline here) reads as "not recorded".
+            computed_by: (steps > 0).then(|| "commit abc on box".to_string()),
         };
         save_record(&dir, &r).unwrap();
     };
@@ -617,6 +621,7 @@ fn experiment_report_draws_every_run() {
     }
     let md = report(&out, &["t".into()], &rows, "header").unwrap();
     assert!(md.contains("![t: every run](t-runs.png)"), "{md}");
+    assert!(md.contains("Runs computed by: not recorded (1 run); commit abc on box (4 runs)."), "{md}");
     for (file, panels) in [("t.png", 3), ("t-runs.png", 3)] {
         let bytes = std::fs::read(out.join(file)).unwrap();
         assert!(bytes.starts_with(b"\x89PNG"), "{file}");
