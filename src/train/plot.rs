@@ -115,7 +115,10 @@ fn draw_panel(area: &Area<'_>, p: &Panel) -> std::result::Result<(), Box<dyn std
         x1 = x0 + 1.0;
     }
     let pad = ((y1 - y0) * 0.08).max(1e-3);
-    let (y0, y1) = (y0 - pad, y1 + pad);
+    // Categorical panels (accuracy per set) get headroom for the legend, which would otherwise
+    // cover the highest points (a row per series in the upper right corner).
+    let room = if cat { (y1 - y0 + 2.0 * pad) * 0.12 * p.series.len().min(8) as f64 } else { 0.0 };
+    let (y0, y1) = (y0 - pad, y1 + pad + room);
     let mut chart = ChartBuilder::on(area)
         .caption(&p.title, ("sans-serif", 16))
         .margin(12)
