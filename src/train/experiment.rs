@@ -157,18 +157,23 @@ pub fn paired_interval(diffs: &[f64]) -> (f64, f64, f64) {
     (m, m - half, m + half)
 }
 
-/// Each row's paired difference to `reference` on one task, per evaluation set, over the seeds
-/// both rows ran (a seed fixes the data order and the head's initialisation, so the pairs share
-/// their batches): mean and 95 % interval, in accuracy points (perplexity for a language
-/// model). `None` when the reference has no runs.
-pub fn paired_table(task: &str, optimizers: &[String], records: &[RunRecord], reference: &str) -> Option<String> {
+/// One row of the paired comparison: an optimizer's per-seed differences to the reference on
+/// each evaluation set (accuracy points, or perplexity for a language model).
+struct PairedRow {
+    optimizer: String,
+    pairs: usize,
+    diffs: Vec<(String, Vec<f64>)>,
+}
+
+/// Each row's paired differences to `reference` on one task, over the seeds both rows ran;
+/// `None` when the reference has no runs.
+fn paired_rows(task: &str, optimizers: &[String], records: &[RunRecord], reference: &str) -> Option<Vec<PairedRow>> {
     let rs: Vec<&RunRecord> = records.iter().filter(|r| r.task == task).collect();
     let refs: Vec<&&RunRecord> = rs.iter().filter(|r| r.optimizer == reference).collect();
     if refs.is_empty() {
         return None;
     }
-    let lm = is_lm(&rs);
-    let scale = if lm { 1.0 } else { 100.0 };
+    let scale = if is_lm(&rs) { 1.0 } else { 100.0 };
     let mut sets: Vec<String> = Vec::new();
     for r in &rs {
         for e in &r.evals {
@@ -177,16 +182,13 @@ pub fn paired_table(task: &str, optimizers: &[String], records: &[RunRecord], re
             }
         }
     }
-    let mut s = format!("| optimizer − {reference} | {} | pairs |\n", sets.join(" | "));
-    s += &format!("|---|{}---|\n", "---|".repeat(sets.len()));
-    let mut rows = 0;
+    let mut rows = Vec::new();
     for o in optimizers.iter().filter(|o| *o != reference && *o != "pretrained") {
-        let mut pairs = 0;
-        let cells: Vec<String> = sets
+        let diffs: Vec<(String, Vec<f64>)> = sets
             .iter()
             .map(|set| {
                 let at = |r: &RunRecord| r.evals.iter().find(|e| &e.0 == set).map(score);
-                let diffs: Vec<f64> = rs
+                let d = rs
                     .iter()
                     .filter(|r| &r.optimizer == o)
                     .filter_map(|r| {
@@ -194,24 +196,109 @@ pub fn paired_table(task: &str, optimizers: &[String], records: &[RunRecord], re
                         Some((at(r)? - at(base)?) * scale)
                     })
                     .collect();
-                pairs = pairs.max(diffs.len());
-                let (m, lo, hi) = paired_interval(&diffs);
-                if diffs.is_empty() {
-                    "–".to_string()
-                } else if diffs.len() < 2 {
-                    format!("{m:+.2}")
-                } else {
-                    format!("{m:+.2} [{lo:+.2}, {hi:+.2}]")
+                (set.clone(), d)
+            })
+            .collect();
+        let pairs = diffs.iter().map(|(_, d)| d.len()).max().unwrap_or(0);
+        if pairs > 0 {
+            rows.push(PairedRow { optimizer: o.clone(), pairs, diffs });
+        }
+    }
+    Some(rows)
+}
+
+/// Each row's paired difference to `reference` on one task, per evaluation set, over the seeds
+/// both rows ran (a seed fixes the data order and the head's initialisation, so the pairs share
+/// their batches): mean and 95 % interval, in accuracy points (perplexity for a language
+/// model). `None` when the reference has no runs.
+pub fn paired_table(task: &str, optimizers: &[String], records: &[RunRecord], reference: &str) -> Option<String> {
+    let rows = paired_rows(task, optimizers, records, reference)?;
+    let first = rows.first()?;
+    let sets: Vec<&str> = first.diffs.iter().map(|(s, _)| s.as_str()).collect();
+    let mut s = format!("| optimizer − {reference} | {} | pairs |\n", sets.join(" | "));
+    s += &format!("|---|{}---|\n", "---|".repeat(sets.len()));
+    for row in &rows {
+        let cells: Vec<String> = row
+            .diffs
+            .iter()
+            .map(|(_, d)| {
+                let (m, lo, hi) = paired_interval(d);
+                match d.len() {
+                    0 => "–".to_string(),
+                    1 => format!("{m:+.2}"),
+                    _ => format!("{m:+.2} [{lo:+.2}, {hi:+.2}]"),
                 }
             })
             .collect();
-        if pairs == 0 {
-            continue;
-        }
-        rows += 1;
-        s += &format!("| {o} | {} | {pairs} |\n", cells.join(" | "));
+        s += &format!("| {} | {} | {} |\n", row.optimizer, cells.join(" | "), row.pairs);
     }
-    (rows > 0).then_some(s)
+    Some(s)
+}
+
+/// What the paired table can and cannot conclude, in a sentence or two computed from it: which
+/// intervals exclude 0, how many intervals there are, and how many of them would exclude 0 by
+/// chance alone if no optimizer differed from `reference` (5 % of them). `None` when there is
+/// no table.
+pub fn paired_verdict(task: &str, optimizers: &[String], records: &[RunRecord], reference: &str) -> Option<String> {
+    let rows = paired_rows(task, optimizers, records, reference)?;
+    if rows.is_empty() {
+        return None;
+    }
+    let mut intervals = 0;
+    let mut excluding = Vec::new();
+    let (mut fewest, mut most) = (usize::MAX, 0);
+    for row in &rows {
+        for (set, d) in &row.diffs {
+            if d.len() < 2 {
+                continue;
+            }
+            intervals += 1;
+            (fewest, most) = (fewest.min(d.len()), most.max(d.len()));
+            let (m, lo, hi) = paired_interval(d);
+            if lo > 0.0 || hi < 0.0 {
+                excluding.push(format!("{} on {set} ({m:+.2} [{lo:+.2}, {hi:+.2}])", row.optimizer));
+            }
+        }
+    }
+    let chance = 0.05 * intervals as f64;
+    let seeds = if fewest == most { format!("{most}") } else { format!("{fewest} to {most}") };
+    let none = if intervals == 1 {
+        "The one interval contains 0".to_string()
+    } else {
+        format!("None of the {intervals} intervals excludes 0")
+    };
+    Some(match (intervals, excluding.len()) {
+        (0, _) => format!(
+            "No optimizer has two seeds paired with {reference}'s yet, so there is no interval: these differences rank \
+             nothing."
+        ),
+        (_, 0) => format!(
+            "{none}: at {seeds} seeds these runs do not tell any optimizer from {reference} on any set, which is not \
+             evidence that they are equal."
+        ),
+        (n, k) => {
+            let head = match (n, k) {
+                (1, _) => "The one interval excludes 0".to_string(),
+                (_, 1) => format!("1 of the {n} intervals excludes 0"),
+                _ => format!("{k} of the {n} intervals exclude 0"),
+            };
+            let by_chance = if n == 1 {
+                format!("An interval at 95 % excludes 0 by chance alone one time in 20 when the optimizer does not differ from {reference}")
+            } else {
+                format!("With {n} intervals at 95 %, about {chance:.1} would exclude 0 by chance alone if no optimizer differed from {reference}")
+            };
+            let others = if n > k {
+                format!("; the others do not tell their optimizer from {reference}")
+            } else {
+                String::new()
+            };
+            format!(
+                "{head}: {}{others}. {by_chance}, so an interval that only just excludes 0 is weak evidence on its \
+                 own; all of it holds for this model, data and length of run only.",
+                excluding.join("; "),
+            )
+        }
+    })
 }
 
 /// Mean training loss over seeds at each logged step of `metrics.jsonl` files.
@@ -368,9 +455,8 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
             let unit = if lm { "perplexity" } else { "accuracy points" };
             md += &format!(
                 "\nPaired difference to adamw over the same seeds (same data order), mean and 95 % interval \
-                 (Student's t, pairs − 1 degrees of freedom), in {unit}:\n\n{p}\nAn interval that contains 0 \
-                 does not tell that optimizer from AdamW at this number of seeds; one that excludes it does, for \
-                 this model, data and length of run only.\n"
+                 (Student's t, pairs − 1 degrees of freedom), in {unit}:\n\n{p}\n{}\n",
+                paired_verdict(t, optimizers, &records, "adamw").unwrap_or_default()
             );
         }
         let mut loss = Vec::new();

@@ -541,7 +541,7 @@ fn lora_finetune_end_to_end() {
 /// and a Student-t 95 % interval (t(0.975, 2) = 4.303), in accuracy points.
 #[test]
 fn experiment_paired_differences() {
-    use tramway::train::experiment::{paired_interval, paired_table, RunRecord};
+    use tramway::train::experiment::{paired_interval, paired_table, paired_verdict, RunRecord};
     let (m, lo, hi) = paired_interval(&[1.0, 2.0, 3.0]);
     assert!(
         (m - 2.0).abs() < 1e-12 && (hi - m - 4.303 / 3f64.sqrt()).abs() < 1e-9 && (m - lo - (hi - m)).abs() < 1e-12
@@ -575,6 +575,33 @@ fn experiment_paired_differences() {
     assert_eq!(lines[3], "| sam | -1.00 | 1 |");
     assert_eq!(lines.len(), 4, "no row for adamw itself or pretrained: {t}");
     assert!(paired_table("t", &["sam".into()], &rs[6..], "adamw").is_none());
+
+    // The sentence under the table says what it concludes, from the intervals themselves.
+    let all: Vec<String> = ["pretrained", "adamw", "tram-x", "sam"].iter().map(|s| s.to_string()).collect();
+    let v = paired_verdict("t", &all, &rs, "adamw").unwrap();
+    assert!(v.starts_with("The one interval contains 0: at 3 seeds"), "{v}");
+    // Two sets: tram-x beats adamw by 2, 3, 4 points on "out" (interval [-0.48, +4.48] + 1 =
+    // [+0.52, +5.48], excludes 0) and by 1, 2, 3 on "in" (contains 0); sam gets a second seed.
+    let mut two = rs.clone();
+    for r in two.iter_mut() {
+        let extra = if r.optimizer == "tram-x" { 0.01 } else { 0.0 };
+        let acc = r.evals[0].1.unwrap() + extra;
+        r.evals.push(("out".into(), Some(acc), 0.5, 400));
+    }
+    let mut sam2 = two[6].clone();
+    sam2.seed = 2;
+    two.push(sam2);
+    let v = paired_verdict("t", &all, &two, "adamw").unwrap();
+    assert!(
+        v.starts_with("1 of the 4 intervals excludes 0: tram-x on out (+3.00 [+0.52, +5.48]); the others")
+            && v.contains("about 0.2 would exclude 0 by chance alone")
+            && v.contains("only just excludes 0 is weak evidence"),
+        "{v}"
+    );
+    // A single pair per row: no interval, nothing ranked.
+    assert!(paired_verdict("t", &all, &rs[3..], "adamw").is_none());
+    let one: Vec<RunRecord> = rs.iter().filter(|r| r.seed == 1).cloned().collect();
+    assert!(paired_verdict("t", &all, &one, "adamw").unwrap().contains("no interval"), "one seed");
 }
 
 /// The report's figures from the runs' files: `<task>.png` (means over seeds) and
