@@ -478,7 +478,9 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
             let dirs: Vec<PathBuf> = runs.iter().map(|r| run_dir(out, t, o, r.seed)).collect();
             // A baseline row has no loss curve; its empty series keeps the colours of the two
             // panels in step (empty series are not drawn).
-            loss.push(Series { name: o.clone(), points: mean_loss_curve(&dirs), err: None });
+            // Smoothed like the every-run figure: each step's loss is one batch's, and six
+            // optimizers' raw curves overlap into noise.
+            loss.push(Series { name: o.clone(), points: moving_average(&mean_loss_curve(&dirs), SMOOTH), err: None });
             let d = mean_curve(&dirs, "d");
             let d = if d.iter().any(|p| p.1 > 0.0) { d } else { Vec::new() };
             dcurves.push(Series { name: o.clone(), points: d, err: None });
@@ -495,7 +497,7 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
             Panel {
                 title: "training loss (mean over seeds)".into(),
                 x_label: "step".into(),
-                y_label: "loss".into(),
+                y_label: format!("loss ({SMOOTH}-step mean)"),
                 series: loss,
                 categories: vec![],
                 y_range: None,
