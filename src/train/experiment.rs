@@ -98,14 +98,7 @@ fn is_lm(records: &[&RunRecord]) -> bool {
 /// then seeds and mean wall time.
 pub fn task_table(task: &str, optimizers: &[String], records: &[RunRecord]) -> String {
     let rs: Vec<&RunRecord> = records.iter().filter(|r| r.task == task).collect();
-    let mut sets: Vec<String> = Vec::new();
-    for r in &rs {
-        for e in &r.evals {
-            if !sets.contains(&e.0) {
-                sets.push(e.0.clone());
-            }
-        }
-    }
+    let sets = eval_sets(rs.iter().copied());
     let mut s = format!("| optimizer | {} | seeds | steps | s / run |\n", sets.join(" | "));
     s += &format!("|---|{}---|---|---|\n", "---|".repeat(sets.len()));
     for o in optimizers {
@@ -135,6 +128,19 @@ pub fn task_table(task: &str, optimizers: &[String], records: &[RunRecord]) -> S
     s
 }
 
+/// The evaluation sets of some runs, in the order they first appear.
+fn eval_sets<'a>(runs: impl Iterator<Item = &'a RunRecord>) -> Vec<String> {
+    let mut sets: Vec<String> = Vec::new();
+    for r in runs {
+        for e in &r.evals {
+            if !sets.contains(&e.0) {
+                sets.push(e.0.clone());
+            }
+        }
+    }
+    sets
+}
+
 /// The two-sided 95 % quantile of Student's t with `df` degrees of freedom.
 pub fn t975(df: usize) -> f64 {
     const T: [f64; 30] = [
@@ -161,8 +167,14 @@ pub fn paired_interval(diffs: &[f64]) -> (f64, f64, f64) {
 /// each evaluation set (accuracy points, or perplexity for a language model).
 struct PairedRow {
     optimizer: String,
-    pairs: usize,
     diffs: Vec<(String, Vec<f64>)>,
+}
+
+impl PairedRow {
+    /// The most seeds paired on any set.
+    fn pairs(&self) -> usize {
+        self.diffs.iter().map(|(_, d)| d.len()).max().unwrap_or(0)
+    }
 }
 
 /// Each row's paired differences to `reference` on one task, over the seeds both rows ran;
@@ -174,14 +186,7 @@ fn paired_rows(task: &str, optimizers: &[String], records: &[RunRecord], referen
         return None;
     }
     let scale = if is_lm(&rs) { 1.0 } else { 100.0 };
-    let mut sets: Vec<String> = Vec::new();
-    for r in &rs {
-        for e in &r.evals {
-            if !sets.contains(&e.0) {
-                sets.push(e.0.clone());
-            }
-        }
-    }
+    let sets = eval_sets(rs.iter().copied());
     let mut rows = Vec::new();
     for o in optimizers.iter().filter(|o| *o != reference && *o != "pretrained") {
         let diffs: Vec<(String, Vec<f64>)> = sets
@@ -199,9 +204,9 @@ fn paired_rows(task: &str, optimizers: &[String], records: &[RunRecord], referen
                 (set.clone(), d)
             })
             .collect();
-        let pairs = diffs.iter().map(|(_, d)| d.len()).max().unwrap_or(0);
-        if pairs > 0 {
-            rows.push(PairedRow { optimizer: o.clone(), pairs, diffs });
+        let row = PairedRow { optimizer: o.clone(), diffs };
+        if row.pairs() > 0 {
+            rows.push(row);
         }
     }
     Some(rows)
@@ -230,7 +235,7 @@ pub fn paired_table(task: &str, optimizers: &[String], records: &[RunRecord], re
                 }
             })
             .collect();
-        s += &format!("| {} | {} | {} |\n", row.optimizer, cells.join(" | "), row.pairs);
+        s += &format!("| {} | {} | {} |\n", row.optimizer, cells.join(" | "), row.pairs());
     }
     Some(s)
 }
@@ -460,14 +465,7 @@ pub fn report(out: &Path, tasks: &[String], optimizers: &[String], header: &str)
             );
         }
         let mut loss = Vec::new();
-        let mut sets: Vec<String> = Vec::new();
-        for r in records.iter().filter(|r| &r.task == t) {
-            for e in &r.evals {
-                if !sets.contains(&e.0) {
-                    sets.push(e.0.clone());
-                }
-            }
-        }
+        let sets = eval_sets(records.iter().filter(|r| &r.task == t));
         let mut acc = Vec::new();
         let mut dcurves = Vec::new();
         for o in optimizers {
