@@ -7,6 +7,7 @@
 //!   cargo run --release --example bench_kernels -- --decode # only the one-row (decoding) table
 //!   cargo run --release --example bench_kernels -- --layouts # each layout: vector vs scalar kernel
 //!   cargo run --release --example bench_kernels -- --subgroups [TILE..] # A shared across subgroups vs plain
+//!   cargo run --release --example bench_kernels -- --parity # NN / NT / TN at the MiniLM step's shapes
 //!
 //! Each GPU figure is the median of several single-submit runs after a warm-up call (which pays
 //! the driver's JIT); upload and readback are excluded. Results are checked against the CPU.
@@ -300,6 +301,102 @@ fn bench_subgroups(gpu: &Gpu) -> Result<()> {
     Ok(())
 }
 
+/// `--parity [--rounds=N]`: the three layouts (NN, NT, TN) at each shape an all-MiniLM-L6-v2
+/// step (batch 8 x 24 tokens) runs, on the path this adapter takes (and NT with B read in place
+/// instead of transposed first, for comparison), interleaved call by call
+/// (N rounds, default 5, of 3 calls per layout; medians), each layout as a share of the best
+/// at its shape, with the layouts the step uses there marked. The attention shapes are batched
+/// over 8 sequences x 12 heads (contiguous here; strided views of the fused QKV in the model).
+/// Every call reads operands that are not in the cores' caches, as in a step (a benchmark that
+/// repeats one product on the same operands measured tiles 1.35x apart that ran at the same
+/// speed in the step).
+fn bench_parity(gpu: &Gpu) -> Result<()> {
+    let rounds: usize = match std::env::args().find_map(|a| a.strip_prefix("--rounds=").map(str::to_string)) {
+        Some(r) => r.parse().ok().filter(|&n: &usize| n > 0).ok_or(tramway::Error::BadSetting {
+            name: "--rounds",
+            value: r,
+            expected: "a positive number".into(),
+        })?,
+        None => 5,
+    };
+    // (what, batch, m, n, k, layouts the step uses at this shape)
+    let shapes: [(&str, usize, usize, usize, usize, &str); 12] = [
+        ("QKV x.Wt", 1, 192, 1152, 384, "NT"),
+        ("QKV dX", 1, 192, 384, 1152, "NN"),
+        ("QKV dW", 1, 1152, 384, 192, "TN"),
+        ("out x.Wt, dX", 1, 192, 384, 384, "NT NN"),
+        ("out dW", 1, 384, 384, 192, "TN"),
+        ("up x.Wt, down dX", 1, 192, 1536, 384, "NT NN"),
+        ("down x.Wt, up dX", 1, 192, 384, 1536, "NT NN"),
+        ("up dW", 1, 1536, 384, 192, "TN"),
+        ("down dW", 1, 384, 1536, 192, "TN"),
+        ("up x.Wt, 2048 rows", 1, 2048, 1536, 384, "NT"),
+        ("Q.Kt, dO.Vt", 96, 24, 24, 32, "NT"),
+        ("P.V, dS.K, Pt.dO, dSt.Q", 96, 24, 32, 24, "NN TN"),
+    ];
+    // NT as the library runs it (B transposed into scratch, then the B-along-n kernel, on the
+    // register path) and, for comparison, read in place (`GpuOptions::direct_nt`).
+    let direct = Gpu::new_blocking(GpuOptions { direct_nt: true, ..GpuOptions::from_env()? })?;
+    let layouts = [
+        ("NN", false, false, gpu),
+        ("NT", false, true, gpu),
+        ("TN", true, false, gpu),
+        ("NT in place", false, true, &direct),
+    ];
+    println!("\nlayouts at the MiniLM step's shapes, {:?} path, {rounds} rounds", MatmulPath::auto(gpu));
+    println!("\n| shape | batch x m x n x k | NN GFLOP/s | NT GFLOP/s | TN GFLOP/s | used by the step | slowest used / best | NT read in place GFLOP/s |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let mut worst = f64::INFINITY;
+    for (what, batch, m, n, k, used) in shapes {
+        let (a, b) = (data(batch * m * k, 1), data(batch * k * n, 2));
+        let mut ts: Vec<Vec<f64>> = vec![Vec::new(); layouts.len()];
+        // Operands as a training step meets them: not in the cores' caches. Each call takes the
+        // next of `copies` sets of A, B and C (together 64 MiB, beyond this VM's 2 x 2 MiB L2),
+        // so no call finds its operands where the previous call of its layout left them.
+        let set_bytes = 4 * batch * (m * k + k * n + m * n);
+        let copies = (64usize << 20).div_ceil(set_bytes).clamp(2, 64);
+        let ops: Vec<Vec<(Tensor, Tensor, Tensor)>> = layouts
+            .iter()
+            .map(|&(_, ta, tb, gpu)| {
+                (0..copies)
+                    .map(|_| {
+                        let at = gpu.from_f32(&a, &if ta { [batch, k, m] } else { [batch, m, k] })?;
+                        let bt = gpu.from_f32(&b, &if tb { [batch, n, k] } else { [batch, k, n] })?;
+                        Ok((at, bt, gpu.zeros(&[batch, m, n])?))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<_>>()?;
+        let next = std::cell::Cell::new(0usize);
+        for _ in 0..rounds {
+            for (i, &(_, ta, tb, gpu)) in layouts.iter().enumerate() {
+                let sets = &ops[i];
+                ts[i].push(time_gpu(gpu, 3, &|r| {
+                    let (at, bt, ct) = &sets[next.get() % sets.len()];
+                    next.set(next.get() + 1);
+                    matmul(r, &Matmul::new(at, ta, bt, tb, ct)?)
+                })?);
+            }
+        }
+        let flop = 2.0 * (batch * m * n * k) as f64;
+        let rate: Vec<f64> = ts.into_iter().map(|t| flop / median(t) / 1e9).collect();
+        let best = rate[..3].iter().cloned().fold(0.0, f64::max);
+        let slowest_used = layouts[..3]
+            .iter()
+            .zip(&rate)
+            .filter(|((name, _, _, _), _)| used.split(' ').any(|u| u == *name))
+            .map(|(_, r)| r / best)
+            .fold(f64::INFINITY, f64::min);
+        worst = worst.min(slowest_used);
+        println!(
+            "| {what} | {batch}x{m}x{n}x{k} | {:.2} | {:.2} | {:.2} | {used} | {:.2} | {:.2} |",
+            rate[0], rate[1], rate[2], slowest_used, rate[3]
+        );
+    }
+    println!("\nslowest layout the step uses, as a share of the best layout at its shape: {worst:.2}");
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--decode`: only the one-row (decoding) table, at full size.
@@ -314,6 +411,9 @@ fn main() -> Result<()> {
     }
     if std::env::args().any(|a| a == "--subgroups") {
         return bench_subgroups(&gpu);
+    }
+    if std::env::args().any(|a| a == "--parity") {
+        return bench_parity(&gpu);
     }
     if std::env::args().any(|a| a == "--layouts") {
         return bench_layouts(&gpu, quick);

@@ -11,9 +11,52 @@ struct Params {
     alpha: f32, beta: f32, _p0: u32, _p1: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
+//@if !C4
 @group(0) @binding(3) var<storage, read_write> BIAS: array<f32>;
 @group(0) @binding(4) var<storage, read_write> C: array<f32>;
 @group(0) @binding(5) var<storage, read_write> PRE: array<f32>;
+//@end
+//@if C4
+// C4 (matmul_n4, where n, C's offset and strides, the bias and pre-activation offsets are
+// multiples of 4): the epilogue works on four consecutive columns at once, one vec4 load or
+// store where the scalar form has four (CPU drivers pay per load and store instruction).
+@group(0) @binding(3) var<storage, read_write> BIAS: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read_write> C: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> PRE: array<vec4<f32>>;
+
+fn act4(v: vec4<f32>) -> vec4<f32> {
+    if (EPI == 1u) {
+        return vec4<f32>(gelu_erf(v.x), gelu_erf(v.y), gelu_erf(v.z), gelu_erf(v.w));
+    } else if (EPI == 2u) {
+        return vec4<f32>(gelu_tanh(v.x), gelu_tanh(v.y), gelu_tanh(v.z), gelu_tanh(v.w));
+    } else if (EPI == 3u) {
+        return vec4<f32>(tanh_safe(v.x), tanh_safe(v.y), tanh_safe(v.z), tanh_safe(v.w));
+    }
+    return v;
+}
+
+// Columns col .. col + 3 of one row (col a multiple of 4; n is, so all four are in range when
+// the first is). The same operations per element as store().
+fn store4(row: u32, col: u32, c_base: u32, acc: vec4<f32>) {
+    if (row >= p.m || col >= p.n) {
+        return;
+    }
+    let idx = c_base + row * p.c_rs + col;
+    var v = p.alpha * acc;
+    if (HAS_BIAS) {
+        v += BIAS[(p.bias_off + col) / 4u];
+    }
+    if (STORE_PRE) {
+        PRE[(p.pre_off + idx - p.c_off) / 4u] = v;
+    }
+    v = act4(v);
+    if (ACC) {
+        v += p.beta * C[idx / 4u];
+    }
+    C[idx / 4u] = v;
+}
+//@end
+//@if !C4
 
 fn store(row: u32, col: u32, c_base: u32, acc: f32) {
     if (row >= p.m || col >= p.n) {
@@ -39,4 +82,4 @@ fn store(row: u32, col: u32, c_base: u32, acc: f32) {
     }
     C[idx] = v;
 }
-
+//@end

@@ -93,10 +93,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     //@for i in 0..TM
     //@for j in 0..TN
+    //@if C4
+    store4(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j});
+    //@end
+    //@if !C4
     store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j}.x);
     store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u + 1u, c_base, c{i}_{j}.y);
     store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u + 2u, c_base, c{i}_{j}.z);
     store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u + 3u, c_base, c{i}_{j}.w);
+    //@end
     //@end
     //@end
 }

@@ -39,6 +39,9 @@ pub(crate) const PROFILE_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QU
 pub struct ProfileRow {
     /// `shader::entry`, `copy` or `clear`.
     pub kernel: String,
+    /// Empty in the per-kernel table; in the per-shape table, what the dispatches computed (a
+    /// matmul's layout and shape).
+    pub detail: String,
     pub calls: u64,
     pub seconds: f64,
     /// Floating-point operations (matmuls: 2·m·n·k per product), 0 where not counted.
@@ -85,6 +88,30 @@ pub fn profile_table(rows: &[ProfileRow]) -> String {
     out
 }
 
+/// The per-shape rows of a profile ([`Gpu::profile_stop_detailed`]) as a markdown table: the
+/// kernel, what its dispatches computed (a matmul's layout — A then B, `N` as stored, `T`
+/// transposed, `S` strided — and batch x m x n x k), calls, milliseconds, share of `step`
+/// seconds, GFLOP/s.
+pub fn profile_shape_table(rows: &[ProfileRow], step: f64) -> String {
+    let mut out = String::from(
+        "| kernel | layout, shape | calls | ms | share of the step | GFLOP/s |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
+        let gflops =
+            if r.flops > 0 { three_digits(r.flops as f64 / r.seconds.max(1e-12) / 1e9) } else { String::new() };
+        out.push_str(&format!(
+            "| {} | {} | {} | {:.3} | {:.1} % | {} |\n",
+            r.kernel,
+            r.detail,
+            r.calls,
+            r.seconds * 1e3,
+            100.0 * r.seconds / step.max(1e-12),
+            gflops
+        ));
+    }
+    out
+}
+
 /// How to choose and open the device.
 #[derive(Clone, Debug, Default)]
 pub struct GpuOptions {
@@ -111,6 +138,14 @@ pub struct GpuOptions {
     /// (`TRAMWAY_MATMUL_SUBGROUPS=0`; benchmarks and tests of the plain kernels). By default the
     /// subgroup kernels run where [`Gpu::subgroup_rows`] holds.
     pub no_subgroup_matmul: bool,
+    /// Read B along k in place for x·Wᵀ products (`TRAMWAY_MATMUL_DIRECT_NT=1`; benchmarks and
+    /// tests). By default the register-blocked path transposes a 2-D B of up to
+    /// [`crate::ops::matmul::TRANSPOSE_NT_MAX`] elements into scratch first and runs the
+    /// B-along-n kernel, which is faster on CPU drivers (BENCHMARKS.md).
+    pub direct_nt: bool,
+    /// Store the B-along-n matmul's results one element at a time instead of as vec4s
+    /// (`TRAMWAY_MATMUL_SCALAR_EPILOGUE=1`; benchmarks).
+    pub scalar_epilogue: bool,
     /// The N-th hardware GPU (discrete or integrated, in the driver's order) rather than the
     /// best-ranked adapter (`TRAMWAY_ADAPTER_INDEX`; a Slurm array task sets it from the GPU it
     /// was given, the first entry of `CUDA_VISIBLE_DEVICES`).
@@ -177,6 +212,12 @@ impl GpuOptions {
         if let Ok(v) = std::env::var("TRAMWAY_MATMUL_SUBGROUPS") {
             o.no_subgroup_matmul = matches!(v.as_str(), "0" | "false" | "no");
         }
+        if let Ok(v) = std::env::var("TRAMWAY_MATMUL_DIRECT_NT") {
+            o.direct_nt = matches!(v.as_str(), "1" | "true" | "yes");
+        }
+        if let Ok(v) = std::env::var("TRAMWAY_MATMUL_SCALAR_EPILOGUE") {
+            o.scalar_epilogue = matches!(v.as_str(), "1" | "true" | "yes");
+        }
         if let Ok(v) = std::env::var("TRAMWAY_MAX_BINDING") {
             let bytes = v.trim().parse::<u64>().ok().filter(|&b| b >= ALIGN);
             o.max_binding = Some(bytes.ok_or_else(|| Error::BadSetting {
@@ -227,6 +268,8 @@ pub struct Gpu {
     matmul_tile: Option<[u32; 4]>,
     scalar_matmul: bool,
     no_subgroup_matmul: bool,
+    direct_nt: bool,
+    scalar_epilogue: bool,
     /// [`Gpu::subgroup_rows`], probed once.
     subgroup_rows: std::sync::OnceLock<Option<u32>>,
     kernels: Mutex<HashMap<KernelSpec, Arc<Kernel>>>,
@@ -436,6 +479,8 @@ impl Gpu {
             matmul_tile: opts.matmul_tile,
             scalar_matmul: opts.scalar_matmul,
             no_subgroup_matmul: opts.no_subgroup_matmul,
+            direct_nt: opts.direct_nt,
+            scalar_epilogue: opts.scalar_epilogue,
             subgroup_rows: Default::default(),
             kernels: Mutex::default(),
             uniform_pool: Mutex::default(),
@@ -499,6 +544,14 @@ impl Gpu {
     /// Whether the subgroup matmul kernels are off ([`GpuOptions::no_subgroup_matmul`]).
     pub fn no_subgroup_matmul(&self) -> bool {
         self.no_subgroup_matmul
+    }
+    /// Whether x·Wᵀ reads B along k in place ([`GpuOptions::direct_nt`]).
+    pub fn direct_nt(&self) -> bool {
+        self.direct_nt
+    }
+    /// Whether the matmul epilogue stores one element at a time ([`GpuOptions::scalar_epilogue`]).
+    pub fn scalar_epilogue(&self) -> bool {
+        self.scalar_epilogue
     }
 
     /// The subgroup size where the subgroups of a one-dimensional workgroup are its runs of
@@ -611,9 +664,17 @@ impl Gpu {
     /// Stop profiling and return one row per kernel (`shader::entry`), copy and clear, slowest
     /// first.
     pub fn profile_stop(&self) -> Vec<ProfileRow> {
-        let mut rows: Vec<ProfileRow> = self.profile.lock().unwrap().take().unwrap_or_default().into_values().collect();
+        self.profile_stop_detailed().0
+    }
+
+    /// [`Gpu::profile_stop`], and one row per kernel and detail (a matmul's layout and shape:
+    /// `NT 192x1536x384`), slowest first: the same dispatches summed by what they computed.
+    pub fn profile_stop_detailed(&self) -> (Vec<ProfileRow>, Vec<ProfileRow>) {
+        let (mut detailed, mut rows): (Vec<ProfileRow>, Vec<ProfileRow>) =
+            self.profile.lock().unwrap().take().unwrap_or_default().into_values().partition(|r| !r.detail.is_empty());
         rows.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
-        rows
+        detailed.sort_by(|a, b| b.seconds.total_cmp(&a.seconds));
+        (rows, detailed)
     }
 
     /// Whether the profiler times commands by GPU timestamps (else one submit per command).
@@ -628,15 +689,23 @@ impl Gpu {
     }
 
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
-    pub(crate) fn profile_record(&self, name: &str, seconds: f64, flops: u64, bytes: u64) {
+    pub(crate) fn profile_record(&self, name: &str, detail: Option<&str>, seconds: f64, flops: u64, bytes: u64) {
         if let Some(p) = self.profile.lock().unwrap().as_mut() {
-            let r = p
-                .entry(name.to_string())
-                .or_insert_with(|| ProfileRow { kernel: name.to_string(), ..Default::default() });
-            r.calls += 1;
-            r.seconds += seconds;
-            r.flops += flops;
-            r.bytes += bytes;
+            let mut add = |key: String, detail: &str| {
+                let r = p.entry(key).or_insert_with(|| ProfileRow {
+                    kernel: name.to_string(),
+                    detail: detail.to_string(),
+                    ..Default::default()
+                });
+                r.calls += 1;
+                r.seconds += seconds;
+                r.flops += flops;
+                r.bytes += bytes;
+            };
+            add(name.to_string(), "");
+            if let Some(d) = detail {
+                add(format!("{name}\u{0}{d}"), d);
+            }
         }
     }
 

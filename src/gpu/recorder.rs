@@ -66,6 +66,10 @@ enum Cmd {
         /// Floating-point operations of the dispatch, for the profiler (0: not counted).
         #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // profiling is native only
         flops: u64,
+        /// What the profile's shape table calls this dispatch (a matmul's layout and shape);
+        /// only kept while profiling.
+        #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+        detail: Option<String>,
     },
     Copy {
         src: wgpu::Buffer,
@@ -165,6 +169,21 @@ impl<'g> Recorder<'g> {
         groups: [u32; 3],
         flops: u64,
     ) -> Result<()> {
+        self.dispatch_detailed(kernel, params, tensors, groups, flops, String::new)
+    }
+
+    /// [`Recorder::dispatch_counted`] with a description (a matmul's layout and shape) under
+    /// which a profile also sums the dispatch, in its per-shape table; `detail` is only called
+    /// while profiling.
+    pub fn dispatch_detailed(
+        &mut self,
+        kernel: &Arc<Kernel>,
+        params: Params,
+        tensors: &[&Tensor],
+        groups: [u32; 3],
+        flops: u64,
+        detail: impl FnOnce() -> String,
+    ) -> Result<()> {
         if tensors.len() as u32 != kernel.storage {
             return Err(Error::Gpu {
                 context: kernel.label.clone(),
@@ -232,6 +251,7 @@ impl<'g> Recorder<'g> {
             psize: bytes.len() as u64,
             groups,
             flops,
+            detail: self.gpu.profiling().then(detail).filter(|d| !d.is_empty()),
         });
         Ok(())
     }
@@ -308,11 +328,15 @@ impl<'g> Recorder<'g> {
                 gpu.wait()?;
                 let secs = t0.elapsed().as_secs_f64();
                 match cmd {
-                    Cmd::Dispatch { kernel, bufs, flops, .. } => {
-                        gpu.profile_record(&kernel.name, secs, *flops, bufs.iter().map(|b| b.2).sum())
-                    }
-                    Cmd::Copy { bytes, .. } => gpu.profile_record("copy", secs, 0, 2 * bytes),
-                    Cmd::Clear { bytes, .. } => gpu.profile_record("clear", secs, 0, *bytes),
+                    Cmd::Dispatch { kernel, bufs, flops, detail, .. } => gpu.profile_record(
+                        &kernel.name,
+                        detail.as_deref(),
+                        secs,
+                        *flops,
+                        bufs.iter().map(|b| b.2).sum(),
+                    ),
+                    Cmd::Copy { bytes, .. } => gpu.profile_record("copy", None, secs, 0, 2 * bytes),
+                    Cmd::Clear { bytes, .. } => gpu.profile_record("clear", None, secs, 0, *bytes),
                 }
             }
             gpu.give_uniform(uniform);
@@ -371,11 +395,15 @@ impl<'g> Recorder<'g> {
             for (cmd, w) in chunk.iter().zip(ticks.windows(2)) {
                 let secs = w[1].saturating_sub(w[0]) as f64 * period_ns * 1e-9;
                 match cmd {
-                    Cmd::Dispatch { kernel, bufs, flops, .. } => {
-                        gpu.profile_record(&kernel.name, secs, *flops, bufs.iter().map(|b| b.2).sum())
-                    }
-                    Cmd::Copy { bytes, .. } => gpu.profile_record("copy", secs, 0, 2 * bytes),
-                    Cmd::Clear { bytes, .. } => gpu.profile_record("clear", secs, 0, *bytes),
+                    Cmd::Dispatch { kernel, bufs, flops, detail, .. } => gpu.profile_record(
+                        &kernel.name,
+                        detail.as_deref(),
+                        secs,
+                        *flops,
+                        bufs.iter().map(|b| b.2).sum(),
+                    ),
+                    Cmd::Copy { bytes, .. } => gpu.profile_record("copy", None, secs, 0, 2 * bytes),
+                    Cmd::Clear { bytes, .. } => gpu.profile_record("clear", None, secs, 0, *bytes),
                 }
             }
         }

@@ -184,6 +184,11 @@ pub const SUBGROUP_TILE: (u32, u32, u32) = (16, 2, 4);
 /// of 12 x 4, 8 x 6 10 % slower (BENCHMARKS.md). The workgroup is the same (`SUBGROUP_TILE.2` rows).
 pub const SUBGROUP_TILE_K4: (u32, u32) = (12, 4);
 
+/// The largest B (elements) that the register-blocked path transposes into scratch for x·Wᵀ
+/// ([`GpuOptions::direct_nt`](crate::GpuOptions::direct_nt)): 16M (64 MiB of scratch), every
+/// Linear of the supported encoders; the tied LM heads of decoders are read in place.
+pub const TRANSPOSE_NT_MAX: usize = 1 << 24;
+
 /// Which matmul kernel family runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulPath {
@@ -229,6 +234,12 @@ pub fn matmul(rec: &mut Recorder, mm: &Matmul) -> Result<()> {
 
 /// Record one matmul on the given kernel family.
 pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<()> {
+    matmul_on(rec, mm, path, false)
+}
+
+/// [`matmul_with`]; `nt_via_nn`: this is the B-along-n half of an x·Wᵀ whose B was transposed
+/// (for the profile's per-shape table).
+fn matmul_on(rec: &mut Recorder, mm: &Matmul, path: MatmulPath, nt_via_nn: bool) -> Result<()> {
     let gpu = rec.gpu();
     let Matmul { m, n, k, batch, batch_inner, a, b, c, .. } = *mm;
     if m == 0 || n == 0 || batch == 0 {
@@ -282,6 +293,16 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         && k.is_multiple_of(4)
         && [a.off, a.rs, a.bo, a.bi, b.off, b.cs, b.bo, b.bi].iter().all(|v| v.is_multiple_of(4))
         && !gpu.scalar_matmul();
+    // x·Wᵀ with a 2-D B (a Linear's forward): B transposed into scratch, then the B-along-n
+    // kernel. In a MiniLM step on lavapipe the B-along-k kernel ran these products at 0.65-0.81
+    // of the B-along-n kernel's speed at the same shape, and transpose + B-along-n saved ~5 % of
+    // the step (BENCHMARKS.md). Batched views (Q·Kᵀ) and very large B (tied LM heads) stay put.
+    if k4 && batch == 1 && n.is_multiple_of(4) && !few_rows && k * n <= TRANSPOSE_NT_MAX && !gpu.direct_nt() {
+        let bt = gpu.scratch(super::slot::MATMUL_BT, k * n)?;
+        transpose(rec, b.t, b.off, b.cs, n, k, &bt, || format!("B of NT {m}x{n}x{k}"))?;
+        let mm2 = Matmul { b: MatView { t: &bt, off: 0, rs: n, cs: 1, bo: 0, bi: 0 }, ..*mm };
+        return matmul_on(rec, &mm2, path, true);
+    }
     // One tensor as both operands (X·Xᵀ, Q·Kᵀ of a fused QKV) is bound once and B read through
     // A's binding: browsers refuse two writable bindings of one range.
     let same_ab = a.t.buffer == b.t.buffer && a.t.offset == b.t.offset && a.t.bytes() == b.t.bytes();
@@ -333,6 +354,14 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
     if k4 || n4 {
         spec = spec.b("SG", sgs.is_some());
     }
+    // The vec4 epilogue of the B-along-n kernel: C, the bias and the pre-activation addressed
+    // in whole vec4s.
+    let c4 = n4
+        && !gpu.scalar_epilogue()
+        && [c.off, c.rs, c.bo, c.bi].iter().all(|v| v.is_multiple_of(4))
+        && mm.bias.is_none_or(|(_, off)| off.is_multiple_of(4))
+        && mm.pre.is_none_or(|(_, off)| off.is_multiple_of(4));
+    spec = spec.b("C4", c4);
     let kernel = gpu.kernel(&spec)?;
     let dummy = gpu.dummy_tensor();
     let (bias_t, bias_off) = mm.bias.unwrap_or((&dummy, 0));
@@ -367,5 +396,46 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
     let gy = m.div_ceil((wgy * tm) as usize);
     let b_bound = if same_ab { &dummy } else { b.t };
     let flops = 2 * (m * n * k * batch) as u64;
-    rec.dispatch_counted(&kernel, p, &[a.t, b_bound, bias_t, c.t, pre_t], [gx as u32, gy as u32, batch as u32], flops)
+    // For a profile's per-shape table: A and B as stored (N), transposed (T) or strided (S).
+    let detail = || {
+        let side = |v: &MatView| match (v.cs == 1, v.rs == 1) {
+            (true, _) => "N",
+            (false, true) => "T",
+            _ => "S",
+        };
+        let batched = if batch > 1 { format!("{batch} x ") } else { String::new() };
+        if nt_via_nn {
+            return format!("NT as NN {m}x{n}x{k}");
+        }
+        format!("{}{} {batched}{m}x{n}x{k}", side(&a), side(&b))
+    };
+    rec.dispatch_detailed(
+        &kernel,
+        p,
+        &[a.t, b_bound, bias_t, c.t, pre_t],
+        [gx as u32, gy as u32, batch as u32],
+        flops,
+        detail,
+    )
+}
+
+/// `y = xᵀ` for the row-major `[rows, cols]` matrix at element `off` of `x` with row stride `rs`,
+/// into the contiguous `[cols, rows]` start of `y`. Every size, offset and stride a multiple of 4.
+#[allow(clippy::too_many_arguments)]
+fn transpose(
+    rec: &mut Recorder,
+    x: &Tensor,
+    off: usize,
+    rs: usize,
+    rows: usize,
+    cols: usize,
+    y: &Tensor,
+    detail: impl FnOnce() -> String,
+) -> Result<()> {
+    let gpu = rec.gpu();
+    let k = gpu.kernel(&KernelSpec::new("transpose", "main", 2).u("WG", super::WG))?;
+    let p = Params::new().n(rows).n(cols).n(off / 4).n(rs / 4);
+    let blocks = (rows / 4) * (cols / 4);
+    let groups = super::grid(gpu, blocks.div_ceil(super::WG as usize))?;
+    rec.dispatch_detailed(&k, p, &[x, y], groups, 0, detail)
 }

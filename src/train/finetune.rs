@@ -406,7 +406,7 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
         if let (true, Some(path)) = (profiling, &profile) {
             // The profiled submit returns once the timestamps are read back: the step is done.
             let wall = started.elapsed().as_secs_f64();
-            let mut rows = gpu.profile_stop();
+            let (mut rows, shapes) = gpu.profile_stop_detailed();
             let commands: f64 = rows.iter().map(|r| r.seconds).sum();
             let how = if gpu.timestamped_profile() {
                 "timed on the GPU by timestamps between the commands of the step's one submit"
@@ -441,6 +441,15 @@ fn finetune_run(gpu: &Gpu, o: &FinetuneOptions) -> Result<Summary> {
                 100.0 * commands / wall.max(1e-12),
                 crate::gpu::profile_table(&rows)
             );
+            let text = if shapes.is_empty() {
+                text
+            } else {
+                format!(
+                    "{text}\n## Matmuls by layout and shape\n\nThe matmul rows above, split by what each dispatch computed: \
+                     the layout (A then B: N as stored row-major, T transposed, S strided) and the shape (batch x) m x n x k.\n\n{}",
+                    crate::gpu::profile_shape_table(&shapes, wall)
+                )
+            };
             write_atomic(path, text.as_bytes())?;
             if o.progress {
                 eprintln!("profile of step {done} written to {}", path.display());

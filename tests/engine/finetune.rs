@@ -403,11 +403,29 @@ fn profile_writes_a_table_per_kernel() {
     // Lavapipe has timestamps inside encoders: the step ran as one submit, timed on the GPU.
     let how = if own.timestamped_profile() { "timed on the GPU by timestamps" } else { "submitted alone" };
     assert!(text.contains(how), "{text}");
-    let rows: Vec<Vec<&str>> = text
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| kernel") && !l.starts_with("| total"))
-        .map(|l| l.split('|').map(|c| c.trim()).collect())
-        .collect();
+    let (kernels, shapes) = text.split_once("## Matmuls by layout and shape").expect("the per-shape table");
+    let table = |t: &str| -> Vec<Vec<String>> {
+        t.lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| kernel") && !l.starts_with("| total"))
+            .map(|l| l.split('|').map(|c| c.trim().to_string()).collect())
+            .collect()
+    };
+    let rows = table(kernels);
+    // The per-shape table splits the matmul rows by layout and shape: every dispatch once, so
+    // its calls and milliseconds add up to the matmul rows' (and the transposes of B for x·Wᵀ).
+    let shape_rows = table(shapes);
+    let sum = |rows: &[Vec<String>], col: usize, pick: &dyn Fn(&str) -> bool| -> f64 {
+        rows.iter().filter(|r| pick(&r[1])).map(|r| r[col].parse::<f64>().unwrap()).sum()
+    };
+    let is_mm = |k: &str| k.starts_with("matmul") || k.starts_with("transpose");
+    assert!(shape_rows.iter().all(|r| is_mm(&r[1])), "{shapes}");
+    assert!(shape_rows.iter().any(|r| r[2].starts_with("NN ") || r[2].starts_with("NT")), "no layout named: {shapes}");
+    assert_eq!(sum(&rows, 2, &is_mm), sum(&shape_rows, 3, &is_mm), "calls: {text}");
+    let (ms, ms_shapes) = (sum(&rows, 3, &is_mm), sum(&shape_rows, 4, &is_mm));
+    assert!(
+        (ms - ms_shapes).abs() <= 1e-3 * shape_rows.len() as f64 + 1e-6 * ms,
+        "{ms} ms against {ms_shapes} ms: {text}"
+    );
     // The matmul and softmax kernels by the adapter's choice (`SG` matmuls where subgroups are
     // workgroup rows, the row-per-invocation softmax on CPU drivers).
     for k in ["matmul_n4", "matmul_k4", "optim::adamw", "guard::finite_guard", "softmax::forward"] {

@@ -54,13 +54,14 @@ fn kernel_expansion_unrolls_loops() {
             .u("EPI", 0)
             .b("HAS_BIAS", false)
             .b("STORE_PRE", false)
-            .b("ACC", false),
+            .b("ACC", false)
+            .b("C4", false),
     )
     .unwrap();
     assert!(src.contains("var c1_2 = 0.0;") && !src.contains("c2_0") && !src.contains("//@for"));
     // `//@if NAME` keeps a block where the bool constant is true, `//@if !NAME` where false: the
     // subgroup builtins reach only the SG variant.
-    let n4 = |sg: Option<bool>| {
+    let n4c = |sg: Option<bool>, c4: bool| {
         let mut spec = KernelSpec::new("matmul_n4", "main", 5)
             .u("TM", 2)
             .u("TN", 1)
@@ -69,14 +70,20 @@ fn kernel_expansion_unrolls_loops() {
             .u("EPI", 0)
             .b("HAS_BIAS", false)
             .b("STORE_PRE", false)
-            .b("ACC", false);
+            .b("ACC", false)
+            .b("C4", c4);
         if let Some(sg) = sg {
             spec = spec.b("SG", sg);
         }
         expand(&spec)
     };
+    let n4 = |sg: Option<bool>| n4c(sg, false);
     let with = n4(Some(true)).unwrap();
     let without = n4(Some(false)).unwrap();
+    // C4: the vec4 epilogue, C bound as vec4s; otherwise four scalar stores per accumulator.
+    let c4 = n4c(Some(true), true).unwrap();
+    assert!(c4.contains("store4(row0 + 1u * WGY") && c4.contains("array<vec4<f32>>;") && !c4.contains("c0_0.x);"));
+    assert!(with.contains("c0_0.x);") && !with.contains("store4("), "{with}");
     assert!(with.contains("subgroupBroadcast(al1, 3u)") && !with.contains("subgroupBroadcast(al1, 4u)"), "{with}");
     assert!(with.contains("local_invocation_index") && !with.contains("let kfull = 0u;"), "{with}");
     assert!(!without.contains("subgroupBroadcast(a") && without.contains("let kfull = 0u;"), "{without}");

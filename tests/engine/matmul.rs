@@ -120,8 +120,9 @@ fn matmul_long_reduction() {
 #[test]
 fn matmul_bias_gelu_pre_and_accumulate() {
     // k = 28 with B transposed takes the vec4-along-k path, k = 29 the scalar one; n = 44 with B
-    // not transposed the vec4-along-n path.
-    for (n, k, tb) in [(45, 29, false), (45, 28, true), (44, 29, false)] {
+    // not transposed the vec4-along-n path with the vec4 epilogue, and with B transposed (n and k
+    // multiples of 4) B transposed into scratch, then the same.
+    for (n, k, tb) in [(45, 29, false), (45, 28, true), (44, 29, false), (44, 28, true)] {
         for path in PATHS {
             epilogue_case(37, n, k, tb, path);
         }
@@ -164,6 +165,50 @@ fn epilogue_case(m: usize, n: usize, k: usize, tb: bool, path: MatmulPath) {
         // GELU-erf uses an erf approximation with 1.5e-7 absolute error: within tol.
         close(&format!("pre {act:?}"), &down(&pre), &want_pre, tol(k), 1e-5);
         close(&format!("epilogue {act:?}"), &down(&c), &want, tol(k), 1e-5);
+    }
+}
+
+/// x·Wᵀ with W a view inside a wider tensor (offset, row stride beyond k): on the register paths
+/// B is transposed into scratch and the B-along-n kernel runs (aligned views), or B is read in
+/// place (a misaligned offset, or `GpuOptions::direct_nt`); every way against the CPU.
+#[test]
+fn matmul_nt_of_a_weight_view_transposed_or_in_place() {
+    let direct = Gpu::new_blocking(GpuOptions { direct_nt: true, ..GpuOptions::from_env().unwrap() }).unwrap();
+    for (i, &(m, n, k, off)) in
+        [(9, 4, 4, 4), (37, 44, 28, 8), (64, 36, 100, 4), (130, 8, 12, 0), (17, 20, 16, 3)].iter().enumerate()
+    {
+        let stride = k + 8;
+        let mut rng = Rng::new(300 + i as u64);
+        let (a, w) = (rng.vec(m * k), rng.vec(off + n * stride));
+        let want = r::matmul_strided(&a, (0, k, 1, 0, 0), &w, (off, 1, stride, 0, 0), m, n, k, 1, 1);
+        for g in [gpu(), &direct] {
+            let at = g.from_f32(&a, &[m, k]).unwrap();
+            let wt = g.from_f32(&w, &[w.len()]).unwrap();
+            for path in PATHS {
+                let c = g.zeros(&[m, n]).unwrap();
+                let mm = Matmul {
+                    m,
+                    n,
+                    k,
+                    batch: 1,
+                    batch_inner: 1,
+                    a: MatView::row_major(&at, m, k),
+                    b: MatView { t: &wt, off, rs: 1, cs: stride, bo: 0, bi: 0 },
+                    c: MatView::row_major(&c, m, n),
+                    bias: None,
+                    act: Act::None,
+                    pre: None,
+                    alpha: 1.0,
+                    beta: None,
+                };
+                let mut rc = g.recorder();
+                matmul_with(&mut rc, &mm, path).unwrap();
+                rc.submit().unwrap();
+                let got = g.read_f32_blocking(&c).unwrap();
+                let what = format!("x.W^T {m}x{n}x{k} at offset {off}, {path:?}, direct {}", g.direct_nt());
+                close(&what, &got, &want, tol(k), 1e-5);
+            }
+        }
     }
 }
 
