@@ -296,8 +296,11 @@ fn matmul_on(rec: &mut Recorder, mm: &Matmul, path: MatmulPath, nt_via_nn: bool)
     // x·Wᵀ with a 2-D B (a Linear's forward): B transposed into scratch, then the B-along-n
     // kernel. In a MiniLM step on lavapipe the B-along-k kernel ran these products at 0.65-0.81
     // of the B-along-n kernel's speed at the same shape, and transpose + B-along-n saved ~5 % of
-    // the step (BENCHMARKS.md). Batched views (Q·Kᵀ) and very large B (tied LM heads) stay put.
-    if k4 && batch == 1 && n.is_multiple_of(4) && !few_rows && k * n <= TRANSPOSE_NT_MAX && !gpu.direct_nt() {
+    // the step (BENCHMARKS.md). Batched views (Q·Kᵀ), very large B (tied LM heads) and products
+    // of few rows stay put: the transpose costs as much as a ~50-row product saves (the
+    // pooler's 8 x 384 x 384: 0.40 ms of transpose for a 0.76 ms product that took 0.85 ms
+    // with B read in place).
+    if k4 && batch == 1 && m >= 64 && n.is_multiple_of(4) && k * n <= TRANSPOSE_NT_MAX && !gpu.direct_nt() {
         let bt = gpu.scratch(super::slot::MATMUL_BT, k * n)?;
         transpose(rec, b.t, b.off, b.cs, n, k, &bt, || format!("B of NT {m}x{n}x{k}"))?;
         let mm2 = Matmul { b: MatView { t: &bt, off: 0, rs: n, cs: 1, bo: 0, bi: 0 }, ..*mm };

@@ -122,9 +122,12 @@ fn matmul_bias_gelu_pre_and_accumulate() {
     // k = 28 with B transposed takes the vec4-along-k path, k = 29 the scalar one; n = 44 with B
     // not transposed the vec4-along-n path with the vec4 epilogue, and with B transposed (n and k
     // multiples of 4) B transposed into scratch, then the same.
-    for (n, k, tb) in [(45, 29, false), (45, 28, true), (44, 29, false), (44, 28, true)] {
+    // (B is transposed only for products of at least 64 rows: m = 70 for that case.)
+    for (m, n, k, tb) in
+        [(37, 45, 29, false), (37, 45, 28, true), (37, 44, 29, false), (37, 44, 28, true), (70, 44, 28, true)]
+    {
         for path in PATHS {
-            epilogue_case(37, n, k, tb, path);
+            epilogue_case(m, n, k, tb, path);
         }
     }
 }
@@ -169,13 +172,16 @@ fn epilogue_case(m: usize, n: usize, k: usize, tb: bool, path: MatmulPath) {
 }
 
 /// x·Wᵀ with W a view inside a wider tensor (offset, row stride beyond k): on the register paths
-/// B is transposed into scratch and the B-along-n kernel runs (aligned views), or B is read in
-/// place (a misaligned offset, or `GpuOptions::direct_nt`); every way against the CPU.
+/// B is transposed into scratch and the B-along-n kernel runs (aligned views, at least 64 rows),
+/// or B is read in place (fewer rows, a misaligned offset, or `GpuOptions::direct_nt`); every
+/// way against the CPU.
 #[test]
 fn matmul_nt_of_a_weight_view_transposed_or_in_place() {
     let direct = Gpu::new_blocking(GpuOptions { direct_nt: true, ..GpuOptions::from_env().unwrap() }).unwrap();
     for (i, &(m, n, k, off)) in
-        [(9, 4, 4, 4), (37, 44, 28, 8), (64, 36, 100, 4), (130, 8, 12, 0), (17, 20, 16, 3)].iter().enumerate()
+        [(9, 4, 4, 4), (37, 44, 28, 8), (64, 36, 100, 4), (130, 8, 12, 0), (96, 44, 28, 8), (70, 20, 16, 3)]
+            .iter()
+            .enumerate()
     {
         let stride = k + 8;
         let mut rng = Rng::new(300 + i as u64);
