@@ -8,7 +8,7 @@ use tramway::gpu::{Gpu, GpuOptions};
 #[derive(Parser)]
 #[command(
     name = "tramway",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("TRAMWAY_COMMIT"), ")"),
     about = "Fine-tune transformers on any GPU wgpu reaches",
     args_override_self = true
 )]

@@ -741,29 +741,14 @@ pub fn run_one(gpu: &Gpu, plan: &Plan, index: usize) -> Result<bool> {
     Ok(true)
 }
 
-/// A git command's output in the working directory, if it succeeds.
-fn git(args: &[&str]) -> Option<String> {
-    std::process::Command::new("git")
-        .args(args)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-}
+/// The commit this binary was built from, with `+changes` when its code differed from it
+/// (stamped at build time by build.rs).
+pub const BUILD_COMMIT: &str = env!("TRAMWAY_COMMIT");
 
-/// The checkout's commit, with `+changes` when tracked files differ from it.
-fn commit() -> String {
-    match (git(&["rev-parse", "--short", "HEAD"]), git(&["status", "--porcelain", "--untracked-files=no"])) {
-        (Some(c), Some(st)) if !st.is_empty() => format!("{c}+changes"),
-        (Some(c), _) => c,
-        _ => "unknown (not a git checkout)".into(),
-    }
-}
-
-/// A run's record of what computed it, `commit C on MACHINE`: taken when the experiment
-/// starts (the checkout the binary was started from; later commits do not change it).
+/// A run's record of what computed it, `commit C on MACHINE`: the commit the binary was built
+/// from (not the checkout it runs in, which may have moved on) and the machine.
 pub fn computed_by() -> String {
-    format!("commit {} on {}", commit(), machine())
+    format!("commit {BUILD_COMMIT} on {}", machine())
 }
 
 /// The machine: host, CPU, cores, OS.
@@ -781,12 +766,12 @@ fn machine() -> String {
     format!("{host}, {cpu}, {cores} cores, {}", std::env::consts::OS)
 }
 
-/// Where a report came from: the command, the commit (with `+changes` when the work tree
-/// differs), the machine (host, CPU, cores, OS) and the date.
+/// Where a report came from: the command, the commit the binary was built from (with
+/// `+changes` when its code differed) and that commit's date, the machine (host, CPU, cores, OS).
 pub fn provenance() -> String {
     let command: Vec<String> = std::env::args().collect();
-    let date = git(&["log", "-1", "--format=%cI"]).unwrap_or_default();
-    format!("Command: `{}`; commit {} (committed {date}); machine: {}.", command.join(" "), commit(), machine())
+    let date = env!("TRAMWAY_COMMIT_DATE");
+    format!("Command: `{}`; commit {BUILD_COMMIT} (committed {date}); machine: {}.", command.join(" "), machine())
 }
 
 /// Run every planned run that has no `summary.json` yet (an interrupted experiment continues

@@ -348,6 +348,25 @@ fn causal_lm_finetune_end_to_end() {
 
 /// The experiment table: mean ± sample std over seeds per set, perplexity for language models,
 /// a one-run row (the `baseline` row) without a spread, rows in the given optimizer order.
+/// A run's record names the commit the binary was built from (stamped by build.rs), not the
+/// checkout's HEAD when the experiment starts: built from this checkout, the stamp is one of its
+/// commits.
+#[test]
+fn experiment_records_name_the_build_commit() {
+    use tramway::train::experiment::{computed_by, BUILD_COMMIT};
+    let by = computed_by();
+    assert!(by.starts_with(&format!("commit {BUILD_COMMIT} on ")), "{by}");
+    let hash = BUILD_COMMIT.trim_end_matches("+changes");
+    if std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".git").exists() {
+        assert!(hash.len() >= 7 && hash.chars().all(|c| c.is_ascii_hexdigit()), "{BUILD_COMMIT}");
+        let known = std::process::Command::new("git")
+            .args(["-C", env!("CARGO_MANIFEST_DIR"), "cat-file", "-e", &format!("{hash}^{{commit}}")])
+            .status()
+            .map(|s| s.success());
+        assert!(matches!(known, Ok(true) | Err(_)), "{hash} is not a commit of this checkout");
+    }
+}
+
 #[test]
 fn experiment_table_rows() {
     use tramway::train::experiment::{task_table, RunRecord};
