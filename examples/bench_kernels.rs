@@ -302,8 +302,7 @@ fn bench_subgroups(gpu: &Gpu) -> Result<()> {
 }
 
 /// `--parity [--rounds=N]`: the three layouts (NN, NT, TN) at each shape an all-MiniLM-L6-v2
-/// step (batch 8 x 24 tokens) runs, on the path this adapter takes (and NT with B read in place
-/// instead of transposed first, for comparison), interleaved call by call
+/// step (batch 8 x 24 tokens) runs, on the path this adapter takes, interleaved call by call
 /// (N rounds, default 5, of 3 calls per layout; medians), each layout as a share of the best
 /// at its shape, with the layouts the step uses there marked. The attention shapes are batched
 /// over 8 sequences x 12 heads (contiguous here; strided views of the fused QKV in the model).
@@ -334,18 +333,10 @@ fn bench_parity(gpu: &Gpu) -> Result<()> {
         ("Q.Kt, dO.Vt", 96, 24, 24, 32, "NT"),
         ("P.V, dS.K, Pt.dO, dSt.Q", 96, 24, 32, 24, "NN TN"),
     ];
-    // NT as the library runs it (B transposed into scratch, then the B-along-n kernel, on the
-    // register path) and, for comparison, read in place (`GpuOptions::direct_nt`).
-    let direct = Gpu::new_blocking(GpuOptions { direct_nt: true, ..GpuOptions::from_env()? })?;
-    let layouts = [
-        ("NN", false, false, gpu),
-        ("NT", false, true, gpu),
-        ("TN", true, false, gpu),
-        ("NT in place", false, true, &direct),
-    ];
+    let layouts = [("NN", false, false), ("NT", false, true), ("TN", true, false)];
     println!("\nlayouts at the MiniLM step's shapes, {:?} path, {rounds} rounds", MatmulPath::auto(gpu));
-    println!("\n| shape | batch x m x n x k | NN GFLOP/s | NT GFLOP/s | TN GFLOP/s | used by the step | slowest used / best | NT read in place GFLOP/s |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("\n| shape | batch x m x n x k | NN GFLOP/s | NT GFLOP/s | TN GFLOP/s | used by the step | slowest used / best |");
+    println!("|---|---|---|---|---|---|---|");
     let mut worst = f64::INFINITY;
     for (what, batch, m, n, k, used) in shapes {
         let (a, b) = (data(batch * m * k, 1), data(batch * k * n, 2));
@@ -357,7 +348,7 @@ fn bench_parity(gpu: &Gpu) -> Result<()> {
         let copies = (64usize << 20).div_ceil(set_bytes).clamp(2, 64);
         let ops: Vec<Vec<(Tensor, Tensor, Tensor)>> = layouts
             .iter()
-            .map(|&(_, ta, tb, gpu)| {
+            .map(|&(_, ta, tb)| {
                 (0..copies)
                     .map(|_| {
                         let at = gpu.from_f32(&a, &if ta { [batch, k, m] } else { [batch, m, k] })?;
@@ -369,7 +360,7 @@ fn bench_parity(gpu: &Gpu) -> Result<()> {
             .collect::<Result<_>>()?;
         let next = std::cell::Cell::new(0usize);
         for _ in 0..rounds {
-            for (i, &(_, ta, tb, gpu)) in layouts.iter().enumerate() {
+            for (i, &(_, ta, tb)) in layouts.iter().enumerate() {
                 let sets = &ops[i];
                 ts[i].push(time_gpu(gpu, 3, &|r| {
                     let (at, bt, ct) = &sets[next.get() % sets.len()];
@@ -380,17 +371,17 @@ fn bench_parity(gpu: &Gpu) -> Result<()> {
         }
         let flop = 2.0 * (batch * m * n * k) as f64;
         let rate: Vec<f64> = ts.into_iter().map(|t| flop / median(t) / 1e9).collect();
-        let best = rate[..3].iter().cloned().fold(0.0, f64::max);
-        let slowest_used = layouts[..3]
+        let best = rate.iter().cloned().fold(0.0, f64::max);
+        let slowest_used = layouts
             .iter()
             .zip(&rate)
-            .filter(|((name, _, _, _), _)| used.split(' ').any(|u| u == *name))
+            .filter(|((name, _, _), _)| used.split(' ').any(|u| u == *name))
             .map(|(_, r)| r / best)
             .fold(f64::INFINITY, f64::min);
         worst = worst.min(slowest_used);
         println!(
-            "| {what} | {batch}x{m}x{n}x{k} | {:.2} | {:.2} | {:.2} | {used} | {:.2} | {:.2} |",
-            rate[0], rate[1], rate[2], slowest_used, rate[3]
+            "| {what} | {batch}x{m}x{n}x{k} | {:.2} | {:.2} | {:.2} | {used} | {:.2} |",
+            rate[0], rate[1], rate[2], slowest_used
         );
     }
     println!("\nslowest layout the step uses, as a share of the best layout at its shape: {worst:.2}");

@@ -108,7 +108,6 @@ const SHADERS: &[(&str, &str)] = &[
     ("decoder", include_str!("../../shaders/decoder.wgsl")),
     ("guard", include_str!("../../shaders/guard.wgsl")),
     ("half", include_str!("../../shaders/half.wgsl")),
-    ("transpose", include_str!("../../shaders/transpose.wgsl")),
 ];
 
 fn shader_source(name: &str) -> Option<&'static str> {

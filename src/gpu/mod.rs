@@ -138,11 +138,6 @@ pub struct GpuOptions {
     /// (`TRAMWAY_MATMUL_SUBGROUPS=0`; benchmarks and tests of the plain kernels). By default the
     /// subgroup kernels run where [`Gpu::subgroup_rows`] holds.
     pub no_subgroup_matmul: bool,
-    /// Read B along k in place for x·Wᵀ products (`TRAMWAY_MATMUL_DIRECT_NT=1`; benchmarks and
-    /// tests). By default the register-blocked path transposes a 2-D B of up to
-    /// [`crate::ops::matmul::TRANSPOSE_NT_MAX`] elements into scratch first and runs the
-    /// B-along-n kernel, which is faster on CPU drivers (BENCHMARKS.md).
-    pub direct_nt: bool,
     /// Store the B-along-n matmul's results one element at a time instead of as vec4s
     /// (`TRAMWAY_MATMUL_SCALAR_EPILOGUE=1`; benchmarks).
     pub scalar_epilogue: bool,
@@ -212,9 +207,6 @@ impl GpuOptions {
         if let Ok(v) = std::env::var("TRAMWAY_MATMUL_SUBGROUPS") {
             o.no_subgroup_matmul = matches!(v.as_str(), "0" | "false" | "no");
         }
-        if let Ok(v) = std::env::var("TRAMWAY_MATMUL_DIRECT_NT") {
-            o.direct_nt = matches!(v.as_str(), "1" | "true" | "yes");
-        }
         if let Ok(v) = std::env::var("TRAMWAY_MATMUL_SCALAR_EPILOGUE") {
             o.scalar_epilogue = matches!(v.as_str(), "1" | "true" | "yes");
         }
@@ -268,7 +260,6 @@ pub struct Gpu {
     matmul_tile: Option<[u32; 4]>,
     scalar_matmul: bool,
     no_subgroup_matmul: bool,
-    direct_nt: bool,
     scalar_epilogue: bool,
     /// [`Gpu::subgroup_rows`], probed once.
     subgroup_rows: std::sync::OnceLock<Option<u32>>,
@@ -479,7 +470,6 @@ impl Gpu {
             matmul_tile: opts.matmul_tile,
             scalar_matmul: opts.scalar_matmul,
             no_subgroup_matmul: opts.no_subgroup_matmul,
-            direct_nt: opts.direct_nt,
             scalar_epilogue: opts.scalar_epilogue,
             subgroup_rows: Default::default(),
             kernels: Mutex::default(),
@@ -544,10 +534,6 @@ impl Gpu {
     /// Whether the subgroup matmul kernels are off ([`GpuOptions::no_subgroup_matmul`]).
     pub fn no_subgroup_matmul(&self) -> bool {
         self.no_subgroup_matmul
-    }
-    /// Whether x·Wᵀ reads B along k in place ([`GpuOptions::direct_nt`]).
-    pub fn direct_nt(&self) -> bool {
-        self.direct_nt
     }
     /// Whether the matmul epilogue stores one element at a time ([`GpuOptions::scalar_epilogue`]).
     pub fn scalar_epilogue(&self) -> bool {

@@ -178,16 +178,12 @@ pub fn tile(gpu: &Gpu) -> (u32, u32, u32, u32) {
 pub const SUBGROUP_TILE: (u32, u32, u32) = (16, 2, 4);
 
 /// The same for the kernel that reads both operands along k (`matmul_k4`: the forward x·Wᵀ and
-/// Q·Kᵀ): 12 rows x 4 columns, half the broadcasts per FMA of 16 x 2. Against 16 x 2, interleaved
-/// call by call over 9 rounds, it ran x·Wᵀ at 192 x 1536 x 384 1.11x faster (1.07x at 2048 rows),
-/// while the B-along-n kernel ran 0.84-0.88x at 12 x 4; 16 x 3, 16 x 4 and 12 x 6 were within 5 %
-/// of 12 x 4, 8 x 6 10 % slower (BENCHMARKS.md). The workgroup is the same (`SUBGROUP_TILE.2` rows).
-pub const SUBGROUP_TILE_K4: (u32, u32) = (12, 4);
-
-/// The largest B (elements) that the register-blocked path transposes into scratch for x·Wᵀ
-/// ([`GpuOptions::direct_nt`](crate::GpuOptions::direct_nt)): 16M (64 MiB of scratch), every
-/// Linear of the supported encoders; the tied LM heads of decoders are read in place.
-pub const TRANSPOSE_NT_MAX: usize = 1 << 24;
+/// Q·Kᵀ): 16 rows x 4 columns of scalar sums (64 accumulators; the kernel sums each output four
+/// k at a time). In a MiniLM AdamW training loop on lavapipe this kernel at 16 x 4 took the step
+/// from 665-712 ms (vec4 accumulators at 12 x 4) to 596-659 ms; transposing B into scratch for
+/// the B-along-n kernel instead was slower there (638-656 ms), though faster with operands out of
+/// cache (BENCHMARKS.md). The workgroup is the same (`SUBGROUP_TILE.2` rows).
+pub const SUBGROUP_TILE_K4: (u32, u32) = (16, 4);
 
 /// Which matmul kernel family runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,12 +230,6 @@ pub fn matmul(rec: &mut Recorder, mm: &Matmul) -> Result<()> {
 
 /// Record one matmul on the given kernel family.
 pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<()> {
-    matmul_on(rec, mm, path, false)
-}
-
-/// [`matmul_with`]; `nt_via_nn`: this is the B-along-n half of an x·Wᵀ whose B was transposed
-/// (for the profile's per-shape table).
-fn matmul_on(rec: &mut Recorder, mm: &Matmul, path: MatmulPath, nt_via_nn: bool) -> Result<()> {
     let gpu = rec.gpu();
     let Matmul { m, n, k, batch, batch_inner, a, b, c, .. } = *mm;
     if m == 0 || n == 0 || batch == 0 {
@@ -293,19 +283,6 @@ fn matmul_on(rec: &mut Recorder, mm: &Matmul, path: MatmulPath, nt_via_nn: bool)
         && k.is_multiple_of(4)
         && [a.off, a.rs, a.bo, a.bi, b.off, b.cs, b.bo, b.bi].iter().all(|v| v.is_multiple_of(4))
         && !gpu.scalar_matmul();
-    // x·Wᵀ with a 2-D B (a Linear's forward): B transposed into scratch, then the B-along-n
-    // kernel. In a MiniLM step on lavapipe the B-along-k kernel ran these products at 0.65-0.81
-    // of the B-along-n kernel's speed at the same shape, and transpose + B-along-n saved ~5 % of
-    // the step (BENCHMARKS.md). Batched views (Q·Kᵀ), very large B (tied LM heads) and products
-    // of few rows stay put: the transpose costs as much as a ~50-row product saves (the
-    // pooler's 8 x 384 x 384: 0.40 ms of transpose for a 0.76 ms product that took 0.85 ms
-    // with B read in place).
-    if k4 && batch == 1 && m >= 64 && n.is_multiple_of(4) && k * n <= TRANSPOSE_NT_MAX && !gpu.direct_nt() {
-        let bt = gpu.scratch(super::slot::MATMUL_BT, k * n)?;
-        transpose(rec, b.t, b.off, b.cs, n, k, &bt, || format!("B of NT {m}x{n}x{k}"))?;
-        let mm2 = Matmul { b: MatView { t: &bt, off: 0, rs: n, cs: 1, bo: 0, bi: 0 }, ..*mm };
-        return matmul_on(rec, &mm2, path, true);
-    }
     // One tensor as both operands (X·Xᵀ, Q·Kᵀ of a fused QKV) is bound once and B read through
     // A's binding: browsers refuse two writable bindings of one range.
     let same_ab = a.t.buffer == b.t.buffer && a.t.offset == b.t.offset && a.t.bytes() == b.t.bytes();
@@ -407,9 +384,6 @@ fn matmul_on(rec: &mut Recorder, mm: &Matmul, path: MatmulPath, nt_via_nn: bool)
             _ => "S",
         };
         let batched = if batch > 1 { format!("{batch} x ") } else { String::new() };
-        if nt_via_nn {
-            return format!("NT as NN {m}x{n}x{k}");
-        }
         format!("{}{} {batched}{m}x{n}x{k}", side(&a), side(&b))
     };
     rec.dispatch_detailed(
@@ -420,25 +394,4 @@ fn matmul_on(rec: &mut Recorder, mm: &Matmul, path: MatmulPath, nt_via_nn: bool)
         flops,
         detail,
     )
-}
-
-/// `y = xᵀ` for the row-major `[rows, cols]` matrix at element `off` of `x` with row stride `rs`,
-/// into the contiguous `[cols, rows]` start of `y`. Every size, offset and stride a multiple of 4.
-#[allow(clippy::too_many_arguments)]
-fn transpose(
-    rec: &mut Recorder,
-    x: &Tensor,
-    off: usize,
-    rs: usize,
-    rows: usize,
-    cols: usize,
-    y: &Tensor,
-    detail: impl FnOnce() -> String,
-) -> Result<()> {
-    let gpu = rec.gpu();
-    let k = gpu.kernel(&KernelSpec::new("transpose", "main", 2).u("WG", super::WG))?;
-    let p = Params::new().n(rows).n(cols).n(off / 4).n(rs / 4);
-    let blocks = (rows / 4) * (cols / 4);
-    let groups = super::grid(gpu, blocks.div_ceil(super::WG as usize))?;
-    rec.dispatch_detailed(&k, p, &[x, y], groups, 0, detail)
 }

@@ -37,7 +37,6 @@ pub(crate) mod slot {
     pub const ATT_DP: u32 = 5;
     pub const ATT_DS: u32 = 6;
     pub const REDUCE_PARTS: u32 = 7;
-    pub const MATMUL_BT: u32 = 8;
 }
 
 pub(crate) fn grid(gpu: &Gpu, groups: usize) -> Result<[u32; 3]> {
