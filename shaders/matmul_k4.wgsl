@@ -21,7 +21,7 @@ fn read_b(i: u32) -> vec4<f32> {
 
 // One output's sum, four k at a time, in the order of k (as the scalar kernel and the CPU
 // reference sum it), in scalar accumulators: on a SIMD driver each vec4 accumulator is four
-// registers, and a 16 x 4 tile of scalar sums (64 registers) took about 4 % off a MiniLM
+// registers, and a 16 x 4 tile of scalar sums (64 registers) took 2-4 % off a MiniLM
 // training step against vec4 accumulators summed at the end (12 x 4 = 192), BENCHMARKS.md.
 fn acc(c: f32, a: vec4<f32>, b: vec4<f32>) -> f32 {
     return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, c))));
