@@ -112,9 +112,12 @@ fn draw_panel(area: &Area<'_>, p: &Panel) -> std::result::Result<(), Box<dyn std
     if cat {
         (x0, x1) = (-0.5, p.categories.len() as f64 - 0.5);
     } else if x1 - x0 < 1e-9 {
-        x1 = x0 + 1.0;
+        // One x (a single evaluation, at the last step): centred, not on the left edge.
+        let half = (x0.abs() * 0.1).max(1.0);
+        (x0, x1) = (x0 - half, x0 + half);
     }
-    let pad = ((y1 - y0) * 0.08).max(1e-3);
+    // One y value (every point equal): a visible band around it rather than a 0.002-wide one.
+    let pad = if y1 - y0 < 1e-9 { (y0.abs() * 0.05).max(0.05) } else { ((y1 - y0) * 0.08).max(1e-3) };
     // Categorical panels (accuracy per set) get headroom for the legend, which would otherwise
     // cover the highest points (a row per series in the upper right corner).
     let room = if cat { (y1 - y0 + 2.0 * pad) * 0.12 * p.series.len().min(8) as f64 } else { 0.0 };
