@@ -304,7 +304,9 @@ fn bench_subgroups(gpu: &Gpu) -> Result<()> {
 /// `--parity [--rounds=N]`: the three layouts (NN, NT, TN) at each shape an all-MiniLM-L6-v2
 /// step (batch 8 x 24 tokens) runs, on the path this adapter takes, interleaved call by call
 /// (N rounds, default 5, of 3 calls per layout; medians), each layout as a share of the best
-/// at its shape, with the layouts the step uses there marked. The attention shapes are batched
+/// at its shape, with the layouts the step uses there marked (the fused-QKV rows are the shapes
+/// of a model with one QKV weight, as GPT-2's `c_attn`; MiniLM runs q, k and v as three 384-wide
+/// products, the `q, k, v, out` rows). The attention shapes are batched
 /// over 8 sequences x 12 heads (contiguous here; strided views of the fused QKV in the model).
 /// Every call reads operands that are not in the cores' caches, as in a step (a benchmark that
 /// repeats one product on the same operands measured tiles 1.35x apart that ran at the same
@@ -320,11 +322,11 @@ fn bench_parity(gpu: &Gpu) -> Result<()> {
     };
     // (what, batch, m, n, k, layouts the step uses at this shape)
     let shapes: [(&str, usize, usize, usize, usize, &str); 12] = [
-        ("QKV x.Wt", 1, 192, 1152, 384, "NT"),
-        ("QKV dX", 1, 192, 384, 1152, "NN"),
-        ("QKV dW", 1, 1152, 384, 192, "TN"),
-        ("out x.Wt, dX", 1, 192, 384, 384, "NT NN"),
-        ("out dW", 1, 384, 384, 192, "TN"),
+        ("fused QKV x.Wt", 1, 192, 1152, 384, "NT"),
+        ("fused QKV dX", 1, 192, 384, 1152, "NN"),
+        ("fused QKV dW", 1, 1152, 384, 192, "TN"),
+        ("q, k, v, out x.Wt, dX", 1, 192, 384, 384, "NT NN"),
+        ("q, k, v, out dW", 1, 384, 384, 192, "TN"),
         ("up x.Wt, down dX", 1, 192, 1536, 384, "NT NN"),
         ("down x.Wt, up dX", 1, 192, 384, 1536, "NT NN"),
         ("up dW", 1, 1536, 384, 192, "TN"),

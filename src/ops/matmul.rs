@@ -170,12 +170,14 @@ pub fn tile(gpu: &Gpu) -> (u32, u32, u32, u32) {
 
 /// Register tile of the kernels that share A across a subgroup (`matmul_n4`, `matmul_k4` with `SG`):
 /// (rows, column groups, workgroup y); the workgroup is one subgroup wide. With A loads shared
-/// by the 8 lanes of a lavapipe subgroup, taller tiles pay: 16 rows x 2 groups in 8x4
-/// workgroups ran the MiniLM shapes 1.5-2x faster than the plain kernels' best (8x4 in 8x8),
-/// against 8x4, 16x3, 16x4 and 12x2 (BENCHMARKS.md). `TRAMWAY_MATMUL_TILE` overrides its
-/// rows and column groups; the workgroup stays the shape [`Gpu::subgroup_rows`] probed (one
-/// subgroup wide, `SUBGROUP_TILE.2` rows).
-pub const SUBGROUP_TILE: (u32, u32, u32) = (16, 2, 4);
+/// by the 8 lanes of a lavapipe subgroup, tall tiles pay: 16 rows x 2 groups in 8x4 workgroups
+/// ran the MiniLM shapes 1.5-2x faster than the plain kernels' best (8x4 in 8x8). Since the
+/// epilogue stores vec4s, 24 x 2 is faster still: 627 against 643 ms a MiniLM AdamW loop step
+/// (three alternated runs each); 16 x 3 and 20 x 2 were slower than 24 x 2 in `bench_kernels
+/// --parity` (BENCHMARKS.md).
+/// `TRAMWAY_MATMUL_TILE` overrides its rows and column groups; the workgroup stays the shape
+/// [`Gpu::subgroup_rows`] probed (one subgroup wide, `SUBGROUP_TILE.2` rows).
+pub const SUBGROUP_TILE: (u32, u32, u32) = (24, 2, 4);
 
 /// The same for the kernel that reads both operands along k (`matmul_k4`: the forward x·Wᵀ and
 /// Q·Kᵀ): 16 rows x 4 columns of scalar sums (64 accumulators; the kernel sums each output four

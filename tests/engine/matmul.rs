@@ -72,7 +72,7 @@ fn subgroup_matmul_matches_the_plain_kernels() {
         println!("{}: the subgroup matmuls do not run on this adapter", info.name);
         return;
     }
-    // Around both tiles: 16 x 2 groups (B along n, 64 rows x 64 columns a workgroup) and 16 x 4
+    // Around both tiles: 24 x 2 groups (B along n, 96 rows x 64 columns a workgroup) and 16 x 4
     // (both along k, 64 rows x 32 columns).
     let sizes = [
         (8, 4, 8),
@@ -84,6 +84,8 @@ fn subgroup_matmul_matches_the_plain_kernels() {
         (33, 4, 9),
         (49, 33, 36),
         (48, 32, 40),
+        (95, 64, 24),
+        (97, 68, 40),
     ];
     for (i, &(m, n, k)) in sizes.iter().enumerate() {
         for ta in [false, true] {
