@@ -4,10 +4,12 @@
 //! that an experiment's records name the code that computed them, not whatever the checkout
 //! holds when the binary runs.
 
+use std::path::Path;
 use std::process::Command;
 
 fn git(args: &[&str]) -> Option<String> {
-    let out = Command::new("git").args(args).output().ok().filter(|o| o.status.success())?;
+    // --no-optional-locks: `git status` must not rewrite the index it is watched by below.
+    let out = Command::new("git").arg("--no-optional-locks").args(args).output().ok().filter(|o| o.status.success())?;
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
@@ -16,13 +18,16 @@ fn main() {
     for path in CODE {
         println!("cargo:rerun-if-changed={path}");
     }
-    // A commit moves HEAD's branch and rewrites the index.
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-        for f in ["HEAD", "index"] {
-            println!("cargo:rerun-if-changed={dir}/{f}");
-        }
-        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            println!("cargo:rerun-if-changed={dir}/{r}");
+    // A commit moves HEAD's branch (a loose ref, or packed-refs once packed) and rewrites the
+    // index. `--git-path` resolves each in a worktree too; a path that does not exist is not
+    // watched (cargo would rerun the script on every build).
+    let mut watched = vec!["HEAD".to_string(), "index".to_string(), "packed-refs".to_string()];
+    if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.push(r);
+    }
+    for w in watched {
+        if let Some(p) = git(&["rev-parse", "--git-path", &w]).filter(|p| Path::new(p).exists()) {
+            println!("cargo:rerun-if-changed={p}");
         }
     }
     let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--"];
@@ -32,7 +37,7 @@ fn main() {
         (Some(c), _) => c,
         _ => "unknown (not built from a git checkout)".into(),
     };
-    let date = git(&["log", "-1", "--format=%cI"]).unwrap_or_default();
+    let date = git(&["log", "-1", "--format=%cI"]).unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=TRAMWAY_COMMIT={commit}");
     println!("cargo:rustc-env=TRAMWAY_COMMIT_DATE={date}");
 }

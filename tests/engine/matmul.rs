@@ -210,6 +210,62 @@ fn matmul_nt_of_a_weight_view() {
     }
 }
 
+/// The epilogue on views inside larger tensors (C at an offset with a row stride beyond n, the
+/// bias and the pre-activation at offsets, two batches): offsets that are multiples of 4 take the
+/// vec4 stores of the B-along-n kernel, others the scalar ones; everything outside the views is
+/// left as it was. Against the CPU on every path.
+#[test]
+fn matmul_epilogue_on_offset_views() {
+    let (m, n, k, batch) = (37, 12, 20, 2);
+    let cs = n + 4;
+    for (c_off, bias_off, pre_off) in [(8, 4, 4), (2, 4, 4), (8, 3, 4), (8, 4, 6)] {
+        let mut rng = Rng::new(500 + c_off as u64 * 10 + bias_off as u64);
+        let (a, b) = (rng.vec(batch * m * k), rng.vec(batch * k * n));
+        let bias = rng.vec(bias_off + n + 3);
+        let c_len = c_off + batch * m * cs + 5;
+        let c0 = rng.vec(c_len);
+        let pre_len = pre_off + batch * m * cs + 5;
+        let (at, bt, biast) = (up_shape(&a, &[batch, m, k]), up_shape(&b, &[batch, k, n]), up(&bias));
+        for path in PATHS {
+            let (c, pre) = (up(&c0), gpu().zeros(&[pre_len]).unwrap());
+            let mm = Matmul {
+                m,
+                n,
+                k,
+                batch,
+                batch_inner: 1,
+                a: MatView::row_major(&at, m, k),
+                b: MatView::row_major(&bt, k, n),
+                c: MatView { t: &c, off: c_off, rs: cs, cs: 1, bo: m * cs, bi: 0 },
+                bias: Some((&biast, bias_off)),
+                act: Act::GeluTanh,
+                pre: Some((&pre, pre_off)),
+                alpha: 0.5,
+                beta: Some(0.25),
+            };
+            let mut rc = rec();
+            matmul_with(&mut rc, &mm, path).unwrap();
+            rc.submit().unwrap();
+            let prod = r::matmul_strided(&a, (0, k, 1, m * k, 0), &b, (0, n, 1, k * n, 0), m, n, k, batch, 1);
+            let (mut want_c, mut want_pre): (Vec<f64>, Vec<f64>) =
+                (c0.iter().map(|&x| x as f64).collect(), vec![0.0; pre_len]);
+            for z in 0..batch {
+                for i in 0..m {
+                    for j in 0..n {
+                        let idx = c_off + z * m * cs + i * cs + j;
+                        let v = 0.5 * prod[(z * m + i) * n + j] + bias[bias_off + j] as f64;
+                        want_pre[pre_off + idx - c_off] = v;
+                        want_c[idx] = r::gelu_tanh(v) + 0.25 * c0[idx] as f64;
+                    }
+                }
+            }
+            let what = format!("epilogue on views: C at {c_off}, bias at {bias_off}, pre at {pre_off}, {path:?}");
+            close(&what, &down(&c), &want_c, tol(k), 1e-5);
+            close(&format!("{what} (pre)"), &down(&pre), &want_pre, tol(k), 1e-5);
+        }
+    }
+}
+
 /// Head-interleaved batched product, as attention uses it: z = (batch, head) with separate
 /// strides, reading Q and K as column slices of one fused tensor.
 #[test]
