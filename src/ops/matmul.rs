@@ -184,8 +184,9 @@ pub const SUBGROUP_TILE: (u32, u32, u32) = (24, 2, 4);
 /// k at a time). In a MiniLM AdamW training loop on lavapipe, this kernel and the B-along-n
 /// kernel's vec4 epilogue took the step from 665-728 ms (vec4 accumulators at 12 x 4) to
 /// 602-660 ms, a third and two thirds of it; transposing B into scratch for the B-along-n
-/// kernel instead was slower there (638-673 ms), though faster with operands out of cache
-/// (BENCHMARKS.md). The workgroup is the same (`SUBGROUP_TILE.2` rows).
+/// kernel instead was slower there (638-673 ms), though faster with operands out of cache; this
+/// kernel at 12 x 4 or 24 x 4 was 2-3 % slower in the loop (BENCHMARKS.md). The workgroup is
+/// the same (`SUBGROUP_TILE.2` rows).
 pub const SUBGROUP_TILE_K4: (u32, u32) = (16, 4);
 
 /// Which matmul kernel family runs.
