@@ -204,6 +204,18 @@ fn bench_layouts(gpu: &Gpu, quick: bool) -> Result<()> {
     Ok(())
 }
 
+/// `--rounds=N` (a positive number; 5 when absent).
+fn rounds_flag() -> Result<usize> {
+    match std::env::args().find_map(|a| a.strip_prefix("--rounds=").map(str::to_string)) {
+        Some(r) => r.parse().ok().filter(|&n: &usize| n > 0).ok_or(tramway::Error::BadSetting {
+            name: "--rounds",
+            value: r,
+            expected: "a positive number".into(),
+        }),
+        None => Ok(5),
+    }
+}
+
 /// `--subgroups [TMxTNxWGXxWGY ...] [--against=TILE] [--rounds=N]`: the register kernels that
 /// share A across a subgroup (their default tile, or each tile given) against the plain register
 /// kernels (8x4 in 8x8), or against the subgroup kernels at another tile, on two devices of the
@@ -229,14 +241,7 @@ fn bench_subgroups(gpu: &Gpu) -> Result<()> {
         let expected = format!("{a}=VALUE (one argument)");
         return Err(tramway::Error::BadSetting { name: "flag", value: a, expected });
     }
-    let rounds: usize = match flag("--rounds=") {
-        Some(r) => r.parse().ok().filter(|&n: &usize| n > 0).ok_or(tramway::Error::BadSetting {
-            name: "--rounds",
-            value: r,
-            expected: "a positive number".into(),
-        })?,
-        None => 5,
-    };
+    let rounds = rounds_flag()?;
     if tiles.is_empty() {
         tiles.push(None);
     }
@@ -309,17 +314,10 @@ fn bench_subgroups(gpu: &Gpu) -> Result<()> {
 /// products, the `q, k, v, out` rows). The attention shapes are batched
 /// over 8 sequences x 12 heads (contiguous here; strided views of the fused QKV in the model).
 /// Every call reads operands that are not in the cores' caches, as in a step (a benchmark that
-/// repeats one product on the same operands measured tiles 1.35x apart that ran at the same
-/// speed in the step).
+/// repeats one product on the same operands measured x·Wᵀ kernels 1.35x apart that were within a
+/// few percent of each other in a training step, BENCHMARKS.md).
 fn bench_parity(gpu: &Gpu) -> Result<()> {
-    let rounds: usize = match std::env::args().find_map(|a| a.strip_prefix("--rounds=").map(str::to_string)) {
-        Some(r) => r.parse().ok().filter(|&n: &usize| n > 0).ok_or(tramway::Error::BadSetting {
-            name: "--rounds",
-            value: r,
-            expected: "a positive number".into(),
-        })?,
-        None => 5,
-    };
+    let rounds = rounds_flag()?;
     // (what, batch, m, n, k, layouts the step uses at this shape)
     let shapes: [(&str, usize, usize, usize, usize, &str); 12] = [
         ("fused QKV x.Wt", 1, 192, 1152, 384, "NT"),
@@ -390,7 +388,18 @@ fn bench_parity(gpu: &Gpu) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
+/// Errors as their message (`error: ...`, exit status 1), not Rust's debug form.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let quick = std::env::args().any(|a| a == "--quick");
     // `--decode`: only the one-row (decoding) table, at full size.
     let decode_only = std::env::args().any(|a| a == "--decode");

@@ -29,7 +29,18 @@ profits, helped by strong demand in Asia and lower costs. Analysts said the resu
 expected and raised their forecasts for the full year, although they warned that higher interest rates \
 could slow consumer spending in Europe and the United States.";
 
-fn main() -> Result<()> {
+/// Errors as their message (`error: ...`, exit status 1), not Rust's debug form.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let (rounds, batch, seq, rank) = (arg("--rounds", 3), arg("--batch", 2), arg("--seq", 32), arg("--rank", 8));
     let f32_dir = Path::new("models/SmolLM2-135M-Instruct");
     let bf16_dir = Path::new("models/SmolLM2-135M-Instruct-bf16");

@@ -73,7 +73,18 @@ impl Drop for Peer {
     }
 }
 
-fn main() -> Result<()> {
+/// Errors as their message (`error: ...`, exit status 1), not Rust's debug form.
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let dir = std::env::args().nth(1).filter(|a| !a.starts_with("--")).unwrap_or("models/all-MiniLM-L6-v2".into());
     let dir = std::path::PathBuf::from(dir);
     let (rounds, batch, seq) = (arg("--rounds", 5), arg("--batch", 8), arg("--seq", 24));

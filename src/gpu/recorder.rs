@@ -129,6 +129,21 @@ impl BindCache {
 }
 const BIND_CACHE_MAX: usize = 8192;
 
+impl Cmd {
+    /// Add this command's `secs` to the device's profile: under its kernel (with its FLOPs and
+    /// bound bytes, and its detail for the per-shape table), or as a copy or clear.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn profile(&self, gpu: &Gpu, secs: f64) {
+        match self {
+            Cmd::Dispatch { kernel, bufs, flops, detail, .. } => {
+                gpu.profile_record(&kernel.name, detail.as_deref(), secs, *flops, bufs.iter().map(|b| b.2).sum())
+            }
+            Cmd::Copy { bytes, .. } => gpu.profile_record("copy", None, secs, 0, 2 * bytes),
+            Cmd::Clear { bytes, .. } => gpu.profile_record("clear", None, secs, 0, *bytes),
+        }
+    }
+}
+
 impl<'g> Recorder<'g> {
     pub(crate) fn new(gpu: &'g Gpu) -> Self {
         Recorder { gpu, cmds: Vec::new(), params: Vec::new() }
@@ -327,17 +342,7 @@ impl<'g> Recorder<'g> {
                 gpu.queue.submit([cb]);
                 gpu.wait()?;
                 let secs = t0.elapsed().as_secs_f64();
-                match cmd {
-                    Cmd::Dispatch { kernel, bufs, flops, detail, .. } => gpu.profile_record(
-                        &kernel.name,
-                        detail.as_deref(),
-                        secs,
-                        *flops,
-                        bufs.iter().map(|b| b.2).sum(),
-                    ),
-                    Cmd::Copy { bytes, .. } => gpu.profile_record("copy", None, secs, 0, 2 * bytes),
-                    Cmd::Clear { bytes, .. } => gpu.profile_record("clear", None, secs, 0, *bytes),
-                }
+                cmd.profile(gpu, secs);
             }
             gpu.give_uniform(uniform);
             return gpu.take_error("submitting recorded kernels");
@@ -394,17 +399,7 @@ impl<'g> Recorder<'g> {
             staging.unmap();
             for (cmd, w) in chunk.iter().zip(ticks.windows(2)) {
                 let secs = w[1].saturating_sub(w[0]) as f64 * period_ns * 1e-9;
-                match cmd {
-                    Cmd::Dispatch { kernel, bufs, flops, detail, .. } => gpu.profile_record(
-                        &kernel.name,
-                        detail.as_deref(),
-                        secs,
-                        *flops,
-                        bufs.iter().map(|b| b.2).sum(),
-                    ),
-                    Cmd::Copy { bytes, .. } => gpu.profile_record("copy", None, secs, 0, 2 * bytes),
-                    Cmd::Clear { bytes, .. } => gpu.profile_record("clear", None, secs, 0, *bytes),
-                }
+                cmd.profile(gpu, secs);
             }
         }
         Ok(())

@@ -31,6 +31,21 @@ fn check_2d_path(m: usize, n: usize, k: usize, ta: bool, tb: bool, seed: u64, pa
     close(&format!("matmul {path:?} {m}x{n}x{k} ta={ta} tb={tb}"), &down(&c), &want, tol(k), 1e-5);
 }
 
+/// A product of strided views, no epilogue (set `bias`, `act`, `pre`, `alpha`, `beta` after).
+#[allow(clippy::too_many_arguments)]
+fn on_views<'a>(
+    m: usize,
+    n: usize,
+    k: usize,
+    batch: usize,
+    batch_inner: usize,
+    a: MatView<'a>,
+    b: MatView<'a>,
+    c: MatView<'a>,
+) -> Matmul<'a> {
+    Matmul { m, n, k, batch, batch_inner, a, b, c, bias: None, act: Act::None, pre: None, alpha: 1.0, beta: None }
+}
+
 #[test]
 fn matmul_all_transposes_awkward_sizes() {
     // m < 8 runs the few-rows tile (one row per workgroup row); n = 300 and 260 span several of
@@ -187,21 +202,8 @@ fn matmul_nt_of_a_weight_view() {
         let wt = up(&w);
         for path in PATHS {
             let c = gpu().zeros(&[m, n]).unwrap();
-            let mm = Matmul {
-                m,
-                n,
-                k,
-                batch: 1,
-                batch_inner: 1,
-                a: MatView::row_major(&at, m, k),
-                b: MatView { t: &wt, off, rs: 1, cs: stride, bo: 0, bi: 0 },
-                c: MatView::row_major(&c, m, n),
-                bias: None,
-                act: Act::None,
-                pre: None,
-                alpha: 1.0,
-                beta: None,
-            };
+            let b = MatView { t: &wt, off, rs: 1, cs: stride, bo: 0, bi: 0 };
+            let mm = on_views(m, n, k, 1, 1, MatView::row_major(&at, m, k), b, MatView::row_major(&c, m, n));
             let mut rc = rec();
             matmul_with(&mut rc, &mm, path).unwrap();
             rc.submit().unwrap();
@@ -228,21 +230,13 @@ fn matmul_epilogue_on_offset_views() {
         let (at, bt, biast) = (up_shape(&a, &[batch, m, k]), up_shape(&b, &[batch, k, n]), up(&bias));
         for path in PATHS {
             let (c, pre) = (up(&c0), gpu().zeros(&[pre_len]).unwrap());
-            let mm = Matmul {
-                m,
-                n,
-                k,
-                batch,
-                batch_inner: 1,
-                a: MatView::row_major(&at, m, k),
-                b: MatView::row_major(&bt, k, n),
-                c: MatView { t: &c, off: c_off, rs: cs, cs: 1, bo: m * cs, bi: 0 },
-                bias: Some((&biast, bias_off)),
-                act: Act::GeluTanh,
-                pre: Some((&pre, pre_off)),
-                alpha: 0.5,
-                beta: Some(0.25),
-            };
+            let c_view = MatView { t: &c, off: c_off, rs: cs, cs: 1, bo: m * cs, bi: 0 };
+            let mut mm =
+                on_views(m, n, k, batch, 1, MatView::row_major(&at, m, k), MatView::row_major(&bt, k, n), c_view)
+                    .act(Act::GeluTanh)
+                    .alpha(0.5)
+                    .accumulate(0.25);
+            (mm.bias, mm.pre) = (Some((&biast, bias_off)), Some((&pre, pre_off)));
             let mut rc = rec();
             matmul_with(&mut rc, &mm, path).unwrap();
             rc.submit().unwrap();
@@ -287,21 +281,7 @@ fn batched_case(d: usize, path: MatmulPath) {
     let a = MatView { t: &qt, off: 0, rs: row, cs: 1, bo: t * row, bi: d };
     let b = MatView { t: &qt, off: h * d, rs: row, cs: 1, bo: t * row, bi: d }.t();
     let c = MatView { t: &s, off: 0, rs: t, cs: 1, bo: h * t * t, bi: t * t };
-    let mm = Matmul {
-        m: t,
-        n: t,
-        k: d,
-        batch: bsz * h,
-        batch_inner: h,
-        a,
-        b,
-        c,
-        bias: None,
-        act: Act::None,
-        pre: None,
-        alpha: 1.0,
-        beta: None,
-    };
+    let mm = on_views(t, t, d, bsz * h, h, a, b, c);
     let mut rc = rec();
     matmul_with(&mut rc, &mm, path).unwrap();
     rc.submit().unwrap();
