@@ -4,6 +4,11 @@
 // by. Requires k, every offset and every stride to be multiples of 4 (the Rust side checks).
 // Same Params and epilogue as matmul.wgsl; A and B indices below are in vec4 units.
 //
+// Each invocation computes TM rows x TN groups of four consecutive columns (as matmul_n4.wgsl),
+// so that with C4 (n and C's offsets multiples of 4) the epilogue stores, and reads the bias,
+// as one vec4 per group and row instead of four scalars; a column of the group is its own row
+// of B, read along k.
+//
 // SG (CPU drivers): A shared across the subgroup, as in matmul_n4.wgsl: lane l loads the vec4
 // A[row, 4 (k0 + l) ..] and subgroupBroadcast hands each of the WGX vec4s to every lane of the
 // workgroup row, WGX times fewer A loads; the same order of operations per output as without.
@@ -20,11 +25,16 @@ fn read_b(i: u32) -> vec4<f32> {
 }
 
 // One output's sum, four k at a time, in the order of k (as the scalar kernel and the CPU
-// reference sum it), in scalar accumulators: on a SIMD driver each vec4 accumulator is four
-// registers, and a 16 x 4 tile of scalar sums (64 registers) took 2-4 % off a MiniLM
-// training step against vec4 accumulators summed at the end (12 x 4 = 192), BENCHMARKS.md.
+// reference sum it), one scalar per output: on a SIMD driver each vec4 is four registers, and
+// 16 rows x 4 columns of scalar sums (64 registers) took 2-4 % off a MiniLM training step
+// against a vec4 per output summed at the end (12 x 4 = 192), BENCHMARKS.md.
 fn acc(c: f32, a: vec4<f32>, b: vec4<f32>) -> f32 {
     return fma(a.w, b.w, fma(a.z, b.z, fma(a.y, b.y, fma(a.x, b.x, c))));
+}
+
+// The four outputs of a column group, each its own scalar sum (the components of c).
+fn acc4(c: vec4<f32>, a: vec4<f32>, b0: vec4<f32>, b1: vec4<f32>, b2: vec4<f32>, b3: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(acc(c.x, a, b0), acc(c.y, a, b1), acc(c.z, a, b2), acc(c.w, a, b3));
 }
 
 //@if SG
@@ -44,18 +54,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let b_base = (p.b_off + zo * p.b_bo + zi * p.b_bi) / 4u;
     let c_base = p.c_off + zo * p.c_bo + zi * p.c_bi;
     let row0 = wid.y * (WGY * TM) + lid.y;
-    let col0 = wid.x * (WGX * TN) + lid.x;
+    // Column groups of four: group g covers columns 4g .. 4g + 3 (B's rows, clamped to the last).
+    let g0 = wid.x * (WGX * TN) + lid.x;
     let mlast = p.m - 1u;
     let nlast = p.n - 1u;
     //@for i in 0..TM
     let ar{i} = a_base + min(row0 + {i}u * WGY, mlast) * (p.a_rs / 4u);
     //@end
     //@for j in 0..TN
-    let bc{j} = b_base + min(col0 + {j}u * WGX, nlast) * (p.b_cs / 4u);
+    //@for e in 0..4
+    let bc{j}_{e} = b_base + min((g0 + {j}u * WGX) * 4u + {e}u, nlast) * (p.b_cs / 4u);
+    //@end
     //@end
     //@for i in 0..TM
     //@for j in 0..TN
-    var c{i}_{j} = 0.0;
+    var c{i}_{j} = vec4<f32>(0.0);
     //@end
     //@end
     let k4 = p.k / 4u;
@@ -72,11 +85,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             let a{i} = subgroupBroadcast(al{i}, {s}u);
             //@end
             //@for j in 0..TN
-            let b{j} = read_b(bc{j} + k0 + {s}u);
+            //@for e in 0..4
+            let b{j}_{e} = read_b(bc{j}_{e} + k0 + {s}u);
+            //@end
             //@end
             //@for i in 0..TM
             //@for j in 0..TN
-            c{i}_{j} = acc(c{i}_{j}, a{i}, b{j});
+            c{i}_{j} = acc4(c{i}_{j}, a{i}, b{j}_0, b{j}_1, b{j}_2, b{j}_3);
             //@end
             //@end
         }
@@ -91,17 +106,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         let a{i} = A[ar{i} + kk];
         //@end
         //@for j in 0..TN
-        let b{j} = read_b(bc{j} + kk);
+        //@for e in 0..4
+        let b{j}_{e} = read_b(bc{j}_{e} + kk);
+        //@end
         //@end
         //@for i in 0..TM
         //@for j in 0..TN
-        c{i}_{j} = acc(c{i}_{j}, a{i}, b{j});
+        c{i}_{j} = acc4(c{i}_{j}, a{i}, b{j}_0, b{j}_1, b{j}_2, b{j}_3);
         //@end
         //@end
     }
     //@for i in 0..TM
     //@for j in 0..TN
-    store(row0 + {i}u * WGY, col0 + {j}u * WGX, c_base, c{i}_{j});
+    //@if C4
+    store4(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j});
+    //@end
+    //@if !C4
+    store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j}.x);
+    store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u + 1u, c_base, c{i}_{j}.y);
+    store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u + 2u, c_base, c{i}_{j}.z);
+    store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u + 3u, c_base, c{i}_{j}.w);
+    //@end
     //@end
     //@end
 }

@@ -157,7 +157,8 @@ impl<'a> Matmul<'a> {
     }
 }
 
-/// Register tile: (rows per invocation, cols per invocation, workgroup x, workgroup y).
+/// Register tile: (rows per invocation, cols per invocation, workgroup x, workgroup y); in the
+/// vec4 kernels (`matmul_n4`, `matmul_k4`) the cols are groups of four columns.
 /// `GpuOptions::matmul_tile` (`TRAMWAY_MATMUL_TILE=TMxTNxWGXxWGY`) overrides it (benchmark sweeps).
 pub fn tile(gpu: &Gpu) -> (u32, u32, u32, u32) {
     if let Some([tm, tn, wx, wy]) = gpu.matmul_tile() {
@@ -171,23 +172,23 @@ pub fn tile(gpu: &Gpu) -> (u32, u32, u32, u32) {
 /// Register tile of the kernels that share A across a subgroup (`matmul_n4`, `matmul_k4` with `SG`):
 /// (rows, column groups, workgroup y); the workgroup is one subgroup wide. With A loads shared
 /// by the 8 lanes of a lavapipe subgroup, tall tiles pay: 16 rows x 2 groups in 8x4 workgroups
-/// ran the MiniLM shapes 1.5-2x faster than the plain kernels' best (8x4 in 8x8). Since the
-/// epilogue stores vec4s, 24 x 2 is faster still: 627 against 643 ms a MiniLM AdamW loop step
-/// (three alternated runs each); 16 x 3 and 20 x 2 were slower than 24 x 2 in `bench_kernels
-/// --parity` (BENCHMARKS.md).
+/// ran the MiniLM shapes 1.5-2x faster than the plain kernels' best (8x4 in 8x8). On the Intel
+/// Xeon VM 24 x 2 was 2.5 % faster than 16 x 2 in the training loop; on the AMD EPYC VM (the
+/// same machine type another day) 24 x 2 was the slowest tile tried and 16 x 2 the fastest
+/// (10th percentile of loop steps 614 against 652 ms, eight alternated runs; 16 x 1, 24 x 1,
+/// 8 x 2 between), and it put the layouts of `bench_kernels --parity` level. BENCHMARKS.md.
 /// `TRAMWAY_MATMUL_TILE` overrides its rows and column groups; the workgroup stays the shape
 /// [`Gpu::subgroup_rows`] probed (one subgroup wide, `SUBGROUP_TILE.2` rows).
-pub const SUBGROUP_TILE: (u32, u32, u32) = (24, 2, 4);
+pub const SUBGROUP_TILE: (u32, u32, u32) = (16, 2, 4);
 
 /// The same for the kernel that reads both operands along k (`matmul_k4`: the forward x·Wᵀ and
-/// Q·Kᵀ): 16 rows x 4 columns of scalar sums (64 accumulators; the kernel sums each output four
-/// k at a time). In a MiniLM AdamW training loop on lavapipe, this kernel and the B-along-n
-/// kernel's vec4 epilogue took the step from 665-728 ms (vec4 accumulators at 12 x 4) to
-/// 602-660 ms, a third and two thirds of it; transposing B into scratch for the B-along-n
-/// kernel instead was slower there (638-673 ms), though faster with operands out of cache; this
-/// kernel at 12 x 4 or 24 x 4 was 2-3 % slower in the loop (BENCHMARKS.md). The workgroup is
-/// the same (`SUBGROUP_TILE.2` rows).
-pub const SUBGROUP_TILE_K4: (u32, u32) = (16, 4);
+/// Q·Kᵀ): 24 rows x 1 group of four consecutive columns (the epilogue stores a vec4), 96 scalar
+/// sums (the kernel sums each output four k at a time). On the AMD EPYC VM it ran x·Wᵀ 5-10 %
+/// faster than 16 x 1 in `bench_kernels --parity` and the loop step's 10th percentile was 573
+/// against 592 ms (six alternated runs); on the Intel VM, with a lane's columns strided, 16 x 4
+/// had been 2-3 % faster than 24 x 4 (BENCHMARKS.md). The workgroup is the same
+/// (`SUBGROUP_TILE.2` rows).
+pub const SUBGROUP_TILE_K4: (u32, u32) = (24, 1);
 
 /// Which matmul kernel family runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -304,8 +305,9 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         MatmulPath::Subgroup if !few_rows && (k4 || n4) => gpu.subgroup_rows(),
         _ => None,
     };
+    // TN counts groups of four columns in both vec4 kernels, single columns in the scalar one.
     let (tm, tn, wgx, wgy) = match path {
-        _ if register && few_rows => (1, 8, 8, 1),
+        _ if register && few_rows => (1, if k4 { 2 } else { 8 }, 8, 1),
         MatmulPath::Tiled => (4, 4, 16, 16),
         _ => match (sgs, gpu.matmul_tile()) {
             // The workgroup keeps the shape the probe checked: SUBGROUP_TILE.2 rows of one
@@ -313,6 +315,12 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
             (Some(s), Some([tm, tn, _, _])) => (tm, tn, s, SUBGROUP_TILE.2),
             (Some(s), None) if k4 => (SUBGROUP_TILE_K4.0, SUBGROUP_TILE_K4.1, s, SUBGROUP_TILE.2),
             (Some(s), None) => (SUBGROUP_TILE.0, SUBGROUP_TILE.1, s, SUBGROUP_TILE.2),
+            // The plain both-along-k kernel keeps the default tile's outputs per invocation: 8 x 4
+            // columns is one group (the vec4-per-output sums of 8 x 4 groups would be 128).
+            (None, None) if k4 => {
+                let (tm, tn, wx, wy) = tile(gpu);
+                (tm, tn.div_ceil(4), wx, wy)
+            }
             (None, _) => tile(gpu),
         },
     };
@@ -338,9 +346,10 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
     if k4 || n4 {
         spec = spec.b("SG", sgs.is_some());
     }
-    // The vec4 epilogue of the B-along-n kernel: C, the bias and the pre-activation addressed
-    // in whole vec4s.
-    let c4 = n4
+    // The vec4 epilogue of the vec4 kernels: C, the bias and the pre-activation addressed in
+    // whole vec4s.
+    let c4 = (n4 || k4)
+        && n.is_multiple_of(4)
         && !gpu.scalar_epilogue()
         && [c.off, c.rs, c.bo, c.bi].iter().all(|v| v.is_multiple_of(4))
         && mm.bias.is_none_or(|(_, off)| off.is_multiple_of(4))
@@ -375,8 +384,8 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         .f(mm.beta.unwrap_or(0.0))
         .u(0)
         .u(0);
-    // A matmul_n4 invocation covers TN groups of four columns.
-    let gx = n.div_ceil((wgx * tn) as usize * if n4 { 4 } else { 1 });
+    // A matmul_n4 or matmul_k4 invocation covers TN groups of four columns.
+    let gx = n.div_ceil((wgx * tn) as usize * if n4 || k4 { 4 } else { 1 });
     let gy = m.div_ceil((wgy * tm) as usize);
     let b_bound = if same_ab { &dummy } else { b.t };
     let flops = 2 * (m * n * k * batch) as u64;

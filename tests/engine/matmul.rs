@@ -87,8 +87,8 @@ fn subgroup_matmul_matches_the_plain_kernels() {
         println!("{}: the subgroup matmuls do not run on this adapter", info.name);
         return;
     }
-    // Around both tiles: 24 x 2 groups (B along n, 96 rows x 64 columns a workgroup) and 16 x 4
-    // (both along k, 64 rows x 32 columns).
+    // Around both tiles: 16 x 2 groups of four columns (B along n, 64 rows x 64 columns a
+    // workgroup) and 24 x 1 group (both along k, 96 rows x 32 columns).
     let sizes = [
         (8, 4, 8),
         (16, 8, 3),
@@ -101,6 +101,8 @@ fn subgroup_matmul_matches_the_plain_kernels() {
         (48, 32, 40),
         (95, 64, 24),
         (97, 68, 40),
+        (63, 60, 32),
+        (65, 28, 12),
     ];
     for (i, &(m, n, k)) in sizes.iter().enumerate() {
         for ta in [false, true] {
@@ -137,7 +139,8 @@ fn matmul_long_reduction() {
 #[test]
 fn matmul_bias_gelu_pre_and_accumulate() {
     // k = 28 with B transposed takes the vec4-along-k path, k = 29 the scalar one; n = 44 with B
-    // not transposed the vec4-along-n path with the vec4 epilogue.
+    // not transposed the vec4-along-n path with the vec4 epilogue, with B transposed and k = 28
+    // the vec4-along-k path with it; n = 45 the scalar epilogue.
     for (m, n, k, tb) in [(37, 45, 29, false), (37, 45, 28, true), (37, 44, 29, false), (70, 44, 28, true)] {
         for path in PATHS {
             epilogue_case(m, n, k, tb, path);
@@ -213,50 +216,66 @@ fn matmul_nt_of_a_weight_view() {
 }
 
 /// The epilogue on views inside larger tensors (C at an offset with a row stride beyond n, the
-/// bias and the pre-activation at offsets, two batches): offsets that are multiples of 4 take the
-/// vec4 stores of the B-along-n kernel, others the scalar ones; everything outside the views is
-/// left as it was. Against the CPU on every path.
+/// bias and the pre-activation at offsets, two batches), with B as stored (the B-along-n kernel)
+/// and transposed (both along k): offsets that are multiples of 4 take the vec4 kernels' vec4
+/// stores, others the scalar ones; everything outside the views is left as it was. Against the
+/// CPU on every path.
 #[test]
 fn matmul_epilogue_on_offset_views() {
+    for tb in [false, true] {
+        for offsets in [(8, 4, 4), (2, 4, 4), (8, 3, 4), (8, 4, 6)] {
+            epilogue_on_views_case(tb, offsets);
+        }
+    }
+}
+
+fn epilogue_on_views_case(tb: bool, (c_off, bias_off, pre_off): (usize, usize, usize)) {
     let (m, n, k, batch) = (37, 12, 20, 2);
     let cs = n + 4;
-    for (c_off, bias_off, pre_off) in [(8, 4, 4), (2, 4, 4), (8, 3, 4), (8, 4, 6)] {
-        let mut rng = Rng::new(500 + c_off as u64 * 10 + bias_off as u64);
-        let (a, b) = (rng.vec(batch * m * k), rng.vec(batch * k * n));
-        let bias = rng.vec(bias_off + n + 3);
-        let c_len = c_off + batch * m * cs + 5;
-        let c0 = rng.vec(c_len);
-        let pre_len = pre_off + batch * m * cs + 5;
-        let (at, bt, biast) = (up_shape(&a, &[batch, m, k]), up_shape(&b, &[batch, k, n]), up(&bias));
-        for path in PATHS {
-            let (c, pre) = (up(&c0), gpu().zeros(&[pre_len]).unwrap());
-            let c_view = MatView { t: &c, off: c_off, rs: cs, cs: 1, bo: m * cs, bi: 0 };
-            let mut mm =
-                on_views(m, n, k, batch, 1, MatView::row_major(&at, m, k), MatView::row_major(&bt, k, n), c_view)
-                    .act(Act::GeluTanh)
-                    .alpha(0.5)
-                    .accumulate(0.25);
-            (mm.bias, mm.pre) = (Some((&biast, bias_off)), Some((&pre, pre_off)));
-            let mut rc = rec();
-            matmul_with(&mut rc, &mm, path).unwrap();
-            rc.submit().unwrap();
-            let prod = r::matmul_strided(&a, (0, k, 1, m * k, 0), &b, (0, n, 1, k * n, 0), m, n, k, batch, 1);
-            let (mut want_c, mut want_pre): (Vec<f64>, Vec<f64>) =
-                (c0.iter().map(|&x| x as f64).collect(), vec![0.0; pre_len]);
-            for z in 0..batch {
-                for i in 0..m {
-                    for j in 0..n {
-                        let idx = c_off + z * m * cs + i * cs + j;
-                        let v = 0.5 * prod[(z * m + i) * n + j] + bias[bias_off + j] as f64;
-                        want_pre[pre_off + idx - c_off] = v;
-                        want_c[idx] = r::gelu_tanh(v) + 0.25 * c0[idx] as f64;
-                    }
+    let mut rng = Rng::new(500 + c_off as u64 * 10 + bias_off as u64);
+    let (a, b) = (rng.vec(batch * m * k), rng.vec(batch * k * n));
+    let bias = rng.vec(bias_off + n + 3);
+    let c_len = c_off + batch * m * cs + 5;
+    let c0 = rng.vec(c_len);
+    let pre_len = pre_off + batch * m * cs + 5;
+    let (at, biast) = (up_shape(&a, &[batch, m, k]), up(&bias));
+    // B transposed: stored [batch, n, k], the same matrix.
+    let bt = if tb {
+        let bnk: Vec<f32> = (0..batch * n * k).map(|i| b[(i / (n * k)) * k * n + (i % k) * n + (i / k) % n]).collect();
+        up_shape(&bnk, &[batch, n, k])
+    } else {
+        up_shape(&b, &[batch, k, n])
+    };
+    let b_view = if tb { MatView::row_major(&bt, n, k).t() } else { MatView::row_major(&bt, k, n) };
+    for path in PATHS {
+        let (c, pre) = (up(&c0), gpu().zeros(&[pre_len]).unwrap());
+        let c_view = MatView { t: &c, off: c_off, rs: cs, cs: 1, bo: m * cs, bi: 0 };
+        let mut mm = on_views(m, n, k, batch, 1, MatView::row_major(&at, m, k), b_view, c_view)
+            .act(Act::GeluTanh)
+            .alpha(0.5)
+            .accumulate(0.25);
+        (mm.bias, mm.pre) = (Some((&biast, bias_off)), Some((&pre, pre_off)));
+        let mut rc = rec();
+        matmul_with(&mut rc, &mm, path).unwrap();
+        rc.submit().unwrap();
+        let prod = r::matmul_strided(&a, (0, k, 1, m * k, 0), &b, (0, n, 1, k * n, 0), m, n, k, batch, 1);
+        let (mut want_c, mut want_pre): (Vec<f64>, Vec<f64>) =
+            (c0.iter().map(|&x| x as f64).collect(), vec![0.0; pre_len]);
+        for z in 0..batch {
+            for i in 0..m {
+                for j in 0..n {
+                    let idx = c_off + z * m * cs + i * cs + j;
+                    let v = 0.5 * prod[(z * m + i) * n + j] + bias[bias_off + j] as f64;
+                    want_pre[pre_off + idx - c_off] = v;
+                    want_c[idx] = r::gelu_tanh(v) + 0.25 * c0[idx] as f64;
                 }
             }
-            let what = format!("epilogue on views: C at {c_off}, bias at {bias_off}, pre at {pre_off}, {path:?}");
-            close(&what, &down(&c), &want_c, tol(k), 1e-5);
-            close(&format!("{what} (pre)"), &down(&pre), &want_pre, tol(k), 1e-5);
         }
+        let what = format!(
+            "epilogue on views: C at {c_off}, bias at {bias_off}, pre at {pre_off}, B transposed {tb}, {path:?}"
+        );
+        close(&what, &down(&c), &want_c, tol(k), 1e-5);
+        close(&format!("{what} (pre)"), &down(&pre), &want_pre, tol(k), 1e-5);
     }
 }
 
