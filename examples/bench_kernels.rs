@@ -393,13 +393,7 @@ fn bench_parity(gpu: &Gpu) -> Result<()> {
 
 /// Errors as their message (`error: ...`, exit status 1), not Rust's debug form.
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    tramway::error::exit_code(run())
 }
 
 fn run() -> Result<()> {

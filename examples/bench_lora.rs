@@ -31,13 +31,7 @@ could slow consumer spending in Europe and the United States.";
 
 /// Errors as their message (`error: ...`, exit status 1), not Rust's debug form.
 fn main() -> std::process::ExitCode {
-    match run() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    tramway::error::exit_code(run())
 }
 
 fn run() -> Result<()> {

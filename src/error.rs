@@ -67,3 +67,15 @@ pub(crate) fn shape_err<T>(op: &'static str, message: impl Into<String>) -> Resu
 pub(crate) fn model_err<T>(file: &str, message: impl Into<String>) -> Result<T> {
     Err(Error::Model { file: file.to_string(), message: message.into() })
 }
+
+/// A program's exit for `fn main() -> ExitCode`: success, or the error as its message
+/// (`error: ...`, exit status 1) rather than Rust's debug form. Used by the examples.
+pub fn exit_code(r: Result<()>) -> std::process::ExitCode {
+    match r {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
