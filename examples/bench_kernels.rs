@@ -8,6 +8,7 @@
 //!   cargo run --release --example bench_kernels -- --layouts # each layout: vector vs scalar kernel
 //!   cargo run --release --example bench_kernels -- --subgroups [TILE..] # A shared across subgroups vs plain
 //!   cargo run --release --example bench_kernels -- --parity # NN / NT / TN at the MiniLM step's shapes
+//!   cargo run --release --example bench_kernels -- --parity --only=up # ... only the shapes named *up*
 //!
 //! Each GPU figure is the median of several single-submit runs after a warm-up call (which pays
 //! the driver's JIT); upload and readback are excluded. Results are checked against the CPU.
@@ -310,7 +311,8 @@ fn bench_subgroups(gpu: &Gpu) -> Result<()> {
 
 /// `--parity [--rounds=N]`: the three layouts (NN, NT, TN) at each shape an all-MiniLM-L6-v2
 /// step (batch 8 x 24 tokens) runs, on the path this adapter takes, interleaved call by call
-/// (N rounds, default 5, of 3 calls per layout; the fastest round of each layout: on a shared
+/// (N rounds, default 5, of 3 submits per layout, each of enough calls for ~200 MFLOP; the
+/// fastest round of each layout: on a shared
 /// VM contention only slows a round, and medians of rounds swung 20 % between layouts that the
 /// fastest rounds put level), each layout as a share of the best at its shape, with the layouts the step uses there marked (the fused-QKV rows are the shapes
 /// of a model with one QKV weight, as GPT-2's `c_attn`; MiniLM runs q, k and v as three 384-wide
@@ -341,7 +343,12 @@ fn bench_parity(gpu: &Gpu) -> Result<()> {
     println!("\n| shape | batch x m x n x k | NN GFLOP/s | NT GFLOP/s | TN GFLOP/s | used by the step | slowest used / best |");
     println!("|---|---|---|---|---|---|---|");
     let mut worst = f64::INFINITY;
+    // `--only=TEXT`: the shapes whose name contains TEXT (a tile sweep at one shape).
+    let only = std::env::args().find_map(|a| a.strip_prefix("--only=").map(str::to_string));
     for (what, batch, m, n, k, used) in shapes {
+        if only.as_ref().is_some_and(|o| !what.contains(o.as_str())) {
+            continue;
+        }
         let (a, b) = (data(batch * m * k, 1), data(batch * k * n, 2));
         let mut ts: Vec<Vec<f64>> = vec![Vec::new(); layouts.len()];
         // Operands as a training step meets them: not in the cores' caches. Each call takes the
@@ -362,17 +369,25 @@ fn bench_parity(gpu: &Gpu) -> Result<()> {
             })
             .collect::<Result<_>>()?;
         let next = std::cell::Cell::new(0usize);
+        let flop = 2.0 * (batch * m * n * k) as f64;
+        // Calls per submit: at least ~200 MFLOP a submit, so that the submit and wait (a few
+        // tenths of a millisecond) do not hide the kernels of the small attention products (a
+        // millisecond each), which in a step run inside one long submit.
+        let calls = (2e8 / flop).ceil().clamp(1.0, 32.0) as usize;
         for _ in 0..rounds {
             for (i, &(_, ta, tb)) in layouts.iter().enumerate() {
                 let sets = &ops[i];
-                ts[i].push(time_gpu(gpu, 3, &|r| {
-                    let (at, bt, ct) = &sets[next.get() % sets.len()];
-                    next.set(next.get() + 1);
-                    matmul(r, &Matmul::new(at, ta, bt, tb, ct)?)
-                })?);
+                let t = time_gpu(gpu, 3, &|r| {
+                    for _ in 0..calls {
+                        let (at, bt, ct) = &sets[next.get() % sets.len()];
+                        next.set(next.get() + 1);
+                        matmul(r, &Matmul::new(at, ta, bt, tb, ct)?)?;
+                    }
+                    Ok(())
+                })?;
+                ts[i].push(t / calls as f64);
             }
         }
-        let flop = 2.0 * (batch * m * n * k) as f64;
         let rate: Vec<f64> = ts.iter().map(|t| flop / t.iter().cloned().fold(f64::INFINITY, f64::min) / 1e9).collect();
         let best = rate.iter().cloned().fold(0.0, f64::max);
         let slowest_used = layouts

@@ -190,6 +190,17 @@ pub const SUBGROUP_TILE: (u32, u32, u32) = (16, 2, 4);
 /// (`SUBGROUP_TILE.2` rows).
 pub const SUBGROUP_TILE_K4: (u32, u32) = (24, 1);
 
+/// A vec4 kernel's tile (rows, groups of four columns per invocation) shrunk to a matrix smaller
+/// than one workgroup's block (wgx lanes x tn groups, wgy x tm rows): the attention products of
+/// one head (24 x 32 of a 64 x 64 block) and short chunks would otherwise compute the clamped
+/// last row and group over and over, loads and FMAs included. Larger matrices keep the tile, so
+/// the kernel variants this adds are bounded by the tile (at most tm x tn of them).
+pub fn fit_tile(tm: u32, tn: u32, m: usize, n: usize, wgx: u32, wgy: u32) -> (u32, u32) {
+    let rows = (m as u64).div_ceil(wgy as u64).clamp(1, tm as u64) as u32;
+    let groups = (n as u64).div_ceil(4).div_ceil(wgx as u64).clamp(1, tn as u64) as u32;
+    (rows, groups)
+}
+
 /// Which matmul kernel family runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MatmulPath {
@@ -313,8 +324,14 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
             // The workgroup keeps the shape the probe checked: SUBGROUP_TILE.2 rows of one
             // subgroup each.
             (Some(s), Some([tm, tn, _, _])) => (tm, tn, s, SUBGROUP_TILE.2),
-            (Some(s), None) if k4 => (SUBGROUP_TILE_K4.0, SUBGROUP_TILE_K4.1, s, SUBGROUP_TILE.2),
-            (Some(s), None) => (SUBGROUP_TILE.0, SUBGROUP_TILE.1, s, SUBGROUP_TILE.2),
+            (Some(s), None) if k4 => {
+                let (tm, tn) = fit_tile(SUBGROUP_TILE_K4.0, SUBGROUP_TILE_K4.1, m, n, s, SUBGROUP_TILE.2);
+                (tm, tn, s, SUBGROUP_TILE.2)
+            }
+            (Some(s), None) => {
+                let (tm, tn) = fit_tile(SUBGROUP_TILE.0, SUBGROUP_TILE.1, m, n, s, SUBGROUP_TILE.2);
+                (tm, tn, s, SUBGROUP_TILE.2)
+            }
             // The plain both-along-k kernel keeps the default tile's outputs per invocation: 8 x 4
             // columns is one group (the vec4-per-output sums of 8 x 4 groups would be 128).
             (None, None) if k4 => {

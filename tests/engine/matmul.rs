@@ -1,5 +1,5 @@
 use super::*;
-use tramway::ops::matmul::{matmul, matmul_with, Act, MatView, Matmul, MatmulPath};
+use tramway::ops::matmul::{fit_tile, matmul, matmul_with, Act, MatView, Matmul, MatmulPath};
 
 const PATHS: [MatmulPath; 3] = [MatmulPath::Register, MatmulPath::Subgroup, MatmulPath::Tiled];
 use tramway::ops::reference as r;
@@ -88,7 +88,9 @@ fn subgroup_matmul_matches_the_plain_kernels() {
         return;
     }
     // Around both tiles: 16 x 2 groups of four columns (B along n, 64 rows x 64 columns a
-    // workgroup) and 24 x 1 group (both along k, 96 rows x 32 columns).
+    // workgroup) and 24 x 1 group (both along k, 96 rows x 32 columns); the matrices smaller
+    // than a workgroup's block run fitted tiles (`fit_tile`: 8 x 4 takes 2 rows x 1 group,
+    // 37 x 44 takes 10 x 2).
     let sizes = [
         (8, 4, 8),
         (16, 8, 3),
@@ -128,6 +130,24 @@ fn subgroup_matmul_matches_the_plain_kernels() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn fitted_tiles_cover_small_matrices_and_keep_the_tile_of_large_ones() {
+    // (tile rows, groups, m, n, lanes, workgroup rows) -> (rows, groups)
+    for (tm, tn, m, n, want) in [
+        (16, 2, 24, 32, (6, 1)), // one attention head: 24 x 32 in one 4-row, 8-lane workgroup
+        (16, 2, 192, 384, (16, 2)),
+        (16, 2, 1, 1, (1, 1)),
+        (16, 2, 63, 60, (16, 2)),
+        (24, 1, 24, 24, (6, 1)),
+        (16, 2, 37, 44, (10, 2)),
+    ] {
+        let got = fit_tile(tm, tn, m, n, 8, 4);
+        assert_eq!(got, want, "fit_tile({tm}, {tn}, {m}, {n})");
+        // The fitted block still covers the matrix.
+        assert!((4 * got.0) as usize >= m.min(4 * tm as usize) && (32 * got.1) as usize >= n.min(32 * tn as usize));
     }
 }
 
