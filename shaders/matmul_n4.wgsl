@@ -13,9 +13,33 @@
 // per-lane loop): WGX times fewer A loads, which pays for taller tiles. Chosen only where a
 // probe has shown that subgroups are runs of WGX consecutive invocations (`Gpu::subgroup_rows`);
 // the same order of operations per output as without (identical results).
+//
+// A4 (with SG, where A is contiguous along k and 16-byte aligned, and TM a multiple of WGX: the
+// NN products dY . W): lane l loads A as vec4s along k for tile rows l, l + WGX, ... (TMW =
+// TM / WGX of them), and row i's value at k0 + e reaches every lane as component e of load
+// i / WGX broadcast from lane i % WGX: the same broadcasts per k with a quarter of the A loads
+// (TMW vec4s per four k instead of TM scalars per WGX k), and fewer registers holding A.
+//
+// AM4 (with SG, where A is contiguous along m, i.e. stored transposed, 16-byte aligned, m a
+// multiple of 4, TM a multiple of 4 dividing 4 WGX: the TN products dY^T . X): each subgroup
+// row takes TM consecutive rows, lane l loads the vec4 of tile rows 4q .. 4q + 3 (q = l % TMQ,
+// TMQ = TM / 4) at k0 + l / TMQ, and row i at k0 + t arrives as component i % 4 broadcast from
+// lane t TMQ + i / 4: the WGX lanes' loads cover KP = WGX / TMQ k, one vec4 per lane instead of
+// TM scalars per WGX k.
 //@include matmul_common
 
+//@if AV4
+@group(0) @binding(1) var<storage, read_write> A: array<vec4<f32>>;
+fn read_a(i: u32) -> f32 {
+    return A[i / 4u][i % 4u];
+}
+//@end
+//@if !AV4
 @group(0) @binding(1) var<storage, read_write> A: array<f32>;
+fn read_a(i: u32) -> f32 {
+    return A[i];
+}
+//@end
 @group(0) @binding(2) var<storage, read_write> B: array<vec4<f32>>;
 
 //@if SG
@@ -34,14 +58,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let a_base = p.a_off + zo * p.a_bo + zi * p.a_bi;
     let b_base = (p.b_off + zo * p.b_bo + zi * p.b_bi) / 4u;
     let c_base = p.c_off + zo * p.c_bo + zi * p.c_bi;
+    //@if !AM4
     let row0 = wid.y * (WGY * TM) + lid.y;
+    let rs = WGY;
+    //@end
+    //@if AM4
+    let row0 = wid.y * (WGY * TM) + lid.y * TM;
+    let rs = 1u;
+    //@end
     // Column groups of four: group g covers columns 4g .. 4g + 3.
     let g0 = wid.x * (WGX * TN) + lid.x;
     let mlast = p.m - 1u;
     let glast = p.n / 4u - 1u;
     let brs = p.b_rs / 4u;
     //@for i in 0..TM
-    let ar{i} = a_base + min(row0 + {i}u * WGY, mlast) * p.a_rs;
+    let ar{i} = a_base + min(row0 + {i}u * rs, mlast) * p.a_rs;
     //@end
     //@for j in 0..TN
     let bc{j} = b_base + min(g0 + {j}u * WGX, glast);
@@ -53,6 +84,64 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     //@end
     //@if SG
     let lane = lid.x;
+    //@if A4
+    // k and every offset and stride of A are multiples of 4 (the Rust side checks).
+    let kfull = p.k;
+    //@for j in 0..TMW
+    let ra{j} = (a_base + min(row0 + ({j}u * WGX + lane) * rs, mlast) * p.a_rs) / 4u;
+    //@end
+    // Four k a trip (two or four trips unrolled ran slower).
+    for (var k0 = 0u; k0 < kfull; k0 += 4u) {
+        //@for j in 0..TMW
+        let al{j} = A[ra{j} + k0 / 4u];
+        //@end
+        //@for e in 0..4
+        {
+            //@for i in 0..TM
+            let a{i} = vec4<f32>(subgroupBroadcast(al{i/WGX}[{e}], {i%WGX}u));
+            //@end
+            //@for j in 0..TN
+            let b{j} = B[bc{j} + (k0 + {e}u) * brs];
+            //@end
+            //@for i in 0..TM
+            //@for j in 0..TN
+            c{i}_{j} = fma(a{i}, b{j}, c{i}_{j});
+            //@end
+            //@end
+        }
+        //@end
+    }
+    //@end
+    //@if AM4
+    // Four loads a trip (one a trip ran no faster than the scalar loads, eight slower).
+    let kfull = p.k - p.k % (4u * KP);
+    let q = lane % TMQ;
+    let ra = (a_base + min(row0 + 4u * q, p.m - 4u)) / 4u;
+    let acs = p.a_cs / 4u;
+    for (var k0 = 0u; k0 < kfull; k0 += 4u * KP) {
+        //@for u in 0..4
+        let al{u} = A[ra + (k0 + {u}u * KP + lane / TMQ) * acs];
+        //@end
+        //@for u in 0..4
+        //@for t in 0..KP
+        {
+            //@for i in 0..TM
+            let a{i} = vec4<f32>(subgroupBroadcast(al{u}[{i%4}], {t}u * TMQ + {i/4}u));
+            //@end
+            //@for j in 0..TN
+            let b{j} = B[bc{j} + (k0 + {u}u * KP + {t}u) * brs];
+            //@end
+            //@for i in 0..TM
+            //@for j in 0..TN
+            c{i}_{j} = fma(a{i}, b{j}, c{i}_{j});
+            //@end
+            //@end
+        }
+        //@end
+        //@end
+    }
+    //@end
+    //@if !AV4
     let kfull = p.k - p.k % WGX;
     for (var k0 = 0u; k0 < kfull; k0 += WGX) {
         //@for i in 0..TM
@@ -75,12 +164,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         //@end
     }
     //@end
+    //@end
     //@if !SG
     let kfull = 0u;
     //@end
     for (var kk = kfull; kk < p.k; kk++) {
         //@for i in 0..TM
-        let a{i} = vec4<f32>(A[ar{i} + kk * p.a_cs]);
+        let a{i} = vec4<f32>(read_a(ar{i} + kk * p.a_cs));
         //@end
         //@for j in 0..TN
         let b{j} = B[bc{j} + kk * brs];
@@ -94,13 +184,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     //@for i in 0..TM
     //@for j in 0..TN
     //@if C4
-    store4(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j});
+    store4(row0 + {i}u * rs, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j});
     //@end
     //@if !C4
-    store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j}.x);
-    store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u + 1u, c_base, c{i}_{j}.y);
-    store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u + 2u, c_base, c{i}_{j}.z);
-    store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u + 3u, c_base, c{i}_{j}.w);
+    store(row0 + {i}u * rs, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j}.x);
+    store(row0 + {i}u * rs, (g0 + {j}u * WGX) * 4u + 1u, c_base, c{i}_{j}.y);
+    store(row0 + {i}u * rs, (g0 + {j}u * WGX) * 4u + 2u, c_base, c{i}_{j}.z);
+    store(row0 + {i}u * rs, (g0 + {j}u * WGX) * 4u + 3u, c_base, c{i}_{j}.w);
     //@end
     //@end
     //@end

@@ -116,7 +116,8 @@ fn shader_source(name: &str) -> Option<&'static str> {
 
 /// Build the full WGSL text of a variant: constants, the shared helpers, then the shader with
 /// `//@for v in 0..N` … `//@end` blocks unrolled (N a constant name or a literal; `{v}` in the
-/// block is replaced by the index; blocks nest), `//@if NAME` … `//@end` blocks kept only where
+/// block is replaced by the index, `{v/D}` and `{v%D}` by its quotient and remainder; blocks
+/// nest), `//@if NAME` … `//@end` blocks kept only where
 /// the bool constant NAME is true (`//@if !NAME`: false) — for code that must not reach a
 /// variant at all, such as subgroup builtins, which need a capability wherever they appear —
 /// and `//@include NAME` lines replaced by that shader file (shared pieces such as the
@@ -240,6 +241,7 @@ impl Expansion<'_> {
             let mut l = line.to_string();
             for (v, i) in vars {
                 l = l.replace(&format!("{{{v}}}"), &i.to_string());
+                l = self.quotients(l, v, *i)?;
             }
             out.push_str(&l);
             out.push('\n');
@@ -249,6 +251,33 @@ impl Expansion<'_> {
             Some(open) => Err(self.bad(format!("{} on line {} has no //@end", lines[open].trim(), open + 1))),
             None => Ok(()),
         }
+    }
+
+    /// `{v/N}` and `{v%N}` in a line of a `//@for v` block: the index divided by N, or its
+    /// remainder (N a literal or a u32 constant): row i of a tile is lane i % WGX's load
+    /// number i / WGX.
+    fn quotients(&self, mut l: String, v: &str, i: u32) -> Result<String> {
+        for op in ['/', '%'] {
+            let pat = format!("{{{v}{op}");
+            while let Some(at) = l.find(&pat) {
+                let from = at + pat.len();
+                let len = l[from..].find('}').ok_or_else(|| self.bad(format!("unclosed {pat} in: {l}")))?;
+                let name = &l[from..from + len];
+                let d = match name.parse::<u32>() {
+                    Ok(d) => d,
+                    Err(_) => match self.defs.iter().find(|(k, _)| *k == name) {
+                        Some((_, Def::U(d))) => *d,
+                        _ => return Err(self.bad(format!("{pat}{name}}}: {name} is not a u32 constant"))),
+                    },
+                };
+                if d == 0 {
+                    return Err(self.bad(format!("{pat}{name}}}: division by zero")));
+                }
+                let value = if op == '/' { i / d } else { i % d };
+                l.replace_range(at..from + len + 1, &value.to_string());
+            }
+        }
+        Ok(l)
     }
 }
 
@@ -371,5 +400,19 @@ mod tests {
         assert!(e.contains("//@end without a block, line 2"), "{e}");
         let e = expand_lines("//@if N\n//@end", &defs).unwrap_err().to_string();
         assert!(e.contains("//@if N: not a bool constant"), "{e}");
+    }
+
+    #[test]
+    fn loop_indices_divide_and_take_remainders() {
+        let defs = [("N", Def::U(5)), ("W", Def::U(2)), ("Z", Def::U(0)), ("ON", Def::B(true))];
+        let text = "//@for i in 0..N\nc{i} = a{i/W}[{i%W}] + {i%3} {i/W}\n//@end";
+        assert_eq!(
+            expand_lines(text, &defs).unwrap(),
+            "c0 = a0[0] + 0 0\nc1 = a0[1] + 1 0\nc2 = a1[0] + 2 1\nc3 = a1[1] + 0 1\nc4 = a2[0] + 1 2\n"
+        );
+        for (bad, why) in [("{i/Z}", "division by zero"), ("{i%ON}", "not a u32 constant"), ("{i/W", "unclosed")] {
+            let e = expand_lines(&format!("//@for i in 0..N\n{bad}\n//@end"), &defs).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
     }
 }

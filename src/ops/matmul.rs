@@ -363,6 +363,30 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
     if k4 || n4 {
         spec = spec.b("SG", sgs.is_some());
     }
+    if n4 {
+        // A read as vec4s too where it is contiguous and 16-byte aligned, with subgroups to
+        // share the loads: along k (NN, rows a multiple of the subgroup), or along m (TN, m and
+        // the rows multiples of 4, four subgroups a multiple of the rows). Each vec4 load serves
+        // four k (NN) or four rows (TN), instead of one scalar each.
+        let vec4_a =
+            |strides: [usize; 4]| sgs.is_some() && !gpu.scalar_a() && strides.iter().all(|v| v.is_multiple_of(4));
+        let a4 = a.cs == 1
+            && k.is_multiple_of(4)
+            && sgs.is_some_and(|s| tm.is_multiple_of(s))
+            && vec4_a([a.off, a.rs, a.bo, a.bi]);
+        let am4 = !a4
+            && a.rs == 1
+            && m.is_multiple_of(4)
+            && sgs.is_some_and(|s| tm.is_multiple_of(4) && (4 * s).is_multiple_of(tm))
+            && vec4_a([a.off, a.cs, a.bo, a.bi]);
+        spec = spec
+            .b("A4", a4)
+            .b("AM4", am4)
+            .b("AV4", a4 || am4)
+            .u("TMW", if a4 { tm / wgx } else { 0 })
+            .u("TMQ", (tm / 4).max(1))
+            .u("KP", if am4 { 4 * wgx / tm } else { 1 });
+    }
     // The vec4 epilogue of the vec4 kernels: C, the bias and the pre-activation addressed in
     // whole vec4s.
     let c4 = (n4 || k4)

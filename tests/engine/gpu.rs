@@ -61,9 +61,11 @@ fn kernel_expansion_unrolls_loops() {
     assert!(src.contains("var c1_2 = 0.0;") && !src.contains("c2_0") && !src.contains("//@for"));
     // `//@if NAME` keeps a block where the bool constant is true, `//@if !NAME` where false: the
     // subgroup builtins reach only the SG variant.
-    let n4c = |sg: Option<bool>, c4: bool| {
+    // A read as scalars (a4 0), as vec4s along k (1) or along m (2).
+    let n4v = |sg: Option<bool>, c4: bool, a4: u32| {
+        let tm = if a4 == 0 { 2 } else { 4 };
         let mut spec = KernelSpec::new("matmul_n4", "main", 5)
-            .u("TM", 2)
+            .u("TM", tm)
             .u("TN", 1)
             .u("WGX", 4)
             .u("WGY", 2)
@@ -71,18 +73,31 @@ fn kernel_expansion_unrolls_loops() {
             .b("HAS_BIAS", false)
             .b("STORE_PRE", false)
             .b("ACC", false)
-            .b("C4", c4);
+            .b("C4", c4)
+            .b("A4", a4 == 1)
+            .b("AM4", a4 == 2)
+            .b("AV4", a4 > 0)
+            .u("TMW", if a4 == 1 { 1 } else { 0 })
+            .u("TMQ", 1)
+            .u("KP", if a4 == 2 { 4 } else { 1 });
         if let Some(sg) = sg {
             spec = spec.b("SG", sg);
         }
         expand(&spec)
     };
+    let n4c = |sg: Option<bool>, c4: bool| n4v(sg, c4, 0);
     let n4 = |sg: Option<bool>| n4c(sg, false);
+    // Row i of the tile: component i % 4 (along k: k0 + e) of lane i % WGX's load i / WGX; along
+    // m, component i % 4 of the load of lane t TMQ + i / 4 (k0 + t).
+    let along_k = n4v(Some(true), false, 1).unwrap();
+    assert!(along_k.contains("subgroupBroadcast(al0[3], 3u)") && along_k.contains("A: array<vec4<f32>>"), "{along_k}");
+    let along_m = n4v(Some(true), false, 2).unwrap();
+    assert!(along_m.contains("subgroupBroadcast(al3[3], 3u * TMQ + 0u)") && !along_m.contains("al4"), "{along_m}");
     let with = n4(Some(true)).unwrap();
     let without = n4(Some(false)).unwrap();
     // C4: the vec4 epilogue, C bound as vec4s; otherwise four scalar stores per accumulator.
     let c4 = n4c(Some(true), true).unwrap();
-    assert!(c4.contains("store4(row0 + 1u * WGY") && c4.contains("C: array<vec4<f32>>") && !c4.contains("c0_0.x);"));
+    assert!(c4.contains("store4(row0 + 1u * rs") && c4.contains("C: array<vec4<f32>>") && !c4.contains("c0_0.x);"));
     assert!(with.contains("C: array<f32>"), "{with}");
     assert!(with.contains("c0_0.x);") && !with.contains("store4("), "{with}");
     assert!(with.contains("subgroupBroadcast(al1, 3u)") && !with.contains("subgroupBroadcast(al1, 4u)"), "{with}");

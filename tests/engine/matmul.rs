@@ -90,7 +90,10 @@ fn subgroup_matmul_matches_the_plain_kernels() {
     // Around both tiles: 16 x 2 groups of four columns (B along n, 64 rows x 64 columns a
     // workgroup) and 24 x 1 group (both along k, 96 rows x 32 columns); the matrices smaller
     // than a workgroup's block run fitted tiles (`fit_tile`: 8 x 4 takes 2 rows x 1 group,
-    // 37 x 44 takes 10 x 2).
+    // 37 x 44 takes 10 x 2). A read as vec4s: along k (A not transposed, 16 rows, k a multiple of
+    // 4: 64 x 68 x 100, 97 x 68 x 40, 68 x 36 x 44), along m (A transposed, m a multiple of 4
+    // and rows 4, 8 or 16: 64 x 68 x 100 with a k tail, 68 x 36 x 44 with a last block
+    // beyond m, 32 x 20 x 36 at 8 rows, 16 x 8 x 3 all tail).
     let sizes = [
         (8, 4, 8),
         (16, 8, 3),
@@ -105,6 +108,8 @@ fn subgroup_matmul_matches_the_plain_kernels() {
         (97, 68, 40),
         (63, 60, 32),
         (65, 28, 12),
+        (68, 36, 44),
+        (32, 20, 36),
     ];
     for (i, &(m, n, k)) in sizes.iter().enumerate() {
         for ta in [false, true] {

@@ -311,6 +311,12 @@ fn every_pipeline_translates_to_every_platform() {
             assert!(has || (sg && !subgroup_device), "no pipeline of shaders/{f}.wgsl with SG = {sg}");
         }
     }
+    // ... and, where subgroups share the loads, the B-along-n matmul reading A as vec4s along k
+    // (NN) and along m (TN).
+    for a4 in ["A4", "AM4"] {
+        let has = specs.iter().any(|s| s.shader == "matmul_n4" && s.defs.contains(&(a4, tramway::gpu::Def::B(true))));
+        assert!(has || !subgroup_device, "no pipeline of shaders/matmul_n4.wgsl with {a4} = true");
+    }
     for ((stem, subgroups), spec) in stems.iter().zip(&specs) {
         let sg = spec.defs.contains(&("SG", tramway::gpu::Def::B(true))) || spec.shader == "probe_subgroup";
         let what = "the subgroup capability is needed exactly by SG variants and the probe";
