@@ -141,9 +141,10 @@ pub struct GpuOptions {
     /// Store the B-along-n matmul's results one element at a time instead of as vec4s
     /// (`TRAMWAY_MATMUL_SCALAR_EPILOGUE=1`; benchmarks).
     pub scalar_epilogue: bool,
-    /// Read A one element at a time in the B-along-n matmul even where it could be read as vec4s
-    /// (`TRAMWAY_MATMUL_SCALAR_A=1`; benchmarks).
-    pub scalar_a: bool,
+    /// Load A in the subgroup matmuls without spreading its rows over the lanes: the B-along-n
+    /// kernel one element at a time, the both-along-k kernel a vec4 of every row in every lane
+    /// (`TRAMWAY_MATMUL_PLAIN_A=1`; benchmarks).
+    pub plain_a: bool,
     /// The N-th hardware GPU (discrete or integrated, in the driver's order) rather than the
     /// best-ranked adapter (`TRAMWAY_ADAPTER_INDEX`; a Slurm array task sets it from the GPU it
     /// was given, the first entry of `CUDA_VISIBLE_DEVICES`).
@@ -213,8 +214,8 @@ impl GpuOptions {
         if let Ok(v) = std::env::var("TRAMWAY_MATMUL_SCALAR_EPILOGUE") {
             o.scalar_epilogue = matches!(v.as_str(), "1" | "true" | "yes");
         }
-        if let Ok(v) = std::env::var("TRAMWAY_MATMUL_SCALAR_A") {
-            o.scalar_a = matches!(v.as_str(), "1" | "true" | "yes");
+        if let Ok(v) = std::env::var("TRAMWAY_MATMUL_PLAIN_A") {
+            o.plain_a = matches!(v.as_str(), "1" | "true" | "yes");
         }
         if let Ok(v) = std::env::var("TRAMWAY_MAX_BINDING") {
             let bytes = v.trim().parse::<u64>().ok().filter(|&b| b >= ALIGN);
@@ -267,7 +268,7 @@ pub struct Gpu {
     scalar_matmul: bool,
     no_subgroup_matmul: bool,
     scalar_epilogue: bool,
-    scalar_a: bool,
+    plain_a: bool,
     /// [`Gpu::subgroup_rows`], probed once.
     subgroup_rows: std::sync::OnceLock<Option<u32>>,
     kernels: Mutex<HashMap<KernelSpec, Arc<Kernel>>>,
@@ -478,7 +479,7 @@ impl Gpu {
             scalar_matmul: opts.scalar_matmul,
             no_subgroup_matmul: opts.no_subgroup_matmul,
             scalar_epilogue: opts.scalar_epilogue,
-            scalar_a: opts.scalar_a,
+            plain_a: opts.plain_a,
             subgroup_rows: Default::default(),
             kernels: Mutex::default(),
             uniform_pool: Mutex::default(),
@@ -547,9 +548,10 @@ impl Gpu {
     pub fn scalar_epilogue(&self) -> bool {
         self.scalar_epilogue
     }
-    /// Whether the B-along-n matmul reads A one element at a time ([`GpuOptions::scalar_a`]).
-    pub fn scalar_a(&self) -> bool {
-        self.scalar_a
+    /// Whether the subgroup matmuls load A without spreading its rows over the lanes
+    /// ([`GpuOptions::plain_a`]).
+    pub fn plain_a(&self) -> bool {
+        self.plain_a
     }
 
     /// The subgroup size where the subgroups of a one-dimensional workgroup are its runs of

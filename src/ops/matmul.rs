@@ -182,13 +182,14 @@ pub fn tile(gpu: &Gpu) -> (u32, u32, u32, u32) {
 pub const SUBGROUP_TILE: (u32, u32, u32) = (16, 2, 4);
 
 /// The same for the kernel that reads both operands along k (`matmul_k4`: the forward x·Wᵀ and
-/// Q·Kᵀ): 24 rows x 1 group of four consecutive columns (the epilogue stores a vec4), 96 scalar
-/// sums (the kernel sums each output four k at a time). On the AMD EPYC VM it ran x·Wᵀ 5-10 %
-/// faster than 16 x 1 in `bench_kernels --parity` and the loop step's 10th percentile was 573
-/// against 592 ms (six alternated runs); on the Intel VM, with a lane's columns strided, 16 x 4
-/// had been 2-3 % faster than 24 x 4 (BENCHMARKS.md). The workgroup is the same
-/// (`SUBGROUP_TILE.2` rows).
-pub const SUBGROUP_TILE_K4: (u32, u32) = (24, 1);
+/// Q·Kᵀ): 24 rows x 2 groups of four consecutive columns (the epilogue stores vec4s), 192
+/// scalar sums (the kernel sums each output four k at a time). With A's rows spread over the
+/// lanes (`AR` in the shader: three vec4s of A a lane instead of 24), 24 x 2 took the AdamW
+/// loop step on the AMD EPYC VM to 537 ms median / 472 ms 10th percentile against 619 / 501
+/// for 24 x 1 (six alternated runs; in `bench_kernels --parity` +5-10 %). Before the spread rows
+/// 24 x 1 had been the best there, and 16 x 4 on the Intel VM (BENCHMARKS.md). The workgroup is
+/// the same (`SUBGROUP_TILE.2` rows).
+pub const SUBGROUP_TILE_K4: (u32, u32) = (24, 2);
 
 /// A vec4 kernel's tile (rows, groups of four columns per invocation) shrunk to a matrix smaller
 /// than one workgroup's block (wgx lanes x tn groups, wgy x tm rows): the attention products of
@@ -363,17 +364,21 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
     if k4 || n4 {
         spec = spec.b("SG", sgs.is_some());
     }
+    if k4 {
+        // With subgroups, each lane loads A's vec4s for its share of the tile's rows, which
+        // reach the other lanes by broadcast: the same loads, a subgroup-th of the registers
+        // holding A (24 rows x vec4 per lane before). x·Wᵀ ran 1.4x faster (BENCHMARKS.md).
+        let ar = sgs.is_some() && !gpu.plain_a();
+        spec = spec.b("AR", ar).u("TMW", if ar { tm.div_ceil(wgx) } else { 0 });
+    }
     if n4 {
         // A read as vec4s too where it is contiguous and 16-byte aligned, with subgroups to
-        // share the loads: along k (NN, rows a multiple of the subgroup), or along m (TN, m and
+        // share the loads: along k (NN, each lane a vec4 for its share of the rows), or along m (TN, m and
         // the rows multiples of 4, four subgroups a multiple of the rows). Each vec4 load serves
         // four k (NN) or four rows (TN), instead of one scalar each.
         let vec4_a =
-            |strides: [usize; 4]| sgs.is_some() && !gpu.scalar_a() && strides.iter().all(|v| v.is_multiple_of(4));
-        let a4 = a.cs == 1
-            && k.is_multiple_of(4)
-            && sgs.is_some_and(|s| tm.is_multiple_of(s))
-            && vec4_a([a.off, a.rs, a.bo, a.bi]);
+            |strides: [usize; 4]| sgs.is_some() && !gpu.plain_a() && strides.iter().all(|v| v.is_multiple_of(4));
+        let a4 = a.cs == 1 && k.is_multiple_of(4) && vec4_a([a.off, a.rs, a.bo, a.bi]);
         let am4 = !a4
             && a.rs == 1
             && m.is_multiple_of(4)
@@ -383,7 +388,7 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
             .b("A4", a4)
             .b("AM4", am4)
             .b("AV4", a4 || am4)
-            .u("TMW", if a4 { tm / wgx } else { 0 })
+            .u("TMW", if a4 { tm.div_ceil(wgx) } else { 0 })
             .u("TMQ", (tm / 4).max(1))
             .u("KP", if am4 { 4 * wgx / tm } else { 1 });
     }

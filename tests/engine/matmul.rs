@@ -93,7 +93,9 @@ fn subgroup_matmul_matches_the_plain_kernels() {
     // 37 x 44 takes 10 x 2). A read as vec4s: along k (A not transposed, 16 rows, k a multiple of
     // 4: 64 x 68 x 100, 97 x 68 x 40, 68 x 36 x 44), along m (A transposed, m a multiple of 4
     // and rows 4, 8 or 16: 64 x 68 x 100 with a k tail, 68 x 36 x 44 with a last block
-    // beyond m, 32 x 20 x 36 at 8 rows, 16 x 8 x 3 all tail).
+    // beyond m, 32 x 20 x 36 at 8 rows, 16 x 8 x 3 all tail); with B transposed and k a
+    // multiple of 4, A's rows spread over the lanes, rows past a fitted tile included (37 x 44 x
+    // 44: 10 rows, two loads a lane).
     let sizes = [
         (8, 4, 8),
         (16, 8, 3),

@@ -312,10 +312,10 @@ fn every_pipeline_translates_to_every_platform() {
         }
     }
     // ... and, where subgroups share the loads, the B-along-n matmul reading A as vec4s along k
-    // (NN) and along m (TN).
-    for a4 in ["A4", "AM4"] {
-        let has = specs.iter().any(|s| s.shader == "matmul_n4" && s.defs.contains(&(a4, tramway::gpu::Def::B(true))));
-        assert!(has || !subgroup_device, "no pipeline of shaders/matmul_n4.wgsl with {a4} = true");
+    // (NN) and along m (TN), the both-along-k one spreading A's rows over the lanes.
+    for (f, a4) in [("matmul_n4", "A4"), ("matmul_n4", "AM4"), ("matmul_k4", "AR")] {
+        let has = specs.iter().any(|s| s.shader == f && s.defs.contains(&(a4, tramway::gpu::Def::B(true))));
+        assert!(has || !subgroup_device, "no pipeline of shaders/{f}.wgsl with {a4} = true");
     }
     for ((stem, subgroups), spec) in stems.iter().zip(&specs) {
         let sg = spec.defs.contains(&("SG", tramway::gpu::Def::B(true))) || spec.shader == "probe_subgroup";
