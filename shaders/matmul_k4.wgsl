@@ -81,9 +81,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     //@if SG
     let lane = lid.x;
     //@if AR
-    // Lane l loads the vec4s of tile rows l, l + WGX, ... (TMW = TM / WGX of them) and row i
-    // arrives as lane i % WGX's load i / WGX, broadcast: as many loads as below, a TMW-th of
-    // the registers holding A.
+    // Lane l loads the vec4s of tile rows l, l + WGX, ... and row i arrives as lane i % WGX's
+    // load i / WGX, broadcast (see the top).
     //@for j in 0..TMW
     let ra{j} = a_base + min(row0 + ({j}u * WGX + lane) * WGY, mlast) * (p.a_rs / 4u);
     //@end

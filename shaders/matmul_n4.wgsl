@@ -14,9 +14,9 @@
 // probe has shown that subgroups are runs of WGX consecutive invocations (`Gpu::subgroup_rows`);
 // the same order of operations per output as without (identical results).
 //
-// A4 (with SG, where A is contiguous along k and 16-byte aligned, and TM a multiple of WGX: the
-// NN products dY . W): lane l loads A as vec4s along k for tile rows l, l + WGX, ... (TMW =
-// TM / WGX of them), and row i's value at k0 + e reaches every lane as component e of load
+// A4 (with SG, where A is contiguous along k and 16-byte aligned: the NN products dY . W and
+// P . V): lane l loads A as vec4s along k for tile rows l, l + WGX, ... (TMW = ceil(TM / WGX)
+// of them; rows past the tile are clamped loads nobody reads), and row i's value at k0 + e reaches every lane as component e of load
 // i / WGX broadcast from lane i % WGX: the same broadcasts per k with a quarter of the A loads
 // (TMW vec4s per four k instead of TM scalars per WGX k), and fewer registers holding A.
 //
