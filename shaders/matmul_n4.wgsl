@@ -20,12 +20,13 @@
 // i / WGX broadcast from lane i % WGX: the same broadcasts per k with a quarter of the A loads
 // (TMW vec4s per four k instead of TM scalars per WGX k), and fewer registers holding A.
 //
-// AM4 (with SG, where A is contiguous along m, i.e. stored transposed, 16-byte aligned, m a
-// multiple of 4, TM a multiple of 4 dividing 4 WGX: the TN products dY^T . X): each subgroup
-// row takes TM consecutive rows, lane l loads the vec4 of tile rows 4q .. 4q + 3 (q = l % TMQ,
-// TMQ = TM / 4) at k0 + l / TMQ, and row i at k0 + t arrives as component i % 4 broadcast from
-// lane t TMQ + i / 4: the WGX lanes' loads cover KP = WGX / TMQ k, one vec4 per lane instead of
-// TM scalars per WGX k.
+// AM4 (with SG, where A is contiguous along m, i.e. stored transposed, 16-byte aligned, m and TM
+// multiples of 4: the TN products dY^T . X): each subgroup row takes TM consecutive rows, whose
+// values at one k are TMQ = TM / 4 vec4s. The lanes load them for KTR k at a time (NLD loads a
+// lane, NLD WGX = TMQ KTR): vec4 f of a trip, for k offset f / TMQ and rows 4 (f % TMQ) ..
+// + 3, is lane f % WGX's load f / WGX, and row i at offset t arrives as component i % 4 of vec4
+// f = t TMQ + i / 4, broadcast: one vec4 load per lane per WGX / TMQ k instead of TM scalars per
+// WGX k.
 //@include matmul_common
 
 //@if AV4
@@ -113,23 +114,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     }
     //@end
     //@if AM4
-    // Four loads a trip (one a trip ran no faster than the scalar loads, eight slower).
-    let kfull = p.k - p.k % (4u * KP);
-    let q = lane % TMQ;
-    let ra = (a_base + min(row0 + 4u * q, p.m - 4u)) / 4u;
+    // A trip covers KTR k: the TMQ x KTR vec4s of the tile's rows there, numbered f = t TMQ + q
+    // (k offset t, row quad q), are the NLD loads of the WGX lanes, load u of lane l being
+    // f = u WGX + l. Three or four loads a trip (one a trip ran no faster than the scalar loads,
+    // eight slower).
+    let kfull = p.k - p.k % KTR;
     let acs = p.a_cs / 4u;
-    for (var k0 = 0u; k0 < kfull; k0 += 4u * KP) {
-        //@for u in 0..4
-        let al{u} = A[ra + (k0 + {u}u * KP + lane / TMQ) * acs];
+    //@for u in 0..NLD
+    let ao{u} = (a_base + min(row0 + 4u * (({u}u * WGX + lane) % TMQ), p.m - 4u)) / 4u + (({u}u * WGX + lane) / TMQ) * acs;
+    //@end
+    for (var k0 = 0u; k0 < kfull; k0 += KTR) {
+        //@for u in 0..NLD
+        let al{u} = A[ao{u} + k0 * acs];
         //@end
-        //@for u in 0..4
-        //@for t in 0..KP
+        //@for t in 0..KTR
         {
             //@for i in 0..TM
-            let a{i} = vec4<f32>(subgroupBroadcast(al{u}[{i%4}], {t}u * TMQ + {i/4}u));
+            //@let f = t * TMQ + i / 4
+            let a{i} = vec4<f32>(subgroupBroadcast(al{f/WGX}[{i%4}], {f%WGX}u));
             //@end
             //@for j in 0..TN
-            let b{j} = B[bc{j} + (k0 + {u}u * KP + {t}u) * brs];
+            let b{j} = B[bc{j} + (k0 + {t}u) * brs];
             //@end
             //@for i in 0..TM
             //@for j in 0..TN
@@ -137,7 +142,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
             //@end
             //@end
         }
-        //@end
         //@end
     }
     //@end

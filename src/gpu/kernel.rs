@@ -117,7 +117,9 @@ fn shader_source(name: &str) -> Option<&'static str> {
 /// Build the full WGSL text of a variant: constants, the shared helpers, then the shader with
 /// `//@for v in 0..N` … `//@end` blocks unrolled (N a constant name or a literal; `{v}` in the
 /// block is replaced by the index, `{v/D}` and `{v%D}` by its quotient and remainder; blocks
-/// nest), `//@if NAME` … `//@end` blocks kept only where
+/// nest; `//@let w = EXPR` names a value computed from the indices and u32 constants with
+/// `+ - * / %` and parentheses, for the rest of its block, used as `{w}`, `{w/D}`, `{w%D}`),
+/// `//@if NAME` … `//@end` blocks kept only where
 /// the bool constant NAME is true (`//@if !NAME`: false) — for code that must not reach a
 /// variant at all, such as subgroup builtins, which need a capability wherever they appear —
 /// and `//@include NAME` lines replaced by that shader file (shared pieces such as the
@@ -172,6 +174,8 @@ impl Expansion<'_> {
         out: &mut String,
         block: Option<usize>,
     ) -> Result<()> {
+        // The block's indices, and the values its `//@let` lines name.
+        let mut vars = vars.to_vec();
         while *pos < lines.len() {
             let line = lines[*pos];
             let t = line.trim();
@@ -183,7 +187,7 @@ impl Expansion<'_> {
                     .ok_or_else(|| self.bad(format!("//@include of unknown shader {name}")))?;
                 let inc: Vec<&str> = src.lines().collect();
                 let mut p = 0;
-                self.unroll(&inc, &mut p, vars, out, None)?;
+                self.unroll(&inc, &mut p, &vars, out, None)?;
                 if p < inc.len() {
                     return Err(self.bad(format!("//@end without a block, line {} of included {name}", p + 1)));
                 }
@@ -203,10 +207,17 @@ impl Expansion<'_> {
                 let open = *pos;
                 *pos += 1;
                 let mut sink = String::new();
-                self.unroll(lines, pos, vars, &mut sink, Some(open))?;
+                self.unroll(lines, pos, &vars, &mut sink, Some(open))?;
                 if value != negated {
                     out.push_str(&sink);
                 }
+                *pos += 1;
+                continue;
+            }
+            if let Some(rest) = t.strip_prefix("//@let ") {
+                let (name, expr) = rest.split_once('=').ok_or_else(|| self.bad(format!("bad //@let: {t}")))?;
+                let value = self.eval(expr, &vars).map_err(|m| self.bad(format!("{t}: {m}")))?;
+                vars.push((name.trim().to_string(), value));
                 *pos += 1;
                 continue;
             }
@@ -226,7 +237,7 @@ impl Expansion<'_> {
                 let mut end = start;
                 for i in 0..n.max(1) {
                     *pos = start;
-                    let mut v = vars.to_vec();
+                    let mut v = vars.clone();
                     v.push((var.trim().to_string(), i));
                     let mut sink = String::new();
                     self.unroll(lines, pos, &v, &mut sink, Some(open))?;
@@ -239,7 +250,8 @@ impl Expansion<'_> {
                 continue;
             }
             let mut l = line.to_string();
-            for (v, i) in vars {
+            // The latest binding of a name wins (a `//@let` or an inner index shadows).
+            for (v, i) in vars.iter().rev() {
                 l = l.replace(&format!("{{{v}}}"), &i.to_string());
                 l = self.quotients(l, v, *i)?;
             }
@@ -250,6 +262,83 @@ impl Expansion<'_> {
         match block {
             Some(open) => Err(self.bad(format!("{} on line {} has no //@end", lines[open].trim(), open + 1))),
             None => Ok(()),
+        }
+    }
+
+    /// The value of a `//@let` expression: u32 literals, the enclosing blocks' indices and
+    /// values, u32 constants, `+ - * / %` (the usual precedence, left to right) and parentheses.
+    fn eval(&self, expr: &str, vars: &[(String, u32)]) -> std::result::Result<u32, String> {
+        let mut toks: Vec<String> = Vec::new();
+        let mut chars = expr.chars().peekable();
+        while let Some(&c) = chars.peek() {
+            if c.is_whitespace() {
+                chars.next();
+            } else if c.is_ascii_alphanumeric() || c == '_' {
+                let mut w = String::new();
+                while let Some(c) = chars.next_if(|c| c.is_ascii_alphanumeric() || *c == '_') {
+                    w.push(c);
+                }
+                toks.push(w);
+            } else if "+-*/%()".contains(c) {
+                toks.push(c.to_string());
+                chars.next();
+            } else {
+                return Err(format!("unexpected {c:?}"));
+            }
+        }
+        let mut at = 0;
+        let v = self.sum(&toks, &mut at, vars)?;
+        match toks.get(at) {
+            None => Ok(v),
+            Some(t) => Err(format!("unexpected {t:?}")),
+        }
+    }
+
+    fn sum(&self, toks: &[String], at: &mut usize, vars: &[(String, u32)]) -> std::result::Result<u32, String> {
+        let mut v = self.product(toks, at, vars)?;
+        while let Some(op) = toks.get(*at).filter(|t| *t == "+" || *t == "-") {
+            *at += 1;
+            let r = self.product(toks, at, vars)?;
+            v = if op == "+" { v.checked_add(r) } else { v.checked_sub(r) }.ok_or("overflow or a negative value")?;
+        }
+        Ok(v)
+    }
+
+    fn product(&self, toks: &[String], at: &mut usize, vars: &[(String, u32)]) -> std::result::Result<u32, String> {
+        let mut v = self.atom(toks, at, vars)?;
+        while let Some(op) = toks.get(*at).filter(|t| ["*", "/", "%"].contains(&t.as_str())) {
+            *at += 1;
+            let r = self.atom(toks, at, vars)?;
+            v = match op.as_str() {
+                "*" => v.checked_mul(r).ok_or("overflow")?,
+                _ if r == 0 => return Err("division by zero".into()),
+                "/" => v / r,
+                _ => v % r,
+            };
+        }
+        Ok(v)
+    }
+
+    fn atom(&self, toks: &[String], at: &mut usize, vars: &[(String, u32)]) -> std::result::Result<u32, String> {
+        let t = toks.get(*at).ok_or("the expression ends early")?;
+        *at += 1;
+        if t == "(" {
+            let v = self.sum(toks, at, vars)?;
+            if toks.get(*at).map(String::as_str) != Some(")") {
+                return Err("unclosed (".into());
+            }
+            *at += 1;
+            return Ok(v);
+        }
+        if let Ok(n) = t.parse::<u32>() {
+            return Ok(n);
+        }
+        if let Some((_, v)) = vars.iter().rev().find(|(n, _)| n == t) {
+            return Ok(*v);
+        }
+        match self.defs.iter().find(|(k, _)| k == t) {
+            Some((_, Def::U(v))) => Ok(*v),
+            _ => Err(format!("{t} is not an index, a //@let value or a u32 constant")),
         }
     }
 
@@ -412,6 +501,37 @@ mod tests {
         );
         for (bad, why) in [("{i/Z}", "division by zero"), ("{i%ON}", "not a u32 constant"), ("{i/W", "unclosed")] {
             let e = expand_lines(&format!("//@for i in 0..N\n{bad}\n//@end"), &defs).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn let_lines_name_values_of_the_indices_for_the_rest_of_their_block() {
+        let defs = [("Q", Def::U(3)), ("W", Def::U(4)), ("ON", Def::B(true))];
+        // Row i at k offset t of a tile of 3 row quads: quad number f = t Q + i / 4.
+        let text = "//@for t in 0..2\n//@for i in 0..8\n//@let f = t * Q + i / 4\nb{t}{i} = a{f/W}[{i%4}] l{f%W} f{f}\n//@end\n//@end";
+        let out = expand_lines(text, &defs).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 16);
+        assert_eq!(lines[0], "b00 = a0[0] l0 f0");
+        assert_eq!(lines[5], "b05 = a0[1] l1 f1");
+        assert_eq!(lines[8], "b10 = a0[0] l3 f3");
+        assert_eq!(lines[15], "b17 = a1[3] l0 f4");
+        // Precedence, parentheses, shadowing and the scope of a value.
+        let text = "//@for i in 0..2\n//@let v = (i + 1) * 2 + 6 % 4 - W / 2\n//@let i = v * 10\n{i} {v}\n//@end\n{i}";
+        assert_eq!(expand_lines(text, &defs).unwrap(), "20 2\n40 4\n{i}\n");
+        for (bad, why) in [
+            ("1 / (i - i)", "division by zero"),
+            ("ON + 1", "ON is not an index"),
+            ("(i + 1", "unclosed ("),
+            ("i - 1", "negative"),
+            ("i +", "ends early"),
+            ("i ^ 2", "unexpected '^'"),
+            ("i 2", "unexpected \"2\""),
+        ] {
+            let e = expand_lines(&format!("//@for i in 0..1\n//@let x = {bad}\n{{x}}\n//@end"), &defs)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(why), "{bad}: {e}");
         }
     }

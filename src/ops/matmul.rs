@@ -170,7 +170,9 @@ pub fn tile(gpu: &Gpu) -> (u32, u32, u32, u32) {
 }
 
 /// Register tile of the kernels that share A across a subgroup (`matmul_n4`, `matmul_k4` with `SG`):
-/// (rows, column groups, workgroup y); the workgroup is one subgroup wide. With A loads shared
+/// (rows, column groups, workgroup y); the workgroup is one subgroup wide. The rows and groups
+/// are those of `matmul_n4` with plain (scalar) A loads, as for strided views of A; the vec4
+/// loads of A have their own ([`SUBGROUP_TILE_VEC4_A`], [`SUBGROUP_TILE_K4`]). With A loads shared
 /// by the 8 lanes of a lavapipe subgroup, tall tiles pay: 16 rows x 2 groups in 8x4 workgroups
 /// ran the MiniLM shapes 1.5-2x faster than the plain kernels' best (8x4 in 8x8). On the Intel
 /// Xeon VM 24 x 2 was 2.5 % faster than 16 x 2 in the training loop; on the AMD EPYC VM (the
@@ -190,6 +192,23 @@ pub const SUBGROUP_TILE: (u32, u32, u32) = (16, 2, 4);
 /// 24 x 1 had been the best there, and 16 x 4 on the Intel VM (BENCHMARKS.md). The workgroup is
 /// the same (`SUBGROUP_TILE.2` rows).
 pub const SUBGROUP_TILE_K4: (u32, u32) = (24, 2);
+
+/// The same for `matmul_n4` where A is read as vec4s (`A4` along k: the NN products dY·W and
+/// P·V; `AM4` along m: the TN products dYᵀ·X): 24 rows x 2 groups, as x·Wᵀ. The vec4 loads
+/// leave few registers holding A (three vec4s a lane for NN, three for four k for TN), so the
+/// tile can grow as x·Wᵀ's did: in `bench_kernels --parity` NN ran 1.0-1.3x and TN 0.8-1.3x
+/// the rate of 16 x 2 at the MiniLM shapes (32 x 1, 24 x 1, 20 x 2 and 32 x 2 slower), and the
+/// AdamW loop step went from 837 / 501 ms (median / 10th percentile, 16 x 2) to 697 / 469 ms,
+/// six alternated runs on the AMD EPYC VM (BENCHMARKS.md). Plain A loads keep [`SUBGROUP_TILE`].
+pub const SUBGROUP_TILE_VEC4_A: (u32, u32) = (24, 2);
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
 
 /// A vec4 kernel's tile (rows, groups of four columns per invocation) shrunk to a matrix smaller
 /// than one workgroup's block (wgx lanes x tn groups, wgy x tm rows): the attention products of
@@ -317,6 +336,14 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         MatmulPath::Subgroup if !few_rows && (k4 || n4) => gpu.subgroup_rows(),
         _ => None,
     };
+    // With subgroups to share the loads, matmul_n4 reads A as vec4s too where A is contiguous
+    // and 16-byte aligned: along k (NN, `A4`: each lane a vec4 for its share of the rows), or
+    // along m (TN, `AM4`: m and the rows multiples of 4). Each vec4 load serves four k (NN) or
+    // four rows (TN) instead of one scalar each.
+    let vec4_a =
+        |strides: [usize; 4]| n4 && sgs.is_some() && !gpu.plain_a() && strides.iter().all(|v| v.is_multiple_of(4));
+    let a4 = a.cs == 1 && k.is_multiple_of(4) && vec4_a([a.off, a.rs, a.bo, a.bi]);
+    let am4_layout = !a4 && a.rs == 1 && m.is_multiple_of(4) && vec4_a([a.off, a.cs, a.bo, a.bi]);
     // TN counts groups of four columns in both vec4 kernels, single columns in the scalar one.
     let (tm, tn, wgx, wgy) = match path {
         _ if register && few_rows => (1, if k4 { 2 } else { 8 }, 8, 1),
@@ -330,7 +357,8 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
                 (tm, tn, s, SUBGROUP_TILE.2)
             }
             (Some(s), None) => {
-                let (tm, tn) = fit_tile(SUBGROUP_TILE.0, SUBGROUP_TILE.1, m, n, s, SUBGROUP_TILE.2);
+                let (tm, tn) = if a4 || am4_layout { SUBGROUP_TILE_VEC4_A } else { (SUBGROUP_TILE.0, SUBGROUP_TILE.1) };
+                let (tm, tn) = fit_tile(tm, tn, m, n, s, SUBGROUP_TILE.2);
                 (tm, tn, s, SUBGROUP_TILE.2)
             }
             // The plain both-along-k kernel keeps the default tile's outputs per invocation: 8 x 4
@@ -372,25 +400,21 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         spec = spec.b("AR", ar).u("TMW", if ar { tm.div_ceil(wgx) } else { 0 });
     }
     if n4 {
-        // A read as vec4s too where it is contiguous and 16-byte aligned, with subgroups to
-        // share the loads: along k (NN, each lane a vec4 for its share of the rows), or along m (TN, m and
-        // the rows multiples of 4, four subgroups a multiple of the rows). Each vec4 load serves
-        // four k (NN) or four rows (TN), instead of one scalar each.
-        let vec4_a =
-            |strides: [usize; 4]| sgs.is_some() && !gpu.plain_a() && strides.iter().all(|v| v.is_multiple_of(4));
-        let a4 = a.cs == 1 && k.is_multiple_of(4) && vec4_a([a.off, a.rs, a.bo, a.bi]);
-        let am4 = !a4
-            && a.rs == 1
-            && m.is_multiple_of(4)
-            && sgs.is_some_and(|s| tm.is_multiple_of(4) && (4 * s).is_multiple_of(tm))
-            && vec4_a([a.off, a.cs, a.bo, a.bi]);
+        // AM4 takes the rows' vec4s at KTR k a trip, NLD loads a lane: the fewest k whose
+        // TMQ x KTR vec4s the WGX lanes share evenly, repeated up to four loads (shader top).
+        let tmq = (tm / 4).max(1);
+        let am4 = am4_layout && tm.is_multiple_of(4);
+        let kt = wgx / gcd(tmq, wgx);
+        let per = tmq * kt / wgx;
+        let reps = (4 / per).max(1);
         spec = spec
             .b("A4", a4)
             .b("AM4", am4)
             .b("AV4", a4 || am4)
             .u("TMW", if a4 { tm.div_ceil(wgx) } else { 0 })
-            .u("TMQ", (tm / 4).max(1))
-            .u("KP", if am4 { 4 * wgx / tm } else { 1 });
+            .u("TMQ", tmq)
+            .u("KTR", if am4 { reps * kt } else { 1 })
+            .u("NLD", if am4 { reps * per } else { 0 });
     }
     // The vec4 epilogue of the vec4 kernels: C, the bias and the pre-activation addressed in
     // whole vec4s.

@@ -87,15 +87,17 @@ fn subgroup_matmul_matches_the_plain_kernels() {
         println!("{}: the subgroup matmuls do not run on this adapter", info.name);
         return;
     }
-    // Around both tiles: 16 x 2 groups of four columns (B along n, 64 rows x 64 columns a
-    // workgroup) and 24 x 1 group (both along k, 96 rows x 32 columns); the matrices smaller
-    // than a workgroup's block run fitted tiles (`fit_tile`: 8 x 4 takes 2 rows x 1 group,
-    // 37 x 44 takes 10 x 2). A read as vec4s: along k (A not transposed, 16 rows, k a multiple of
-    // 4: 64 x 68 x 100, 97 x 68 x 40, 68 x 36 x 44), along m (A transposed, m a multiple of 4
-    // and rows 4, 8 or 16: 64 x 68 x 100 with a k tail, 68 x 36 x 44 with a last block
-    // beyond m, 32 x 20 x 36 at 8 rows, 16 x 8 x 3 all tail); with B transposed and k a
-    // multiple of 4, A's rows spread over the lanes, rows past a fitted tile included (37 x 44 x
-    // 44: 10 rows, two loads a lane).
+    // Around the default tiles: 24 x 2 groups of four columns (96 rows x 64 columns a
+    // workgroup, both for B along n with A read as vec4s and for both along k) and 16 x 2 (B along
+    // n with plain A loads: m not a multiple of 4 or k not); the matrices smaller than a
+    // workgroup's block run fitted tiles (`fit_tile`: 8 x 4 takes 2 rows x 1 group, 37 x 44
+    // takes 10 x 2). A read as vec4s: along k (A not transposed, k a multiple of 4: 64 x 68 x
+    // 100, 97 x 68 x 40, 68 x 36 x 44, 100 x 36 x 44), along m (A transposed, m a multiple of 4
+    // and the fitted rows too: 100 x 36 x 44 at 24 rows with a last block beyond m, 64 x 68 x
+    // 100 at 16 with a k tail, 48 x 32 x 40 at 12, 32 x 20 x 36 at 8, 16 x 8 x 3 at 4, all
+    // tail); with B transposed and k a multiple of 4, A's rows spread over the lanes, rows
+    // past a fitted tile included (37 x 44 x 44: 10 rows, two loads a lane). Every tile height
+    // of the vec4 loads: the next test.
     let sizes = [
         (8, 4, 8),
         (16, 8, 3),
@@ -112,6 +114,7 @@ fn subgroup_matmul_matches_the_plain_kernels() {
         (65, 28, 12),
         (68, 36, 44),
         (32, 20, 36),
+        (100, 36, 44),
     ];
     for (i, &(m, n, k)) in sizes.iter().enumerate() {
         for ta in [false, true] {
@@ -133,6 +136,52 @@ fn subgroup_matmul_matches_the_plain_kernels() {
                 assert_eq!(sg.len(), plain.len());
                 assert!(
                     sg.iter().zip(&plain).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "{what}: not bitwise the plain kernels' result"
+                );
+            }
+        }
+    }
+}
+
+/// Every tile height the vec4 loads of A serve, on devices of their own with the tile forced
+/// (`GpuOptions::matmul_tile`): along m (TN, `AM4`), the trip of KTR k and NLD loads a lane
+/// depends on the rows (4 rows: 32 k of 4 loads; 8: 16 k; 12: 8 k of 3; 16: 8 k of 4; 20: 8 k
+/// of 5; 24: 4 k of 3; 32: 4 k of 4) and along k (NN, `A4`, 1-4 spread loads a lane). Sizes:
+/// one trip, several with a k tail, only a tail, and the last block past m. Against the CPU
+/// and bitwise against the plain kernels of the default device.
+#[test]
+fn vec4_a_loads_match_the_plain_kernels_at_every_tile_height() {
+    if gpu().subgroup_rows().is_none() {
+        println!("{}: the subgroup matmuls do not run on this adapter", gpu().adapter_info().name);
+        return;
+    }
+    let sizes = [(96, 12, 32), (100, 20, 77), (36, 8, 5), (196, 16, 40)];
+    for (tm, tn) in [(4, 3), (8, 2), (12, 1), (16, 2), (20, 1), (24, 2), (32, 1)] {
+        let opts = GpuOptions { matmul_tile: Some([tm, tn, 8, 8]), ..GpuOptions::from_env().unwrap() };
+        let g = Gpu::new_blocking(opts).unwrap();
+        for (i, &(m, n, k)) in sizes.iter().enumerate() {
+            for ta in [false, true] {
+                let mut rng = Rng::new(300 + i as u64);
+                let (a, b) = (rng.vec(m * k), rng.vec(k * n));
+                let a_shape = if ta { [k, m] } else { [m, k] };
+                let c = g.zeros(&[m, n]).unwrap();
+                let (at, bt) = (g.from_f32(&a, &a_shape).unwrap(), g.from_f32(&b, &[k, n]).unwrap());
+                let mut rc = g.recorder();
+                matmul_with(&mut rc, &Matmul::new(&at, ta, &bt, false, &c).unwrap(), MatmulPath::Subgroup).unwrap();
+                rc.submit().unwrap();
+                let got = g.read_f32_blocking(&c).unwrap();
+                let plain = {
+                    let (at, bt, c) = (up_shape(&a, &a_shape), up_shape(&b, &[k, n]), gpu().zeros(&[m, n]).unwrap());
+                    let mut rc = rec();
+                    matmul_with(&mut rc, &Matmul::new(&at, ta, &bt, false, &c).unwrap(), MatmulPath::Register).unwrap();
+                    rc.submit().unwrap();
+                    down(&c)
+                };
+                let what = format!("tile {tm} x {tn}: matmul {m}x{n}x{k} ta={ta}");
+                close(&what, &got, &r::matmul(&a, ta, &b, false, m, n, k), tol(k), 1e-5);
+                assert_eq!(got.len(), plain.len());
+                assert!(
+                    got.iter().zip(&plain).all(|(x, y)| x.to_bits() == y.to_bits()),
                     "{what}: not bitwise the plain kernels' result"
                 );
             }
