@@ -91,22 +91,27 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     //@for j in 0..TMW
     let ra{j} = (a_base + min(row0 + ({j}u * WGX + lane) * rs, mlast) * p.a_rs) / 4u;
     //@end
-    // Four k a trip (two or four trips unrolled ran slower).
+    // Four k a trip, the four B loads of each column group first, then row by row the four
+    // products into each sum in turn: on a CPU driver the sums live on the stack (TM x TN
+    // vec4s are far more than the registers), and four FMAs per load and store of a sum ran
+    // NN 1.1-1.2x faster than one (eight k a trip: slower, more B values spilled).
     for (var k0 = 0u; k0 < kfull; k0 += 4u) {
         //@for j in 0..TMW
         let al{j} = A[ra{j} + k0 / 4u];
         //@end
         //@for e in 0..4
+        //@for j in 0..TN
+        let b{j}_{e} = B[bc{j} + (k0 + {e}u) * brs];
+        //@end
+        //@end
+        //@for i in 0..TM
         {
-            //@for i in 0..TM
-            let a{i} = vec4<f32>(subgroupBroadcast(al{i/WGX}[{e}], {i%WGX}u));
+            //@for e in 0..4
+            let a{e} = vec4<f32>(subgroupBroadcast(al{i/WGX}[{e}], {i%WGX}u));
             //@end
             //@for j in 0..TN
-            let b{j} = B[bc{j} + (k0 + {e}u) * brs];
-            //@end
-            //@for i in 0..TM
-            //@for j in 0..TN
-            c{i}_{j} = fma(a{i}, b{j}, c{i}_{j});
+            //@for e in 0..4
+            c{i}_{j} = fma(a{e}, b{j}_{e}, c{i}_{j});
             //@end
             //@end
         }
@@ -117,7 +122,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     // A trip covers KTR k: the TMQ x KTR vec4s of the tile's rows there, numbered f = t TMQ + q
     // (k offset t, row quad q), are the NLD loads of the WGX lanes, load u of lane l being
     // f = u WGX + l. Three or four loads a trip (one a trip ran no faster than the scalar loads,
-    // eight slower).
+    // eight slower); the sums updated KTR times in turn, as for A4 (1.1-1.2x).
     let kfull = p.k - p.k % KTR;
     let acs = p.a_cs / 4u;
     //@for u in 0..NLD
@@ -128,17 +133,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         let al{u} = A[ao{u} + k0 * acs];
         //@end
         //@for t in 0..KTR
+        //@for j in 0..TN
+        let b{j}_{t} = B[bc{j} + (k0 + {t}u) * brs];
+        //@end
+        //@end
+        //@for i in 0..TM
         {
-            //@for i in 0..TM
+            //@for t in 0..KTR
             //@let f = t * TMQ + i / 4
-            let a{i} = vec4<f32>(subgroupBroadcast(al{f/WGX}[{i%4}], {f%WGX}u));
+            let a{t} = vec4<f32>(subgroupBroadcast(al{f/WGX}[{i%4}], {f%WGX}u));
             //@end
             //@for j in 0..TN
-            let b{j} = B[bc{j} + (k0 + {t}u) * brs];
-            //@end
-            //@for i in 0..TM
-            //@for j in 0..TN
-            c{i}_{j} = fma(a{i}, b{j}, c{i}_{j});
+            //@for t in 0..KTR
+            c{i}_{j} = fma(a{t}, b{j}_{t}, c{i}_{j});
             //@end
             //@end
         }
