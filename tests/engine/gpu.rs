@@ -79,7 +79,8 @@ fn kernel_expansion_unrolls_loops() {
             .b("AV4", a4 > 0)
             .u("TMW", if a4 == 1 { 1 } else { 0 })
             .u("TMQ", 1)
-            .u("KP", if a4 == 2 { 4 } else { 1 });
+            .u("KTR", if a4 == 2 { 16 } else { 1 })
+            .u("NLD", if a4 == 2 { 4 } else { 0 });
         if let Some(sg) = sg {
             spec = spec.b("SG", sg);
         }
@@ -88,11 +89,14 @@ fn kernel_expansion_unrolls_loops() {
     let n4c = |sg: Option<bool>, c4: bool| n4v(sg, c4, 0);
     let n4 = |sg: Option<bool>| n4c(sg, false);
     // Row i of the tile: component i % 4 (along k: k0 + e) of lane i % WGX's load i / WGX; along
-    // m, component i % 4 of the load of lane t TMQ + i / 4 (k0 + t).
+    // m, component i % 4 of vec4 f = t TMQ + i / 4 (k0 + t), lane f % WGX's load f / WGX: with
+    // one row quad (TMQ 1) and 4 lanes, a trip of KTR = 16 k takes NLD = 4 loads a lane, and
+    // k0 + 15 is lane 3's last load.
     let along_k = n4v(Some(true), false, 1).unwrap();
     assert!(along_k.contains("subgroupBroadcast(al0[3], 3u)") && along_k.contains("A: array<vec4<f32>>"), "{along_k}");
     let along_m = n4v(Some(true), false, 2).unwrap();
-    assert!(along_m.contains("subgroupBroadcast(al3[3], 3u * TMQ + 0u)") && !along_m.contains("al4"), "{along_m}");
+    assert!(along_m.contains("subgroupBroadcast(al3[3], 3u)") && !along_m.contains("al4"), "{along_m}");
+    assert!(along_m.contains("subgroupBroadcast(al2[1], 1u)") && !along_m.contains("//@let"), "{along_m}");
     let with = n4(Some(true)).unwrap();
     let without = n4(Some(false)).unwrap();
     // C4: the vec4 epilogue, C bound as vec4s; otherwise four scalar stores per accumulator.

@@ -73,9 +73,9 @@ fn matmul_all_transposes_awkward_sizes() {
 
 /// The kernels that share A across a subgroup: where the device's subgroups are workgroup rows
 /// (lavapipe's are, and CI runs there, so the path cannot silently fall back), at sizes around
-/// their 16-row tile, 2 column groups and 8-step k blocks (full blocks only, a tail only, both;
-/// vec4 along n and along k), against the CPU and bitwise against the plain register kernels
-/// (the same order of operations per output).
+/// their tiles (24 and 16 rows, 2 column groups) and k blocks (full blocks only, a tail only,
+/// both; vec4 along n and along k), against the CPU and bitwise against the plain register
+/// kernels (the same order of operations per output).
 #[test]
 fn subgroup_matmul_matches_the_plain_kernels() {
     let info = gpu().adapter_info();
