@@ -71,6 +71,34 @@ fn matmul_all_transposes_awkward_sizes() {
     }
 }
 
+/// C = op(A) op(B) on device `g` by the given kernel family, read back (A stored [k, m] when
+/// transposed, B [n, k]).
+fn matmul_on(
+    g: &Gpu,
+    (a, ta): (&[f32], bool),
+    (b, tb): (&[f32], bool),
+    (m, n, k): (usize, usize, usize),
+    path: MatmulPath,
+) -> Vec<f32> {
+    let at = g.from_f32(a, &if ta { [k, m] } else { [m, k] }).unwrap();
+    let bt = g.from_f32(b, &if tb { [n, k] } else { [k, n] }).unwrap();
+    let c = g.zeros(&[m, n]).unwrap();
+    let mut rc = g.recorder();
+    matmul_with(&mut rc, &Matmul::new(&at, ta, &bt, tb, &c).unwrap(), path).unwrap();
+    rc.submit().unwrap();
+    g.read_f32_blocking(&c).unwrap()
+}
+
+/// The subgroup kernels sum each output in the plain kernels' order: the same bits.
+#[track_caller]
+fn assert_same_bits(what: &str, got: &[f32], plain: &[f32]) {
+    assert_eq!(got.len(), plain.len(), "{what}: lengths");
+    assert!(
+        got.iter().zip(plain).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "{what}: not bitwise the plain kernels' result"
+    );
+}
+
 /// The kernels that share A across a subgroup: where the device's subgroups are workgroup rows
 /// (lavapipe's are, and CI runs there, so the path cannot silently fall back), at sizes around
 /// their tiles (24 and 16 rows, 2 column groups) and k blocks (full blocks only, a tail only,
@@ -121,23 +149,11 @@ fn subgroup_matmul_matches_the_plain_kernels() {
             for tb in [false, true] {
                 let mut rng = Rng::new(100 + i as u64);
                 let (a, b) = (rng.vec(m * k), rng.vec(k * n));
-                let at = up_shape(&a, &if ta { [k, m] } else { [m, k] });
-                let bt = up_shape(&b, &if tb { [n, k] } else { [k, n] });
-                let run = |path| {
-                    let c = gpu().zeros(&[m, n]).unwrap();
-                    let mut rc = rec();
-                    matmul_with(&mut rc, &Matmul::new(&at, ta, &bt, tb, &c).unwrap(), path).unwrap();
-                    rc.submit().unwrap();
-                    down(&c)
-                };
+                let run = |path| matmul_on(gpu(), (&a, ta), (&b, tb), (m, n, k), path);
                 let (sg, plain) = (run(MatmulPath::Subgroup), run(MatmulPath::Register));
                 let what = format!("subgroup matmul {m}x{n}x{k} ta={ta} tb={tb}");
                 close(&what, &sg, &r::matmul(&a, ta, &b, tb, m, n, k), tol(k), 1e-5);
-                assert_eq!(sg.len(), plain.len());
-                assert!(
-                    sg.iter().zip(&plain).all(|(x, y)| x.to_bits() == y.to_bits()),
-                    "{what}: not bitwise the plain kernels' result"
-                );
+                assert_same_bits(&what, &sg, &plain);
             }
         }
     }
@@ -163,27 +179,11 @@ fn vec4_a_loads_match_the_plain_kernels_at_every_tile_height() {
             for ta in [false, true] {
                 let mut rng = Rng::new(300 + i as u64);
                 let (a, b) = (rng.vec(m * k), rng.vec(k * n));
-                let a_shape = if ta { [k, m] } else { [m, k] };
-                let c = g.zeros(&[m, n]).unwrap();
-                let (at, bt) = (g.from_f32(&a, &a_shape).unwrap(), g.from_f32(&b, &[k, n]).unwrap());
-                let mut rc = g.recorder();
-                matmul_with(&mut rc, &Matmul::new(&at, ta, &bt, false, &c).unwrap(), MatmulPath::Subgroup).unwrap();
-                rc.submit().unwrap();
-                let got = g.read_f32_blocking(&c).unwrap();
-                let plain = {
-                    let (at, bt, c) = (up_shape(&a, &a_shape), up_shape(&b, &[k, n]), gpu().zeros(&[m, n]).unwrap());
-                    let mut rc = rec();
-                    matmul_with(&mut rc, &Matmul::new(&at, ta, &bt, false, &c).unwrap(), MatmulPath::Register).unwrap();
-                    rc.submit().unwrap();
-                    down(&c)
-                };
+                let got = matmul_on(&g, (&a, ta), (&b, false), (m, n, k), MatmulPath::Subgroup);
+                let plain = matmul_on(gpu(), (&a, ta), (&b, false), (m, n, k), MatmulPath::Register);
                 let what = format!("tile {tm} x {tn}: matmul {m}x{n}x{k} ta={ta}");
                 close(&what, &got, &r::matmul(&a, ta, &b, false, m, n, k), tol(k), 1e-5);
-                assert_eq!(got.len(), plain.len());
-                assert!(
-                    got.iter().zip(&plain).all(|(x, y)| x.to_bits() == y.to_bits()),
-                    "{what}: not bitwise the plain kernels' result"
-                );
+                assert_same_bits(&what, &got, &plain);
             }
         }
     }
