@@ -8,7 +8,7 @@ struct Params {
     a_bi: u32, b_off: u32, b_rs: u32, b_cs: u32,
     b_bo: u32, b_bi: u32, c_off: u32, c_rs: u32,
     c_bo: u32, c_bi: u32, bias_off: u32, pre_off: u32,
-    alpha: f32, beta: f32, _p0: u32, _p1: u32,
+    alpha: f32, beta: f32, zero: u32, _p1: u32,
 }
 @group(0) @binding(0) var<uniform> p: Params;
 //@if !C4

@@ -27,6 +27,18 @@
 // + 3, is lane f % WGX's load f / WGX, and row i at offset t arrives as component i % 4 of vec4
 // f = t TMQ + i / 4, broadcast: one vec4 load per lane per WGX / TMQ k instead of TM scalars per
 // WGX k.
+//
+// PANEL (where B is wider than A is tall, n > m: dX = dY . W at a small batch): workgroups
+// numbered down B's column panels instead of along A's row blocks, so that the workgroups that
+// run one after another (and side by side on a CPU driver's threads) read the same k x WGX TN
+// panel of B, the larger operand, and find it in the cache.
+//
+// PREFETCH (A4, CPU drivers): B's panel is walked down k at a stride of a whole row of B (6 KB
+// for a 1536-wide W), which a CPU's prefetchers do not follow, so the first subgroup to walk a
+// panel waited on memory at every trip (the later ones find it in the cache: lavapipe runs a
+// workgroup's subgroups one after another). That subgroup touches the panel's cache lines PFD
+// rows ahead, one vec4 load per lane per line of a trip; the values are summed into `touched`,
+// kept alive by a never-taken branch on `p.zero` (always 0), and never reach C.
 //@include matmul_common
 
 //@if AV4
@@ -47,13 +59,28 @@ fn read_a(i: u32) -> f32 {
 // One-dimensional workgroups (subgroup builtins need them): invocation li is lane li % WGX of
 // tile row li / WGX.
 @compute @workgroup_size(WGX * WGY, 1, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
     let lid = vec2<u32>(li % WGX, li / WGX);
 //@end
 //@if !SG
 @compute @workgroup_size(WGX, WGY, 1)
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+fn main(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_id) lid: vec3<u32>,
+) {
 //@end
+    //@if PANEL
+    let wl = wg.x + wg.y * nwg.x;
+    let wid = vec3<u32>(wl / nwg.y, wl % nwg.y, wg.z);
+    //@end
+    //@if !PANEL
+    let wid = wg;
+    //@end
     let zo = wid.z / p.batch_inner;
     let zi = wid.z % p.batch_inner;
     let a_base = p.a_off + zo * p.a_bo + zi * p.a_bi;
@@ -95,7 +122,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     // products into each sum in turn: on a CPU driver the sums live on the stack (TM x TN
     // vec4s are far more than the registers), and four FMAs per load and store of a sum ran
     // NN 1.1-1.2x faster than one (eight k a trip: slower, more B values spilled).
+    //@if PREFETCH
+    // A trip's four rows of the panel are WGX TN / 4 cache lines each: lane l's load u touches
+    // line f / 4 of row f % 4, f = u WGX + l.
+    var touched = vec4<f32>(0.0);
+    let panel = b_base + wid.x * (WGX * TN);
+    //@end
     for (var k0 = 0u; k0 < kfull; k0 += 4u) {
+        //@if PREFETCH
+        if (lid.y == 0u) {
+            //@for u in 0..PFB
+            touched += B[min(panel + 4u * (({u}u * WGX + lane) / 4u), b_base + glast) + min(k0 + PFD + ({u}u * WGX + lane) % 4u, p.k - 1u) * brs];
+            //@end
+        }
+        //@end
         //@for j in 0..TMW
         let al{j} = A[ra{j} + k0 / 4u];
         //@end
@@ -175,6 +215,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
         //@end
     }
     //@end
+    //@end
+    //@if PREFETCH
+    if (p.zero != 0u) {
+        c0_0 += touched;
+    }
     //@end
     //@if !SG
     let kfull = 0u;

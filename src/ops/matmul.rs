@@ -407,7 +407,15 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         let kt = wgx / gcd(tmq, wgx);
         let per = tmq * kt / wgx;
         let reps = (4 / per).max(1);
+        // Workgroups down B's column panels where B is the larger operand (n > m), and B's
+        // panel touched ahead of the first subgroup's walk (shader top): NN at the dX shapes of
+        // a 192-token step ran 0.77 of x·Wᵀ before, 0.98 after (BENCHMARKS.md).
         spec = spec
+            .b("PANEL", n > m)
+            .b("PREFETCH", a4)
+            .u("PFD", 8)
+            // Loads a lane that touch a trip's four rows of the panel, WGX TN / 4 lines each.
+            .u("PFB", if a4 { (4 * (wgx * tn).div_ceil(4)).div_ceil(wgx) } else { 0 })
             .b("A4", a4)
             .b("AM4", am4)
             .b("AV4", a4 || am4)
@@ -452,6 +460,7 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         .n(pre_off)
         .f(mm.alpha)
         .f(mm.beta.unwrap_or(0.0))
+        // `zero`: always 0 (matmul_n4's prefetch loads are kept alive by a branch on it).
         .u(0)
         .u(0);
     // A matmul_n4 or matmul_k4 invocation covers TN groups of four columns.

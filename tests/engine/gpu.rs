@@ -80,7 +80,11 @@ fn kernel_expansion_unrolls_loops() {
             .u("TMW", if a4 == 1 { 1 } else { 0 })
             .u("TMQ", 1)
             .u("KTR", if a4 == 2 { 16 } else { 1 })
-            .u("NLD", if a4 == 2 { 4 } else { 0 });
+            .u("NLD", if a4 == 2 { 4 } else { 0 })
+            .b("PANEL", a4 == 1)
+            .b("PREFETCH", a4 == 1)
+            .u("PFD", 8)
+            .u("PFB", if a4 == 1 { 1 } else { 0 });
         if let Some(sg) = sg {
             spec = spec.b("SG", sg);
         }
@@ -94,7 +98,16 @@ fn kernel_expansion_unrolls_loops() {
     // k0 + 15 is lane 3's last load.
     let along_k = n4v(Some(true), false, 1).unwrap();
     assert!(along_k.contains("subgroupBroadcast(al0[3], 3u)") && along_k.contains("A: array<vec4<f32>>"), "{along_k}");
+    // PANEL: workgroups numbered down the column panels; PREFETCH: with one column group of 4
+    // lanes, a panel row is one cache line and lane l's one load touches row k0 + PFD + l.
+    assert!(along_k.contains("let wid = vec3<u32>(wl / nwg.y, wl % nwg.y, wg.z);"), "{along_k}");
+    assert!(
+        along_k.contains("min(k0 + PFD + (0u * WGX + lane) % 4u, p.k - 1u) * brs]")
+            && !along_k.contains("(1u * WGX + lane)")
+    );
+    assert!(along_k.contains("if (p.zero != 0u) {"), "{along_k}");
     let along_m = n4v(Some(true), false, 2).unwrap();
+    assert!(along_m.contains("let wid = wg;") && !along_m.contains("touched +="), "{along_m}");
     assert!(along_m.contains("subgroupBroadcast(al3[3], 3u)") && !along_m.contains("al4"), "{along_m}");
     assert!(along_m.contains("subgroupBroadcast(al2[1], 1u)") && !along_m.contains("//@let"), "{along_m}");
     let with = n4(Some(true)).unwrap();

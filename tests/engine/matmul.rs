@@ -189,6 +189,31 @@ fn vec4_a_loads_match_the_plain_kernels_at_every_tile_height() {
     }
 }
 
+/// Where B is wider than A is tall (n > m), `matmul_n4` numbers its workgroups down B's column
+/// panels (`PANEL`), and with A read as vec4s along k its first subgroup touches B's panel eight
+/// rows ahead (`PREFETCH`, values that must never reach C). Several panels of 64 columns and
+/// blocks of 96 rows, the last of each partial; k of one trip, of fewer rows than the prefetch
+/// distance, and of several trips; A along k (NN) and, where m is a multiple of 4, along m (TN).
+/// Against the CPU and bitwise against the plain kernels.
+#[test]
+fn panel_order_covers_every_tile_of_a_wide_b() {
+    let sizes = [(100, 200, 44), (97, 260, 8), (193, 388, 4), (8, 1000, 36), (120, 130, 12)];
+    for (i, &(m, n, k)) in sizes.iter().enumerate() {
+        for ta in [false, true] {
+            let mut rng = Rng::new(400 + i as u64);
+            let (a, b) = (rng.vec(m * k), rng.vec(k * n));
+            let want = r::matmul(&a, ta, &b, false, m, n, k);
+            for path in [MatmulPath::Subgroup, MatmulPath::Register] {
+                let got = matmul_on(gpu(), (&a, ta), (&b, false), (m, n, k), path);
+                close(&format!("{path:?} matmul {m}x{n}x{k} ta={ta}"), &got, &want, tol(k), 1e-5);
+            }
+            let sg = matmul_on(gpu(), (&a, ta), (&b, false), (m, n, k), MatmulPath::Subgroup);
+            let plain = matmul_on(gpu(), (&a, ta), (&b, false), (m, n, k), MatmulPath::Register);
+            assert_same_bits(&format!("subgroup matmul {m}x{n}x{k} ta={ta}"), &sg, &plain);
+        }
+    }
+}
+
 #[test]
 fn fitted_tiles_cover_small_matrices_and_keep_the_tile_of_large_ones() {
     // (tile rows, groups, m, n, lanes, workgroup rows) -> (rows, groups)
