@@ -172,7 +172,7 @@ pub fn tile(gpu: &Gpu) -> (u32, u32, u32, u32) {
 /// Register tile of the kernels that share A across a subgroup (`matmul_n4`, `matmul_k4` with `SG`):
 /// (rows, column groups, workgroup y); the workgroup is one subgroup wide. The rows and groups
 /// are those of `matmul_n4` with plain (scalar) A loads, as for strided views of A; the vec4
-/// loads of A have their own ([`SUBGROUP_TILE_VEC4_A`], [`SUBGROUP_TILE_K4`]). With A loads shared
+/// loads of A have their own ([`SUBGROUP_TILE_VEC4_A`], [`SUBGROUP_TILE_AM4`], [`SUBGROUP_TILE_K4`]). With A loads shared
 /// by the 8 lanes of a lavapipe subgroup, tall tiles pay: 16 rows x 2 groups in 8x4 workgroups
 /// ran the MiniLM shapes 1.5-2x faster than the plain kernels' best (8x4 in 8x8). On the Intel
 /// Xeon VM 24 x 2 was 2.5 % faster than 16 x 2 in the training loop; on the AMD EPYC VM (the
@@ -201,6 +201,14 @@ pub const SUBGROUP_TILE_K4: (u32, u32) = (24, 2);
 /// AdamW loop step went from 837 / 501 ms (median / 10th percentile, 16 x 2) to 697 / 469 ms,
 /// six alternated runs on the AMD EPYC VM (BENCHMARKS.md). Plain A loads keep [`SUBGROUP_TILE`].
 pub const SUBGROUP_TILE_VEC4_A: (u32, u32) = (24, 2);
+
+/// TN (`AM4`) since the chained sums and the column-panel order: 32 rows x 2 groups. A
+/// subgroup's rows at one k are then two whole cache lines of dY (24 rows: one and a half, the
+/// lines split between subgroups), four vec4 loads a lane for four k. In `bench_kernels
+/// --parity`, operands out of cache, TN at the dW shapes ran 0.91-0.99 of the best layout
+/// against 0.86-0.92 at 24 x 2; the AdamW loop step was level (408 against 410 ms median, six
+/// alternated runs; BENCHMARKS.md).
+pub const SUBGROUP_TILE_AM4: (u32, u32) = (32, 2);
 
 fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 {
@@ -357,7 +365,11 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
                 (tm, tn, s, SUBGROUP_TILE.2)
             }
             (Some(s), None) => {
-                let (tm, tn) = if a4 || am4_layout { SUBGROUP_TILE_VEC4_A } else { (SUBGROUP_TILE.0, SUBGROUP_TILE.1) };
+                let (tm, tn) = match () {
+                    _ if a4 => SUBGROUP_TILE_VEC4_A,
+                    _ if am4_layout => SUBGROUP_TILE_AM4,
+                    _ => (SUBGROUP_TILE.0, SUBGROUP_TILE.1),
+                };
                 let (tm, tn) = fit_tile(tm, tn, m, n, s, SUBGROUP_TILE.2);
                 (tm, tn, s, SUBGROUP_TILE.2)
             }
@@ -409,10 +421,11 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         let reps = (4 / per).max(1);
         // Workgroups down B's column panels where B is the larger operand (n > m), and B's
         // panel touched ahead of the first subgroup's walk (shader top): NN at the dX shapes of
-        // a 192-token step ran 0.77 of x·Wᵀ before, 0.98 after (BENCHMARKS.md).
+        // a 192-token step ran 0.77 of x·Wᵀ before, 0.98 after (BENCHMARKS.md). Not for short
+        // walks: P·V of 24-token sequences ran 10 % slower with it.
         spec = spec
             .b("PANEL", n > m)
-            .b("PREFETCH", a4)
+            .b("PREFETCH", a4 && k >= 128)
             .u("PFD", 8)
             // Loads a lane that touch a trip's four rows of the panel, WGX TN / 4 lines each.
             .u("PFB", if a4 { (4 * (wgx * tn).div_ceil(4)).div_ceil(wgx) } else { 0 })

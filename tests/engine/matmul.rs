@@ -116,12 +116,13 @@ fn subgroup_matmul_matches_the_plain_kernels() {
         return;
     }
     // Around the default tiles: 24 x 2 groups of four columns (96 rows x 64 columns a
-    // workgroup, both for B along n with A read as vec4s and for both along k) and 16 x 2 (B along
-    // n with plain A loads: m not a multiple of 4 or k not); the matrices smaller than a
-    // workgroup's block run fitted tiles (`fit_tile`: 8 x 4 takes 2 rows x 1 group, 37 x 44
-    // takes 10 x 2). A read as vec4s: along k (A not transposed, k a multiple of 4: 64 x 68 x
-    // 100, 97 x 68 x 40, 68 x 36 x 44, 100 x 36 x 44), along m (A transposed, m a multiple of 4
-    // and the fitted rows too: 100 x 36 x 44 at 24 rows with a last block beyond m, 64 x 68 x
+    // workgroup, for B along n with A read as vec4s along k and for both along k), 32 x 2 (A
+    // read as vec4s along m) and 16 x 2 (B along n with plain A loads: m not a multiple of 4 or
+    // k not); the matrices smaller than a workgroup's block run fitted tiles (`fit_tile`: 8 x 4
+    // takes 2 rows x 1 group, 37 x 44 takes 10 x 2). A read as vec4s: along k (A not
+    // transposed, k a multiple of 4: 64 x 68 x 100, 97 x 68 x 40, 68 x 36 x 44, 100 x 36 x 44),
+    // along m (A transposed, m a multiple of 4, the fitted rows rounded up to one: 132 x 36 x
+    // 44 at 32 rows with a last block beyond m, 100 x 36 x 44 at 28 (25 rounded up), 64 x 68 x
     // 100 at 16 with a k tail, 48 x 32 x 40 at 12, 32 x 20 x 36 at 8, 16 x 8 x 3 at 4, all
     // tail); with B transposed and k a multiple of 4, A's rows spread over the lanes, rows
     // past a fitted tile included (37 x 44 x 44: 10 rows, two loads a lane). Every tile height
@@ -143,6 +144,7 @@ fn subgroup_matmul_matches_the_plain_kernels() {
         (68, 36, 44),
         (32, 20, 36),
         (100, 36, 44),
+        (132, 36, 44),
     ];
     for (i, &(m, n, k)) in sizes.iter().enumerate() {
         for ta in [false, true] {
@@ -162,7 +164,7 @@ fn subgroup_matmul_matches_the_plain_kernels() {
 /// Every tile height the vec4 loads of A serve, on devices of their own with the tile forced
 /// (`GpuOptions::matmul_tile`): along m (TN, `AM4`), the trip of KTR k and NLD loads a lane
 /// depends on the rows (4 rows: 32 k of 4 loads; 8: 16 k; 12: 8 k of 3; 16: 8 k of 4; 20: 8 k
-/// of 5; 24: 4 k of 3; 32: 4 k of 4) and along k (NN, `A4`, 1-4 spread loads a lane). Sizes:
+/// of 5; 24: 4 k of 3; 28: 8 k of 7; 32: 4 k of 4) and along k (NN, `A4`, 1-4 spread loads a lane). Sizes:
 /// one trip, several with a k tail, only a tail, and the last block past m. Against the CPU
 /// and bitwise against the plain kernels of the default device.
 #[test]
@@ -172,7 +174,7 @@ fn vec4_a_loads_match_the_plain_kernels_at_every_tile_height() {
         return;
     }
     let sizes = [(96, 12, 32), (100, 20, 77), (36, 8, 5), (196, 16, 40)];
-    for (tm, tn) in [(4, 3), (8, 2), (12, 1), (16, 2), (20, 1), (24, 2), (32, 1)] {
+    for (tm, tn) in [(4, 3), (8, 2), (12, 1), (16, 2), (20, 1), (24, 2), (28, 1), (32, 2)] {
         let opts = GpuOptions { matmul_tile: Some([tm, tn, 8, 8]), ..GpuOptions::from_env().unwrap() };
         let g = Gpu::new_blocking(opts).unwrap();
         for (i, &(m, n, k)) in sizes.iter().enumerate() {
@@ -190,14 +192,15 @@ fn vec4_a_loads_match_the_plain_kernels_at_every_tile_height() {
 }
 
 /// Where B is wider than A is tall (n > m), `matmul_n4` numbers its workgroups down B's column
-/// panels (`PANEL`), and with A read as vec4s along k its first subgroup touches B's panel eight
-/// rows ahead (`PREFETCH`, values that must never reach C). Several panels of 64 columns and
-/// blocks of 96 rows, the last of each partial; k of one trip, of fewer rows than the prefetch
-/// distance, and of several trips; A along k (NN) and, where m is a multiple of 4, along m (TN).
-/// Against the CPU and bitwise against the plain kernels.
+/// panels (`PANEL`), and with A read as vec4s along k (k >= 128) its first subgroup touches B's
+/// panel eight rows ahead (`PREFETCH`, values that must never reach C). Several panels of 64
+/// columns and blocks of 96 rows, the last of each partial; k of one trip, of a few, and of
+/// the prefetching walks (128, 132: the last touches clamped to B's last row); A along k (NN)
+/// and, where m is a multiple of 4, along m (TN). Against the CPU and bitwise against the plain
+/// kernels.
 #[test]
 fn panel_order_covers_every_tile_of_a_wide_b() {
-    let sizes = [(100, 200, 44), (97, 260, 8), (193, 388, 4), (8, 1000, 36), (120, 130, 12)];
+    let sizes = [(100, 200, 44), (97, 260, 128), (193, 388, 4), (8, 1000, 36), (120, 130, 132)];
     for (i, &(m, n, k)) in sizes.iter().enumerate() {
         for ta in [false, true] {
             let mut rng = Rng::new(400 + i as u64);
