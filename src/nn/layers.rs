@@ -166,15 +166,24 @@ impl Linear {
         ones: &Tensor,
     ) -> Result<()> {
         let w = &self.weight(&p.weight(rec, self.w)?)?;
-        let dw = p.g(self.w).map(|g| self.weight(g)).transpose()?;
+        // The first dW of the step stores; later ones (a tied or shared weight, a second
+        // backward pass) add.
+        let dw = match p.g_first(self.w) {
+            Some((g, add)) => Some((self.weight(g)?, add)),
+            None => None,
+        };
         match self.layout {
             Layout::OutIn => {
                 let (out, inp) = (w.rows(), w.cols());
                 let rows = dy.len() / out;
                 let x2 = x.reshape(&[rows, inp])?;
                 let dy2 = dy.reshape(&[rows, out])?;
-                if let Some(dw) = &dw {
-                    matmul(rec, &Matmul::new(&dy2, true, &x2, false, dw)?.accumulate(1.0))?;
+                if let Some((dw, add)) = &dw {
+                    let mut op = Matmul::new(&dy2, true, &x2, false, dw)?;
+                    if *add {
+                        op = op.accumulate(1.0);
+                    }
+                    matmul(rec, &op)?;
                 }
                 if let Some(db) = self.b.and_then(|b| p.g(b)) {
                     colsum(rec, &dy2, rows, out, db, true, 1.0)?;
@@ -192,9 +201,11 @@ impl Linear {
                 let (c0, n, out) = self.block(w);
                 let inp = w.rows();
                 let rows = x.len() / inp;
-                if let Some(dw) = &dw {
+                if let Some((dw, add)) = &dw {
                     let mut gw = mm(inp, n, rows, view(x, 0, 1, inp), view(dy, 0, n, 1), view(dw, c0, out, 1));
-                    gw.beta = Some(1.0);
+                    if *add {
+                        gw.beta = Some(1.0);
+                    }
                     matmul(rec, &gw)?;
                 }
                 if let Some(db) = self.b.and_then(|b| p.g(b)) {

@@ -22,6 +22,7 @@ use crate::ops::half::Half16;
 use crate::ops::matmul::Act;
 use crate::ops::rng::{dropout, normal, uniform, RngKey};
 use safetensors::Dtype;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// A model's parameter list as it is built: each layer adds its tensors under their Hugging Face
@@ -191,6 +192,10 @@ pub struct ParamSet {
     tables: Vec<bool>,
     /// Whether the adapters use dropout (it needs two more scratch buffers).
     lora_dropout: bool,
+    /// Whether each gradient may hold a contribution since the last [`ParamSet::zero_grads`]
+    /// (shared by the sets that share `grads`): the first writer of a step may store its
+    /// values instead of adding them to the cleared ones ([`ParamSet::g_first`]).
+    written: Arc<Vec<AtomicBool>>,
 }
 
 /// Where a parameter id lives: its index in the trainable or the frozen arena.
@@ -245,6 +250,7 @@ impl ParamSet {
             lora_scratch: Default::default(),
             tables: (0..specs.len()).map(|i| split.contains(&i)).collect(),
             lora_dropout: false,
+            written: Arc::new((0..specs.len()).map(|_| AtomicBool::new(false)).collect()),
         })
     }
 
@@ -397,7 +403,22 @@ impl ParamSet {
     /// Gradient of parameter `i`; `None` when it is frozen.
     pub fn g(&self, i: usize) -> Option<&Tensor> {
         match self.slots[i] {
-            Slot::Train(j) => Some(self.grads.get(j)),
+            Slot::Train(j) => {
+                // Whoever asks may add to it: later writers of the step must add too.
+                self.written[i].store(true, Ordering::Relaxed);
+                Some(self.grads.get(j))
+            }
+            Slot::Frozen(_) | Slot::Half(_) => None,
+        }
+    }
+    /// Gradient of parameter `i` for a writer that can either store or add (a matmul's
+    /// epilogue), and whether it must add: false for the first writer since
+    /// [`ParamSet::zero_grads`], which then skips reading the cleared gradient back (a
+    /// Linear's dW is most of a step's gradient bytes; PyTorch likewise assigns a `.grad`
+    /// that is None). Every other access ([`ParamSet::g`]) counts as a write.
+    pub fn g_first(&self, i: usize) -> Option<(&Tensor, bool)> {
+        match self.slots[i] {
+            Slot::Train(j) => Some((self.grads.get(j), self.written[i].swap(true, Ordering::Relaxed))),
             Slot::Frozen(_) | Slot::Half(_) => None,
         }
     }
@@ -520,6 +541,9 @@ impl ParamSet {
     pub fn zero_grads(&self, rec: &mut Recorder) {
         for c in self.grads.chunks() {
             rec.zero(c);
+        }
+        for w in self.written.iter() {
+            w.store(false, Ordering::Relaxed);
         }
     }
 }
@@ -658,6 +682,7 @@ impl ParamSet {
             lora_scratch: self.lora_scratch.clone(),
             tables: self.tables.clone(),
             lora_dropout: self.lora_dropout,
+            written: self.written.clone(),
         }
     }
 }

@@ -713,3 +713,28 @@ fn finite_guard_records_the_first_bad_step() {
         assert_eq!(later.nonfinite.map(|(s, _)| s), Some(3), "{m:?}: the first bad step is kept");
     }
 }
+
+/// The first writer of a gradient after `zero_grads` stores (a Linear's dW skips reading the
+/// cleared gradient back); any later writer of the step adds, whether it came through
+/// `g_first` or `g`; `zero_grads` starts over, and a set sharing the gradients (a reference
+/// copy) shares the record. The optimizers' tests above fail when every dW stores.
+#[test]
+fn first_gradient_write_stores_and_later_ones_add() {
+    let specs = [("a".to_string(), vec![4]), ("b".to_string(), vec![4])];
+    let p = ParamSet::new(gpu(), &specs, &[]).unwrap();
+    let add = |i| p.g_first(i).unwrap().1;
+    assert!(!add(0), "first write after allocation");
+    assert!(add(0), "second write");
+    let _ = p.g(1).unwrap();
+    assert!(add(1), "after g(): someone may have added");
+    let mut r = rec();
+    p.zero_grads(&mut r);
+    r.submit().unwrap();
+    assert!(!add(0) && !add(1), "after zero_grads");
+    let copy = p.with_values(p.like(gpu(), "copy").unwrap());
+    assert!(copy.g_first(0).unwrap().1, "shared gradients share the record");
+    let mut r = rec();
+    copy.zero_grads(&mut r);
+    r.submit().unwrap();
+    assert!(!add(0));
+}
