@@ -400,7 +400,8 @@ impl ParamSet {
             None => &self.half(i).expect("a 16-bit slot").parts[0].2,
         }
     }
-    /// Gradient of parameter `i`; `None` when it is frozen.
+    /// Gradient of parameter `i`; `None` when it is frozen. Counts as a write of it for
+    /// [`ParamSet::g_first`] (the caller may add to it).
     pub fn g(&self, i: usize) -> Option<&Tensor> {
         match self.slots[i] {
             Slot::Train(j) => {

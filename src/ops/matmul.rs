@@ -199,7 +199,8 @@ pub const SUBGROUP_TILE_K4: (u32, u32) = (24, 2);
 /// tile can grow as x·Wᵀ's did: in `bench_kernels --parity` NN ran 1.0-1.3x and TN 0.8-1.3x
 /// the rate of 16 x 2 at the MiniLM shapes (32 x 1, 24 x 1, 20 x 2 and 32 x 2 slower), and the
 /// AdamW loop step went from 837 / 501 ms (median / 10th percentile, 16 x 2) to 697 / 469 ms,
-/// six alternated runs on the AMD EPYC VM (BENCHMARKS.md). Plain A loads keep [`SUBGROUP_TILE`].
+/// six alternated runs on the AMD EPYC VM (BENCHMARKS.md). TN has had its own since
+/// ([`SUBGROUP_TILE_AM4`]); plain A loads keep [`SUBGROUP_TILE`].
 pub const SUBGROUP_TILE_VEC4_A: (u32, u32) = (24, 2);
 
 /// TN (`AM4`) since the chained sums and the column-panel order: 32 rows x 2 groups. A
