@@ -326,8 +326,9 @@ fn bench_parity(gpu: &Gpu) -> Result<()> {
     // (what, batch, m, n, k, layouts the step uses at this shape)
     // The last two rows are not the step's: NN with B's 64-column workgroup panel contiguous
     // (n = 64) and with its rows 6 KB apart (n = 1536), at the same m and k. NN ran 1.1x NT
-    // at the first and 0.74x at the second: what NN loses at the step's shapes is the strided
-    // walk down a wide B, not arithmetic (BENCHMARKS.md).
+    // at the first and 0.74x at the second before the column-panel order and the prefetch of
+    // B's panel (1.0-1.05x and 0.85-0.89x since): what NN loses there is the strided walk down
+    // a wide B from memory, not arithmetic (BENCHMARKS.md).
     let shapes: [(&str, usize, usize, usize, usize, &str); 14] = [
         ("fused QKV x.Wt", 1, 192, 1152, 384, "NT"),
         ("fused QKV dX", 1, 192, 384, 1152, "NN"),

@@ -180,9 +180,7 @@ impl Linear {
                 let dy2 = dy.reshape(&[rows, out])?;
                 if let Some((dw, add)) = &dw {
                     let mut op = Matmul::new(&dy2, true, &x2, false, dw)?;
-                    if *add {
-                        op = op.accumulate(1.0);
-                    }
+                    op.beta = add.then_some(1.0);
                     matmul(rec, &op)?;
                 }
                 if let Some(db) = self.b.and_then(|b| p.g(b)) {
@@ -203,9 +201,7 @@ impl Linear {
                 let rows = x.len() / inp;
                 if let Some((dw, add)) = &dw {
                     let mut gw = mm(inp, n, rows, view(x, 0, 1, inp), view(dy, 0, n, 1), view(dw, c0, out, 1));
-                    if *add {
-                        gw.beta = Some(1.0);
-                    }
+                    gw.beta = add.then_some(1.0);
                     matmul(rec, &gw)?;
                 }
                 if let Some(db) = self.b.and_then(|b| p.g(b)) {

@@ -366,10 +366,12 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
                 (tm, tn, s, SUBGROUP_TILE.2)
             }
             (Some(s), None) => {
-                let (tm, tn) = match () {
-                    _ if a4 => SUBGROUP_TILE_VEC4_A,
-                    _ if am4_layout => SUBGROUP_TILE_AM4,
-                    _ => (SUBGROUP_TILE.0, SUBGROUP_TILE.1),
+                let (tm, tn) = if a4 {
+                    SUBGROUP_TILE_VEC4_A
+                } else if am4_layout {
+                    SUBGROUP_TILE_AM4
+                } else {
+                    (SUBGROUP_TILE.0, SUBGROUP_TILE.1)
                 };
                 let (tm, tn) = fit_tile(tm, tn, m, n, s, SUBGROUP_TILE.2);
                 (tm, tn, s, SUBGROUP_TILE.2)

@@ -206,13 +206,12 @@ fn panel_order_covers_every_tile_of_a_wide_b() {
             let mut rng = Rng::new(400 + i as u64);
             let (a, b) = (rng.vec(m * k), rng.vec(k * n));
             let want = r::matmul(&a, ta, &b, false, m, n, k);
-            for path in [MatmulPath::Subgroup, MatmulPath::Register] {
-                let got = matmul_on(gpu(), (&a, ta), (&b, false), (m, n, k), path);
-                close(&format!("{path:?} matmul {m}x{n}x{k} ta={ta}"), &got, &want, tol(k), 1e-5);
-            }
-            let sg = matmul_on(gpu(), (&a, ta), (&b, false), (m, n, k), MatmulPath::Subgroup);
-            let plain = matmul_on(gpu(), (&a, ta), (&b, false), (m, n, k), MatmulPath::Register);
-            assert_same_bits(&format!("subgroup matmul {m}x{n}x{k} ta={ta}"), &sg, &plain);
+            let run = |path| matmul_on(gpu(), (&a, ta), (&b, false), (m, n, k), path);
+            let (sg, plain) = (run(MatmulPath::Subgroup), run(MatmulPath::Register));
+            let what = format!("matmul {m}x{n}x{k} ta={ta}");
+            close(&format!("subgroup {what}"), &sg, &want, tol(k), 1e-5);
+            close(&format!("plain {what}"), &plain, &want, tol(k), 1e-5);
+            assert_same_bits(&format!("subgroup {what}"), &sg, &plain);
         }
     }
 }
