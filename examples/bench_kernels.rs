@@ -310,17 +310,18 @@ fn bench_subgroups(gpu: &Gpu) -> Result<()> {
 }
 
 /// `--parity [--rounds=N]`: the three layouts (NN, NT, TN) at each shape an all-MiniLM-L6-v2
-/// step (batch 8 x 24 tokens) runs, on the path this adapter takes, interleaved call by call
-/// (N rounds, default 5, of 3 submits per layout, each of enough calls for ~200 MFLOP; the
-/// fastest round of each layout: on a shared
-/// VM contention only slows a round, and medians of rounds swung 20 % between layouts that the
-/// fastest rounds put level), each layout as a share of the best at its shape, with the layouts the step uses there marked (the fused-QKV rows are the shapes
-/// of a model with one QKV weight, as GPT-2's `c_attn`; MiniLM runs q, k and v as three 384-wide
-/// products, the `q, k, v, out` rows). The attention shapes are batched
-/// over 8 sequences x 12 heads (contiguous here; strided views of the fused QKV in the model).
-/// Every call reads operands that are not in the cores' caches, as in a step (a benchmark that
-/// repeats one product on the same operands measured x·Wᵀ kernels 1.35x apart that were within a
-/// few percent of each other in a training step, BENCHMARKS.md).
+/// step (batch 8 x 24 tokens) runs, on the path this adapter takes, each layout as a share of
+/// the best at its shape, with the layouts the step uses there marked (the fused-QKV rows are
+/// the shapes of a model with one QKV weight, as GPT-2's `c_attn`; MiniLM runs q, k and v as
+/// three 384-wide products, the `q, k, v, out` rows). The attention shapes are batched over 8
+/// sequences x 12 heads (contiguous here; strided views of the fused QKV in the model).
+///
+/// N rounds (default 5); a round runs every shape and layout in turn, 3 submits each of enough
+/// calls for ~200 MFLOP, and a layout's rate is its fastest round: on a shared VM contention
+/// only slows a round, and medians of rounds swung 20 % between layouts that the fastest rounds
+/// put level. Every call reads operands that are not in the cores' caches, as in a step (a
+/// benchmark that repeats one product on the same operands measured x·Wᵀ kernels 1.35x apart
+/// that were within a few percent of each other in a training step, BENCHMARKS.md).
 fn bench_parity(gpu: &Gpu) -> Result<()> {
     let rounds = rounds_flag()?;
     // (what, batch, m, n, k, layouts the step uses at this shape)
@@ -346,55 +347,64 @@ fn bench_parity(gpu: &Gpu) -> Result<()> {
         ("B rows 6 KB apart (not the step's)", 1, 192, 1536, 1536, ""),
     ];
     let layouts = [("NN", false, false), ("NT", false, true), ("TN", true, false)];
+    // `--only=TEXT`: the shapes whose name contains TEXT (a tile sweep at one shape).
+    let only = std::env::args().find_map(|a| a.strip_prefix("--only=").map(str::to_string));
+    let shapes: Vec<_> =
+        shapes.into_iter().filter(|s| only.as_ref().is_none_or(|o| s.0.contains(o.as_str()))).collect();
+    // Operands as a training step meets them: not in the cores' caches. Each call takes the
+    // next of a shape's sets of A, B and C (together 64 MiB, beyond this VM's 2 x 1 MiB L2 and
+    // its 32 MiB L3), so no call finds its operands where an earlier call left them. The three
+    // layouts read the same buffers (only the views differ: the values do not matter here).
+    let mut sets: Vec<Vec<(Tensor, Tensor, Tensor)>> = Vec::new();
+    for &(_, batch, m, n, k, _) in &shapes {
+        let set_bytes = 4 * batch * (m * k + k * n + m * n);
+        let copies = (64usize << 20).div_ceil(set_bytes).clamp(2, 64);
+        let (a, b) = (data(batch * m * k, 1), data(batch * k * n, 2));
+        sets.push(
+            (0..copies)
+                .map(|_| {
+                    Ok((
+                        gpu.from_f32(&a, &[batch * m * k])?,
+                        gpu.from_f32(&b, &[batch * k * n])?,
+                        gpu.zeros(&[batch, m, n])?,
+                    ))
+                })
+                .collect::<Result<_>>()?,
+        );
+    }
+    let next = std::cell::Cell::new(0usize);
+    // times[shape][layout]: seconds a call, one entry a round. A round runs every shape and
+    // layout in turn, so that each shape's rounds are spread over the whole run: the VM's slow
+    // phases last minutes, and rounds taken back to back at one shape could all fall in one.
+    let mut times = vec![vec![Vec::new(); layouts.len()]; shapes.len()];
+    for _ in 0..rounds {
+        for (si, &(_, batch, m, n, k, _)) in shapes.iter().enumerate() {
+            let flop = 2.0 * (batch * m * n * k) as f64;
+            // Calls per submit: at least ~200 MFLOP a submit, so that the submit and wait (a few
+            // tenths of a millisecond) do not hide the kernels of the small attention products (a
+            // millisecond each), which in a step run inside one long submit.
+            let calls = (2e8 / flop).ceil().clamp(1.0, 32.0) as usize;
+            for (li, &(_, ta, tb)) in layouts.iter().enumerate() {
+                let shape_a = if ta { [batch, k, m] } else { [batch, m, k] };
+                let shape_b = if tb { [batch, n, k] } else { [batch, k, n] };
+                let t = time_gpu(gpu, 3, &|r| {
+                    for _ in 0..calls {
+                        let (at, bt, ct) = &sets[si][next.get() % sets[si].len()];
+                        next.set(next.get() + 1);
+                        matmul(r, &Matmul::new(&at.reshape(&shape_a)?, ta, &bt.reshape(&shape_b)?, tb, ct)?)?;
+                    }
+                    Ok(())
+                })?;
+                times[si][li].push(t / calls as f64);
+            }
+        }
+    }
     println!("\nlayouts at the MiniLM step's shapes, {:?} path, {rounds} rounds", MatmulPath::auto(gpu));
     println!("\n| shape | batch x m x n x k | NN GFLOP/s | NT GFLOP/s | TN GFLOP/s | used by the step | slowest used / best |");
     println!("|---|---|---|---|---|---|---|");
     let mut worst = f64::INFINITY;
-    // `--only=TEXT`: the shapes whose name contains TEXT (a tile sweep at one shape).
-    let only = std::env::args().find_map(|a| a.strip_prefix("--only=").map(str::to_string));
-    for (what, batch, m, n, k, used) in shapes {
-        if only.as_ref().is_some_and(|o| !what.contains(o.as_str())) {
-            continue;
-        }
-        let (a, b) = (data(batch * m * k, 1), data(batch * k * n, 2));
-        let mut ts: Vec<Vec<f64>> = vec![Vec::new(); layouts.len()];
-        // Operands as a training step meets them: not in the cores' caches. Each call takes the
-        // next of `copies` sets of A, B and C (together 64 MiB, beyond this VM's 2 x 2 MiB L2),
-        // so no call finds its operands where the previous call of its layout left them.
-        let set_bytes = 4 * batch * (m * k + k * n + m * n);
-        let copies = (64usize << 20).div_ceil(set_bytes).clamp(2, 64);
-        let ops: Vec<Vec<(Tensor, Tensor, Tensor)>> = layouts
-            .iter()
-            .map(|&(_, ta, tb)| {
-                (0..copies)
-                    .map(|_| {
-                        let at = gpu.from_f32(&a, &if ta { [batch, k, m] } else { [batch, m, k] })?;
-                        let bt = gpu.from_f32(&b, &if tb { [batch, n, k] } else { [batch, k, n] })?;
-                        Ok((at, bt, gpu.zeros(&[batch, m, n])?))
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })
-            .collect::<Result<_>>()?;
-        let next = std::cell::Cell::new(0usize);
+    for (&(what, batch, m, n, k, used), ts) in shapes.iter().zip(&times) {
         let flop = 2.0 * (batch * m * n * k) as f64;
-        // Calls per submit: at least ~200 MFLOP a submit, so that the submit and wait (a few
-        // tenths of a millisecond) do not hide the kernels of the small attention products (a
-        // millisecond each), which in a step run inside one long submit.
-        let calls = (2e8 / flop).ceil().clamp(1.0, 32.0) as usize;
-        for _ in 0..rounds {
-            for (i, &(_, ta, tb)) in layouts.iter().enumerate() {
-                let sets = &ops[i];
-                let t = time_gpu(gpu, 3, &|r| {
-                    for _ in 0..calls {
-                        let (at, bt, ct) = &sets[next.get() % sets.len()];
-                        next.set(next.get() + 1);
-                        matmul(r, &Matmul::new(at, ta, bt, tb, ct)?)?;
-                    }
-                    Ok(())
-                })?;
-                ts[i].push(t / calls as f64);
-            }
-        }
         let rate: Vec<f64> = ts.iter().map(|t| flop / t.iter().cloned().fold(f64::INFINITY, f64::min) / 1e9).collect();
         let best = rate.iter().cloned().fold(0.0, f64::max);
         let slowest_used = layouts
