@@ -59,13 +59,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     let a_base = (p.a_off + zo * p.a_bo + zi * p.a_bi) / 4u;
     let b_base = (p.b_off + zo * p.b_bo + zi * p.b_bi) / 4u;
     let c_base = p.c_off + zo * p.c_bo + zi * p.c_bi;
-    let row0 = wid.y * (WGY * TM) + lid.y;
+    // Each workgroup row takes TM consecutive rows; a row wholly past the matrix (the last
+    // block of a 32-row tile at m = 480, say) leaves at once instead of computing the clamped
+    // last row TM times. It is one subgroup with SG, so the subgroup operations below still see
+    // every lane of theirs.
+    let row0 = wid.y * (WGY * TM) + lid.y * TM;
+    if (row0 >= p.m) {
+        return;
+    }
     // Column groups of four: group g covers columns 4g .. 4g + 3 (B's rows, clamped to the last).
     let g0 = wid.x * (WGX * TN) + lid.x;
     let mlast = p.m - 1u;
     let nlast = p.n - 1u;
     //@for i in 0..TM
-    let ar{i} = a_base + min(row0 + {i}u * WGY, mlast) * (p.a_rs / 4u);
+    let ar{i} = a_base + min(row0 + {i}u, mlast) * (p.a_rs / 4u);
     //@end
     //@for j in 0..TN
     //@for e in 0..4
@@ -84,7 +91,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     // Lane l loads the vec4s of tile rows l, l + WGX, ... and row i arrives as lane i % WGX's
     // load i / WGX, broadcast (see the top).
     //@for j in 0..TMW
-    let ra{j} = a_base + min(row0 + ({j}u * WGX + lane) * WGY, mlast) * (p.a_rs / 4u);
+    let ra{j} = a_base + min(row0 + {j}u * WGX + lane, mlast) * (p.a_rs / 4u);
     //@end
     let kfull = k4;
     for (var k0 = 0u; k0 < kfull; k0++) {
@@ -153,13 +160,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     //@for i in 0..TM
     //@for j in 0..TN
     //@if C4
-    store4(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j});
+    store4(row0 + {i}u, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j});
     //@end
     //@if !C4
-    store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j}.x);
-    store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u + 1u, c_base, c{i}_{j}.y);
-    store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u + 2u, c_base, c{i}_{j}.z);
-    store(row0 + {i}u * WGY, (g0 + {j}u * WGX) * 4u + 3u, c_base, c{i}_{j}.w);
+    store(row0 + {i}u, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j}.x);
+    store(row0 + {i}u, (g0 + {j}u * WGX) * 4u + 1u, c_base, c{i}_{j}.y);
+    store(row0 + {i}u, (g0 + {j}u * WGX) * 4u + 2u, c_base, c{i}_{j}.z);
+    store(row0 + {i}u, (g0 + {j}u * WGX) * 4u + 3u, c_base, c{i}_{j}.w);
     //@end
     //@end
     //@end

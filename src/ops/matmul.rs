@@ -193,6 +193,15 @@ pub const SUBGROUP_TILE: (u32, u32, u32) = (16, 2, 4);
 /// the same (`SUBGROUP_TILE.2` rows).
 pub const SUBGROUP_TILE_K4: (u32, u32) = (24, 2);
 
+/// x·Wᵀ from [`K4_TALL_ROWS`] rows up (a batch of 16 x 24 tokens and more): 32 rows x 2 groups,
+/// 128 rows a workgroup. In `bench_kernels --parity` it ran 1.06-1.19x the rate of 24 x 2 at
+/// 384-2048 rows (four alternated runs, operands out of cache); at 192 rows (the MiniLM step's
+/// 8 x 24 tokens) 0.87-1.00x, so smaller matrices keep [`SUBGROUP_TILE_K4`] (BENCHMARKS.md).
+pub const SUBGROUP_TILE_K4_TALL: (u32, u32) = (32, 2);
+
+/// The rows from which x·Wᵀ takes [`SUBGROUP_TILE_K4_TALL`].
+pub const K4_TALL_ROWS: usize = 384;
+
 /// The same for `matmul_n4` where A is read as vec4s (`A4` along k: the NN products dY·W and
 /// P·V; `AM4` along m: the TN products dYᵀ·X): 24 rows x 2 groups, as x·Wᵀ. The vec4 loads
 /// leave few registers holding A (three vec4s a lane for NN, three for four k for TN), so the
@@ -362,7 +371,8 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
             // subgroup each.
             (Some(s), Some([tm, tn, _, _])) => (tm, tn, s, SUBGROUP_TILE.2),
             (Some(s), None) if k4 => {
-                let (tm, tn) = fit_tile(SUBGROUP_TILE_K4.0, SUBGROUP_TILE_K4.1, m, n, s, SUBGROUP_TILE.2);
+                let (tm, tn) = if m >= K4_TALL_ROWS { SUBGROUP_TILE_K4_TALL } else { SUBGROUP_TILE_K4 };
+                let (tm, tn) = fit_tile(tm, tn, m, n, s, SUBGROUP_TILE.2);
                 (tm, tn, s, SUBGROUP_TILE.2)
             }
             (Some(s), None) => {

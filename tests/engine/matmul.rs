@@ -125,8 +125,10 @@ fn subgroup_matmul_matches_the_plain_kernels() {
     // 44 at 32 rows with a last block beyond m, 100 x 36 x 44 at 28 (25 rounded up), 64 x 68 x
     // 100 at 16 with a k tail, 48 x 32 x 40 at 12, 32 x 20 x 36 at 8, 16 x 8 x 3 at 4, all
     // tail); with B transposed and k a multiple of 4, A's rows spread over the lanes, rows
-    // past a fitted tile included (37 x 44 x 44: 10 rows, two loads a lane). Every tile height
-    // of the vec4 loads: the next test.
+    // past a fitted tile included (37 x 44 x 44: 10 rows, two loads a lane), and from 384 rows
+    // the 32-row tile, its last block's rows past m left at once (400 x 20 x 16: one subgroup
+    // of 16 rows and three that leave; 385 x 12 x 8: one row). Every tile height of the vec4
+    // loads: the next test.
     let sizes = [
         (8, 4, 8),
         (16, 8, 3),
@@ -145,6 +147,8 @@ fn subgroup_matmul_matches_the_plain_kernels() {
         (32, 20, 36),
         (100, 36, 44),
         (132, 36, 44),
+        (400, 20, 16),
+        (385, 12, 8),
     ];
     for (i, &(m, n, k)) in sizes.iter().enumerate() {
         for ta in [false, true] {
@@ -164,9 +168,11 @@ fn subgroup_matmul_matches_the_plain_kernels() {
 /// Every tile height the vec4 loads of A serve, on devices of their own with the tile forced
 /// (`GpuOptions::matmul_tile`): along m (TN, `AM4`), the trip of KTR k and NLD loads a lane
 /// depends on the rows (4 rows: 32 k of 4 loads; 8: 16 k; 12: 8 k of 3; 16: 8 k of 4; 20: 8 k
-/// of 5; 24: 4 k of 3; 28: 8 k of 7; 32: 4 k of 4) and along k (NN, `A4`, 1-4 spread loads a lane). Sizes:
-/// one trip, several with a k tail, only a tail, and the last block past m. Against the CPU
-/// and bitwise against the plain kernels of the default device.
+/// of 5; 24: 4 k of 3; 28: 8 k of 7; 32: 4 k of 4) and along k (NN, `A4`, 1-4 spread loads a
+/// lane), and with B transposed as well (NT, `matmul_k4` with A's rows spread over the lanes,
+/// where k is a multiple of 4). Sizes: one trip, several with a k tail, only a tail, and the
+/// last block past m. Against the CPU and bitwise against the plain kernels of the default
+/// device.
 #[test]
 fn vec4_a_loads_match_the_plain_kernels_at_every_tile_height() {
     if gpu().subgroup_rows().is_none() {
@@ -178,13 +184,13 @@ fn vec4_a_loads_match_the_plain_kernels_at_every_tile_height() {
         let opts = GpuOptions { matmul_tile: Some([tm, tn, 8, 8]), ..GpuOptions::from_env().unwrap() };
         let g = Gpu::new_blocking(opts).unwrap();
         for (i, &(m, n, k)) in sizes.iter().enumerate() {
-            for ta in [false, true] {
+            for (ta, tb) in [(false, false), (true, false), (false, true)] {
                 let mut rng = Rng::new(300 + i as u64);
                 let (a, b) = (rng.vec(m * k), rng.vec(k * n));
-                let got = matmul_on(&g, (&a, ta), (&b, false), (m, n, k), MatmulPath::Subgroup);
-                let plain = matmul_on(gpu(), (&a, ta), (&b, false), (m, n, k), MatmulPath::Register);
-                let what = format!("tile {tm} x {tn}: matmul {m}x{n}x{k} ta={ta}");
-                close(&what, &got, &r::matmul(&a, ta, &b, false, m, n, k), tol(k), 1e-5);
+                let got = matmul_on(&g, (&a, ta), (&b, tb), (m, n, k), MatmulPath::Subgroup);
+                let plain = matmul_on(gpu(), (&a, ta), (&b, tb), (m, n, k), MatmulPath::Register);
+                let what = format!("tile {tm} x {tn}: matmul {m}x{n}x{k} ta={ta} tb={tb}");
+                close(&what, &got, &r::matmul(&a, ta, &b, tb, m, n, k), tol(k), 1e-5);
                 assert_same_bits(&what, &got, &plain);
             }
         }
