@@ -86,21 +86,21 @@ fn main(
     let a_base = p.a_off + zo * p.a_bo + zi * p.a_bi;
     let b_base = (p.b_off + zo * p.b_bo + zi * p.b_bi) / 4u;
     let c_base = p.c_off + zo * p.c_bo + zi * p.c_bi;
-    //@if !AM4
-    let row0 = wid.y * (WGY * TM) + lid.y;
-    let rs = WGY;
-    //@end
-    //@if AM4
+    // Each workgroup row takes TM consecutive rows (for AM4, the vec4s of one k); a row wholly
+    // past the matrix (the last block of 192 rows in 32-row tiles) leaves at once instead of
+    // computing the clamped last row TM times. It is one subgroup with SG, so the subgroup
+    // operations below still see every lane of theirs.
     let row0 = wid.y * (WGY * TM) + lid.y * TM;
-    let rs = 1u;
-    //@end
+    if (row0 >= p.m) {
+        return;
+    }
     // Column groups of four: group g covers columns 4g .. 4g + 3.
     let g0 = wid.x * (WGX * TN) + lid.x;
     let mlast = p.m - 1u;
     let glast = p.n / 4u - 1u;
     let brs = p.b_rs / 4u;
     //@for i in 0..TM
-    let ar{i} = a_base + min(row0 + {i}u * rs, mlast) * p.a_rs;
+    let ar{i} = a_base + min(row0 + {i}u, mlast) * p.a_rs;
     //@end
     //@for j in 0..TN
     let bc{j} = b_base + min(g0 + {j}u * WGX, glast);
@@ -116,7 +116,7 @@ fn main(
     // k and every offset and stride of A are multiples of 4 (the Rust side checks).
     let kfull = p.k;
     //@for j in 0..TMW
-    let ra{j} = (a_base + min(row0 + ({j}u * WGX + lane) * rs, mlast) * p.a_rs) / 4u;
+    let ra{j} = (a_base + min(row0 + {j}u * WGX + lane, mlast) * p.a_rs) / 4u;
     //@end
     // Four k a trip, the four B loads of each column group first, then row by row the four
     // products into each sum in turn: on a CPU driver the sums live on the stack (TM x TN
@@ -240,13 +240,13 @@ fn main(
     //@for i in 0..TM
     //@for j in 0..TN
     //@if C4
-    store4(row0 + {i}u * rs, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j});
+    store4(row0 + {i}u, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j});
     //@end
     //@if !C4
-    store(row0 + {i}u * rs, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j}.x);
-    store(row0 + {i}u * rs, (g0 + {j}u * WGX) * 4u + 1u, c_base, c{i}_{j}.y);
-    store(row0 + {i}u * rs, (g0 + {j}u * WGX) * 4u + 2u, c_base, c{i}_{j}.z);
-    store(row0 + {i}u * rs, (g0 + {j}u * WGX) * 4u + 3u, c_base, c{i}_{j}.w);
+    store(row0 + {i}u, (g0 + {j}u * WGX) * 4u, c_base, c{i}_{j}.x);
+    store(row0 + {i}u, (g0 + {j}u * WGX) * 4u + 1u, c_base, c{i}_{j}.y);
+    store(row0 + {i}u, (g0 + {j}u * WGX) * 4u + 2u, c_base, c{i}_{j}.z);
+    store(row0 + {i}u, (g0 + {j}u * WGX) * 4u + 3u, c_base, c{i}_{j}.w);
     //@end
     //@end
     //@end

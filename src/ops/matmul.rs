@@ -202,15 +202,15 @@ pub const SUBGROUP_TILE_K4_TALL: (u32, u32) = (32, 2);
 /// The rows from which x·Wᵀ takes [`SUBGROUP_TILE_K4_TALL`].
 pub const K4_TALL_ROWS: usize = 384;
 
-/// The same for `matmul_n4` where A is read as vec4s (`A4` along k: the NN products dY·W and
-/// P·V; `AM4` along m: the TN products dYᵀ·X): 24 rows x 2 groups, as x·Wᵀ. The vec4 loads
-/// leave few registers holding A (three vec4s a lane for NN, three for four k for TN), so the
-/// tile can grow as x·Wᵀ's did: in `bench_kernels --parity` NN ran 1.0-1.3x and TN 0.8-1.3x
-/// the rate of 16 x 2 at the MiniLM shapes (32 x 1, 24 x 1, 20 x 2 and 32 x 2 slower), and the
-/// AdamW loop step went from 837 / 501 ms (median / 10th percentile, 16 x 2) to 697 / 469 ms,
-/// six alternated runs on the AMD EPYC VM (BENCHMARKS.md). TN has had its own since
-/// ([`SUBGROUP_TILE_AM4`]); plain A loads keep [`SUBGROUP_TILE`].
-pub const SUBGROUP_TILE_VEC4_A: (u32, u32) = (24, 2);
+/// The same for `matmul_n4` where A is read as vec4s along k (`A4`: the NN products dY·W and
+/// P·V): 32 rows x 2 groups, each workgroup row taking 32 consecutive rows, a row block wholly
+/// past m leaving at once (192 rows are then six such rows, two workgroups' worth, four and
+/// two). Against 24 x 2 (rows spread over the workgroup's rows, every block full at 192 rows)
+/// it ran 1.00-1.10x at the four dX shapes of a 192-token step and 1.06-1.09x at 384-1024 rows
+/// (`bench_kernels --parity`, in-process, four alternated runs; BENCHMARKS.md); 24 x 2 itself
+/// had replaced 16 x 2 (1.0-1.3x). TN has its own ([`SUBGROUP_TILE_AM4`]); plain A loads keep
+/// [`SUBGROUP_TILE`].
+pub const SUBGROUP_TILE_VEC4_A: (u32, u32) = (32, 2);
 
 /// TN (`AM4`) since the chained sums and the column-panel order: 32 rows x 2 groups. A
 /// subgroup's rows at one k are then two whole cache lines of dY (24 rows: one and a half, the

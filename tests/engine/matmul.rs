@@ -116,8 +116,9 @@ fn subgroup_matmul_matches_the_plain_kernels() {
         return;
     }
     // Around the default tiles: 24 x 2 groups of four columns (96 rows x 64 columns a
-    // workgroup, for B along n with A read as vec4s along k and for both along k), 32 x 2 (A
-    // read as vec4s along m) and 16 x 2 (B along n with plain A loads: m not a multiple of 4 or
+    // workgroup, for both along k below 384 rows), 32 x 2 (128 rows: A read as vec4s along k
+    // or m, and both along k from 384 rows; a workgroup row wholly past m leaves at once, as in
+    // 132 x 36 x 44) and 16 x 2 (B along n with plain A loads: m not a multiple of 4 or
     // k not); the matrices smaller than a workgroup's block run fitted tiles (`fit_tile`: 8 x 4
     // takes 2 rows x 1 group, 37 x 44 takes 10 x 2). A read as vec4s: along k (A not
     // transposed, k a multiple of 4: 64 x 68 x 100, 97 x 68 x 40, 68 x 36 x 44, 100 x 36 x 44),
@@ -200,7 +201,7 @@ fn vec4_a_loads_match_the_plain_kernels_at_every_tile_height() {
 /// Where B is wider than A is tall (n > m), `matmul_n4` numbers its workgroups down B's column
 /// panels (`PANEL`), and with A read as vec4s along k (k >= 128) its first subgroup touches B's
 /// panel eight rows ahead (`PREFETCH`, values that must never reach C). Several panels of 64
-/// columns and blocks of 96 rows, the last of each partial; k of one trip, of a few, and of
+/// columns and blocks of 128 rows, the last of each partial; k of one trip, of a few, and of
 /// the prefetching walks (128, 132: the last touches clamped to B's last row); A along k (NN)
 /// and, where m is a multiple of 4, along m (TN). Against the CPU and bitwise against the plain
 /// kernels.
