@@ -194,9 +194,10 @@ pub const SUBGROUP_TILE: (u32, u32, u32) = (16, 2, 4);
 pub const SUBGROUP_TILE_K4: (u32, u32) = (24, 2);
 
 /// x·Wᵀ from [`K4_TALL_ROWS`] rows up (a batch of 16 x 24 tokens and more): 32 rows x 2 groups,
-/// 128 rows a workgroup. In `bench_kernels --parity` it ran 1.06-1.19x the rate of 24 x 2 at
-/// 384-2048 rows (four alternated runs, operands out of cache); at 192 rows (the MiniLM step's
-/// 8 x 24 tokens) 0.87-1.00x, so smaller matrices keep [`SUBGROUP_TILE_K4`] (BENCHMARKS.md).
+/// 128 rows a workgroup. In-process in `bench_kernels --parity` (operands out of cache, medians
+/// of four runs) it ran 1.09-1.19x the rate of 24 x 2 at 384-2048 rows; at 192 rows (the MiniLM
+/// step's 8 x 24 tokens) 0.87-1.00x, so smaller matrices keep [`SUBGROUP_TILE_K4`]
+/// (BENCHMARKS.md).
 pub const SUBGROUP_TILE_K4_TALL: (u32, u32) = (32, 2);
 
 /// The rows from which x·Wᵀ takes [`SUBGROUP_TILE_K4_TALL`].
@@ -206,8 +207,8 @@ pub const K4_TALL_ROWS: usize = 384;
 /// P·V): 32 rows x 2 groups, each workgroup row taking 32 consecutive rows, a row block wholly
 /// past m leaving at once (192 rows are then six such rows, two workgroups' worth, four and
 /// two). Against 24 x 2 (rows spread over the workgroup's rows, every block full at 192 rows)
-/// it ran 1.00-1.10x at the four dX shapes of a 192-token step and 1.06-1.09x at 384-1024 rows
-/// (`bench_kernels --parity`, in-process, four alternated runs; BENCHMARKS.md); 24 x 2 itself
+/// it ran 0.96-1.10x at the four dX shapes of a 192-token step and 1.06-1.09x at 384-1024 rows
+/// (in-process in `bench_kernels --parity`, four sets of six runs; BENCHMARKS.md); 24 x 2 itself
 /// had replaced 16 x 2 (1.0-1.3x). TN has its own ([`SUBGROUP_TILE_AM4`]); plain A loads keep
 /// [`SUBGROUP_TILE`].
 pub const SUBGROUP_TILE_VEC4_A: (u32, u32) = (32, 2);
