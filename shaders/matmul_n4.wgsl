@@ -39,6 +39,16 @@
 // workgroup's subgroups one after another). That subgroup touches the panel's cache lines PFD
 // rows ahead, one vec4 load per lane per line of a trip; the values are summed into `touched`,
 // kept alive by a never-taken branch on `p.zero` (always 0), and never reach C.
+//
+// BAND (AM4, CPU drivers): TN walks dY down k at a stride of a whole row (6 KB at the FFN), each
+// subgroup reading only its own TM rows there, two cache lines of each k row: every subgroup
+// waits on memory at every trip (a page per k row, which no prefetcher crosses), and a trip's
+// long body leaves the out-of-order core no room to overlap one trip's misses with the next.
+// Before its walk the first subgroup touches the whole workgroup's band of A (its WGY TM rows,
+// all k) and B's panel, BAL and BBL loads per k row (one a cache line), k rows spread over the
+// lanes: a burst of independent misses
+// the core overlaps, after which the walks find the band in the cache. The values go into
+// `touched`, as for PREFETCH.
 //@include matmul_common
 
 //@if AV4
@@ -110,6 +120,9 @@ fn main(
     var c{i}_{j} = vec4<f32>(0.0);
     //@end
     //@end
+    //@if TOUCHED
+    var touched = vec4<f32>(0.0);
+    //@end
     //@if SG
     let lane = lid.x;
     //@if A4
@@ -125,7 +138,6 @@ fn main(
     //@if PREFETCH
     // A trip's four rows of the panel are WGX TN / 4 cache lines each: lane l's load u touches
     // line f / 4 of row f % 4, f = u WGX + l.
-    var touched = vec4<f32>(0.0);
     let panel = b_base + wid.x * (WGX * TN);
     //@end
     for (var k0 = 0u; k0 < kfull; k0 += 4u) {
@@ -161,12 +173,33 @@ fn main(
     //@if AM4
     // A trip covers KTR k: the TMQ x KTR vec4s of the tile's rows there, numbered f = t TMQ + q
     // (k offset t, row quad q), are the NLD loads of the WGX lanes, load u of lane l being
-    // f = u WGX + l. Three or four loads a trip (one a trip ran no faster than the scalar loads,
-    // eight slower); the sums updated KTR times in turn, as for A4 (1.1-1.2x).
+    // f = u WGX + l. Four k a trip where the lanes share them evenly (the 32-row tile: four
+    // loads a lane; one a trip there ran no faster than the scalar loads, eight slower; 8-row
+    // heads: one), else the fewest k that they do; the sums updated KTR times in turn, as for A4
+    // (1.1-1.2x).
     let kfull = p.k - p.k % KTR;
     let acs = p.a_cs / 4u;
     //@for u in 0..NLD
     let ao{u} = (a_base + min(row0 + 4u * (({u}u * WGX + lane) % TMQ), p.m - 4u)) / 4u + (({u}u * WGX + lane) / TMQ) * acs;
+    //@end
+    //@if BAND
+    if (lid.y == 0u) {
+        let band = (a_base + wid.y * (WGY * TM)) / 4u;
+        let alast = (a_base + p.m - 4u) / 4u;
+        let panel = b_base + wid.x * (WGX * TN);
+        for (var kk = lane; kk < p.k; kk += WGX) {
+            // Each k row's lines from the one its band (panel) starts in, the last clamped to
+            // the row (buffers start on a line: bindings are 256-byte aligned).
+            let ar = band + kk * acs;
+            let br = panel + kk * brs;
+            //@for q in 0..BAL
+            touched += A[min((ar & ~3u) + 4u * {q}u, alast + kk * acs)];
+            //@end
+            //@for q in 0..BBL
+            touched += B[min((br & ~3u) + 4u * {q}u, b_base + glast + kk * brs)];
+            //@end
+        }
+    }
     //@end
     for (var k0 = 0u; k0 < kfull; k0 += KTR) {
         //@for u in 0..NLD
@@ -216,7 +249,7 @@ fn main(
     }
     //@end
     //@end
-    //@if PREFETCH
+    //@if TOUCHED
     if (p.zero != 0u) {
         c0_0 += touched;
     }

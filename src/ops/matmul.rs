@@ -385,6 +385,11 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
                     (SUBGROUP_TILE.0, SUBGROUP_TILE.1)
                 };
                 let (tm, tn) = fit_tile(tm, tn, m, n, s, SUBGROUP_TILE.2);
+                // TN's vec4s along m take whole row quads: a fitted height rounds up to one
+                // (24-row heads: three subgroups of 8 rows and one that leaves at once). With
+                // the band touched and four k a trip (below), TN of 24-row heads ran 0.97 of NN
+                // against 0.79 on plain loads, of 64-row heads 0.98 against 0.65 (BENCHMARKS.md).
+                let tm = if am4_layout { tm.next_multiple_of(4) } else { tm };
                 (tm, tn, s, SUBGROUP_TILE.2)
             }
             // The plain both-along-k kernel keeps the default tile's outputs per invocation: 8 x 4
@@ -426,13 +431,15 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         spec = spec.b("AR", ar).u("TMW", if ar { tm.div_ceil(wgx) } else { 0 });
     }
     if n4 {
-        // AM4 takes the rows' vec4s at KTR k a trip, NLD loads a lane: the fewest k whose
-        // TMQ x KTR vec4s the WGX lanes share evenly, repeated up to four loads (shader top).
+        // AM4 takes the rows' vec4s at KTR k a trip, NLD loads a lane: four k (each sum
+        // updated four times in turn, as A4), or the fewest k whose TMQ x KTR vec4s the WGX
+        // lanes share evenly where that is more (shader top). Up to four loads a lane had set
+        // 16 k at 8 rows and 8 at 16: 0.72 and 0.89 of NN at attention's shapes, four k 1.01
+        // and 0.97.
         let tmq = (tm / 4).max(1);
         let am4 = am4_layout && tm.is_multiple_of(4);
         let kt = wgx / gcd(tmq, wgx);
-        let per = tmq * kt / wgx;
-        let reps = (4 / per).max(1);
+        let ktr = kt * 4 / gcd(kt, 4);
         // Workgroups down B's column panels where B is the larger operand (n > m), and B's
         // panel touched ahead of the first subgroup's walk (shader top): NN at the dX shapes of
         // a 192-token step ran 0.77 of x·Wᵀ before, 0.98 after (BENCHMARKS.md). Not for short
@@ -445,11 +452,19 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
             .u("PFB", if a4 { (4 * (wgx * tn).div_ceil(4)).div_ceil(wgx) } else { 0 })
             .b("A4", a4)
             .b("AM4", am4)
+            // TN's first subgroup touches the workgroup's band of A and B's panel before the
+            // walks: BAL, BBL loads per k row, one a cache line (shader top). At the dW shapes
+            // of a 192-token step TN ran 0.96-0.99 of the best layout against 0.83-0.93, and in
+            // the step's profile 28-33 against 21-30 GFLOP/s (BENCHMARKS.md).
+            .b("BAND", am4)
+            .u("BAL", (wgy * tm).div_ceil(16))
+            .u("BBL", (wgx * tn).div_ceil(4))
+            .b("TOUCHED", (a4 && k >= 128) || am4)
             .b("AV4", a4 || am4)
             .u("TMW", if a4 { tm.div_ceil(wgx) } else { 0 })
             .u("TMQ", tmq)
-            .u("KTR", if am4 { reps * kt } else { 1 })
-            .u("NLD", if am4 { reps * per } else { 0 });
+            .u("KTR", if am4 { ktr } else { 1 })
+            .u("NLD", if am4 { tmq * ktr / wgx } else { 0 });
     }
     // The vec4 epilogue of the vec4 kernels: C, the bias and the pre-activation addressed in
     // whole vec4s.

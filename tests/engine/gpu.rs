@@ -83,6 +83,10 @@ fn kernel_expansion_unrolls_loops() {
             .u("NLD", if a4 == 2 { 4 } else { 0 })
             .b("PANEL", a4 == 1)
             .b("PREFETCH", a4 == 1)
+            .b("BAND", a4 == 2)
+            .u("BAL", 1)
+            .u("BBL", 1)
+            .b("TOUCHED", a4 > 0)
             .u("PFD", 8)
             .u("PFB", if a4 == 1 { 1 } else { 0 });
         if let Some(sg) = sg {
@@ -107,7 +111,16 @@ fn kernel_expansion_unrolls_loops() {
     );
     assert!(along_k.contains("if (p.zero != 0u) {"), "{along_k}");
     let along_m = n4v(Some(true), false, 2).unwrap();
-    assert!(along_m.contains("let wid = wg;") && !along_m.contains("touched +="), "{along_m}");
+    assert!(along_m.contains("let wid = wg;") && !along_m.contains("k0 + PFD"), "{along_m}");
+    // BAND: before the walks the first subgroup touches one line of the band of A and of B's
+    // panel per k row (BAL = BBL = 1), and the values are kept alive the same way.
+    assert!(
+        along_m.contains("touched += A[min((ar & ~3u) + 4u * 0u, alast + kk * acs)];")
+            && along_m.contains("touched += B[min((br & ~3u) + 4u * 0u, b_base + glast + kk * brs)];")
+            && !along_m.contains("4u * 1u, alast")
+            && along_m.contains("if (p.zero != 0u) {"),
+        "{along_m}"
+    );
     assert!(along_m.contains("subgroupBroadcast(al3[3], 3u)") && !along_m.contains("al4"), "{along_m}");
     assert!(along_m.contains("subgroupBroadcast(al2[1], 1u)") && !along_m.contains("//@let"), "{along_m}");
     let with = n4(Some(true)).unwrap();

@@ -122,10 +122,11 @@ fn subgroup_matmul_matches_the_plain_kernels() {
     // k not); the matrices smaller than a workgroup's block run fitted tiles (`fit_tile`: 8 x 4
     // takes 2 rows x 1 group, 37 x 44 takes 10 x 2). A read as vec4s: along k (A not
     // transposed, k a multiple of 4: 64 x 68 x 100, 97 x 68 x 40, 68 x 36 x 44, 100 x 36 x 44),
-    // along m (A transposed, m a multiple of 4, the fitted rows rounded up to one: 132 x 36 x
-    // 44 at 32 rows with a last block beyond m, 100 x 36 x 44 at 28 (25 rounded up), 64 x 68 x
-    // 100 at 16 with a k tail, 48 x 32 x 40 at 12, 32 x 20 x 36 at 8, 16 x 8 x 3 at 4, all
-    // tail); with B transposed and k a multiple of 4, A's rows spread over the lanes, rows
+    // along m (A transposed, m a multiple of 4, the fitted rows rounded up to a row quad: 132 x
+    // 36 x 44 at 32 rows with a last block beyond m, 100 x 36 x 44 at 28 (25 rounded up) and 68
+    // x 36 x 44 at 20 (17), both with a k tail, 64 x 68 x 100 at 16, 48 x 32 x 40 at 12, 32 x
+    // 20 x 36 at 8, 8 x 4 x 8 at 4 (2 rounded up: two subgroups of four rows, two that leave;
+    // one trip of 8 k), 16 x 8 x 3 at 4, all tail); with B transposed and k a multiple of 4, A's rows spread over the lanes, rows
     // past a fitted tile included (37 x 44 x 44: 10 rows, two loads a lane), and from 384 rows
     // the 32-row tile, its last block's rows past m left at once (400 x 20 x 16: one subgroup
     // of 16 rows and three that leave; 385 x 12 x 8: one row). Every tile height of the vec4
@@ -168,8 +169,9 @@ fn subgroup_matmul_matches_the_plain_kernels() {
 
 /// Every tile height the vec4 loads of A serve, on devices of their own with the tile forced
 /// (`GpuOptions::matmul_tile`): along m (TN, `AM4`), the trip of KTR k and NLD loads a lane
-/// depends on the rows (4 rows: 32 k of 4 loads; 8: 16 k; 12: 8 k of 3; 16: 8 k of 4; 20: 8 k
-/// of 5; 24: 4 k of 3; 28: 8 k of 7; 32: 4 k of 4) and along k (NN, `A4`, 1-4 spread loads a
+/// depends on the rows (4 rows: 8 k of 1 load; 8: 4 k of 1; 12: 8 k of 3; 16: 4 k of 2; 20:
+/// 8 k of 5; 24: 4 k of 3; 28: 8 k of 7; 32: 4 k of 4), and its first subgroup touches the
+/// workgroup's band of A and B's panel first (`BAND`) and along k (NN, `A4`, 1-4 spread loads a
 /// lane), and with B transposed as well (NT, `matmul_k4` with A's rows spread over the lanes,
 /// where k is a multiple of 4). Sizes: one trip, several with a k tail, only a tail, and the
 /// last block past m. Against the CPU and bitwise against the plain kernels of the default
