@@ -46,9 +46,8 @@
 // long body leaves the out-of-order core no room to overlap one trip's misses with the next.
 // Before its walk the first subgroup touches the whole workgroup's band of A (its WGY TM rows,
 // all k) and B's panel, BAL and BBL loads per k row (one a cache line), k rows spread over the
-// lanes: a burst of independent misses
-// the core overlaps, after which the walks find the band in the cache. The values go into
-// `touched`, as for PREFETCH.
+// lanes: a burst of independent misses the core overlaps, after which the walks find the band
+// in the cache. The values go into `touched`, as for PREFETCH.
 //@include matmul_common
 
 //@if AV4
