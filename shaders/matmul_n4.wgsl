@@ -40,10 +40,11 @@
 // rows ahead, one vec4 load per lane per line of a trip; the values are summed into `touched`,
 // kept alive by a never-taken branch on `p.zero` (always 0), and never reach C.
 //
-// BAND (AM4, CPU drivers): TN walks dY down k at a stride of a whole row (6 KB at the FFN), each
-// subgroup reading only its own TM rows there, two cache lines of each k row: every subgroup
-// waits on memory at every trip (a page per k row, which no prefetcher crosses), and a trip's
-// long body leaves the out-of-order core no room to overlap one trip's misses with the next.
+// BAND (part of AM4, CPU drivers): TN walks dY down k at a stride of a whole row (6 KB at the
+// FFN), each subgroup reading only its own TM rows there, two cache lines of each k row: every
+// subgroup waits on memory at every trip (a page per k row, which no prefetcher crosses), and a
+// trip's long body leaves the out-of-order core no room to overlap one trip's misses with the
+// next.
 // Before its walk the first subgroup touches the whole workgroup's band of A (its WGY TM rows,
 // all k) and B's panel, BAL and BBL loads per k row (one a cache line), k rows spread over the
 // lanes: a burst of independent misses the core overlaps, after which the walks find the band
@@ -181,7 +182,7 @@ fn main(
     //@for u in 0..NLD
     let ao{u} = (a_base + min(row0 + 4u * (({u}u * WGX + lane) % TMQ), p.m - 4u)) / 4u + (({u}u * WGX + lane) / TMQ) * acs;
     //@end
-    //@if BAND
+    // BAND (top).
     if (lid.y == 0u) {
         let band = (a_base + wid.y * (WGY * TM)) / 4u;
         let alast = (a_base + p.m - 4u) / 4u;
@@ -199,7 +200,6 @@ fn main(
             //@end
         }
     }
-    //@end
     for (var k0 = 0u; k0 < kfull; k0 += KTR) {
         //@for u in 0..NLD
         let al{u} = A[ao{u} + k0 * acs];

@@ -440,26 +440,27 @@ pub fn matmul_with(rec: &mut Recorder, mm: &Matmul, path: MatmulPath) -> Result<
         let am4 = am4_layout && tm.is_multiple_of(4);
         let kt = wgx / gcd(tmq, wgx);
         let ktr = kt * 4 / gcd(kt, 4);
+        let prefetch = a4 && k >= 128;
         // Workgroups down B's column panels where B is the larger operand (n > m), and B's
         // panel touched ahead of the first subgroup's walk (shader top): NN at the dX shapes of
         // a 192-token step ran 0.77 of x·Wᵀ before, 0.98 after (BENCHMARKS.md). Not for short
         // walks: P·V of 24-token sequences ran 10 % slower with it.
         spec = spec
             .b("PANEL", n > m)
-            .b("PREFETCH", a4 && k >= 128)
+            .b("PREFETCH", prefetch)
             .u("PFD", 8)
             // Loads a lane that touch a trip's four rows of the panel, WGX TN / 4 lines each.
             .u("PFB", if a4 { (4 * (wgx * tn).div_ceil(4)).div_ceil(wgx) } else { 0 })
             .b("A4", a4)
             .b("AM4", am4)
             // TN's first subgroup touches the workgroup's band of A and B's panel before the
-            // walks: BAL, BBL loads per k row, one a cache line (shader top). At the dW shapes
-            // of a 192-token step TN ran 0.96-0.99 of the best layout against 0.83-0.93, and in
-            // the step's profile 28-33 against 21-30 GFLOP/s (BENCHMARKS.md).
-            .b("BAND", am4)
+            // walks (BAND in the shader): BAL, BBL loads per k row, one a cache line. At the dW
+            // shapes of a 192-token step TN ran 0.96-0.99 of the best layout against 0.83-0.93,
+            // and in the step's profile 28-33 against 21-30 GFLOP/s (BENCHMARKS.md).
             .u("BAL", (wgy * tm).div_ceil(16))
             .u("BBL", (wgx * tn).div_ceil(4))
-            .b("TOUCHED", (a4 && k >= 128) || am4)
+            // Either touch: the values' sum and the branch that keeps it alive.
+            .b("TOUCHED", prefetch || am4)
             .b("AV4", a4 || am4)
             .u("TMW", if a4 { tm.div_ceil(wgx) } else { 0 })
             .u("TMQ", tmq)

@@ -83,7 +83,6 @@ fn kernel_expansion_unrolls_loops() {
             .u("NLD", if a4 == 2 { 4 } else { 0 })
             .b("PANEL", a4 == 1)
             .b("PREFETCH", a4 == 1)
-            .b("BAND", a4 == 2)
             .u("BAL", 1)
             .u("BBL", 1)
             .b("TOUCHED", a4 > 0)

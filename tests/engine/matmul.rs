@@ -126,8 +126,8 @@ fn subgroup_matmul_matches_the_plain_kernels() {
     // 36 x 44 at 32 rows with a last block beyond m, 100 x 36 x 44 at 28 (25 rounded up) and 68
     // x 36 x 44 at 20 (17), both with a k tail, 64 x 68 x 100 at 16, 48 x 32 x 40 at 12, 32 x
     // 20 x 36 at 8, 8 x 4 x 8 at 4 (2 rounded up: two subgroups of four rows, two that leave;
-    // one trip of 8 k), 16 x 8 x 3 at 4, all tail); with B transposed and k a multiple of 4, A's rows spread over the lanes, rows
-    // past a fitted tile included (37 x 44 x 44: 10 rows, two loads a lane), and from 384 rows
+    // one trip of 8 k), 16 x 8 x 3 at 4, all tail); with B transposed and k a multiple of 4,
+    // A's rows spread over the lanes, rows past a fitted tile included (37 x 44 x 44: 10 rows, two loads a lane), and from 384 rows
     // the 32-row tile, its last block's rows past m left at once (400 x 20 x 16: one subgroup
     // of 16 rows and three that leave; 385 x 12 x 8: one row). Every tile height of the vec4
     // loads: the next test.
@@ -170,8 +170,8 @@ fn subgroup_matmul_matches_the_plain_kernels() {
 /// Every tile height the vec4 loads of A serve, on devices of their own with the tile forced
 /// (`GpuOptions::matmul_tile`): along m (TN, `AM4`), the trip of KTR k and NLD loads a lane
 /// depends on the rows (4 rows: 8 k of 1 load; 8: 4 k of 1; 12: 8 k of 3; 16: 4 k of 2; 20:
-/// 8 k of 5; 24: 4 k of 3; 28: 8 k of 7; 32: 4 k of 4), and its first subgroup touches the
-/// workgroup's band of A and B's panel first (`BAND`) and along k (NN, `A4`, 1-4 spread loads a
+/// 8 k of 5; 24: 4 k of 3; 28: 8 k of 7; 32: 4 k of 4; its first subgroup touches the
+/// workgroup's band of A and B's panel first, `BAND`), along k (NN, `A4`, 1-4 spread loads a
 /// lane), and with B transposed as well (NT, `matmul_k4` with A's rows spread over the lanes,
 /// where k is a multiple of 4). Sizes: one trip, several with a k tail, only a tail, and the
 /// last block past m. Against the CPU and bitwise against the plain kernels of the default
